@@ -1,0 +1,312 @@
+"""The dispatcher: one bounded queue, one matching step, isolated handlers.
+
+How this works
+--------------
+Sources put *chains* of Events on one bounded queue: usually one Event, but
+a channel message is the chain ``(pubm, pub)`` — pubm bindings run first and
+if any returns a true value, the pub stage is skipped (Eggdrop's rule).
+
+A single worker takes a chain, finds the user record for its origin (once),
+and matches each stage against the current immutable ``Snapshot``.  Flags are
+checked per binding; a refused *command* (pub, msg, dcc) is answered with a
+short reason, logged and counted, other refused types are skipped silently.
+
+When every matched handler is a plain function the chain runs inline — no
+task per event, which is what keeps the hot path fast.  Otherwise the chain
+runs in its own task, tracked in ``self._tasks`` and limited by
+``max_inflight``; each async handler runs under ``handler_timeout_s``.  A
+handler that raises or times out is logged with a reference id, and the user
+sees only ``!cmd failed (ref 1a2b3c)``.  Nothing a handler does (raise,
+``sys.exit()``, hang) stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .event import Event, new_ref
+from .registry import BIND_TYPES, Binding, BindingTable, current_owner
+
+__all__ = ["DispatchStats", "Dispatcher", "Principal", "Resolver"]
+
+log = logging.getLogger("masterchief.dispatch")
+
+
+class Principal(Protocol):
+    """The user record an origin resolved to, as far as flags are concerned."""
+
+    @property
+    def handle(self) -> str: ...
+
+    def global_flags(self) -> str: ...
+
+    def channel_flags(self, channel: str) -> str: ...
+
+
+Resolver = Callable[[Event], Principal | None]
+
+
+def _nobody(_ev: Event) -> Principal | None:
+    return None
+
+
+@dataclass(slots=True)
+class DispatchStats:
+    received: int = 0
+    dropped: int = 0
+    processed: int = 0
+    fired: int = 0
+    refused: int = 0
+    errors: int = 0
+    timeouts: int = 0
+
+
+Chain = tuple[Event, ...]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        table: BindingTable,
+        *,
+        resolver: Resolver = _nobody,
+        handler_timeout_s: float = 30.0,
+        queue_size: int = 10_000,
+        max_inflight: int = 1_000,
+    ) -> None:
+        self.table = table
+        self.resolver = resolver
+        self.handler_timeout_s = handler_timeout_s
+        self.queue: asyncio.Queue[Chain] = asyncio.Queue(queue_size)
+        self.stats = DispatchStats()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._async_cache: dict[object, bool] = {}
+        self._pending = 0  # chains queued or running
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- intake --------------------------------------------------------------
+
+    def submit(self, *chain: Event) -> bool:
+        """Queue a chain without waiting; False (and counted) when the queue is full."""
+        self.stats.received += 1
+        try:
+            self.queue.put_nowait(chain)
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+            log.warning("dispatch queue full: dropped %s %s", chain[0].type, chain[0].key)
+            return False
+        self._begin()
+        return True
+
+    async def put(self, *chain: Event) -> None:
+        """Queue a chain, waiting for room (backpressure for sources that can wait)."""
+        self.stats.received += 1
+        await self.queue.put(chain)
+        self._begin()
+
+    def _begin(self) -> None:
+        self._pending += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self._pending -= 1
+        if self._pending <= 0:
+            self._pending = 0
+            self._idle.set()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Wait until every queued chain has finished (tests, shutdown)."""
+        async with asyncio.timeout(timeout):
+            await self._idle.wait()
+
+    # -- the worker ----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process chains until cancelled; on cancel, cancel running handlers."""
+        try:
+            while True:
+                chain = await self.queue.get()
+                spawned = False
+                try:
+                    spawned = await self._process(chain)
+                except Exception:  # defensive: a bug here must not stop the bot
+                    log.exception("dispatcher failed on %s %s", chain[0].type, chain[0].key)
+                if not spawned:
+                    self._end()
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _is_async(self, handler: object) -> bool:
+        try:
+            return self._async_cache[handler]
+        except KeyError:
+            target = inspect.unwrap(handler)  # type: ignore[arg-type]
+            if not inspect.isfunction(target) and not inspect.ismethod(target):
+                target = getattr(target, "__call__", target)  # noqa: B004
+            result = inspect.iscoroutinefunction(target)
+            self._async_cache[handler] = result
+            return result
+        except TypeError:  # unhashable callable
+            return True
+
+    async def _process(self, chain: Chain) -> bool:
+        """Run or start one chain; True when it continues in a task."""
+        self.stats.processed += 1
+        snap = self.table.snapshot
+        staged: list[tuple[Event, tuple[Binding, ...]]] = []
+        for ev in chain:
+            found = snap.match(ev)
+            if found:
+                staged.append((ev, found))
+        if not staged:
+            return False
+        who = self.resolver(chain[0])
+        if who is not None:
+            staged = [(dataclasses.replace(ev, handle=who.handle), bs) for ev, bs in staged]
+        if all(not self._is_async(b.handler) for _, bs in staged for b in bs):
+            self._run_sync(staged, who)
+            return False
+        await self._slots.acquire()
+        task = asyncio.get_running_loop().create_task(self._run_async(staged, who))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return True
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        self._end()
+
+    def _allowed(self, b: Binding, ev: Event, who: Principal | None) -> bool:
+        if b.flags.anyone and who is None:
+            return True
+        glob = who.global_flags() if who is not None else ""
+        chan = who.channel_flags(ev.channel) if who is not None and ev.channel else ""
+        if b.flags.allows(glob, chan):
+            return True
+        self._refuse(b, ev, who)
+        return False
+
+    def _refuse(self, b: Binding, ev: Event, who: Principal | None) -> None:
+        spec = BIND_TYPES[b.type]
+        if not spec.command:
+            return
+        self.stats.refused += 1
+        need = b.flags.describe(ev.channel)
+        log.info(
+            "refused %s %s for %s (%s) handle=%s: needs %s",
+            b.type,
+            ev.key,
+            ev.nick,
+            ev.uhost,
+            who.handle if who else None,
+            b.flags.text,
+        )
+        if b.flags.anyone:
+            ev.reply(f"you may not use {ev.key}")
+        elif who is None:
+            ev.reply(f"you need {need} for {ev.key} (no user record matches you)")
+        else:
+            ev.reply(f"you need {need} for {ev.key}")
+
+    def _fail(self, b: Binding, ev: Event, exc: BaseException | None, timed_out: bool) -> None:
+        ref = new_ref()
+        if timed_out:
+            self.stats.timeouts += 1
+            log.error(
+                "handler %s for %s %r timed out after %ss (ref %s)",
+                b.handler_name,
+                ev.type,
+                ev.key,
+                self.handler_timeout_s,
+                ref,
+            )
+        else:
+            self.stats.errors += 1
+            log.error(
+                "handler %s for %s %r failed (ref %s)",
+                b.handler_name,
+                ev.type,
+                ev.key,
+                ref,
+                exc_info=exc,
+            )
+        if BIND_TYPES[b.type].command:
+            ev.reply(f"{ev.key} failed (ref {ref})")
+
+    def _run_sync(
+        self, staged: Iterable[tuple[Event, tuple[Binding, ...]]], who: Principal | None
+    ) -> None:
+        for ev, bindings in staged:
+            stop = False
+            for b in bindings:
+                if not self._allowed(b, ev, who):
+                    continue
+                b.hits += 1
+                self.stats.fired += 1
+                token = current_owner.set(b.owner)
+                try:
+                    if b.handler(ev):
+                        stop = True
+                except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                    self._fail(b, ev, exc, False)
+                finally:
+                    current_owner.reset(token)
+            if stop:
+                break
+
+    async def _run_async(
+        self, staged: list[tuple[Event, tuple[Binding, ...]]], who: Principal | None
+    ) -> None:
+        for ev, bindings in staged:
+            stop = False
+            for b in bindings:
+                if not self._allowed(b, ev, who):
+                    continue
+                b.hits += 1
+                self.stats.fired += 1
+                if await self._call(b, ev):
+                    stop = True
+            if stop:
+                break
+
+    async def _call(self, b: Binding, ev: Event) -> object:
+        token = current_owner.set(b.owner)
+        started = time.monotonic()
+        try:
+            result = b.handler(ev)
+            if inspect.isawaitable(result):
+                async with asyncio.timeout(self.handler_timeout_s):
+                    result = await result
+            return result
+        except TimeoutError as exc:
+            timed_out = time.monotonic() - started >= self.handler_timeout_s * 0.99
+            self._fail(b, ev, exc, timed_out)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            self._fail(b, ev, None, False)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            self._fail(b, ev, exc, False)
+        finally:
+            with contextlib.suppress(ValueError):
+                current_owner.reset(token)
+        return None

@@ -1,0 +1,168 @@
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+
+from masterchief.bindings.dispatcher import Dispatcher
+from masterchief.bindings.event import Event
+from masterchief.bindings.registry import BindingTable
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def reply(self, event: Event, text: str) -> None:
+        self.lines.append(text)
+
+
+@dataclass
+class Who:
+    handle: str
+    flags: str = ""
+    chans: dict[str, str] = field(default_factory=dict)
+
+    def global_flags(self) -> str:
+        return self.flags
+
+    def channel_flags(self, channel: str) -> str:
+        return self.chans.get(channel.lower(), "")
+
+
+def pub(text: str, sink: Sink, nick: str = "bob") -> tuple[Event, Event]:
+    word, _, rest = text.partition(" ")
+    common = dict(nick=nick, uhost="b@h", channel="#ops", sink=sink)
+    return (
+        Event(type="pubm", key=f"#ops {text}", text=text, **common),  # type: ignore[arg-type]
+        Event(type="pub", key=word, text=rest, **common),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def setup():  # type: ignore[no-untyped-def]
+    table = BindingTable()
+    users = {"bob": Who("bob", "", {"#ops": "o"}), "eve": Who("eve", "v")}
+    d = Dispatcher(table, resolver=lambda ev: users.get(ev.nick or ""), handler_timeout_s=0.3)
+    task = asyncio.create_task(d.run())
+    yield table, d
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_pub_sync_and_async_handlers(setup) -> None:  # type: ignore[no-untyped-def]
+    table, d = setup
+    sink = Sink()
+    seen: list[Event] = []
+
+    @table.bind("pub", "-|-", "!ping")
+    async def ping(ev: Event) -> None:
+        seen.append(ev)
+        await ev.reply(f"pong {ev.text}".rstrip())
+
+    @table.bind("pub", "-|-", "!plain")
+    def plain(ev: Event) -> None:
+        ev.reply("plain ok")
+
+    d.submit(*pub("!ping hello there", sink))
+    d.submit(*pub("!plain", sink))
+    await d.drain()
+    assert sorted(sink.lines) == ["plain ok", "pong hello there"]
+    ev = seen[0]
+    assert (ev.type, ev.key, ev.text, ev.args, ev.handle) == (
+        "pub",
+        "!ping",
+        "hello there",
+        ["hello", "there"],
+        "bob",
+    )
+    assert table.binds("pub")[0].hits + table.binds("pub")[1].hits == 2
+
+
+async def test_pubm_true_suppresses_pub(setup) -> None:  # type: ignore[no-untyped-def]
+    table, d = setup
+    sink = Sink()
+    table.bind("pubm", "-|-", "#ops !x*", lambda ev: True)
+    table.bind("pub", "-|-", "!x", lambda ev: ev.reply("pub ran"))
+    d.submit(*pub("!x", sink))
+    await d.drain()
+    assert sink.lines == []
+    table.bind("pubm", "-|-", "#ops !y*", lambda ev: None)
+    table.bind("pub", "-|-", "!y", lambda ev: ev.reply("pub ran"))
+    d.submit(*pub("!y", sink))
+    await d.drain()
+    assert sink.lines == ["pub ran"]
+
+
+@pytest.mark.parametrize(
+    ("nick", "flags", "answer"),
+    [
+        ("bob", "o|o", "ok"),  # channel op on #ops
+        ("bob", "m|m", "you need global +m or +m on #ops for !cmd"),
+        ("eve", "o|o", "you need global +o or +o on #ops for !cmd"),
+        ("eve", "v", "ok"),
+        ("mallory", "o|o", "you need global +o or +o on #ops for !cmd (no user record matches you)"),
+        ("mallory", "-|-", "ok"),
+    ],
+)
+async def test_flag_checks(setup, nick: str, flags: str, answer: str) -> None:  # type: ignore[no-untyped-def]
+    table, d = setup
+    sink = Sink()
+    table.bind("pub", flags, "!cmd", lambda ev: ev.reply("ok"))
+    d.submit(*pub("!cmd", sink, nick=nick))
+    await d.drain()
+    assert sink.lines == [answer]
+    assert d.stats.refused == (0 if answer == "ok" else 1)
+
+
+async def test_raise_and_hang_are_isolated(setup, caplog) -> None:  # type: ignore[no-untyped-def]
+    table, d = setup
+    sink = Sink()
+
+    @table.bind("pub", "-|-", "!boom")
+    async def boom(ev: Event) -> None:
+        raise RuntimeError("secret path /etc/x")
+
+    @table.bind("pub", "-|-", "!hang")
+    async def hang(ev: Event) -> None:
+        await asyncio.Event().wait()
+
+    @table.bind("pub", "-|-", "!exit")
+    def bye(ev: Event) -> None:
+        raise SystemExit(3)
+
+    table.bind("pub", "-|-", "!ok", lambda ev: ev.reply("still here"))
+    for cmd in ("!boom", "!hang", "!exit", "!ok"):
+        d.submit(*pub(cmd, sink))
+    await d.drain(timeout=5)
+    assert "still here" in sink.lines
+    failed = sorted(x for x in sink.lines if "failed" in x)
+    assert len(failed) == 3
+    for line, cmd in zip(failed, ("!boom", "!exit", "!hang"), strict=True):
+        assert line.startswith(f"{cmd} failed (ref ")
+        assert "secret" not in line
+    assert d.stats.errors == 2 and d.stats.timeouts == 1
+    assert "timed out" in caplog.text
+
+
+async def test_handler_may_bind_during_dispatch(setup) -> None:  # type: ignore[no-untyped-def]
+    table, d = setup
+    sink = Sink()
+
+    def adder(ev: Event) -> None:
+        table.bind("pub", "-|-", "!late", lambda e: e.reply("late"))
+        table.unbind_owner("runtime-never")
+
+    table.bind("pubm", "-|-", "*", adder)
+    d.submit(*pub("!late", sink))
+    await d.drain()
+    d.submit(*pub("!late", sink))
+    await d.drain()
+    assert sink.lines == ["late"]
+
+
+async def test_queue_full_is_counted() -> None:
+    d = Dispatcher(BindingTable(), queue_size=2)
+    ev = Event(type="evnt", key="x")
+    assert d.submit(ev) and d.submit(ev)
+    assert not d.submit(ev)
+    assert d.stats.dropped == 1 and d.stats.received == 3

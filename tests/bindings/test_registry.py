@@ -1,0 +1,116 @@
+from datetime import datetime
+
+import pytest
+
+from masterchief.bindings.event import Event
+from masterchief.bindings.registry import BindError, BindingTable
+
+
+def h1(ev: Event) -> None: ...
+def h2(ev: Event) -> None: ...
+
+
+def test_decorator_returns_same_object() -> None:
+    t = BindingTable()
+
+    def f(ev: Event) -> None: ...
+
+    assert t.bind("pub", "-|-", "!x")(f) is f
+    assert t.bind("pub", "-|-", "!y", f) is f
+    assert [b.mask for b in t.binds("pub")] == ["!y", "!x"]
+
+
+@pytest.mark.parametrize(
+    ("type_", "mask", "key", "hit"),
+    [
+        ("pub", "!ping", "!ping", True),
+        ("pub", "!ping", "!PING", True),
+        ("pub", "!ping", "!pingx", False),
+        ("pubm", "#ops *deploy*", "#ops we deploy now", True),
+        ("pubm", "#ops *deploy*", "#dev we deploy now", False),
+        ("join", "#ops *!*@*", "#ops bob!b@host", True),
+        ("raw", "PRIVMSG", "PRIVMSG", True),
+        ("raw", "4*", "433", True),
+        ("evnt", "rehash", "rehash", True),
+        ("evnt", "rehash", "rehashed", False),
+        ("event", "deploy.*", "deploy.finished", True),
+    ],
+)
+def test_match_kinds(type_: str, mask: str, key: str, hit: bool) -> None:
+    t = BindingTable()
+    t.bind(type_, "-|-", mask, h1)
+    got = t.snapshot.match(Event(type=type_, key=key))
+    assert (len(got) == 1) is hit
+
+
+def test_cron_matching() -> None:
+    t = BindingTable()
+    t.bind("time", "-|-", "*/5 * * * *", h1)
+    t.bind("cron", "-|-", "0 9 * * 1", h2)
+    at = datetime(2026, 11, 30, 9, 0)  # a Monday
+    assert len(t.snapshot.match(Event(type="time", key="", payload=at))) == 1
+    assert len(t.snapshot.match(Event(type="cron", key="", payload=at))) == 1
+    later = datetime(2026, 11, 30, 9, 1)
+    assert t.snapshot.match(Event(type="time", key="", payload=later)) == ()
+
+
+def test_bad_cron_and_type() -> None:
+    t = BindingTable()
+    with pytest.raises(BindError):
+        t.bind("time", "-|-", "every minute", h1)
+    with pytest.raises(BindError):
+        t.bind("cron", "-|-", "* * * *", h1)
+    with pytest.raises(BindError):
+        t.bind("nosuch", "-|-", "x", h1)
+    with pytest.raises(BindError):
+        t.bind("pub", "-|-", "!x", "not callable")  # type: ignore[call-overload]
+    assert len(t) == 0
+
+
+def test_non_stackable_user_shadows_builtin_and_stackable_fires_all() -> None:
+    t = BindingTable()
+    t.bind("pub", "-|-", "!help", h1, owner="builtin:core")
+    t.bind("pub", "-|-", "!help", h2, owner="script:mine")
+    got = t.snapshot.match(Event(type="pub", key="!help"))
+    assert [b.handler for b in got] == [h2]
+    t.unbind_owner("script:mine")
+    assert [b.handler for b in t.snapshot.match(Event(type="pub", key="!help"))] == [h1]
+
+    t.bind("pubm", "-|-", "*", h1, owner="builtin:core")
+    t.bind("pubm", "-|-", "*", h2, owner="script:mine")
+    got = t.snapshot.match(Event(type="pubm", key="#c x"))
+    assert [b.handler for b in got] == [h2, h1]  # user bindings before built-ins
+
+
+def test_unbind_exact_arguments() -> None:
+    t = BindingTable()
+    t.bind("pub", "o|o", "!x", h1)
+    assert not t.unbind("pub", "-|-", "!x", h1)
+    assert not t.unbind("pub", "o|o", "!x", h2)
+    assert t.unbind("pub", "o|o", "!X", h1)
+    assert len(t) == 0
+
+
+def test_collecting_swaps_atomically() -> None:
+    t = BindingTable()
+    t.bind("pub", "-|-", "!old", h1, owner="script:a")
+    snap_before = t.snapshot
+    with t.collecting("script:a") as bucket:
+        t.bind("pub", "-|-", "!new", h2)
+        assert [b.mask for b in t.binds()] == ["!old"]  # not visible yet
+    assert t.snapshot is snap_before
+    t.replace_owner("script:a", bucket)
+    assert [b.mask for b in t.binds()] == ["!new"]
+    # the old snapshot is untouched for dispatches still using it
+    assert [b.mask for b in snap_before] == ["!old"]
+
+
+def test_partial_match_for_dcc() -> None:
+    t = BindingTable()
+    t.bind("dcc", "-|-", "rehash", h1)
+    t.bind("dcc", "-|-", "restart", h2)
+    t.bind("dcc", "-|-", "who", h1)
+    assert [b.mask for b in t.snapshot.match(Event(type="dcc", key="reh"))] == ["rehash"]
+    assert t.snapshot.match(Event(type="dcc", key="re")) == ()
+    assert t.snapshot.ambiguous("dcc", "re") == ["rehash", "restart"]
+    assert [b.mask for b in t.snapshot.match(Event(type="dcc", key="who"))] == ["who"]
