@@ -9,14 +9,16 @@ Script writers need three names::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .bindings.event import Event
 from .bindings.registry import Binding, BindingTable, Handler
 
-__all__ = ["Event", "bind", "binds", "unbind"]
+__all__ = ["Event", "bind", "binds", "say", "unbind"]
 
 _table = BindingTable()
+_say: Callable[[str, str], object] | None = None
 
 
 def table() -> BindingTable:
@@ -24,9 +26,10 @@ def table() -> BindingTable:
     return _table
 
 
-def set_table(new: BindingTable) -> None:
-    global _table
+def set_table(new: BindingTable, say_fn: Callable[[str, str], object] | None = None) -> None:
+    global _table, _say
     _table = new
+    _say = say_fn
 
 
 def bind(type: str, flags: str, mask: str, handler: Handler | None = None) -> Any:
@@ -42,3 +45,13 @@ def unbind(type: str, flags: str, mask: str, handler: Handler) -> bool:
 def binds(type: str | None = None) -> list[Binding]:
     """The bindings (optionally of one type) with their hit counts."""
     return _table.binds(type)
+
+
+def say(target: str, text: str) -> None:
+    """Send ``text`` to a channel or nick through the paced output queue.
+
+    For handlers with no origin to reply to (time, cron, event bindings).
+    """
+    if _say is None:
+        raise RuntimeError("say() needs a running bot")
+    _say(target, text)

@@ -100,7 +100,11 @@ async def test_pubm_true_suppresses_pub(setup) -> None:  # type: ignore[no-untyp
         ("bob", "m|m", "you need global +m or +m on #ops for !cmd"),
         ("eve", "o|o", "you need global +o or +o on #ops for !cmd"),
         ("eve", "v", "ok"),
-        ("mallory", "o|o", "you need global +o or +o on #ops for !cmd (no user record matches you)"),
+        (
+            "mallory",
+            "o|o",
+            "you need global +o or +o on #ops for !cmd (no user record matches you)",
+        ),
         ("mallory", "-|-", "ok"),
     ],
 )

@@ -1,0 +1,201 @@
+"""The running bot: wires config, store, users, binding table, dispatcher,
+scripts, clock and the IRC connection together, and supervises their tasks.
+
+``App`` owns every long-lived task in one TaskGroup (dispatcher worker, IRC
+supervisor, clock, script watcher).  ``run_bot(config)`` is what
+``masterchief run`` calls; tests start an ``App`` in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import masterchief
+
+from .bindings.clock import Clock
+from .bindings.dispatcher import Dispatcher, Principal
+from .bindings.event import Event
+from .bindings.registry import BindingTable
+from .bindings.scripts import LoadResult, ScriptManager
+from .bot import builtins
+from .bot.irc import IrcBot, IrcSettings, SaslFailed
+from .bot.output import OutputQueue
+from .bot.users import User, UserTable
+from .core.config import Config
+from .core.secrets import install_log_redaction
+from .core.store import Store
+
+__all__ = ["App", "run_bot"]
+
+log = logging.getLogger("masterchief")
+
+
+class _Who:
+    """A user record seen through the server's case mapping."""
+
+    __slots__ = ("_casemapping", "_user")
+
+    def __init__(self, user: User, casemapping: str) -> None:
+        self._user = user
+        self._casemapping = casemapping
+
+    @property
+    def handle(self) -> str:
+        return self._user.handle
+
+    def global_flags(self) -> str:
+        return self._user.flags
+
+    def channel_flags(self, channel: str) -> str:
+        return self._user.chan_flags(channel, self._casemapping)
+
+
+def irc_settings(config: Config) -> IrcSettings:
+    irc = config.irc
+    sasl = irc.sasl
+    return IrcSettings(
+        host=irc.host,
+        port=irc.port,
+        nick=irc.nick,
+        alt_nicks=list(irc.alt_nicks),
+        username=irc.username,
+        realname=irc.realname,
+        channels=[(c.name, c.key) for c in irc.channels],
+        tls=irc.tls,
+        tls_verify=irc.tls_verify,
+        tls_ca_file=str(irc.tls_ca_file) if irc.tls_ca_file else None,
+        sasl_username=sasl.username if sasl else None,
+        sasl_password=sasl.password.reveal() if sasl else None,
+        rejoin_on_kick=irc.rejoin_on_kick,
+        reconnect_min_s=irc.reconnect_min_s,
+        reconnect_max_s=irc.reconnect_max_s,
+    )
+
+
+class App:
+    def __init__(self, config: Config, store: Store, users: UserTable) -> None:
+        self.config = config
+        self.store = store
+        self.users = users
+        self.started = time.monotonic()
+        self.table = BindingTable()
+        self.command_prefix = config.bot.command_prefix
+        self.dispatcher = Dispatcher(
+            self.table,
+            resolver=self.resolve,
+            handler_timeout_s=config.bot.handler_timeout_s,
+            queue_size=config.bot.queue_size,
+        )
+        out = config.irc.output
+        self.output = OutputQueue(burst=out.burst, rate=out.rate, max_queue=out.max_queue)
+        self.irc: IrcBot | None = IrcBot(irc_settings(config), self.dispatcher, self.output)
+        masterchief.set_table(self.table, self.output.privmsg)
+        self.scripts = ScriptManager(self.table, list(config.bot.scripts))
+        self.clock = Clock(self.dispatcher, ZoneInfo(config.bot.timezone))
+        self._tasks: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+
+    @classmethod
+    async def create(cls, config: Config) -> App:
+        store = await Store.open(config.store.path)
+        users = await UserTable.load(store)
+        return cls(config, store, users)
+
+    # -- identity --------------------------------------------------------------
+
+    @property
+    def casemapping(self) -> str:
+        return self.irc.casemapping if self.irc else "rfc1459"
+
+    def resolve(self, ev: Event) -> Principal | None:
+        if ev.nick is None and ev.account is None:
+            return None
+        irc = self.irc
+        user = self.users.match(
+            ev.nick,
+            ev.uhost,
+            ev.account,
+            accounts_available=irc.accounts_available if irc else False,
+            casemapping=self.casemapping,
+        )
+        return _Who(user, self.casemapping) if user is not None else None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def rehash(self) -> list[LoadResult]:
+        results = self.scripts.load_all()
+        self.dispatcher.submit(Event(type="evnt", key="rehash", source="core"))
+        self.dispatcher.submit(Event(type="event", key="rehash", source="core"))
+        return results
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until ``stop()``; raises SaslFailed when IRC login is impossible."""
+        loop = asyncio.get_running_loop()
+        self.scripts.install_task_factory(loop)
+        builtins.install(self)
+        for r in self.scripts.load_all():
+            (log.info if r.ok else log.error)("%s", r)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
+                tg.create_task(self.dispatcher.run(), name="dispatcher")
+                tg.create_task(self.clock.run(), name="clock")
+                tg.create_task(self.scripts.watch(), name="scripts")
+                if self.irc is not None:
+                    tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group
+                await self._stop.wait()
+                raise _Stopped
+        except* _Stopped:
+            pass
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        c = self.irc.client if self.irc else None
+        if c is not None and c.connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(c.quit("MasterChief shutting down"), 2)
+        await self.store.close()
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    install_log_redaction()
+
+
+async def run_bot(config: Config) -> int:
+    """Run the bot until SIGINT/SIGTERM.  SIGHUP reloads scripts."""
+    _setup_logging()
+    Path(config.store.path).parent.mkdir(parents=True, exist_ok=True)
+    app = await App.create(config)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, app.stop)
+    loop.add_signal_handler(signal.SIGTERM, app.stop)
+    loop.add_signal_handler(signal.SIGHUP, app.rehash)
+    failed: list[BaseException] = []
+    try:
+        await app.run()
+    except* SaslFailed as group:
+        failed.extend(group.exceptions)
+    if failed:
+        print(f"error: {failed[0]}", file=sys.stderr)
+        return 3
+    return 0

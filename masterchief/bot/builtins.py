@@ -1,0 +1,257 @@
+"""Built-in commands, as ordinary bindings owned by ``builtin:core``.
+
+They are listed by ``binds`` like any other binding, and a user script that
+binds the same command shadows them (pub/msg are not stackable).  Each
+command has a channel form (``pub``, ``!cmd``) and, where Eggdrop has one, a
+private form (``msg``, ``cmd``).  Replies that can be long (``binds``,
+``help``) go to the asker privately.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..bindings.event import Event
+from ..bindings.flags import FlagError
+from ..bindings.registry import Binding
+from ..core.errors import UserError
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["install"]
+
+OWNER = "builtin:core"
+VERSION = "MasterChief 0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    flags: str
+    usage: str
+    help: str
+    handler: Callable[[App, Event], Any]
+    private: bool = True
+    public: bool = True
+
+
+def _fmt_age(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def _tell(app: App, ev: Event, text: str) -> None:
+    """Answer privately (to the nick) — for long or personal replies."""
+    if ev.nick and app.irc is not None:
+        app.irc.output.notice(ev.nick, text) if ev.channel else app.irc.say(ev.nick, text)
+    else:
+        ev.reply(text)
+
+
+# -- the commands ---------------------------------------------------------------
+
+
+def cmd_help(app: App, ev: Event) -> None:
+    who = app.resolve(ev)
+    glob = who.global_flags() if who else ""
+    chan = who.channel_flags(ev.channel) if who and ev.channel else ""
+    btype = "pub" if ev.channel else "msg"
+    prefix = app.command_prefix if ev.channel else ""
+    wanted = ev.args[0].lstrip(app.command_prefix).lower() if ev.args else None
+    usable: list[Binding] = []
+    seen: set[str] = set()
+    for b in app.table.binds(btype):
+        name = b.mask.lower()
+        if name in seen:
+            continue
+        seen.add(name)
+        if b.flags.allows(glob, chan) or (b.flags.anyone and who is None):
+            usable.append(b)
+    if wanted is not None:
+        for b in usable:
+            if b.mask.lstrip(app.command_prefix).lower() == wanted:
+                _tell(app, ev, _describe(app, b, prefix))
+                return
+        _tell(app, ev, f"no command {wanted!r} that you may use; try {prefix}help")
+        return
+    names = " ".join(sorted(b.mask for b in usable))
+    _tell(app, ev, f"commands you may use: {names}")
+    _tell(app, ev, f"{prefix}help <command> for details")
+
+
+def _describe(app: App, b: Binding, prefix: str) -> str:
+    cmd = BUILTIN_HELP.get(b.mask.lstrip(app.command_prefix).lower())
+    if cmd is not None and b.owner == OWNER:
+        return f"{prefix}{cmd.name} {cmd.usage}".rstrip() + f" — {cmd.help} (flags {cmd.flags})"
+    doc = (getattr(b.handler, "__doc__", None) or "").strip().splitlines()
+    text = doc[0] if doc else "no description"
+    return f"{b.mask} — {text} (flags {b.flags.text})"
+
+
+def cmd_whoami(app: App, ev: Event) -> None:
+    who = app.resolve(ev)
+    acct = ev.account or "none"
+    if who is None:
+        ev.reply(f"{ev.nick}: no user record matches you ({ev.hostmask}, account {acct})")
+        return
+    flags = who.global_flags() or "-"
+    text = f"{ev.nick}: you are {who.handle} (account {acct}), global flags +{flags}"
+    if ev.channel:
+        text += f", on {ev.channel} +{who.channel_flags(ev.channel) or '-'}"
+    ev.reply(text)
+
+
+def cmd_binds(app: App, ev: Event) -> None:
+    btype = ev.args[0] if ev.args else None
+    rows = app.table.binds(btype)
+    _tell(app, ev, f"{len(rows)} bindings{f' of type {btype}' if btype else ''}:")
+    for b in rows[:40]:
+        _tell(app, ev, f"{b.type:<6} {b.flags.text:<5} {b.mask:<24} {b.hits:>6} {b.handler_name}")
+    if len(rows) > 40:
+        _tell(app, ev, f"... and {len(rows) - 40} more (use a type: binds pub)")
+
+
+def cmd_rehash(app: App, ev: Event) -> None:
+    results = app.rehash()
+    ok = sum(1 for r in results if r.ok)
+    bad = [r for r in results if not r.ok]
+    ev.reply(f"rehash: {ok} scripts loaded, {len(bad)} failed, {len(app.table)} bindings")
+    for r in bad:
+        ev.reply(f"rehash: {r}")
+
+
+def cmd_status(app: App, ev: Event) -> None:
+    d = app.dispatcher
+    out = app.irc.output.depths() if app.irc else {}
+    server = f"{app.irc.settings.host}:{app.irc.settings.port}" if app.irc else "-"
+    state = "connected" if app.irc and app.irc.connected.is_set() else "disconnected"
+    depths = " ".join(f"{q} {out.get(q, 0)}" for q in ("mode", "server", "help"))
+    failures = d.stats.errors + d.stats.timeouts
+    ev.reply(
+        f"up {_fmt_age(time.monotonic() - app.started)}, {state} to {server}; "
+        f"queues: dispatch {d.queue.qsize()} (inflight {d.inflight}), output {depths}; "
+        f"binds {len(app.table)}, users {len(app.users.all())}, "
+        f"events {d.stats.processed}, refused {d.stats.refused}, errors {failures}"
+    )
+
+
+async def cmd_adduser(app: App, ev: Event) -> None:
+    if len(ev.args) != 2:
+        ev.reply("usage: adduser HANDLE NICK")
+        return
+    handle, nick = ev.args
+    seen = app.irc.lookup_nick(nick) if app.irc else None
+    if seen is None:
+        ev.reply(f"I don't see {nick} on any of my channels")
+        return
+    account, user, host = seen
+    try:
+        if account and app.irc is not None and app.irc.accounts_available:
+            rec = await app.users.add_user(handle, account=account)
+            ev.reply(f"added {rec.handle} identified by account {account}")
+        else:
+            mask = f"*!{user}@{host}"
+            rec = await app.users.add_user(handle, hostmasks=(mask,))
+            ev.reply(f"added {rec.handle} with hostmask {mask}")
+    except UserError as exc:
+        ev.reply(str(exc))
+
+
+async def cmd_chattr(app: App, ev: Event) -> None:
+    if len(ev.args) not in (2, 3):
+        ev.reply("usage: chattr HANDLE FLAGS [#channel]")
+        return
+    handle, changes = ev.args[0], ev.args[1]
+    chan = ev.args[2] if len(ev.args) == 3 else None
+    try:
+        rec = await app.users.chattr(handle, changes, channel=chan, casemapping=app.casemapping)
+    except (UserError, FlagError) as exc:
+        ev.reply(str(exc))
+        return
+    if chan:
+        flags = rec.chan_flags(chan, app.casemapping) or "-"
+        ev.reply(f"{rec.handle} on {chan}: +{flags}")
+    else:
+        ev.reply(f"{rec.handle}: global +{rec.flags or '-'}")
+
+
+BUILTINS: tuple[Command, ...] = (
+    Command("help", "-|-", "[command]", "list the commands you may use", cmd_help),
+    Command("whoami", "-|-", "", "show which user record you match", cmd_whoami),
+    Command("binds", "m|m", "[type]", "list bindings with hit counts", cmd_binds),
+    Command("rehash", "m|m", "", "reload scripts", cmd_rehash),
+    Command("status", "-|-", "", "uptime, queue depths, binds, users", cmd_status),
+    Command(
+        "adduser", "m|m", "HANDLE NICK", "add a user by their account or hostmask", cmd_adduser
+    ),
+    Command("chattr", "m|m", "HANDLE FLAGS [#chan]", "change a user's flags", cmd_chattr),
+)
+BUILTIN_HELP = {c.name: c for c in BUILTINS}
+
+
+def _bound(app: App, cmd: Command) -> Callable[[Event], Any]:
+    fn = cmd.handler
+
+    if _is_async(fn):
+
+        async def run_async(ev: Event) -> Any:
+            return await fn(app, ev)
+
+        run_async.__qualname__ = fn.__name__
+        run_async.__doc__ = cmd.help
+        return run_async
+
+    def run(ev: Event) -> Any:
+        return fn(app, ev)
+
+    run.__qualname__ = fn.__name__
+    run.__doc__ = cmd.help
+    return run
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
+def _ctcp(app: App) -> None:
+    def reply(ev: Event, text: str) -> None:
+        if ev.nick and app.irc is not None:
+            app.irc.output.notice(ev.nick, f"\x01{ev.key} {text}\x01".replace(" \x01", "\x01"))
+
+    def version(ev: Event) -> None:
+        reply(ev, VERSION)
+
+    def ping(ev: Event) -> None:
+        reply(ev, ev.text[:64])
+
+    def clock(ev: Event) -> None:
+        reply(ev, time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime()))
+
+    def clientinfo(ev: Event) -> None:
+        reply(ev, "CLIENTINFO PING TIME VERSION")
+
+    for word, fn in (("VERSION", version), ("PING", ping), ("TIME", clock)):
+        app.table.bind("ctcp", "-|-", word, fn, owner="builtin:irc")
+    app.table.bind("ctcp", "-|-", "CLIENTINFO", clientinfo, owner="builtin:irc")
+
+
+def install(app: App) -> None:
+    """Bind the built-in commands into ``app.table``."""
+    app.table.unbind_owner(OWNER)
+    app.table.unbind_owner("builtin:irc")
+    prefix = app.command_prefix
+    for cmd in BUILTINS:
+        handler = _bound(app, cmd)
+        if cmd.public:
+            app.table.bind("pub", cmd.flags, prefix + cmd.name, handler, owner=OWNER)
+        if cmd.private:
+            app.table.bind("msg", cmd.flags, cmd.name, handler, owner=OWNER)
+    _ctcp(app)

@@ -1,0 +1,551 @@
+"""The IRC side of the bot, on pydle — the only module that imports pydle.
+
+How this works
+--------------
+``IrcBot.run()`` is a supervisor: it builds a fresh pydle client per
+connection attempt, connects (TLS verified by default), registers (CAP
+negotiation, SASL PLAIN when configured) and reads until the connection
+drops, then waits an exponentially growing, jittered delay and tries again.
+A SASL failure is fatal: the bot stops with a clear error instead of going on
+unauthenticated.
+
+pydle keeps the channel/user state and answers PINGs.  Every line the server
+sends passes through ``_Client.on_raw``, which — synchronously, before pydle
+updates its state and before yielding to the loop, so order is preserved —
+turns it into Events for the dispatcher: ``pubm``+``pub`` chains for channel
+text, ``msgm``+``msg`` for private text, ``join``/``part``/``sign``/``nick``/
+``kick``/``mode``/``topc``/``notc``/``ctcp``/``ctcr``/``account``, and
+``raw`` for every line when something is bound to raw.
+
+Identity: the ``account`` of an Event comes from the IRCv3 ``account`` tag
+when the server offers account-tag (no tag then means "not logged in"), else
+from what pydle learnt through extended-join, account-notify and WHOX.
+
+Replies go through the paced ``OutputQueue``; its ``run()`` task lives for
+one connection and is restarted after a reconnect, so what was queued while
+the server was away goes out afterwards, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydle
+import pydle.connection
+
+from ..bindings.dispatcher import Dispatcher
+from ..bindings.event import Event
+from ..bindings.masks import irc_lower
+from .output import OutputQueue
+
+__all__ = ["IrcBot", "IrcSettings", "SaslFailed"]
+
+log = logging.getLogger("masterchief.irc")
+
+ACCOUNT_CAPS = ("account-tag", "extended-join", "account-notify")
+
+
+class SaslFailed(RuntimeError):
+    """SASL was configured but the bot could not log in."""
+
+
+@dataclass(slots=True)
+class IrcSettings:
+    host: str = "127.0.0.1"
+    port: int = 6667
+    nick: str = "masterchief"
+    alt_nicks: list[str] = field(default_factory=list)
+    username: str = "masterchief"
+    realname: str = "MasterChief"
+    channels: list[tuple[str, str | None]] = field(default_factory=list)
+    tls: bool = False
+    tls_verify: bool = True
+    tls_ca_file: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    rejoin_on_kick: bool = True
+    rejoin_delay_s: float = 1.0
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 300.0
+    regain_interval_s: float = 30.0
+
+
+def split_source(source: str | None) -> tuple[str | None, str | None]:
+    """``nick!user@host`` -> (nick, "user@host"); a server name -> (None, None)."""
+    if not source or "!" not in source:
+        return None, None
+    nick, _, uhost = source.partition("!")
+    return nick, uhost
+
+
+class _Connection(pydle.connection.Connection):  # type: ignore[misc]
+    """pydle's connection, plus an optional CA file for verification."""
+
+    ca_file: str | None = None
+
+    def create_tls_context(self) -> ssl.SSLContext:
+        ctx: ssl.SSLContext = super().create_tls_context()
+        if self.tls_verify and self.ca_file:
+            ctx.load_verify_locations(cafile=self.ca_file)
+        return ctx
+
+
+class _Client(pydle.Client):  # type: ignore[misc]
+    RECONNECT_ON_ERROR = False
+    READ_TIMEOUT = 180
+
+    def __init__(self, bot: IrcBot, s: IrcSettings) -> None:
+        kwargs: dict[str, Any] = {}
+        if s.sasl_username is not None:
+            kwargs.update(
+                sasl_username=s.sasl_username,
+                sasl_password=s.sasl_password,
+                sasl_mechanism="PLAIN",
+            )
+        super().__init__(
+            s.nick, fallback_nicknames=list(s.alt_nicks), username=s.username,
+            realname=s.realname, **kwargs,
+        )  # fmt: skip
+        self.bot = bot
+        self.sasl_ok = False
+        self.was_registered = False
+
+    # -- connection ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, register and read until the connection ends."""
+        s = self.bot.settings
+        self._autojoin_channels: list[str] = []
+        self.password = None
+        self.encoding = "utf-8"
+        conn = _Connection(s.host, s.port, tls=s.tls, tls_verify=s.tls_verify)
+        conn.ca_file = s.tls_ca_file
+        self.connection = conn
+        await conn.connect()
+        await self._register()
+        await self.handle_forever()
+
+    async def on_disconnect(self, expected: bool) -> None:
+        # The supervisor in IrcBot.run() decides about reconnecting.
+        return None
+
+    async def on_connect(self) -> None:
+        await self.bot._on_registered(self)
+
+    # -- every line ------------------------------------------------------------
+
+    async def on_raw(self, message: Any) -> None:
+        try:
+            self.bot._translate(self, message)
+        except Exception:
+            log.exception("could not turn %r into events", getattr(message, "_raw", message))
+        await super().on_raw(message)
+
+    async def on_raw_001(self, message: Any) -> None:
+        self.was_registered = True
+        if self.bot.settings.sasl_username is not None and not self.sasl_ok:
+            await self.bot._fatal(self, "SASL login did not complete (server offered no SASL?)")
+            return
+        await super().on_raw_001(message)
+
+    async def on_raw_903(self, message: Any) -> None:
+        self.sasl_ok = True
+        await super().on_raw_903(message)
+
+    async def _sasl_failed(self, message: Any) -> None:
+        code = str(message.command).zfill(3)
+        await self.bot._fatal(self, f"SASL authentication failed ({code})")
+
+    on_raw_902 = _sasl_failed
+    on_raw_904 = _sasl_failed
+    on_raw_905 = _sasl_failed
+    on_raw_908 = _sasl_failed
+
+    async def on_raw_433(self, message: Any) -> None:
+        if self.registered:  # our regain attempt failed: someone still has it
+            return
+        await super().on_raw_433(message)
+
+    async def on_capability_sasl_available(self, value: Any) -> Any:
+        if self.sasl_username and self.sasl_password:
+            try:
+                import puresasl  # noqa: F401
+            except ImportError:
+                await self.bot._fatal(self, "SASL configured but pure-sasl is not installed")
+                return False
+        return await super().on_capability_sasl_available(value)
+
+
+class IrcBot:
+    """Supervises the IRC connection and is the dispatcher's reply sink."""
+
+    def __init__(
+        self,
+        settings: IrcSettings,
+        dispatcher: Dispatcher,
+        output: OutputQueue,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.output = output
+        self.client: _Client | None = None
+        self.fatal: str | None = None
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self._rng = rng or random.Random()
+        self._conn_tasks: set[asyncio.Task[Any]] = set()
+        self._channel_keys: dict[str, str | None] = dict(settings.channels)
+        self.hooks_connected: list[Callable[[], Coroutine[Any, Any, None]]] = []
+
+    # -- state the rest of the bot reads ----------------------------------------
+
+    @property
+    def nickname(self) -> str | None:
+        c = self.client
+        return c.nickname if c is not None and c.registered else None
+
+    @property
+    def casemapping(self) -> str:
+        c = self.client
+        return str(c._case_mapping) if c is not None else "rfc1459"
+
+    def has_cap(self, cap: str) -> bool:
+        c = self.client
+        return bool(c is not None and c._capabilities.get(cap))
+
+    @property
+    def accounts_available(self) -> bool:
+        return any(self.has_cap(cap) for cap in ACCOUNT_CAPS)
+
+    @property
+    def channels(self) -> list[str]:
+        c = self.client
+        return sorted(c.channels) if c is not None and c.connected else []
+
+    def lower(self, text: str) -> str:
+        return irc_lower(text, self.casemapping)
+
+    def lookup_nick(self, nick: str) -> tuple[str | None, str, str] | None:
+        """(account, user, host) of a nick the bot can see, else None."""
+        c = self.client
+        info = c.users.get(nick) if c is not None else None
+        if not info or not info.get("hostname"):
+            return None
+        acct = info.get("account")
+        return (acct if isinstance(acct, str) and acct else None,
+                str(info.get("username") or "*"), str(info["hostname"]))  # fmt: skip
+
+    # -- reply sink ------------------------------------------------------------
+
+    def reply(self, event: Event, text: str) -> None:
+        target = event.channel or event.nick
+        if not target:
+            log.info("reply to %s %s has nowhere to go: %s", event.type, event.key, text)
+            return
+        self.output.privmsg(target, text)
+
+    def say(self, target: str, text: str) -> int:
+        return self.output.privmsg(target, text)
+
+    # -- supervisor ------------------------------------------------------------
+
+    def backoff(self, attempt: int) -> float:
+        s = self.settings
+        cap = min(s.reconnect_max_s, s.reconnect_min_s * (2**attempt))
+        return float(cap * self._rng.uniform(0.5, 1.0))
+
+    async def run(self) -> None:
+        """Stay connected until cancelled; raises SaslFailed on a fatal login error."""
+        attempt = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            client = _Client(self, self.settings)
+            self.client = client
+            started = loop.time()
+            try:
+                await client.start()
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                log.warning(
+                    "IRC connection to %s:%s failed: %s",
+                    self.settings.host,
+                    self.settings.port,
+                    exc,
+                )
+            finally:
+                await self._on_disconnected(client)
+            if self.fatal:
+                raise SaslFailed(self.fatal)
+            if client.was_registered and loop.time() - started > 30:
+                attempt = 0
+            delay = self.backoff(attempt)
+            attempt += 1
+            log.info("reconnecting in %.1fs (attempt %d)", delay, attempt)
+            await asyncio.sleep(delay)
+
+    async def _fatal(self, client: _Client, reason: str) -> None:
+        self.fatal = reason
+        log.error("%s: stopping", reason)
+        with contextlib.suppress(Exception):
+            await client.disconnect(expected=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._conn_tasks.add(task)
+        task.add_done_callback(self._conn_tasks.discard)
+
+    async def _send(self, line: str) -> None:
+        c = self.client
+        if c is None or not c.connected:
+            raise ConnectionError("not connected")
+        try:
+            await c.raw(line + "\r\n")
+        except (AttributeError, RuntimeError) as exc:  # pydle after a reset
+            raise ConnectionError(str(exc)) from exc
+
+    async def _on_registered(self, client: _Client) -> None:
+        if client is not self.client:
+            return
+        self.connects += 1
+        self.output.reset_budget()
+        self.output.set_self(client.nickname, *self._self_userhost(client))
+        self._spawn(self.output.run(self._send))
+        for chan, key in self._channel_keys.items():
+            line = f"JOIN {chan} {key}" if key else f"JOIN {chan}"
+            self.output.raw(line, "mode")
+        if client.nickname != self.settings.nick:
+            self._spawn(self._regain_loop(client))
+        self.connected.set()
+        log.info(
+            "connected to %s:%s as %s", self.settings.host, self.settings.port, client.nickname
+        )
+        self._internal("init-server", "irc.connected")
+        for hook in self.hooks_connected:
+            self._spawn(hook())
+
+    async def _on_disconnected(self, client: _Client) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        for t in list(self._conn_tasks):
+            t.cancel()
+        if self._conn_tasks:
+            await asyncio.gather(*self._conn_tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            if client.connection is not None and client.connection.connected:
+                await client.connection.disconnect()
+        if was:
+            log.warning("disconnected from %s:%s", self.settings.host, self.settings.port)
+            self._internal("disconnect-server", "irc.disconnected")
+
+    def _internal(self, evnt: str, event: str) -> None:
+        self.dispatcher.submit(Event(type="evnt", key=evnt, source="irc"))
+        self.dispatcher.submit(Event(type="event", key=event, source="irc"))
+
+    def _self_userhost(self, client: _Client) -> tuple[str | None, str | None]:
+        me = client.users.get(client.nickname) or {}
+        return me.get("username"), me.get("hostname")
+
+    async def _regain_loop(self, client: _Client) -> None:
+        while client.connected and client.nickname != self.settings.nick:
+            self.output.raw(f"NICK {self.settings.nick}", "mode")
+            await asyncio.sleep(self.settings.regain_interval_s)
+
+    async def _rejoin(self, chan: str) -> None:
+        await asyncio.sleep(self.settings.rejoin_delay_s)
+        key = self._channel_keys.get(chan)
+        self.output.raw(f"JOIN {chan} {key}" if key else f"JOIN {chan}", "mode")
+
+    # -- lines -> Events -------------------------------------------------------
+
+    def _account(self, client: _Client, nick: str | None, tags: dict[str, Any]) -> str | None:
+        acct = tags.get("account")
+        if isinstance(acct, str) and acct:
+            return acct
+        if nick is None or client._capabilities.get("account-tag"):
+            return None
+        info = client.users.get(nick)
+        value = info.get("account") if info else None
+        return value if isinstance(value, str) and value else None
+
+    def _common_channels(self, client: _Client, nick: str) -> list[str]:
+        return [name for name, ch in client.channels.items() if nick in ch.get("users", ())]
+
+    def _translate(self, client: _Client, message: Any) -> None:
+        if client is not self.client:
+            return
+        command = message.command
+        cmd = str(command).zfill(3) if isinstance(command, int) else str(command).upper()
+        params: list[str] = [str(p) for p in message.params]
+        raw_tags = getattr(message, "tags", None) or {}
+        tags = {k: v for k, v in raw_tags.items() if isinstance(v, str)}
+        nick, uhost = split_source(message.source)
+        submit = self.dispatcher.submit
+        snap = self.dispatcher.table.snapshot
+        if snap.has_type("raw"):
+            submit(
+                Event(
+                    type="raw",
+                    key=cmd,
+                    text=" ".join(params),
+                    nick=nick,
+                    uhost=uhost,
+                    tags=tags,
+                    payload=getattr(message, "_raw", None),
+                    source="irc",
+                )
+            )
+        if cmd == "001":
+            self._note_self_from_welcome(params)
+            return
+        if nick is None or not params:
+            return
+        account = self._account(client, nick, raw_tags)
+        common: dict[str, Any] = {
+            "nick": nick,
+            "uhost": uhost,
+            "account": account,
+            "tags": tags,
+            "source": "irc",
+            "sink": self,
+        }
+        me = client.is_same_nick(nick, client.nickname)
+        if cmd in ("PRIVMSG", "NOTICE"):
+            if me:
+                return  # our own echo-message
+            target, text = params[0], params[-1] if len(params) > 1 else ""
+            chan = target if client.is_channel(target) else None
+            self._message(cmd, chan, text, common)
+        elif cmd == "JOIN":
+            chan = params[0]
+            if len(params) >= 2 and client._capabilities.get("extended-join"):
+                common["account"] = None if params[1] == "*" else params[1]
+            if me:
+                self.output.set_self(nick, *(uhost.split("@", 1) if uhost else (None, None)))
+            submit(Event(type="join", key=f"{chan} {nick}!{uhost}", channel=chan, **common))
+        elif cmd == "PART":
+            chan = params[0]
+            reason = params[1] if len(params) > 1 else ""
+            submit(
+                Event(
+                    type="part", key=f"{chan} {nick}!{uhost}", channel=chan, text=reason, **common
+                )
+            )
+        elif cmd == "QUIT":
+            reason = params[0] if params else ""
+            for chan in self._common_channels(client, nick):
+                submit(
+                    Event(
+                        type="sign",
+                        key=f"{chan} {nick}!{uhost}",
+                        channel=chan,
+                        text=reason,
+                        **common,
+                    )
+                )
+            if self.lower(nick) == self.lower(self.settings.nick) and not me:
+                self.output.raw(f"NICK {self.settings.nick}", "mode")
+        elif cmd == "NICK":
+            new = params[0]
+            if me:
+                self.output.set_self(new)
+            for chan in self._common_channels(client, nick):
+                submit(Event(type="nick", key=f"{chan} {new}", channel=chan, text=new, **common))
+            if self.lower(nick) == self.lower(self.settings.nick) and not me:
+                self.output.raw(f"NICK {self.settings.nick}", "mode")
+        elif cmd == "KICK" and len(params) >= 2:
+            chan, target = params[0], params[1]
+            reason = params[2] if len(params) > 2 else ""
+            submit(
+                Event(
+                    type="kick",
+                    key=f"{chan} {target} {reason}".rstrip(),
+                    channel=chan,
+                    text=f"{target} {reason}".rstrip(),
+                    payload={"target": target, "reason": reason},
+                    **common,
+                )
+            )
+            if client.is_same_nick(target, client.nickname) and self.settings.rejoin_on_kick:
+                self._spawn(self._rejoin(chan))
+        elif cmd == "MODE" and client.is_channel(params[0]):
+            chan = params[0]
+            for change, arg in self._mode_changes(client, params[1:]):
+                submit(Event(type="mode", key=f"{chan} {change}", channel=chan, text=arg, **common))
+        elif cmd == "TOPIC":
+            chan = params[0]
+            topic = params[1] if len(params) > 1 else ""
+            submit(Event(type="topc", key=f"{chan} {topic}", channel=chan, text=topic, **common))
+        elif cmd == "ACCOUNT":
+            acct = params[0]
+            common["account"] = None if acct == "*" else acct
+            for chan in self._common_channels(client, nick):
+                submit(
+                    Event(
+                        type="account",
+                        key=f"{chan} {nick}!{uhost} {acct}",
+                        channel=chan,
+                        text=acct,
+                        **common,
+                    )
+                )
+
+    def _message(self, cmd: str, chan: str | None, text: str, common: dict[str, Any]) -> None:
+        submit = self.dispatcher.submit
+        if len(text) >= 2 and text.startswith("\x01"):
+            body = text.strip("\x01")
+            keyword, _, rest = body.partition(" ")
+            etype = "ctcp" if cmd == "PRIVMSG" else "ctcr"
+            submit(Event(type=etype, key=keyword.upper(), channel=chan, text=rest, **common))
+            return
+        if cmd == "NOTICE":
+            submit(Event(type="notc", key=text, channel=chan, text=text, **common))
+            return
+        word, _, rest = text.strip().partition(" ")
+        rest = rest.strip()
+        if chan is not None:
+            submit(
+                Event(type="pubm", key=f"{chan} {text}", channel=chan, text=text, **common),
+                Event(type="pub", key=word, channel=chan, text=rest, **common),
+            )
+        else:
+            submit(
+                Event(type="msgm", key=text, text=text, **common),
+                Event(type="msg", key=word, text=rest, **common),
+            )
+
+    @staticmethod
+    def _mode_changes(client: _Client, args: list[str]) -> list[tuple[str, str]]:
+        """Split ``+ov-k a b c`` into ``[("+o", "a"), ("+v", "b"), ("-k", "c")]``."""
+        if not args:
+            return []
+        behaviour: dict[str, set[str]] = client._channel_modes_behaviour
+        prefixes: dict[str, str] = client._nickname_prefixes
+        always = set(behaviour.get("list", set())) | set(behaviour.get("param", set()))
+        always |= set(prefixes.values())
+        on_set = set(behaviour.get("param_set", set()))
+        params = list(args[1:])
+        out: list[tuple[str, str]] = []
+        sign = "+"
+        for m in args[0]:
+            if m in "+-":
+                sign = m
+                continue
+            takes = m in always or (sign == "+" and m in on_set)
+            arg = params.pop(0) if takes and params else ""
+            out.append((sign + m, arg))
+        return out
+
+    def _note_self_from_welcome(self, params: list[str]) -> None:
+        last = params[-1].split()[-1] if params and params[-1].split() else ""
+        if "!" in last and "@" in last:
+            nick, _, uh = last.partition("!")
+            user, _, host = uh.partition("@")
+            self.output.set_self(nick, user, host)

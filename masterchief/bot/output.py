@@ -1,0 +1,483 @@
+"""Paced, prioritised output to the IRC server.
+
+How this works
+--------------
+Everything the bot says goes through one ``OutputQueue``. Callers
+(``privmsg``/``notice``/``raw``) are synchronous: they validate, sanitise and
+split the text into wire lines and append them to one of three bounded FIFO
+queues, Eggdrop style: ``mode`` (highest), ``server``, ``help`` (only when the
+other two are empty). Nothing here touches a socket.
+
+The sans-I/O core is ``next_delay()`` / ``pop()``: a token bucket that models
+the server's flood budget. It holds up to ``burst`` tokens and refills at
+``rate`` tokens per second; a line may go when the tokens cover its cost.
+InspIRCd's stock class (threshold 10, commandrate 1000, fakelag on) lets about
+8 lines through at once and then exactly 1 line/s, so the defaults (burst 7,
+rate 1.0) stay one line inside it: the server never has to hold our lines
+back, which leaves room for the PONGs and JOINs the client library sends
+around this queue.
+
+The cost of a line is also paced by bytes so the server's receive queue
+(``recvq``, 8192 bytes) can never overflow, whatever ``burst`` is configured:
+one token is worth at most ``recvq / 2 / burst`` bytes, so a full bucket
+never stands for more than half the recvq. With the defaults a token is worth
+585 bytes, more than any 512-byte line, so every line costs exactly 1.
+
+``run(send)`` is the thin I/O adapter: it sends while ``pop()`` gives lines
+and otherwise sleeps exactly until the next token is due, or until a line is
+queued (an event, not a periodic tick), so a quiet channel sees no added
+latency. It is restartable: cancel it on disconnect, call
+``reset_budget()`` and ``run()`` again after reconnect; queued lines survive.
+A line whose ``send`` fails (``OSError``, which includes ``ConnectionError``
+and ``TimeoutError``) or is cancelled mid-send goes back to the head of its
+queue: delivery around a disconnect is at-least-once.
+
+Overflow: when a queue is full, lines that do not fit are counted per target,
+not queued. As soon as that queue has room again, one summary line per target
+takes the freed slot ("[output] 42 more lines were not sent: queue full"), so
+nobody mistakes a truncated alert storm for the whole story.
+
+Line length: a PRIVMSG is relayed to recipients as
+``:<nick>!<user>@<host> PRIVMSG <target> :<text>\\r\\n`` and that must fit 512
+bytes, so text is split with the bot's own prefix counted: the real one after
+``set_self()``, the worst case (nick 30, user 10, host 63) before it. Splits
+fall on UTF-8 character boundaries, at a space when there is one, and avoid
+cutting a combining mark or emoji sequence off its base character.
+
+Not thread-safe: call everything from the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+__all__ = ["OutputQueue", "Priority", "sanitize", "split_message"]
+
+Priority = Literal["mode", "server", "help"]
+
+PRIORITIES: Final[tuple[Priority, ...]] = ("mode", "server", "help")  # highest first
+
+# Worst-case lengths of the parts of our own prefix before set_self() tells us
+# the real ones (InspIRCd defaults: maxnick 30, maxuser 10; 63 for a hostname).
+WORST_NICK: Final = 30
+WORST_USER: Final = 10
+WORST_HOST: Final = 63
+
+# Tolerance for float drift when sleeping "exactly" until a token is due.
+_EPSILON: Final = 1e-9
+
+# ":<prefix> <command> <target> :<text>\r\n" has 7 bytes besides its parts:
+# ":", two spaces, " :" and CRLF.
+_FRAMING: Final = 7
+
+# The smallest text budget that can always hold one whole character.
+_MIN_TEXT_BYTES: Final = 4
+
+
+def sanitize(text: str) -> str:
+    """Make *text* safe as (part of) one IRC line.
+
+    CR and LF become a space (CRLF becomes one space) and NUL is removed, so
+    nothing in *text* can end the line and start a new command.
+    """
+    return text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("\0", "")
+
+
+def split_message(
+    prefix_len: int, command: str, target: str, text: str, max_bytes: int = 512
+) -> list[str]:
+    """Split *text* into chunks that each fit one relayed IRC line.
+
+    *prefix_len* is the byte length of ``nick!user@host`` as recipients see
+    it. Each chunk satisfies
+    ``len(f":{prefix} {command} {target} :{chunk}\\r\\n".encode()) <= max_bytes``.
+
+    Newlines (LF or CRLF) separate lines; each becomes its own chunk(s) and
+    empty lines are skipped (IRC refuses an empty message). Lone CR and NUL
+    are sanitised. Long lines are cut at the last space that fits (that one
+    space is dropped), else at the last character that fits, never inside a
+    UTF-8 sequence and, when possible, not before a combining mark or inside
+    an emoji sequence.
+
+    Raises ``ValueError`` when the prefix, command and target leave too little
+    room for any text.
+    """
+    budget = (
+        max_bytes
+        - prefix_len
+        - len(command.encode("utf-8"))
+        - len(target.encode("utf-8"))
+        - _FRAMING
+    )
+    if budget < _MIN_TEXT_BYTES:
+        raise ValueError(
+            f"no room for text in a {max_bytes}-byte line: prefix {prefix_len} bytes, "
+            f"command {command!r}, target of {len(target.encode('utf-8'))} bytes"
+        )
+    chunks: list[str] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        clean = sanitize(line)
+        if clean:
+            chunks.extend(_split_line(clean, budget))
+    return chunks
+
+
+def _split_line(line: str, budget: int) -> list[str]:
+    chunks: list[str] = []
+    while True:
+        data = line.encode("utf-8")
+        if len(data) <= budget:
+            if line:
+                chunks.append(line)
+            return chunks
+        # Back off to a character boundary: data[cut] starts the next character.
+        cut = budget
+        while cut > 0 and (data[cut] & 0xC0) == 0x80:
+            cut -= 1
+        n = len(data[:cut].decode("utf-8"))  # characters that fit
+        space = n if line[n] == " " else line.rfind(" ", 0, n)
+        if space > 0:
+            chunks.append(line[:space])
+            line = line[space + 1 :]
+            continue
+        k = n
+        while k > 0 and _binds(line, k):
+            k -= 1
+        if k == 0:  # one cluster longer than a line: cut it anyway
+            k = n
+        chunks.append(line[:k])
+        line = line[k:]
+
+
+def _binds(line: str, k: int) -> bool:
+    """Would cutting between ``line[k-1]`` and ``line[k]`` split a character cluster?"""
+    after = line[k]
+    before = line[k - 1]
+    cp = ord(after)
+    if _is_regional(before) and _is_regional(after):
+        # Flags are pairs of regional indicators, paired from the start of the run.
+        run = 0
+        while run < k and _is_regional(line[k - 1 - run]):
+            run += 1
+        return run % 2 == 1
+    return (
+        unicodedata.category(after) in ("Mn", "Mc", "Me")
+        or after == "\u200d"  # zero width joiner
+        or before == "\u200d"
+        or 0xFE00 <= cp <= 0xFE0F  # variation selectors
+        or 0x1F3FB <= cp <= 0x1F3FF  # emoji skin tone modifiers
+        or 0xE0020 <= cp <= 0xE007F  # emoji tag sequences (flags of regions)
+    )
+
+
+def _is_regional(c: str) -> bool:
+    return 0x1F1E6 <= ord(c) <= 0x1F1FF
+
+
+def _check_target(target: str) -> None:
+    if not target:
+        raise ValueError("message target is empty")
+    if target.startswith(":"):
+        raise ValueError(f"message target {target!r} starts with ':'")
+    bad = [c for c in target if c <= " " or c == "\x7f"]
+    if bad:
+        raise ValueError(
+            f"message target {target!r} contains space or control character {bad[0]!r}"
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class _Entry:
+    line: str  # without CRLF
+    priority: Priority
+    cost: float  # tokens
+
+
+@dataclass(slots=True)
+class _Overflow:
+    count: int
+    command: str
+
+
+class OutputQueue:
+    """Three bounded priority queues drained through one token bucket.
+
+    *burst* tokens at most, refilled at *rate* per second; each queue holds
+    *max_queue* lines; *max_line_bytes* is the IRC line limit including CRLF
+    and the relayed prefix; *recvq* is the server's receive queue in bytes
+    (half of it is the most a full bucket may stand for); *clock* returns
+    seconds and is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        burst: int = 7,
+        rate: float = 1.0,
+        max_queue: int = 300,
+        max_line_bytes: int = 512,
+        clock: Callable[[], float] = time.monotonic,
+        recvq: int = 8192,
+    ) -> None:
+        if burst < 1:
+            raise ValueError(f"output burst must be at least 1, got {burst}")
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"output rate must be a positive number of lines/s, got {rate}")
+        if max_queue < 1:
+            raise ValueError(f"output max_queue must be at least 1, got {max_queue}")
+        if max_line_bytes < 64:
+            raise ValueError(f"output max_line_bytes must be at least 64, got {max_line_bytes}")
+        if recvq < 2 * max_line_bytes:
+            raise ValueError(
+                f"output recvq must be at least 2 * max_line_bytes ({2 * max_line_bytes}), "
+                f"got {recvq}"
+            )
+        self._burst = float(burst)
+        self._rate = float(rate)
+        self._max_queue = max_queue
+        self._max_line_bytes = max_line_bytes
+        self._bytes_per_token = recvq / 2 / burst
+        self._clock = clock
+        self._tokens = self._burst
+        self._stamp = clock()
+        self._queues: dict[Priority, deque[_Entry]] = {p: deque() for p in PRIORITIES}
+        self._overflow: dict[Priority, dict[str, _Overflow]] = {p: {} for p in PRIORITIES}
+        self._prefix_len = WORST_NICK + 1 + WORST_USER + 1 + WORST_HOST
+        self._wakeup: asyncio.Event | None = None
+        self._running = False
+        self._stats: dict[str, int] = dict.fromkeys(
+            ("queued", "sent", "grouped", "summaries", "refused", "dropped", "requeued"), 0
+        )
+
+    # -- identity ---------------------------------------------------------
+
+    def set_self(self, nick: str, user: str | None = None, host: str | None = None) -> None:
+        """Record the bot's own ``nick!user@host`` as recipients see it.
+
+        ``None`` means unknown and counts as the worst case, so pass the user
+        and host again after a nick change if they are known. Only lines
+        queued afterwards are split with the new length.
+        """
+        user_len = WORST_USER if user is None else len(user.encode("utf-8"))
+        host_len = WORST_HOST if host is None else len(host.encode("utf-8"))
+        self._prefix_len = len(nick.encode("utf-8")) + 1 + user_len + 1 + host_len
+
+    # -- enqueueing -------------------------------------------------------
+
+    def privmsg(self, target: str, text: str, priority: Priority = "server") -> int:
+        """Queue *text* to *target* as PRIVMSG lines; return how many were queued.
+
+        Newlines in *text* start new lines; long lines are split. Lines that
+        do not fit a full queue are counted for a summary line instead.
+        Raises ``ValueError`` for a bad target or priority.
+        """
+        return self._message("PRIVMSG", target, text, priority)
+
+    def notice(self, target: str, text: str, priority: Priority = "server") -> int:
+        """Like ``privmsg`` but as NOTICE lines."""
+        return self._message("NOTICE", target, text, priority)
+
+    def raw(self, line: str, priority: Priority = "server") -> bool:
+        """Queue one raw command (no CRLF needed); return whether it was queued.
+
+        A trailing line ending is removed; other CR/LF become spaces and NUL is
+        removed. Refused (``False``) when empty, longer than ``max_line_bytes``
+        with CRLF, or when the queue is full. The relayed prefix is the
+        caller's concern for raw lines.
+        """
+        queue = self._queue(priority)
+        clean = sanitize(line.removesuffix("\n").removesuffix("\r"))
+        size = len(clean.encode("utf-8")) + 2
+        if not clean.strip() or size > self._max_line_bytes:
+            self._stats["refused"] += 1
+            return False
+        if len(queue) >= self._max_queue:
+            self._stats["dropped"] += 1
+            return False
+        self._push(_Entry(clean, priority, self._cost(size)))
+        return True
+
+    def _message(self, command: str, target: str, text: str, priority: Priority) -> int:
+        queue = self._queue(priority)
+        _check_target(target)
+        chunks = split_message(self._prefix_len, command, target, text, self._max_line_bytes)
+        room = max(0, self._max_queue - len(queue))
+        for chunk in chunks[:room]:
+            line = f"{command} {target} :{chunk}"
+            self._push(_Entry(line, priority, self._cost(len(line.encode("utf-8")) + 2)))
+        left = len(chunks) - room
+        if left > 0:
+            pending = self._overflow[priority].setdefault(target, _Overflow(0, command))
+            pending.count += left
+            if command == "PRIVMSG":  # a summary of mixed lines goes as PRIVMSG
+                pending.command = command
+            self._stats["grouped"] += left
+        return min(room, len(chunks))
+
+    def _queue(self, priority: Priority) -> deque[_Entry]:
+        try:
+            return self._queues[priority]
+        except KeyError:
+            raise ValueError(
+                f"unknown output priority {priority!r}; use one of {', '.join(PRIORITIES)}"
+            ) from None
+
+    def _push(self, entry: _Entry) -> None:
+        self._queues[entry.priority].append(entry)
+        self._stats["queued"] += 1
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _cost(self, wire_bytes: int) -> float:
+        return max(1.0, wire_bytes / self._bytes_per_token)
+
+    # -- sans-I/O core ----------------------------------------------------
+
+    def _head(self) -> _Entry | None:
+        for priority in PRIORITIES:
+            queue = self._queues[priority]
+            if queue:
+                return queue[0]
+        return None
+
+    def _tokens_now(self) -> tuple[float, float]:
+        now = self._clock()
+        elapsed = max(0.0, now - self._stamp)
+        return min(self._burst, self._tokens + elapsed * self._rate), now
+
+    def next_delay(self) -> float | None:
+        """Seconds until ``pop()`` will give a line; 0.0 if now; None if nothing is queued."""
+        head = self._head()
+        if head is None:
+            return None
+        tokens, _ = self._tokens_now()
+        if tokens + _EPSILON >= head.cost:
+            return 0.0
+        return (head.cost - tokens) / self._rate
+
+    def pop(self) -> str | None:
+        """Take the next line (without CRLF) if a token is available now, else None.
+
+        Consumes the tokens and counts the line as sent: the caller sends it.
+        """
+        entry = self._take()
+        if entry is None:
+            return None
+        self._stats["sent"] += 1
+        return entry.line
+
+    def _take(self) -> _Entry | None:
+        head = self._head()
+        if head is None:
+            return None
+        tokens, now = self._tokens_now()
+        if tokens + _EPSILON < head.cost:
+            return None
+        self._tokens = tokens - head.cost
+        self._stamp = now
+        self._queues[head.priority].popleft()
+        self._flush_overflow(head.priority)
+        return head
+
+    def _flush_overflow(self, priority: Priority) -> None:
+        """Give freed slots to summary lines for targets whose lines did not fit."""
+        pending = self._overflow[priority]
+        queue = self._queues[priority]
+        while pending and len(queue) < self._max_queue:
+            target = next(iter(pending))
+            overflow = pending.pop(target)
+            noun = "line was" if overflow.count == 1 else "lines were"
+            text = f"[output] {overflow.count} more {noun} not sent: queue full"
+            try:
+                chunk = split_message(
+                    self._prefix_len, overflow.command, target, text, self._max_line_bytes
+                )[0]
+            except ValueError:  # our prefix grew since the target was checked
+                continue
+            line = f"{overflow.command} {target} :{chunk}"
+            self._push(_Entry(line, priority, self._cost(len(line.encode("utf-8")) + 2)))
+            self._stats["summaries"] += 1
+
+    def reset_budget(self) -> None:
+        """Refill the bucket: call on (re)connect, the server's budget starts full."""
+        self._tokens = self._burst
+        self._stamp = self._clock()
+
+    # -- I/O adapter ------------------------------------------------------
+
+    async def run(self, send: Callable[[str], Awaitable[None]]) -> None:
+        """Send queued lines through *send* at the paced rate until cancelled.
+
+        *send* gets one line without CRLF. If it raises ``OSError`` (including
+        ``ConnectionError``) the line goes back to the head of its queue and
+        ``run()`` returns; call it again after reconnecting. Only one ``run()``
+        may be active at a time.
+        """
+        if self._running:
+            raise RuntimeError("OutputQueue.run() is already running")
+        self._running = True
+        self._wakeup = wakeup = asyncio.Event()
+        try:
+            while True:
+                entry = self._take()
+                if entry is None:
+                    await self._wait(wakeup)
+                    continue
+                try:
+                    await send(entry.line)
+                except OSError:
+                    self._requeue(entry)
+                    return
+                except asyncio.CancelledError:
+                    # Most likely the connection died mid-write: keep the line.
+                    self._requeue(entry)
+                    raise
+                self._stats["sent"] += 1
+        finally:
+            self._running = False
+            self._wakeup = None
+
+    def _requeue(self, entry: _Entry) -> None:
+        # May leave the queue one over max_queue: the line in flight is never dropped.
+        self._queues[entry.priority].appendleft(entry)
+        self._stats["requeued"] += 1
+
+    async def _wait(self, wakeup: asyncio.Event) -> None:
+        """Sleep until the next token is due or a line is queued, whichever is first."""
+        wakeup.clear()
+        delay = self.next_delay()
+        if delay is None:
+            await wakeup.wait()
+        elif delay > 0:
+            try:
+                async with asyncio.timeout(delay):
+                    await wakeup.wait()
+            except TimeoutError:
+                pass
+
+    # -- measurement ------------------------------------------------------
+
+    def depths(self) -> dict[str, int]:
+        """Lines waiting in each queue: ``{"mode": n, "server": n, "help": n}``."""
+        return {p: len(self._queues[p]) for p in PRIORITIES}
+
+    def stats(self) -> dict[str, int]:
+        """Counters since creation.
+
+        ``queued`` lines accepted (including summaries), ``sent`` lines handed
+        to the server, ``grouped`` lines that did not fit a full queue and were
+        counted for a summary, ``summaries`` summary lines queued,
+        ``pending_grouped`` grouped lines whose summary is not queued yet,
+        ``refused`` raw lines that were empty or too long, ``dropped`` raw lines
+        refused for a full queue, ``requeued`` lines put back after a failed
+        send.
+        """
+        pending = sum(o.count for per in self._overflow.values() for o in per.values())
+        return {**self._stats, "pending_grouped": pending}

@@ -1,0 +1,559 @@
+"""Configuration: YAML files in, a typed frozen ``Config`` out.
+
+How this works.  ``load_config`` reads ``config/global/config.yaml`` and,
+when present, ``config/environments/<env>.yaml``; the second is deep-merged
+over the first (mappings merge key by key, any other value replaces).  While
+merging it records which file supplied each key, so every error can name the
+file the operator has to edit.  String values are then passed through
+``resolve_refs`` (``${env:NAME}``, ``${file:/path}``) and the result is
+validated by pydantic models that forbid unknown keys, so a typo is an error
+and not a silently ignored setting.  Relative paths (``bot.scripts``,
+``store.path``, ``irc.tls_ca_file``) are made absolute against the project
+directory (the parent of the config directory).
+
+A reference yields a ``Secret``.  Fields typed ``SecretValue`` keep it (and
+its value is registered for log redaction); any other field takes the plain
+value, so ``host: ${env:IRC_HOST}`` works.  Error messages never include a
+value that came from a reference or sits in a secret field.
+
+``build_config`` is the same pipeline from a plain dict, for tests.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from masterchief.core.errors import ConfigError
+from masterchief.core.secrets import REDACTOR, Redactor, Secret, resolve_refs
+
+__all__ = [
+    "BotConfig",
+    "ChannelConfig",
+    "Config",
+    "ConfigError",
+    "IrcConfig",
+    "OutputConfig",
+    "SaslConfig",
+    "SecretValue",
+    "StoreConfig",
+    "build_config",
+    "load_config",
+]
+
+Key = str | int
+KeyPath = tuple[Key, ...]
+
+
+def _to_secret(value: Any) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if isinstance(value, str):
+        return Secret(value)
+    raise ValueError("should be a string (quote it, or use ${env:NAME} / ${file:/path})")
+
+
+SecretValue = Annotated[
+    Secret,
+    PlainValidator(_to_secret),
+    PlainSerializer(lambda _s: "***", return_type=str),
+]
+"""A config field holding a secret: kept as ``Secret``, dumped as ``***``."""
+
+
+def _reveal_all(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, dict):
+        return {k: _reveal_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reveal_all(v) for v in value]
+    return value
+
+
+def _keeps_secrets(annotation: Any) -> bool:
+    """Whether a field type handles ``Secret`` itself (a secret or a sub-model)."""
+    if annotation is Secret:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_keeps_secrets(arg) for arg in get_args(annotation))
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_references(cls, data: Any) -> Any:
+        # A reference in a non-secret field (host: ${env:IRC_HOST}) is just a value.
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            k: (v if k not in fields or _keeps_secrets(fields[k].annotation) else _reveal_all(v))
+            for k, v in data.items()
+        }
+
+
+_NICK = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]{0,63}")
+_CHANNEL = re.compile(r"[#&+!][^\s,\x07\x00]{1,199}")
+_NO_SPACE = re.compile(r"\S+")
+
+
+def _check_nick(value: str) -> str:
+    if not _NICK.fullmatch(value):
+        raise ValueError("not a valid IRC nick")
+    return value
+
+
+class ChannelConfig(_Model):
+    """A channel to join: ``"#chan"``, ``"#chan key"`` or ``{name, key}``."""
+
+    name: str
+    key: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        if isinstance(data, Secret):
+            data = data.reveal()
+        if isinstance(data, str):
+            parts = data.split()
+            if len(parts) not in (1, 2):
+                raise ValueError("a channel entry is '#chan' or '#chan key'")
+            return {"name": parts[0], "key": parts[1] if len(parts) == 2 else None}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _CHANNEL.fullmatch(value):
+            raise ValueError("not a valid channel name (it starts with #, &, + or !)")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: str | None) -> str | None:
+        if value is not None and (not _NO_SPACE.fullmatch(value) or "," in value):
+            raise ValueError("a channel key has no spaces or commas")
+        return value
+
+
+class SaslConfig(_Model):
+    username: str = Field(min_length=1)
+    password: SecretValue
+
+
+class OutputConfig(_Model):
+    """Output pacing: ``burst`` lines at once, then ``rate`` lines a second."""
+
+    burst: int = Field(default=7, ge=1)
+    rate: float = Field(default=1.0, gt=0)
+    max_queue: int = Field(default=300, ge=1)
+
+
+class IrcConfig(_Model):
+    host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^\S+$")
+    port: int = Field(default=6667, ge=1, le=65535)
+    tls: bool = False
+    tls_verify: bool = True
+    tls_ca_file: Path | None = None  # CA bundle for a private/self-signed server
+    nick: str = "masterchief"
+    alt_nicks: tuple[str, ...] = ("masterchief_",)
+    username: str = Field(default="masterchief", pattern=r"^[^\s@]+$")
+    realname: str = Field(default="MasterChief", pattern=r"^[^\r\n\x00]*$")
+    channels: tuple[ChannelConfig, ...] = (ChannelConfig(name="#ops"),)
+    sasl: SaslConfig | None = None
+    rejoin_on_kick: bool = True
+    reconnect_min_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=300.0, gt=0)
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("nick")
+    @classmethod
+    def _check_nick(cls, value: str) -> str:
+        return _check_nick(value)
+
+    @field_validator("alt_nicks")
+    @classmethod
+    def _check_alt_nicks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for nick in value:
+            _check_nick(nick)
+        return value
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> IrcConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+
+class BotConfig(_Model):
+    scripts: tuple[Path, ...] = (Path("scripts"),)
+    timezone: str = "UTC"
+    handler_timeout_s: float = Field(default=30.0, gt=0)
+    command_prefix: str = Field(default="!", min_length=1, max_length=8, pattern=r"^\S+$")
+    queue_size: int = Field(default=10000, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown timezone (use an IANA name like Europe/Paris)") from None
+        return value
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class StoreConfig(_Model):
+    path: Path = Path("var/masterchief.db")
+
+
+_RESERVED = ("project_dir", "config_dir", "env")
+
+
+class Config(_Model):
+    """The whole configuration.  ``project_dir``/``config_dir``/``env`` are set
+    by the loader, not read from YAML."""
+
+    irc: IrcConfig = IrcConfig()
+    bot: BotConfig = BotConfig()
+    store: StoreConfig = StoreConfig()
+    project_dir: Path = Path()
+    config_dir: Path = Path("config")
+    env: str = "dev"
+
+    def redacted_dump(self) -> dict[str, Any]:
+        """Plain data for display: secrets as ``***``, paths as strings."""
+        return self.model_dump(mode="json")
+
+
+# --- loading --------------------------------------------------------------------
+
+_ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def load_config(
+    config_dir: Path, env: str = "dev", environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read, merge, resolve and validate the configuration in ``config_dir``."""
+    if not _ENV_NAME.fullmatch(env):
+        raise ConfigError(f"invalid environment name {env!r}")
+    config_dir = Path(config_dir)
+    global_file = config_dir / "global" / "config.yaml"
+    if not global_file.is_file():
+        raise ConfigError("file not found (the global configuration is required)", file=global_file)
+    data = _read_yaml(global_file)
+    origins: dict[KeyPath, str] = {}
+    _mark(data, str(global_file), origins, ())
+    env_file = config_dir / "environments" / f"{env}.yaml"
+    if env_file.is_file():
+        _merge(data, _read_yaml(env_file), str(env_file), origins, ())
+    return _build(
+        data,
+        origins,
+        project_dir=config_dir.resolve().parent,
+        config_dir=config_dir.resolve(),
+        env=env,
+        environ=os.environ if environ is None else environ,
+    )
+
+
+def build_config(
+    data: Mapping[str, Any],
+    *,
+    project_dir: Path,
+    env: str = "dev",
+    environ: Mapping[str, str] | None = None,
+    source: str = "<config>",
+) -> Config:
+    """Validate plain data (as if read from one file named ``source``)."""
+    plain = _reveal_all(dict(data))  # a deep copy; secret fields re-wrap their values
+    origins: dict[KeyPath, str] = {}
+    _mark(plain, source, origins, ())
+    return _build(
+        plain,
+        origins,
+        project_dir=Path(project_dir),
+        config_dir=Path(project_dir) / "config",
+        env=env,
+        environ={} if environ is None else environ,
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or type(exc).__name__}", file=path) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = exc.problem or "invalid YAML"
+        raise ConfigError(f"YAML syntax error: {problem}", file=where) from None
+    except yaml.YAMLError:
+        raise ConfigError("not valid YAML (is it UTF-8 text?)", file=path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level should be a mapping of keys to values", file=path)
+    return data
+
+
+def _mark(value: Any, source: str, origins: dict[KeyPath, str], path: KeyPath) -> None:
+    origins[path] = source
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _mark(v, source, origins, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _mark(v, source, origins, (*path, i))
+
+
+def _merge(
+    base: dict[str, Any],
+    over: dict[str, Any],
+    source: str,
+    origins: dict[KeyPath, str],
+    path: KeyPath,
+) -> None:
+    """Deep-merge ``over`` into ``base`` in place, recording where keys came from."""
+    for key, value in over.items():
+        here = (*path, key)
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value, source, origins, here)
+            continue
+        base[key] = value
+        n = len(here)
+        for old in [p for p in origins if p[:n] == here]:
+            del origins[old]
+        _mark(value, source, origins, here)
+
+
+def _origin(origins: Mapping[KeyPath, str], loc: KeyPath) -> str:
+    for i in range(len(loc), -1, -1):
+        found = origins.get(loc[:i])
+        if found is not None:
+            return found
+    return "<config>"
+
+
+def _dotted(loc: KeyPath) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _resolve_tree(
+    value: Any,
+    path: KeyPath,
+    *,
+    origins: Mapping[KeyPath, str],
+    environ: Mapping[str, str],
+    base_dir: Path,
+    ref_paths: set[KeyPath],
+    found: dict[int, Redactor],
+) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _resolve_tree(
+                v,
+                (*path, k),
+                origins=origins,
+                environ=environ,
+                base_dir=base_dir,
+                ref_paths=ref_paths,
+                found=found,
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _resolve_tree(
+                v,
+                (*path, i),
+                origins=origins,
+                environ=environ,
+                base_dir=base_dir,
+                ref_paths=ref_paths,
+                found=found,
+            )
+            for i, v in enumerate(value)
+        ]
+    if isinstance(value, str) and "${" in value:
+        parts = Redactor()  # this value's resolved pieces, registered if it stays secret
+        result = resolve_refs(
+            value,
+            environ=environ,
+            where=f"{_origin(origins, path)}: {_dotted(path)}",
+            base_dir=base_dir,
+            redactor=parts,
+        )
+        if isinstance(result, Secret):
+            ref_paths.add(path)
+            found[id(result)] = parts
+        return result
+    return value
+
+
+def _build(
+    data: dict[str, Any],
+    origins: dict[KeyPath, str],
+    *,
+    project_dir: Path,
+    config_dir: Path,
+    env: str,
+    environ: Mapping[str, str],
+) -> Config:
+    for name in _RESERVED:
+        if name in data:
+            raise ConfigError(
+                "unknown key (set by the loader, not in YAML)",
+                file=_origin(origins, (name,)),
+                key=name,
+            )
+    ref_paths: set[KeyPath] = set()
+    pieces: dict[int, Redactor] = {}
+    resolved = _resolve_tree(
+        data,
+        (),
+        origins=origins,
+        environ=environ,
+        base_dir=project_dir,
+        ref_paths=ref_paths,
+        found=pieces,
+    )
+    try:
+        config = Config.model_validate(
+            {**resolved, "project_dir": project_dir, "config_dir": config_dir, "env": env}
+        )
+    except ValidationError as exc:
+        raise _config_error(exc, origins, ref_paths) from None
+    for secret in _secrets_in(config):
+        REDACTOR.register(secret)
+        for piece in pieces.get(id(secret), Redactor()).values():
+            REDACTOR.register(piece)
+    return _absolute_paths(config, project_dir)
+
+
+def _absolute_paths(config: Config, base: Path) -> Config:
+    def fix(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else Path(os.path.normpath(base / p))
+
+    ca_file = config.irc.tls_ca_file
+    irc = config.irc.model_copy(update={"tls_ca_file": fix(ca_file) if ca_file else None})
+    bot = config.bot.model_copy(update={"scripts": tuple(fix(p) for p in config.bot.scripts)})
+    store = config.store.model_copy(update={"path": fix(config.store.path)})
+    return config.model_copy(update={"irc": irc, "bot": bot, "store": store})
+
+
+def _secrets_in(value: Any) -> list[Secret]:
+    if isinstance(value, Secret):
+        return [value]
+    if isinstance(value, BaseModel):
+        return [s for name in type(value).model_fields for s in _secrets_in(getattr(value, name))]
+    if isinstance(value, tuple | list):
+        return [s for v in value for s in _secrets_in(v)]
+    return []
+
+
+# --- validation errors -> ConfigError ---------------------------------------------------
+
+
+def _field_at(loc: KeyPath) -> tuple[type[BaseModel] | None, Any]:
+    """The model holding the last key of ``loc`` and that key's annotation."""
+    model: type[BaseModel] | None = Config
+    annotation: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None:
+            return None, None
+        field = model.model_fields.get(part)
+        if field is None:
+            return model, None
+        annotation = field.annotation
+        parent = model
+        model = _model_in(annotation)
+        if part == loc[-1]:
+            return parent, annotation
+    return model, annotation
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+def _describe(err: Mapping[str, Any], loc: KeyPath, ref_paths: set[KeyPath]) -> str:
+    kind = err["type"]
+    parent, annotation = _field_at(loc)
+    if kind == "extra_forbidden":
+        key = loc[-1] if loc else ""
+        if parent is None or not isinstance(key, str):
+            return "unknown key"
+        known = [k for k in parent.model_fields if k not in _RESERVED]
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
+        return f"unknown key ({hint})"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    from_ref = any(loc[: len(p)] == p for p in ref_paths)
+    secret_field = (
+        annotation is not None and _keeps_secrets(annotation) and (_model_in(annotation) is None)
+    )
+    if kind != "missing" and not from_ref and not secret_field and _is_scalar(value):
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        msg += f" (got {shown})"
+    return msg
+
+
+def _config_error(
+    exc: ValidationError, origins: Mapping[KeyPath, str], ref_paths: set[KeyPath]
+) -> ConfigError:
+    lines: list[tuple[str, str, str]] = []
+    for err in exc.errors(include_url=False):
+        loc: KeyPath = tuple(err["loc"])
+        lines.append((_origin(origins, loc), _dotted(loc), _describe(err, loc, ref_paths)))
+    file, key, detail = lines[0]
+    more = "".join(f"\n{f}: {k}: {d}" for f, k, d in lines[1:])
+    return ConfigError(detail + more, file=file, key=key)
