@@ -35,6 +35,7 @@ import random
 import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pydle
@@ -83,6 +84,14 @@ def split_source(source: str | None) -> tuple[str | None, str | None]:
         return None, None
     nick, _, uhost = source.partition("!")
     return nick, uhost
+
+
+def _server_time(value: str | None) -> datetime:
+    """The IRCv3 server-time tag, else now."""
+    if value:
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.now(UTC)
 
 
 class _Connection(pydle.connection.Connection):  # type: ignore[misc]
@@ -172,6 +181,12 @@ class _Client(pydle.Client):  # type: ignore[misc]
         if self.registered:  # our regain attempt failed: someone still has it
             return
         await super().on_raw_433(message)
+
+    async def on_capability_server_time_available(self, value: Any) -> bool:
+        return True
+
+    async def on_capability_message_tags_available(self, value: Any) -> bool:
+        return True
 
     async def on_capability_sasl_available(self, value: Any) -> Any:
         if self.sasl_username and self.sasl_password:
@@ -409,6 +424,7 @@ class IrcBot:
             return
         account = self._account(client, nick, raw_tags)
         common: dict[str, Any] = {
+            "time": _server_time(tags.get("time")),
             "nick": nick,
             "uhost": uhost,
             "account": account,

@@ -1,0 +1,93 @@
+"""Run a MasterChief App in-process against a real server, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from masterchief.app import App
+from masterchief.core.config import build_config
+from tests.servers import unique_name
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def bot_config_data(
+    tmp: Path, host: str, port: int, *, nick: str | None = None, **over: Any
+) -> dict[str, Any]:
+    nick = nick or unique_name("mc")
+    base: dict[str, Any] = {
+        "irc": {
+            "host": host,
+            "port": port,
+            "nick": nick,
+            "alt_nicks": [nick + "_"],
+            "channels": ["#ops"],
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 1.0,
+            # the session server has no flood limits; don't make tests wait
+            "output": {"burst": 200, "rate": 1000.0},
+        },
+        "bot": {"scripts": [str(tmp / "scripts")], "handler_timeout_s": 2},
+        "store": {"path": str(tmp / "mc.db")},
+    }
+    return deep_merge(base, over)
+
+
+async def wait_until(pred: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.01)
+    del what
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    tmp: Path,
+    host: str,
+    port: int,
+    *,
+    wait_channels: bool = True,
+    environ: Mapping[str, str] | None = None,
+    **over: Any,
+) -> AsyncIterator[App]:
+    """Start an App in this event loop; yields once it is connected and joined."""
+    (tmp / "scripts").mkdir(parents=True, exist_ok=True)
+    data = bot_config_data(tmp, host, port, **over)
+    config = build_config(data, project_dir=tmp, environ=environ or {})
+    app = await App.create(config)
+    task = asyncio.create_task(app.run(), name="app")
+    try:
+        assert app.irc is not None
+        waiter = asyncio.create_task(app.irc.connected.wait())
+        done, _ = await asyncio.wait({waiter, task}, timeout=15, return_when="FIRST_COMPLETED")
+        if task in done:
+            waiter.cancel()
+            task.result()  # raises the failure
+            raise RuntimeError("bot stopped before connecting")
+        if waiter not in done:
+            waiter.cancel()
+            raise TimeoutError("bot did not connect within 15s")
+        if wait_channels:
+            want = {c.name.lower() for c in config.irc.channels}
+            await wait_until(lambda: want <= {c.lower() for c in app.irc.channels}, 10)  # type: ignore[union-attr]
+        yield app
+    finally:
+        app.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
