@@ -219,12 +219,13 @@ class Dispatcher:
             who.handle if who else None,
             b.flags.text,
         )
+        to = f"{ev.nick}: " if ev.nick and ev.channel else ""
         if b.flags.anyone:
-            ev.reply(f"you may not use {ev.key}")
+            ev.reply(f"{to}you may not use {ev.key}")
         elif who is None:
-            ev.reply(f"you need {need} for {ev.key} (no user record matches you)")
+            ev.reply(f"{to}you need {need} for {ev.key} (no user record matches you)")
         else:
-            ev.reply(f"you need {need} for {ev.key}")
+            ev.reply(f"{to}you need {need} for {ev.key}")
 
     def _fail(self, b: Binding, ev: Event, exc: BaseException | None, timed_out: bool) -> None:
         ref = new_ref()
