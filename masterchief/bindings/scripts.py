@@ -86,7 +86,10 @@ class ScriptManager:
         loop.set_task_factory(factory)
 
     def _cancel_tasks(self, owner: str, keep: set[asyncio.Task[Any]] | None = None) -> int:
-        me = asyncio.current_task()
+        try:
+            me = asyncio.current_task()
+        except RuntimeError:  # no running loop (offline tools, tests)
+            me = None
         n = 0
         for t in list(self._tasks.get(owner, ())):
             if t is me or t.done() or (keep is not None and t in keep):

@@ -42,20 +42,29 @@ async def test_channel_and_private_text(bot, irc_client) -> None:  # type: ignor
     c = await irc_client()
     await c.join("#ops")
     await c.say("#ops", "!deploy api prod")
-    pubm, = await rec.wait("pubm")
-    pub, = await rec.wait("pub")
-    assert (pubm.key, pubm.text, pubm.channel) == ("#ops !deploy api prod", "!deploy api prod", "#ops")
-    assert (pub.key, pub.text, pub.args, pub.channel) == ("!deploy", "api prod", ["api", "prod"], "#ops")
+    (pubm,) = await rec.wait("pubm")
+    (pub,) = await rec.wait("pub")
+    assert (pubm.key, pubm.text, pubm.channel) == (
+        "#ops !deploy api prod",
+        "!deploy api prod",
+        "#ops",
+    )
+    assert (pub.key, pub.text, pub.args, pub.channel) == (
+        "!deploy",
+        "api prod",
+        ["api", "prod"],
+        "#ops",
+    )
     assert pub.nick == c.nick and pub.uhost is not None and pub.uhost.endswith("@127.0.0.1")
     assert pub.handle is None and isinstance(pub.time, datetime)
     assert "msgid" in pub.tags  # IRCv3 message-tags reach the Event
     await c.say(bot.irc.nickname, "status of api")
-    msgm, = await rec.wait("msgm")
-    msg, = await rec.wait("msg")
+    (msgm,) = await rec.wait("msgm")
+    (msg,) = await rec.wait("msg")
     assert (msgm.key, msgm.text, msgm.channel) == ("status of api", "status of api", None)
     assert (msg.key, msg.text) == ("status", "of api")
     await c.notice("#ops", "maintenance at 10:00")
-    notc, = await rec.wait("notc")
+    (notc,) = await rec.wait("notc")
     assert (notc.text, notc.channel, notc.nick) == ("maintenance at 10:00", "#ops", c.nick)
 
 
@@ -69,36 +78,40 @@ async def test_membership_and_channel_changes(bot, irc_client) -> None:  # type:
     await other.join("#ops")
     joins = await rec.wait("join", 2)
     assert {e.nick for e in joins} >= {op.nick, other.nick}
-    j = [e for e in joins if e.nick == other.nick][0]
+    j = next(e for e in joins if e.nick == other.nick)
     assert j.key == f"#ops {other.nick}!{j.uhost}" and j.channel == "#ops"
 
     old = other.nick
     await other.send_raw(f"NICK {old}x")
-    nick, = await rec.wait("nick")
+    (nick,) = await rec.wait("nick")
     assert (nick.nick, nick.text, nick.key) == (old, old + "x", f"#ops {old}x")
     await wait_until(lambda: other.nick == old + "x")
 
     await other.part("#ops", "lunch")
-    part, = await rec.wait("part")
+    (part,) = await rec.wait("part")
     assert (part.nick, part.text, part.channel) == (other.nick, "lunch", "#ops")
 
     await other.join("#ops")
     await other.quit("gone home")
-    sign, = await rec.wait("sign")
+    (sign,) = await rec.wait("sign")
     assert sign.nick == other.nick and sign.text.endswith("gone home")
 
     # the bot joined #ops first, so it holds +o there: op the client through it
     bot.irc.output.raw(f"MODE #ops +o {op.nick}")
-    mode, = await rec.wait("mode")
+    (mode,) = await rec.wait("mode")
     assert (mode.key, mode.text, mode.nick) == ("#ops +o", op.nick, bot.irc.nickname)
     await op.send_raw("TOPIC #ops :deploy freeze until Monday")
-    topc, = await rec.wait("topc")
-    assert (topc.text, topc.key, topc.nick) == ("deploy freeze until Monday", "#ops deploy freeze until Monday", op.nick)
+    (topc,) = await rec.wait("topc")
+    assert (topc.text, topc.key, topc.nick) == (
+        "deploy freeze until Monday",
+        "#ops deploy freeze until Monday",
+        op.nick,
+    )
 
     victim = await irc_client()
     await victim.join("#ops")
     await op.send_raw(f"KICK #ops {victim.nick} :be nice")
-    kick, = await rec.wait("kick")
+    (kick,) = await rec.wait("kick")
     assert kick.key == f"#ops {victim.nick} be nice"
     assert kick.payload == {"target": victim.nick, "reason": "be nice"} and kick.nick == op.nick
 
@@ -111,7 +124,7 @@ async def test_ctcp_ctcr_raw(bot, irc_client) -> None:  # type: ignore[no-untype
     c = await irc_client()
     me = bot.irc.nickname
     await c.say(me, "\x01FINGER please\x01")
-    ctcp, = await rec.wait("ctcp")
+    (ctcp,) = await rec.wait("ctcp")
     assert (ctcp.key, ctcp.text, ctcp.nick) == ("FINGER", "please", c.nick)
     raw = await rec.wait("raw")
     assert raw[0].key == "PRIVMSG" and raw[0].text == f"{me} \x01FINGER please\x01"
@@ -120,7 +133,7 @@ async def test_ctcp_ctcr_raw(bot, irc_client) -> None:  # type: ignore[no-untype
     await c.wait_for(rf"^:{me}!\S+ NOTICE {c.nick} :\x01VERSION MasterChief")
     # a CTCP reply from the client is a ctcr event
     await c.notice(me, "\x01VERSION testclient 1.0\x01")
-    ctcr, = await rec.wait("ctcr")
+    (ctcr,) = await rec.wait("ctcr")
     assert (ctcr.key, ctcr.text) == ("VERSION", "testclient 1.0")
 
 
@@ -141,6 +154,6 @@ async def test_time_cron_evnt_event(bot) -> None:  # type: ignore[no-untyped-def
     assert [e.payload.minute for e in crons] == [58, 59, 0]
     assert bot.clock.tick() == 0  # the same minute never fires twice
     bot.rehash()
-    evnt, = await rec.wait("evnt")
-    event, = await rec.wait("event")
+    (evnt,) = await rec.wait("evnt")
+    (event,) = await rec.wait("event")
     assert evnt.key == "rehash" and event.key == "rehash"
