@@ -6,6 +6,10 @@ Sources put *chains* of Events on one bounded queue: usually one Event, but
 a channel message is the chain ``(pubm, pub)`` — pubm bindings run first and
 if any returns a true value, the pub stage is skipped (Eggdrop's rule).
 
+A true return value also skips the built-in bindings of the same stage (a
+script's ``ctcp VERSION`` handler returning True suppresses the default
+reply, as in Eggdrop).
+
 A single worker takes a chain, finds the user record for its origin (once),
 and matches each stage against the current immutable ``Snapshot``.  Flags are
 checked per binding; a refused *command* (pub, msg, dcc) is answered with a
@@ -258,6 +262,8 @@ class Dispatcher:
         for ev, bindings in staged:
             stop = False
             for b in bindings:
+                if stop and b.builtin:
+                    continue  # a true return from a user binding skips the default
                 if not self._allowed(b, ev, who):
                     continue
                 b.hits += 1
@@ -279,6 +285,8 @@ class Dispatcher:
         for ev, bindings in staged:
             stop = False
             for b in bindings:
+                if stop and b.builtin:
+                    continue
                 if not self._allowed(b, ev, who):
                     continue
                 b.hits += 1

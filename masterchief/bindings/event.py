@@ -41,6 +41,11 @@ class Done:
 
     __slots__ = ()
 
+    def __bool__(self) -> bool:
+        # ``return ev.reply(...)`` from a plain handler must not count as the
+        # "true" return that stops later bindings.
+        return False
+
     def __await__(self) -> Generator[Any, None, None]:
         return
         yield

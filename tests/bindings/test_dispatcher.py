@@ -97,13 +97,13 @@ async def test_pubm_true_suppresses_pub(setup) -> None:  # type: ignore[no-untyp
     ("nick", "flags", "answer"),
     [
         ("bob", "o|o", "ok"),  # channel op on #ops
-        ("bob", "m|m", "you need global +m or +m on #ops for !cmd"),
-        ("eve", "o|o", "you need global +o or +o on #ops for !cmd"),
+        ("bob", "m|m", "bob: you need global +m or +m on #ops for !cmd"),
+        ("eve", "o|o", "eve: you need global +o or +o on #ops for !cmd"),
         ("eve", "v", "ok"),
         (
             "mallory",
             "o|o",
-            "you need global +o or +o on #ops for !cmd (no user record matches you)",
+            "mallory: you need global +o or +o on #ops for !cmd (no user record matches you)",
         ),
         ("mallory", "-|-", "ok"),
     ],
@@ -170,3 +170,18 @@ async def test_queue_full_is_counted() -> None:
     assert d.submit(ev) and d.submit(ev)
     assert not d.submit(ev)
     assert d.stats.dropped == 1 and d.stats.received == 3
+
+
+async def test_true_from_user_binding_skips_builtin_default(setup) -> None:  # type: ignore[no-untyped-def]
+    table, d = setup
+    sink = Sink()
+    table.bind("ctcp", "-|-", "VERSION", lambda ev: ev.reply("builtin"), owner="builtin:irc")
+    table.bind("ctcp", "-|-", "VERSION", lambda ev: ev.reply("mine") or True, owner="script:x")
+    d.submit(Event(type="ctcp", key="VERSION", nick="bob", sink=sink))
+    await d.drain()
+    assert sink.lines == ["mine"]
+    table.unbind_owner("script:x")
+    table.bind("ctcp", "-|-", "VERSION", lambda ev: ev.reply("mine too"), owner="script:y")
+    d.submit(Event(type="ctcp", key="VERSION", nick="bob", sink=sink))
+    await d.drain()
+    assert sink.lines == ["mine", "mine too", "builtin"]
