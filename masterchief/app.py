@@ -9,7 +9,6 @@ supervisor, clock, script watcher).  ``run_bot(config)`` is what
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -154,6 +153,8 @@ class App:
                 if self.irc is not None:
                     tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group
                 await self._stop.wait()
+                if self.irc is not None:
+                    await self.irc.shutdown()
                 raise _Stopped
         except* _Stopped:
             pass
@@ -161,10 +162,8 @@ class App:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        c = self.irc.client if self.irc else None
-        if c is not None and c.connected:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(c.quit("MasterChief shutting down"), 2)
+        if self.irc is not None:
+            await self.irc.shutdown()
         await self.store.close()
 
 
@@ -181,6 +180,14 @@ def _setup_logging() -> None:
     install_log_redaction()
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: log every task and where it waits (for a bot that seems stuck)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=4)
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+        log.warning("task %s: %s", task.get_name(), where or "(not started)")
+
+
 async def run_bot(config: Config) -> int:
     """Run the bot until SIGINT/SIGTERM.  SIGHUP reloads scripts."""
     _setup_logging()
@@ -190,6 +197,7 @@ async def run_bot(config: Config) -> int:
     loop.add_signal_handler(signal.SIGINT, app.stop)
     loop.add_signal_handler(signal.SIGTERM, app.stop)
     loop.add_signal_handler(signal.SIGHUP, app.rehash)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     failed: list[BaseException] = []
     try:
         await app.run()

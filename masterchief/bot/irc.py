@@ -216,6 +216,7 @@ class IrcBot:
         self.fatal: str | None = None
         self.connected = asyncio.Event()
         self.connects = 0
+        self.stopping = False
         self._rng = rng or random.Random()
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._channel_keys: dict[str, str | None] = dict(settings.channels)
@@ -299,12 +300,30 @@ class IrcBot:
                 await self._on_disconnected(client)
             if self.fatal:
                 raise SaslFailed(self.fatal)
+            if self.stopping:
+                return
             if client.was_registered and loop.time() - started > 30:
                 attempt = 0
             delay = self.backoff(attempt)
             attempt += 1
             log.info("reconnecting in %.1fs (attempt %d)", delay, attempt)
             await asyncio.sleep(delay)
+
+    async def shutdown(self, reason: str = "MasterChief shutting down") -> None:
+        """Send QUIT and close the connection; ``run()`` then returns.
+
+        Closing the socket (rather than only cancelling the reader) is what
+        reliably ends pydle's read loop: on Python 3.11 ``asyncio.wait_for``
+        can swallow a cancellation that races with a line arriving.
+        """
+        self.stopping = True
+        c = self.client
+        if c is None or not c.connected:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(c.raw(f"QUIT :{reason}\r\n"), 2)
+        with contextlib.suppress(Exception):
+            await c.disconnect(expected=True)
 
     async def _fatal(self, client: _Client, reason: str) -> None:
         self.fatal = reason
@@ -418,6 +437,11 @@ class IrcBot:
                 )
             )
         if cmd == "001":
+            # pydle learns its nick from 001 in a task that may yield before the
+            # next lines are handled; set it now so echo filtering and
+            # on_connect see the real nick.
+            if params:
+                client.nickname = params[0]
             self._note_self_from_welcome(params)
             return
         if nick is None or not params:
@@ -471,6 +495,7 @@ class IrcBot:
         elif cmd == "NICK":
             new = params[0]
             if me:
+                client.nickname = new  # see 001: before any later line is handled
                 self.output.set_self(new)
             for chan in self._common_channels(client, nick):
                 submit(Event(type="nick", key=f"{chan} {new}", channel=chan, text=new, **common))

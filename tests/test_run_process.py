@@ -1,0 +1,89 @@
+"""`masterchief run` as a real process: config dir + env file, SIGHUP rehash, SIGTERM stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.servers import unique_name
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent / "masterchief"
+
+
+async def test_run_sighup_and_sigterm(tmp_path: Path, ircd, irc_client) -> None:  # type: ignore[no-untyped-def]
+    nick = unique_name("mc")
+    cfg = tmp_path / "config"
+    (cfg / "global").mkdir(parents=True)
+    (cfg / "environments").mkdir()
+    (tmp_path / "scripts").mkdir()
+    (cfg / "global" / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "irc": {"host": ircd.host, "port": 1, "nick": nick, "channels": ["#ops"]},
+                "bot": {"scripts": ["scripts"]},
+                "store": {"path": "var/mc.db"},
+            }
+        )
+    )
+    # the environment file wins over the global one (here: the right port)
+    (cfg / "environments" / "staging.yaml").write_text(yaml.safe_dump({"irc": {"port": ircd.port}}))
+    watcher = await irc_client()
+    await watcher.join("#ops")
+    log = (tmp_path / "bot.log").open("wb")
+    proc = subprocess.Popen(
+        [str(BIN), "run", "--config-dir", str(cfg)],
+        env={**os.environ, "MASTERCHIEF_ENV": "staging"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        await watcher.wait_for(rf"^:{nick}!\S+ JOIN :?#ops", timeout=15)
+        assert (tmp_path / "var" / "mc.db").exists()  # relative to the project dir
+        (tmp_path / "scripts" / "late.py").write_text(
+            'from masterchief import bind\nbind("pub", "-|-", "!late", lambda ev: ev.reply("late ok"))\n'
+        )
+        proc.send_signal(signal.SIGHUP)
+        await watcher.say("#ops", "!late")
+        await watcher.wait_for(rf"^:{nick}!\S+ PRIVMSG #ops :late ok$", timeout=10)
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.to_thread(proc.wait, 15)
+        assert rc == 0
+        await watcher.wait_for(rf"^:{nick}!\S+ QUIT", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_missing_env_secret_is_a_clear_startup_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    (cfg / "global").mkdir(parents=True)
+    (cfg / "global" / "config.yaml").write_text(
+        "irc:\n  sasl: {username: bot, password: '${env:MC_TEST_UNSET_SECRET}'}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MC_TEST_UNSET_SECRET"}
+    out = subprocess.run(
+        [str(BIN), "run", "--config-dir", str(cfg)], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 2
+    assert "MC_TEST_UNSET_SECRET" in out.stderr and "irc.sasl.password" in out.stderr
+    assert "config.yaml" in out.stderr
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run([str(BIN), "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    for cmd in ("run", "user"):
+        assert cmd in out.stdout
+    out = subprocess.run([str(BIN), "user", "--help"], capture_output=True, text=True, timeout=30)
+    for cmd in ("add", "list", "chattr"):
+        assert cmd in out.stdout
