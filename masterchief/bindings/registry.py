@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+from functools import lru_cache
 from typing import Any, TypeVar, overload
 
 from croniter import croniter
@@ -167,10 +168,89 @@ def _priority(b: Binding) -> tuple[int, int]:
     return (1 if b.builtin else 0, -b.seq)
 
 
+# The only non-ASCII characters that re.IGNORECASE lets match an ASCII letter
+# (found by testing every code point).  Folding them, then lower(), gives a
+# string in which an ASCII literal that the regex matched is always found.
+_FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+_WILDCARDS = frozenset("*?%~\\")
+
+
+def _fold(text: str) -> str:
+    return text.lower() if text.isascii() else text.translate(_FOLD).lower()
+
+
+@lru_cache(maxsize=4096)
+def _lead_token(mask: str) -> str | None:
+    """The mask's first word when it is plain ASCII with no wildcards
+    (``#ops`` in ``#ops *deploy*``): a key can only match if its own first
+    word folds to it."""
+    token = mask.partition(" ")[0]
+    if not token or not token.isascii() or not _WILDCARDS.isdisjoint(token):
+        return None
+    return token.lower()
+
+
+@lru_cache(maxsize=4096)
+def _needle(mask: str) -> str:
+    """A wildcard-free run every matching key contains (folded), preferring the
+    longest one after the lead word; '' when there is none worth checking."""
+    if not mask.isascii():
+        return ""
+    runs: list[str] = []
+    cur: list[str] = []
+    i, n = 0, len(mask)
+    while i < n:
+        c = mask[i]
+        if c == "\\" and i + 1 < n:
+            cur.append(mask[i + 1])
+            i += 2
+            continue
+        if c in "*?%~":
+            runs.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    runs.append("".join(cur))
+    rest = [r for r in runs[1:] if r]
+    return max(rest or runs, key=len).lower()
+
+
+_Entry = tuple[str, Callable[[str], object], Binding]
+
+
+class _MaskIndex:
+    """MASK bindings of one type, bucketed by their literal first word.
+
+    Candidates for a key are its bucket plus the masks without a literal first
+    word, in firing order; a candidate's regex runs only when the key contains
+    its needle.  Same results as scanning every mask, a fraction of the work.
+    """
+
+    __slots__ = ("_by_token", "_loose")
+
+    def __init__(self, bindings: tuple[Binding, ...]) -> None:
+        entries = [(_needle(b.mask), compile_mask(b.mask).fullmatch, b) for b in bindings]
+        by_token: dict[str, list[int]] = {}
+        loose: list[int] = []
+        for i, b in enumerate(bindings):
+            token = _lead_token(b.mask)
+            (loose if token is None else by_token.setdefault(token, [])).append(i)
+        self._loose: tuple[_Entry, ...] = tuple(entries[i] for i in loose)
+        self._by_token: dict[str, tuple[_Entry, ...]] = {
+            t: tuple(entries[i] for i in sorted(ix + loose)) for t, ix in by_token.items()
+        }
+
+    def match(self, key: str) -> tuple[Binding, ...]:
+        low = _fold(key)
+        cands = self._by_token.get(low.partition(" ")[0], self._loose)
+        return tuple(b for needle, fm, b in cands if needle in low and fm(key) is not None)
+
+
 class Snapshot:
     """An immutable view of the table, built for fast matching."""
 
-    __slots__ = ("_all", "_exact", "_scan")
+    __slots__ = ("_all", "_exact", "_masks", "_scan")
 
     def __init__(self, bindings: tuple[Binding, ...]) -> None:
         self._all = bindings
@@ -183,6 +263,9 @@ class Snapshot:
                 scan.setdefault(b.type, []).append(b)
         self._exact = {k: tuple(v) for k, v in exact.items()}
         self._scan = {k: tuple(v) for k, v in scan.items()}
+        self._masks = {
+            k: _MaskIndex(v) for k, v in self._scan.items() if BIND_TYPES[k].kind is MatchKind.MASK
+        }
 
     def __len__(self) -> int:
         return len(self._all)
@@ -201,8 +284,8 @@ class Snapshot:
         if spec.kind is MatchKind.EXACT:
             found = self._exact.get((ev.type, ev.key.lower()), ())
         elif spec.kind is MatchKind.MASK:
-            key = ev.key
-            found = tuple(b for b in self._scan.get(ev.type, ()) if _mask_ok(b.mask, key))
+            index = self._masks.get(ev.type)
+            found = index.match(ev.key) if index is not None else ()
         elif spec.kind is MatchKind.CRON:
             when = ev.payload if isinstance(ev.payload, datetime) else ev.time
             found = tuple(b for b in self._scan.get(ev.type, ()) if _cron_ok(b, when))
@@ -229,10 +312,6 @@ class Snapshot:
         return sorted(
             {b.mask for b in self._scan.get(type_, ()) if b.mask.lower().startswith(word)}
         )
-
-
-def _mask_ok(mask: str, key: str) -> bool:
-    return compile_mask(mask).fullmatch(key) is not None
 
 
 def _cron_ok(b: Binding, when: datetime) -> bool:

@@ -114,3 +114,37 @@ def test_partial_match_for_dcc() -> None:
     assert t.snapshot.match(Event(type="dcc", key="re")) == ()
     assert t.snapshot.ambiguous("dcc", "re") == ["rehash", "restart"]
     assert [b.mask for b in t.snapshot.match(Event(type="dcc", key="who"))] == ["who"]
+
+
+def test_mask_index_agrees_with_plain_matching() -> None:
+    """The snapshot's mask index (first-word buckets, literal needles) must give
+    exactly what trying every mask with mask_match gives, in the same order."""
+    import random
+
+    from masterchief.bindings.masks import mask_match
+
+    rng = random.Random(7)
+    words = ["#ops", "#OPS", "#dev", "deploy", "Deploy", "kw", "a.b", "\u0130x", "\u017f", "\u212a", "x y", ""]
+    wild = ["*", "?", "%", "~", "\\*"]
+
+    def rand_mask() -> str:
+        parts = [rng.choice(words + wild) for _ in range(rng.randint(1, 4))]
+        return rng.choice(["", " "]).join(parts) or "*"
+
+    def rand_key() -> str:
+        return " ".join(rng.choice([*words, "*", "zz", "kw1"]) for _ in range(rng.randint(1, 4)))
+
+    t = BindingTable()
+    masks = [rand_mask() for _ in range(300)]
+    handlers = []
+    for m in masks:
+
+        def h(ev: Event) -> None: ...
+
+        handlers.append(h)
+        t.bind("pubm", "-|-", m, h)
+    for _ in range(2000):
+        key = rand_key()
+        got = [b.handler for b in t.snapshot.match(Event(type="pubm", key=key))]
+        want = [b.handler for b in t.binds("pubm") if mask_match(b.mask, key)]
+        assert got == want, key
