@@ -140,11 +140,24 @@ class Store:
 
     # --- plumbing -------------------------------------------------------------
 
+    async def _enable_wal(self) -> None:
+        """Switch to WAL.  The switch needs a moment of exclusive access and
+        SQLite answers "database is locked" at once (busy_timeout does not
+        apply) while another connection is opening the same new file."""
+        for attempt in range(50):
+            try:
+                await self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                await asyncio.sleep(0.02 * (1 + attempt % 5))
+
     async def _setup(self, migrations: Sequence[Sequence[str]]) -> None:
         conn = self._conn
         try:
             await conn.execute("PRAGMA busy_timeout = 5000")
-            await conn.execute("PRAGMA journal_mode = WAL")
+            await self._enable_wal()
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute("PRAGMA foreign_keys = ON")
             await conn.execute(
