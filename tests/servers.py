@@ -424,6 +424,7 @@ def inspircd_config(
             raise ValueError("a TLS listener needs cert_file and key_file")
         lines += [
             '<module name="ssl_gnutls">',
+            '<module name="sslinfo">',  # WHOIS shows 671 "is using a secure connection"
             f'<sslprofile name="Clients" provider="gnutls" certfile="{a(cert_file)}" '
             f'keyfile="{a(key_file)}" dhfile="" hash="sha256" requestclientcert="no" '
             'priority="NORMAL">',

@@ -72,7 +72,11 @@ def test_missing_env_secret_is_a_clear_startup_error(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != "MC_TEST_UNSET_SECRET"}
     out = subprocess.run(
-        [str(BIN), "run", "--config-dir", str(cfg)], env=env, capture_output=True, text=True, timeout=30
+        [str(BIN), "run", "--config-dir", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode == 2
     assert "MC_TEST_UNSET_SECRET" in out.stderr and "irc.sasl.password" in out.stderr

@@ -6,16 +6,27 @@ How this works
 connection attempt, connects (TLS verified by default), registers (CAP
 negotiation, SASL PLAIN when configured) and reads until the connection
 drops, then waits an exponentially growing, jittered delay and tries again.
-A SASL failure is fatal: the bot stops with a clear error instead of going on
-unauthenticated.
+Nothing a connection does ends the supervisor except a fatal login error:
+an unexpected exception (a pydle bug, a line it cannot parse) is logged and
+treated like a dropped connection.
 
-pydle keeps the channel/user state and answers PINGs.  Every line the server
-sends passes through ``_Client.on_raw``, which — synchronously, before pydle
-updates its state and before yielding to the loop, so order is preserved —
-turns it into Events for the dispatcher: ``pubm``+``pub`` chains for channel
-text, ``msgm``+``msg`` for private text, ``join``/``part``/``sign``/``nick``/
-``kick``/``mode``/``topc``/``notc``/``ctcp``/``ctcr``/``account``, and
-``raw`` for every line when something is bound to raw.
+SASL: when credentials are configured the bot never goes on unauthenticated.
+Refused credentials (904 and friends), a server without SASL PLAIN, or a
+first registration without a login are fatal: ``run()`` raises
+``SaslFailed``.  Once the bot has logged in, a server that stops offering
+SASL (services split off while the ircd restarted) only drops that
+connection and the bot reconnects with backoff until services are back.
+
+pydle keeps the channel/user state and answers PINGs.  It handles each line
+in its own task, started in arrival order; ``_Client.on_data`` keeps those
+tasks (they end with the connection: no fire-and-forget) and skips a line
+pydle cannot parse instead of dying on it.  Every line passes through
+``_Client.on_raw``, which — synchronously, before pydle updates its state and
+before yielding to the loop, so order is preserved — turns it into Events for
+the dispatcher: ``pubm``+``pub`` chains for channel text, ``msgm``+``msg``
+for private text, ``join``/``part``/``sign``/``nick``/``kick``/``mode``/
+``topc``/``notc``/``ctcp``/``ctcr``/``account``, and ``raw`` for every line
+when something is bound to raw.
 
 Identity: the ``account`` of an Event comes from the IRCv3 ``account`` tag
 when the server offers account-tag (no tag then means "not logged in"), else
@@ -23,7 +34,16 @@ from what pydle learnt through extended-join, account-notify and WHOX.
 
 Replies go through the paced ``OutputQueue``; its ``run()`` task lives for
 one connection and is restarted after a reconnect, so what was queued while
-the server was away goes out afterwards, in order.
+the server was away goes out afterwards, in order (after the JOINs, which
+have the higher "mode" priority).  While disconnected the queue splits text
+for the worst-case prefix: the nick, user and host we come back with are not
+known yet.
+
+Nicks: when the configured nick is taken the bot registers with an alt nick
+and takes the nick back as soon as it is free: the server's MONITOR tells it
+(731) when the holder quits or changes nick, a QUIT or NICK seen in a shared
+channel does too, and a slow periodic retry covers servers without MONITOR.
+Nick and channel names are compared with the server's CASEMAPPING.
 """
 
 from __future__ import annotations
@@ -44,7 +64,7 @@ import pydle.connection
 from ..bindings.dispatcher import Dispatcher
 from ..bindings.event import Event
 from ..bindings.masks import irc_lower
-from .output import OutputQueue
+from .output import WORST_NICK, OutputQueue
 
 __all__ = ["IrcBot", "IrcSettings", "SaslFailed"]
 
@@ -109,6 +129,7 @@ class _Connection(pydle.connection.Connection):  # type: ignore[misc]
 class _Client(pydle.Client):  # type: ignore[misc]
     RECONNECT_ON_ERROR = False
     READ_TIMEOUT = 180
+    _sasl_timer: asyncio.TimerHandle | None
 
     def __init__(self, bot: IrcBot, s: IrcSettings) -> None:
         kwargs: dict[str, Any] = {}
@@ -125,6 +146,8 @@ class _Client(pydle.Client):  # type: ignore[misc]
         self.bot = bot
         self.sasl_ok = False
         self.was_registered = False
+        self.ready = False  # on_connect ran (end of MOTD) for this connection
+        self.line_tasks: set[asyncio.Task[Any]] = set()
 
     # -- connection ------------------------------------------------------------
 
@@ -146,27 +169,65 @@ class _Client(pydle.Client):  # type: ignore[misc]
         return None
 
     async def on_connect(self) -> None:
+        if self.ready:  # a second end-of-MOTD (someone made us send MOTD)
+            return
+        self.ready = True
         await self.bot._on_registered(self)
 
     # -- every line ------------------------------------------------------------
+
+    async def on_data(self, data: bytes) -> None:
+        # pydle's own on_data, with the line tasks kept (so they are awaited or
+        # cancelled with the connection) and unparsable lines skipped: pydle
+        # raises on some malformed lines, which would end the connection.
+        self._receive_buffer += data
+        loop = asyncio.get_running_loop()
+        while self._has_message():
+            try:
+                message = self._parse_message()
+            except Exception:
+                log.warning("skipped a line from the server that pydle cannot parse", exc_info=True)
+                continue
+            task = loop.create_task(self.on_raw(message))
+            self.line_tasks.add(task)
+            task.add_done_callback(self.line_tasks.discard)
 
     async def on_raw(self, message: Any) -> None:
         try:
             self.bot._translate(self, message)
         except Exception:
             log.exception("could not turn %r into events", getattr(message, "_raw", message))
+        if not self.connected:
+            # The connection ended (we dropped it after a login error, or the
+            # server closed it) before pydle got to this line: its handlers
+            # would only write to a closed socket or announce a registration
+            # that is already over.
+            return
         await super().on_raw(message)
 
     async def on_raw_001(self, message: Any) -> None:
         self.was_registered = True
         if self.bot.settings.sasl_username is not None and not self.sasl_ok:
-            await self.bot._fatal(self, "SASL login did not complete (server offered no SASL?)")
+            # Registered without a login: never stay like that.
+            reason = "SASL login did not complete (the server offered no SASL)"
+            if self.bot.sasl_succeeded:
+                await self.bot._drop(self, reason + "; services may be restarting")
+            else:
+                await self.bot._fatal(self, reason)
             return
         await super().on_raw_001(message)
 
     async def on_raw_903(self, message: Any) -> None:
         self.sasl_ok = True
+        self.bot.sasl_succeeded = True
         await super().on_raw_903(message)
+
+    async def on_raw_900(self, message: Any) -> None:
+        if len(message.params) >= 3:
+            self.bot.account = str(message.params[2])
+
+    async def on_raw_901(self, message: Any) -> None:
+        self.bot.account = None
 
     async def _sasl_failed(self, message: Any) -> None:
         code = str(message.command).zfill(3)
@@ -195,7 +256,26 @@ class _Client(pydle.Client):  # type: ignore[misc]
             except ImportError:
                 await self.bot._fatal(self, "SASL configured but pure-sasl is not installed")
                 return False
+            mechanisms = str(value).upper().split(",") if isinstance(value, str) else []
+            if mechanisms and "PLAIN" not in mechanisms:
+                await self.bot._fatal(
+                    self, f"SASL PLAIN is not offered by the server (it offers {value})"
+                )
+                return False
         return await super().on_capability_sasl_available(value)
+
+    async def _sasl_start(self, mechanism: str) -> None:
+        # pydle's SASL timer schedules a coroutine function with call_later,
+        # which never runs it: registration would hang until the server's
+        # timeout. Drop the connection instead and try again later.
+        await self.rawmsg("AUTHENTICATE", mechanism)
+        self._sasl_timer = asyncio.get_running_loop().call_later(
+            self.SASL_TIMEOUT, self._sasl_timed_out
+        )
+
+    def _sasl_timed_out(self) -> None:
+        self._sasl_timer = None
+        self.bot._spawn(self.bot._drop(self, "SASL: no answer from the server's services"))
 
 
 class IrcBot:
@@ -217,9 +297,12 @@ class IrcBot:
         self.connected = asyncio.Event()
         self.connects = 0
         self.stopping = False
+        self.sasl_succeeded = False  # a SASL login worked at least once in this run
+        self.account: str | None = None  # our services account (900), if logged in
         self._rng = rng or random.Random()
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._channel_keys: dict[str, str | None] = dict(settings.channels)
+        self._regaining = False
         self.hooks_connected: list[Callable[[], Coroutine[Any, Any, None]]] = []
 
     # -- state the rest of the bot reads ----------------------------------------
@@ -296,6 +379,12 @@ class IrcBot:
                     self.settings.port,
                     exc,
                 )
+            except Exception:  # a pydle bug must not end the bot: reconnect
+                log.exception(
+                    "IRC connection to %s:%s ended by an unexpected error",
+                    self.settings.host,
+                    self.settings.port,
+                )
             finally:
                 await self._on_disconnected(client)
             if self.fatal:
@@ -306,7 +395,7 @@ class IrcBot:
                 attempt = 0
             delay = self.backoff(attempt)
             attempt += 1
-            log.info("reconnecting in %.1fs (attempt %d)", delay, attempt)
+            log.info("reconnecting in %.2fs (attempt %d)", delay, attempt)
             await asyncio.sleep(delay)
 
     async def shutdown(self, reason: str = "MasterChief shutting down") -> None:
@@ -331,6 +420,12 @@ class IrcBot:
         with contextlib.suppress(Exception):
             await client.disconnect(expected=True)
 
+    async def _drop(self, client: _Client, reason: str) -> None:
+        """End this connection (the supervisor reconnects with backoff)."""
+        log.warning("%s: dropping the connection", reason)
+        with contextlib.suppress(Exception):
+            await client.disconnect(expected=True)
+
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._conn_tasks.add(task)
@@ -350,13 +445,15 @@ class IrcBot:
             return
         self.connects += 1
         self.output.reset_budget()
-        self.output.set_self(client.nickname, *self._self_userhost(client))
+        user, host = self._self_userhost(client)
+        if user and host:  # else keep what 001 told us (or the worst case)
+            self.output.set_self(client.nickname, user, host)
         self._spawn(self.output.run(self._send))
         for chan, key in self._channel_keys.items():
             line = f"JOIN {chan} {key}" if key else f"JOIN {chan}"
             self.output.raw(line, "mode")
-        if client.nickname != self.settings.nick:
-            self._spawn(self._regain_loop(client))
+        if not client.is_same_nick(client.nickname, self.settings.nick):
+            self._start_regain(client)
         self.connected.set()
         log.info(
             "connected to %s:%s as %s", self.settings.host, self.settings.port, client.nickname
@@ -368,10 +465,22 @@ class IrcBot:
     async def _on_disconnected(self, client: _Client) -> None:
         was = self.connected.is_set()
         self.connected.clear()
-        for t in list(self._conn_tasks):
-            t.cancel()
-        if self._conn_tasks:
-            await asyncio.gather(*self._conn_tasks, return_exceptions=True)
+        self.account = None
+        self._regaining = False
+        # Until the next registration we do not know the nick, user and host
+        # recipients will see: split what is queued meanwhile for the worst case.
+        self.output.set_self("*" * WORST_NICK)
+        # Let line tasks created just before the end run their first step (the
+        # translation into Events), then stop what is left (e.g. a WHOIS that
+        # will never be answered) with the connection's own tasks.
+        try:
+            await asyncio.sleep(0)
+        finally:
+            tasks = [*self._conn_tasks, *client.line_tasks]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             if client.connection is not None and client.connection.connected:
                 await client.connection.disconnect()
@@ -387,15 +496,43 @@ class IrcBot:
         me = client.users.get(client.nickname) or {}
         return me.get("username"), me.get("hostname")
 
-    async def _regain_loop(self, client: _Client) -> None:
-        while client.connected and client.nickname != self.settings.nick:
+    def _has_primary(self, client: _Client) -> bool:
+        return bool(client.is_same_nick(client.nickname, self.settings.nick))
+
+    def _start_regain(self, client: _Client) -> None:
+        """We are not on our configured nick: watch for it to become free."""
+        if self._regaining:
+            return
+        self._regaining = True
+        if "MONITOR" in client._isupport:
+            self.output.raw(f"MONITOR + {self.settings.nick}", "mode")
+        self._spawn(self._regain_loop(client))
+
+    def _try_regain(self, client: _Client) -> None:
+        if client.registered and not self._has_primary(client):
             self.output.raw(f"NICK {self.settings.nick}", "mode")
-            await asyncio.sleep(self.settings.regain_interval_s)
+
+    async def _regain_loop(self, client: _Client) -> None:
+        # The slow fallback: MONITOR or a QUIT/NICK we see usually come first.
+        try:
+            while client.connected and not self._has_primary(client):
+                await asyncio.sleep(self.settings.regain_interval_s)
+                self._try_regain(client)
+        finally:
+            self._regaining = False
 
     async def _rejoin(self, chan: str) -> None:
         await asyncio.sleep(self.settings.rejoin_delay_s)
-        key = self._channel_keys.get(chan)
+        key = self._key_for(chan)
         self.output.raw(f"JOIN {chan} {key}" if key else f"JOIN {chan}", "mode")
+
+    def _key_for(self, chan: str) -> str | None:
+        """The configured key of ``chan``, whatever case the server spells it in."""
+        want = self.lower(chan)
+        for name, key in self._channel_keys.items():
+            if self.lower(name) == want:
+                return key
+        return None
 
     # -- lines -> Events -------------------------------------------------------
 
@@ -444,6 +581,11 @@ class IrcBot:
                 client.nickname = params[0]
             self._note_self_from_welcome(params)
             return
+        if cmd == "731" and len(params) >= 2:  # MONITOR: these nicks went offline
+            gone = [split_source(t)[0] or t for t in params[1].split(",")]
+            if any(self.lower(n) == self.lower(self.settings.nick) for n in gone):
+                self._try_regain(client)
+            return
         if nick is None or not params:
             return
         account = self._account(client, nick, raw_tags)
@@ -467,8 +609,9 @@ class IrcBot:
             chan = params[0]
             if len(params) >= 2 and client._capabilities.get("extended-join"):
                 common["account"] = None if params[1] == "*" else params[1]
-            if me:
-                self.output.set_self(nick, *(uhost.split("@", 1) if uhost else (None, None)))
+            if me and uhost and "@" in uhost:
+                user, host = uhost.split("@", 1)
+                self.output.set_self(nick, user, host)
             submit(Event(type="join", key=f"{chan} {nick}!{uhost}", channel=chan, **common))
         elif cmd == "PART":
             chan = params[0]
@@ -491,16 +634,22 @@ class IrcBot:
                     )
                 )
             if self.lower(nick) == self.lower(self.settings.nick) and not me:
-                self.output.raw(f"NICK {self.settings.nick}", "mode")
+                self._try_regain(client)
         elif cmd == "NICK":
             new = params[0]
             if me:
                 client.nickname = new  # see 001: before any later line is handled
-                self.output.set_self(new)
+                me_user: str | None = None
+                me_host: str | None = None
+                if uhost and "@" in uhost:
+                    me_user, me_host = uhost.split("@", 1)
+                self.output.set_self(new, me_user, me_host)
+                if not self._has_primary(client):
+                    self._start_regain(client)
             for chan in self._common_channels(client, nick):
                 submit(Event(type="nick", key=f"{chan} {new}", channel=chan, text=new, **common))
             if self.lower(nick) == self.lower(self.settings.nick) and not me:
-                self.output.raw(f"NICK {self.settings.nick}", "mode")
+                self._try_regain(client)
         elif cmd == "KICK" and len(params) >= 2:
             chan, target = params[0], params[1]
             reason = params[2] if len(params) > 2 else ""

@@ -124,7 +124,20 @@ def test_mask_index_agrees_with_plain_matching() -> None:
     from masterchief.bindings.masks import mask_match
 
     rng = random.Random(7)
-    words = ["#ops", "#OPS", "#dev", "deploy", "Deploy", "kw", "a.b", "\u0130x", "\u017f", "\u212a", "x y", ""]
+    words = [
+        "#ops",
+        "#OPS",
+        "#dev",
+        "deploy",
+        "Deploy",
+        "kw",
+        "a.b",
+        "\u0130x",
+        "\u017f",
+        "\u212a",
+        "x y",
+        "",
+    ]
     wild = ["*", "?", "%", "~", "\\*"]
 
     def rand_mask() -> str:

@@ -20,7 +20,9 @@ async def accounts(make_account):  # type: ignore[no-untyped-def]
 
 async def test_flag_matrix(tmp_path: Path, ircd, irc_client, accounts) -> None:  # type: ignore[no-untyped-def]
     a = accounts
-    async with running_bot(tmp_path, ircd.host, ircd.port, irc={"channels": ["#ops", "#dev"]}) as app:
+    async with running_bot(
+        tmp_path, ircd.host, ircd.port, irc={"channels": ["#ops", "#dev"]}
+    ) as app:
         assert app.irc.accounts_available
         u = app.users
         await u.add_user("alice", account=a["alice"].name)
@@ -67,7 +69,10 @@ async def test_flag_matrix(tmp_path: Path, ircd, irc_client, accounts) -> None: 
         await expect(carol, "#dev", "!deploy api", "deploying for carol")  # +m implies +o
         await expect(dave, "#ops", "!deploy api", "deploying for dave")  # hostmask user
         await expect(
-            mallory, "#ops", "!deploy api", need_ops.format("#ops") + " (no user record matches you)"
+            mallory,
+            "#ops",
+            "!deploy api",
+            need_ops.format("#ops") + " (no user record matches you)",
         )
         await expect(kim, "#ops", "!hi", "you may not use !hi")
         await expect(mallory, "#ops", "!hi", "hi None")
@@ -78,14 +83,26 @@ async def test_flag_matrix(tmp_path: Path, ircd, irc_client, accounts) -> None: 
         await alice.quit()
         await mallory.send_raw(f"NICK {old_nick}")
         await mallory.wait_for(rf"^:{mallory.nick}!\S+ NICK :?{old_nick}$")
-        await expect(mallory, "#ops", "!deploy api", need_ops.format("#ops") + " (no user record matches you)")
+        await expect(
+            mallory,
+            "#ops",
+            "!deploy api",
+            need_ops.format("#ops") + " (no user record matches you)",
+        )
         await mallory.send_raw("PRIVMSG NickServ :LOGOUT")
         await mallory.wait_for(r" 901 ")
-        await expect(mallory, "#ops", "!deploy api", need_ops.format("#ops") + " (no user record matches you)")
+        await expect(
+            mallory,
+            "#ops",
+            "!deploy api",
+            need_ops.format("#ops") + " (no user record matches you)",
+        )
         assert app.dispatcher.stats.refused >= 5
 
 
-async def test_whoami_and_identification_in_private(tmp_path: Path, ircd, irc_client, make_account) -> None:  # type: ignore[no-untyped-def]
+async def test_whoami_and_identification_in_private(
+    tmp_path: Path, ircd, irc_client, make_account
+) -> None:  # type: ignore[no-untyped-def]
     acct = await make_account()
     async with running_bot(tmp_path, ircd.host, ircd.port) as app:
         await app.users.add_user("ops1", account=acct.name, flags="o")

@@ -1,7 +1,7 @@
 """The bot against a real InspIRCd: the README's first promise."""
 
-from pathlib import Path
 import shutil
+from pathlib import Path
 
 from tests.harness import running_bot
 
