@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -45,15 +45,27 @@ from masterchief.core.errors import ConfigError
 from masterchief.core.secrets import REDACTOR, Redactor, Secret, resolve_refs
 
 __all__ = [
+    "AlertmanagerHook",
+    "BasicAuthConfig",
     "BotConfig",
     "ChannelConfig",
     "Config",
     "ConfigError",
+    "GenericHook",
+    "GithubHook",
+    "GitlabHook",
     "IrcConfig",
+    "JenkinsHook",
+    "OutboxConfig",
     "OutputConfig",
+    "PagerDutyHook",
+    "RestAuthConfig",
+    "RestPollConfig",
     "SaslConfig",
     "SecretValue",
     "StoreConfig",
+    "WebConfig",
+    "WebhooksConfig",
     "build_config",
     "load_config",
 ]
@@ -173,11 +185,15 @@ class SaslConfig(_Model):
 
 
 class OutputConfig(_Model):
-    """Output pacing: ``burst`` lines at once, then ``rate`` lines a second."""
+    """Output pacing: ``burst`` lines at once, then ``rate`` lines a second.
+
+    ``max_backlog_s``: when a channel's queued announcements would take longer
+    than this to send, they are folded into summaries (alert storms)."""
 
     burst: int = Field(default=7, ge=1)
     rate: float = Field(default=1.0, gt=0)
     max_queue: int = Field(default=300, ge=1)
+    max_backlog_s: float = Field(default=10.0, gt=0)
 
 
 class IrcConfig(_Model):
@@ -241,6 +257,137 @@ class StoreConfig(_Model):
     path: Path = Path("var/masterchief.db")
 
 
+# --- web, webhooks, REST polling, outbox (issue 3) ---------------------------------
+
+_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class WebConfig(_Model):
+    """The HTTP server for webhooks and the API.  ``port: 0`` picks a free port."""
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^\S+$")
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class _Hook(_Model):
+    channels: tuple[str, ...] = ()
+    insecure: bool = False  # accept unverified deliveries (logged as a warning at start)
+
+    @field_validator("channels")
+    @classmethod
+    def _check_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for chan in value:
+            if not _CHANNEL.fullmatch(chan):
+                raise ValueError(f"{chan!r} is not a channel name")
+        return value
+
+
+class GithubHook(_Hook):
+    secret: SecretValue | None = None
+
+
+class GitlabHook(_Hook):
+    token: SecretValue | None = None
+    # Standard Webhooks signing secret (``whsec_<base64>``), checked when the
+    # delivery carries webhook-signature.
+    signing_secret: SecretValue | None = None
+
+
+class JenkinsHook(_Hook):
+    token: SecretValue | None = None
+
+
+class BasicAuthConfig(_Model):
+    username: str = Field(min_length=1)
+    password: SecretValue
+
+
+class AlertmanagerHook(_Hook):
+    bearer_token: SecretValue | None = None
+    basic: BasicAuthConfig | None = None
+
+
+class PagerDutyHook(_Hook):
+    secrets: tuple[SecretValue, ...] = ()
+
+
+class GenericHook(_Hook):
+    name: str = Field(pattern=_NAME)
+    secret: SecretValue | None = None
+
+
+class WebhooksConfig(_Model):
+    github: GithubHook | None = None
+    gitlab: GitlabHook | None = None
+    jenkins: JenkinsHook | None = None
+    alertmanager: AlertmanagerHook | None = None
+    pagerduty: PagerDutyHook | None = None
+    generic: tuple[GenericHook, ...] = ()
+
+    @field_validator("generic")
+    @classmethod
+    def _unique_generic(cls, value: tuple[GenericHook, ...]) -> tuple[GenericHook, ...]:
+        names = [g.name for g in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"generic webhook names must be unique: {', '.join(dupes)}")
+        return value
+
+
+class RestAuthConfig(_Model):
+    """``none`` | ``api_key`` (``header`` or ``query`` names where ``key`` goes)
+    | ``bearer`` (``token``) | ``basic`` (``username``/``password``) |
+    ``oauth2`` client credentials (``token_url``, ``client_id``,
+    ``client_secret``, optional ``scope``)."""
+
+    type: Literal["none", "api_key", "bearer", "basic", "oauth2"] = "none"
+    key: SecretValue | None = None
+    header: str | None = None
+    query: str | None = None
+    token: SecretValue | None = None
+    username: str | None = None
+    password: SecretValue | None = None
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: SecretValue | None = None
+    scope: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> RestAuthConfig:
+        need: dict[str, tuple[str, ...]] = {
+            "api_key": ("key",),
+            "bearer": ("token",),
+            "basic": ("username", "password"),
+            "oauth2": ("token_url", "client_id", "client_secret"),
+        }
+        missing = [f for f in need.get(self.type, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"auth type {self.type} needs {', '.join(missing)}")
+        if self.type == "api_key" and (self.header is None) == (self.query is None):
+            raise ValueError("auth type api_key needs exactly one of header or query")
+        return self
+
+
+class RestPollConfig(_Model):
+    name: str = Field(pattern=_NAME)
+    url: str = Field(pattern=r"^https?://\S+$")
+    interval_s: float = Field(default=60.0, ge=1.0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    auth: RestAuthConfig = RestAuthConfig()
+    select: str | None = None  # JMESPath
+    emit: Literal["on_change", "every_poll"] = "on_change"
+    channels: tuple[str, ...] = ()
+
+
+class OutboxConfig(_Model):
+    """Announcements wait here (durably) until IRC takes them.  Entries older
+    than ``expire_after_s`` when the bot gets back are summarised, not replayed."""
+
+    expire_after_s: float = Field(default=1800.0, gt=0)
+
+
 _RESERVED = ("project_dir", "config_dir", "env")
 
 
@@ -251,6 +398,10 @@ class Config(_Model):
     irc: IrcConfig = IrcConfig()
     bot: BotConfig = BotConfig()
     store: StoreConfig = StoreConfig()
+    web: WebConfig = WebConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    rest: tuple[RestPollConfig, ...] = ()
+    outbox: OutboxConfig = OutboxConfig()
     project_dir: Path = Path()
     config_dir: Path = Path("config")
     env: str = "dev"
