@@ -93,7 +93,9 @@ class App:
             queue_size=config.bot.queue_size,
         )
         out = config.irc.output
-        self.output = OutputQueue(burst=out.burst, rate=out.rate, max_queue=out.max_queue)
+        self.output = OutputQueue(
+            burst=out.burst, rate=out.rate, max_queue=out.max_queue, recvq=out.recvq
+        )
         self.irc: IrcBot | None = IrcBot(irc_settings(config), self.dispatcher, self.output)
         masterchief.set_table(self.table, self.output.privmsg)
         self.scripts = ScriptManager(self.table, list(config.bot.scripts))

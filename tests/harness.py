@@ -38,7 +38,7 @@ def bot_config_data(
             "reconnect_min_s": 0.2,
             "reconnect_max_s": 1.0,
             # the session server has no flood limits; don't make tests wait
-            "output": {"burst": 200, "rate": 1000.0},
+            "output": {"burst": 200, "rate": 1000.0, "recvq": 1048576},
         },
         "bot": {"scripts": [str(tmp / "scripts")], "handler_timeout_s": 2},
         "store": {"path": str(tmp / "mc.db")},

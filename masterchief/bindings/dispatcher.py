@@ -74,6 +74,8 @@ class DispatchStats:
 
 
 Chain = tuple[Event, ...]
+Done = Callable[[], object] | None
+_Item = tuple[Chain, Done]
 
 
 class Dispatcher:
@@ -89,7 +91,7 @@ class Dispatcher:
         self.table = table
         self.resolver = resolver
         self.handler_timeout_s = handler_timeout_s
-        self.queue: asyncio.Queue[Chain] = asyncio.Queue(queue_size)
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue(queue_size)
         self.stats = DispatchStats()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max_inflight)
@@ -100,11 +102,14 @@ class Dispatcher:
 
     # -- intake --------------------------------------------------------------
 
-    def submit(self, *chain: Event) -> bool:
-        """Queue a chain without waiting; False (and counted) when the queue is full."""
+    def submit(self, *chain: Event, on_done: Done = None) -> bool:
+        """Queue a chain without waiting; False (and counted) when the queue is full.
+
+        ``on_done`` is called once every handler of the chain has finished
+        (durable sources mark their record dispatched there)."""
         self.stats.received += 1
         try:
-            self.queue.put_nowait(chain)
+            self.queue.put_nowait((chain, on_done))
         except asyncio.QueueFull:
             self.stats.dropped += 1
             log.warning("dispatch queue full: dropped %s %s", chain[0].type, chain[0].key)
@@ -112,10 +117,10 @@ class Dispatcher:
         self._begin()
         return True
 
-    async def put(self, *chain: Event) -> None:
+    async def put(self, *chain: Event, on_done: Done = None) -> None:
         """Queue a chain, waiting for room (backpressure for sources that can wait)."""
         self.stats.received += 1
-        await self.queue.put(chain)
+        await self.queue.put((chain, on_done))
         self._begin()
 
     def _begin(self) -> None:
@@ -143,13 +148,14 @@ class Dispatcher:
         """Process chains until cancelled; on cancel, cancel running handlers."""
         try:
             while True:
-                chain = await self.queue.get()
+                chain, on_done = await self.queue.get()
                 spawned = False
                 try:
-                    spawned = await self._process(chain)
+                    spawned = await self._process(chain, on_done)
                 except Exception:  # defensive: a bug here must not stop the bot
                     log.exception("dispatcher failed on %s %s", chain[0].type, chain[0].key)
                 if not spawned:
+                    self._finish(on_done)
                     self._end()
         finally:
             for t in list(self._tasks):
@@ -170,7 +176,15 @@ class Dispatcher:
         except TypeError:  # unhashable callable
             return True
 
-    async def _process(self, chain: Chain) -> bool:
+    @staticmethod
+    def _finish(on_done: Done) -> None:
+        if on_done is not None:
+            try:
+                on_done()
+            except Exception:
+                log.exception("on_done callback failed")
+
+    async def _process(self, chain: Chain, on_done: Done = None) -> bool:
         """Run or start one chain; True when it continues in a task."""
         self.stats.processed += 1
         snap = self.table.snapshot
@@ -190,12 +204,14 @@ class Dispatcher:
         await self._slots.acquire()
         task = asyncio.get_running_loop().create_task(self._run_async(staged, who))
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda t: self._task_done(t, on_done))
         return True
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None], on_done: Done) -> None:
         self._tasks.discard(task)
         self._slots.release()
+        if not task.cancelled():
+            self._finish(on_done)
         self._end()
 
     def _allowed(self, b: Binding, ev: Event, who: Principal | None) -> bool:

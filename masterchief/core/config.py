@@ -194,6 +194,9 @@ class OutputConfig(_Model):
     rate: float = Field(default=1.0, gt=0)
     max_queue: int = Field(default=300, ge=1)
     max_backlog_s: float = Field(default=10.0, gt=0)
+    # The server's receive queue for our connect class: a full token bucket
+    # never stands for more than half of it, so long lines cost more tokens.
+    recvq: int = Field(default=8192, ge=512)
 
 
 class IrcConfig(_Model):

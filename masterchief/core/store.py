@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ import aiosqlite
 __all__ = [
     "MIGRATIONS",
     "ConflictError",
+    "DeliveryRecord",
+    "OutboxRecord",
     "Store",
     "StoreError",
     "UserRecord",
@@ -67,6 +70,33 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 """Schema steps; step *n* (1-based) migrates version n-1 to n.  Append only."""
 
+MIGRATIONS.append(
+    # 2: webhook deliveries (durable intake, deduplicated) and the IRC outbox.
+    (
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            provider TEXT NOT NULL,
+            dedup_key TEXT NOT NULL,
+            event_key TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            body TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            done INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE UNIQUE INDEX deliveries_dedup ON deliveries (provider, dedup_key)",
+        "CREATE INDEX deliveries_pending ON deliveries (done, id)",
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            target TEXT NOT NULL,
+            text TEXT NOT NULL,
+            kind TEXT NOT NULL DEFAULT 'text',
+            fold_key TEXT,
+            meta TEXT,
+            created_at REAL NOT NULL
+        )""",
+    )
+)
+
 
 class StoreError(Exception):
     """The store could not be opened or used; the message names the file."""
@@ -88,6 +118,34 @@ class UserRecord:
     created_at: str = ""
     hostmasks: tuple[str, ...] = ()
     chanflags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A verified webhook delivery as stored (``body`` is the JSON text)."""
+
+    id: int
+    provider: str
+    dedup_key: str
+    event_key: str
+    received_at: float
+    body: str
+    meta: str = "{}"
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """An announcement waiting for IRC.  ``kind`` "alert" entries may be folded
+    into storm summaries by ``fold_key``; ``meta`` is JSON for the folder."""
+
+    id: int
+    target: str
+    text: str
+    kind: str
+    fold_key: str | None
+    meta: str | None
+    created_at: float
 
 
 def _now() -> str:
@@ -314,3 +372,93 @@ class Store:
             "INSERT INTO user_chanflags (handle, channel, flags) VALUES (?, ?, ?)",
             [(user.handle, chan, flags) for chan, flags in user.chanflags.items()],
         )
+
+    # --- webhook deliveries ---------------------------------------------------
+
+    async def insert_delivery(
+        self,
+        provider: str,
+        dedup_key: str,
+        event_key: str,
+        body: str,
+        meta: str = "{}",
+        received_at: float | None = None,
+    ) -> int | None:
+        """Store a verified delivery; its id, or None when (provider, dedup_key)
+        was already stored (a duplicate delivery)."""
+        when = time.time() if received_at is None else received_at
+        try:
+            async with self._transaction() as tx:
+                cur = await tx.execute(
+                    "INSERT INTO deliveries"
+                    " (provider, dedup_key, event_key, received_at, body, meta)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (provider, dedup_key, event_key, when, body, meta),
+                )
+                return cur.lastrowid
+        except ConflictError:
+            return None
+
+    async def delivery_done(self, delivery_id: int) -> None:
+        """Mark a delivery dispatched (its handlers have run)."""
+        async with self._transaction() as tx:
+            await tx.execute("UPDATE deliveries SET done = 1 WHERE id = ?", (delivery_id,))
+
+    async def pending_deliveries(self, limit: int = 1000) -> list[DeliveryRecord]:
+        """Stored but not yet dispatched deliveries, oldest first (crash recovery)."""
+        rows = await self._fetchall(
+            "SELECT id, provider, dedup_key, event_key, received_at, body, meta, done"
+            " FROM deliveries WHERE done = 0 ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [DeliveryRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
+
+    async def prune_deliveries(self, older_than: float) -> int:
+        """Forget dispatched deliveries received before ``older_than`` (epoch s)."""
+        async with self._transaction() as tx:
+            cur = await tx.execute(
+                "DELETE FROM deliveries WHERE done = 1 AND received_at < ?", (older_than,)
+            )
+            return cur.rowcount
+
+    # --- outbox ---------------------------------------------------------------
+
+    async def outbox_add(
+        self,
+        target: str,
+        text: str,
+        *,
+        kind: str = "text",
+        fold_key: str | None = None,
+        meta: str | None = None,
+        created_at: float | None = None,
+    ) -> int:
+        when = time.time() if created_at is None else created_at
+        async with self._transaction() as tx:
+            cur = await tx.execute(
+                "INSERT INTO outbox (target, text, kind, fold_key, meta, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (target, text, kind, fold_key, meta, when),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    async def outbox_pending(self, limit: int = 1000) -> list[OutboxRecord]:
+        """Announcements not yet handed to IRC, oldest first."""
+        rows = await self._fetchall(
+            "SELECT id, target, text, kind, fold_key, meta, created_at"
+            " FROM outbox ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [OutboxRecord(*row) for row in rows]
+
+    async def outbox_remove(self, ids: Sequence[int]) -> None:
+        """Forget announcements that reached IRC (or were folded into a summary)."""
+        if not ids:
+            return
+        async with self._transaction() as tx:
+            await tx.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    async def outbox_count(self) -> int:
+        rows = await self._fetchall("SELECT COUNT(*) FROM outbox")
+        return int(rows[0][0])

@@ -185,3 +185,18 @@ async def test_true_from_user_binding_skips_builtin_default(setup) -> None:  # t
     d.submit(Event(type="ctcp", key="VERSION", nick="bob", sink=sink))
     await d.drain()
     assert sink.lines == ["mine", "mine too", "builtin"]
+
+
+async def test_on_done_after_every_handler(setup) -> None:  # type: ignore[no-untyped-def]
+    table, d = setup
+    order: list[str] = []
+
+    @table.bind("webhook", "-|-", "github/*")
+    async def slow(ev: Event) -> None:
+        await asyncio.sleep(0.01)
+        order.append("handler")
+
+    d.submit(Event(type="webhook", key="github/push"), on_done=lambda: order.append("done"))
+    d.submit(Event(type="webhook", key="none/here"), on_done=lambda: order.append("unmatched"))
+    await d.drain()
+    assert order == ["unmatched", "handler", "done"]
