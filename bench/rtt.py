@@ -1,0 +1,401 @@
+"""`!ping` round trip through the real InspIRCd, and the bot's memory.
+
+    .venv/bin/python bench/rtt.py [--pings 2000] [--clients 1,20] [--quiet-pings 10]
+
+What it does (all on 127.0.0.1, everything stopped at the end, even on error):
+
+1. Starts InspIRCd (``tests/servers.py``) with the "unlimited" connect class
+   (no flood limits) and the real bot as a separate process
+   (``.venv/bin/masterchief run --config-dir <tmp>/config --env bench``) with
+   ``scripts/ping.py``. The bot's own output pacer would still hold it to
+   burst 7 / 1 line/s, so for this server it is configured as
+   ``irc.output: {burst: 1000, rate: 100000}`` (printed in the report).
+2. Test clients negotiate ``echo-message`` (as a normal client would), set
+   ``TCP_NODELAY`` and re-arm ``TCP_QUICKACK`` after every read, all join one
+   channel with the bot. Each client runs a closed loop: ``!ping <id>``, wait
+   for ``pong <id>`` from the bot, next. Latency = write of the ping to
+   arrival of the pong at that client (``perf_counter_ns``). A ping without a
+   pong within ``--timeout`` s is lost (the run goes on).
+   Runs: 1 client x ``--pings``; ``N`` clients sharing ``--pings`` (so with
+   20 clients, 20 pings are in flight and every line fans out to 21 members).
+3. Control: one client that does *not* re-arm ``TCP_QUICKACK`` (what a client
+   with ordinary delayed ACKs sees; the ~40 ms trap of TEST-SERVERS.md).
+   Each run also reports the ircd's own round trip (the client's echo of its
+   ``!ping``) and how many delayed ACKs the kernel sent meanwhile
+   (``TcpExt DelayedACKs``, machine-wide).
+4. The bot's RSS (``VmRSS`` from /proc/<pid>/status) after it joined and
+   settled, and after all runs (plus ``VmHWM``, the peak).
+5. Spaced pings, one client, ``--quiet-pings`` pings ``--spacing`` s apart:
+   first against the bot above, then against a second bot process with the
+   DEFAULT output settings (burst 7, 1 line/s; one reply per 1.1 s stays
+   within that budget), to show pacing adds no latency to a quiet channel.
+
+Targets (the issue): no lost replies; one client p50 < 2 ms (no ~40 ms
+floor); RSS < 60 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    REPO,
+    BenchClient,
+    BotProcess,
+    Line,
+    machine,
+    percentile,
+    tcp_counter,
+)
+from tests.servers import InspIRCd
+
+CHANNEL = "#rtt"
+UNLIMITED_OUTPUT = {"burst": 1000, "rate": 100000.0, "recvq": 1048576}
+RSS_TARGET_MB = 60.0
+P50_TARGET_MS = 2.0
+QUIET_TOLERANCE_MS = 2.0  # a pacer delay would be hundreds of ms (1 token = 1 s)
+
+
+@dataclass
+class RunResult:
+    name: str
+    clients: int
+    sent: int
+    latencies_ms: list[float]
+    lost: int
+    stray: int
+    wall_s: float
+    echo_ms: list[float]
+    delayed_acks: int | None
+
+    def row(self) -> str:
+        lat = sorted(self.latencies_ms)
+        p50, p90, p99 = (percentile(lat, q) for q in (50, 90, 99))
+        mx = lat[-1] if lat else float("nan")
+        mn = lat[0] if lat else float("nan")
+        rate = len(lat) / self.wall_s if self.wall_s > 0 else float("nan")
+        echo = percentile(sorted(self.echo_ms), 50)
+        return (
+            f"| {self.name} | {self.clients} | {self.sent} | {len(lat)} | {self.lost} | "
+            f"{mn:.3f} | {p50:.3f} | {p90:.3f} | {p99:.3f} | {mx:.3f} | {rate:.0f} | {echo:.3f} | "
+            f"{'?' if self.delayed_acks is None else self.delayed_acks} |"
+        )
+
+
+HEADER = (
+    "| run | clients | pings | pongs | lost | min ms | p50 ms | p90 ms | p99 ms | max ms "
+    "| pongs/s | ircd echo p50 ms | delayed ACKs |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+class Pinger:
+    """Matches the bot's ``pong <id>`` replies to one client's pending pings."""
+
+    def __init__(self, client: BenchClient, bot_nick: str, tag: str) -> None:
+        self.client = client
+        self.bot_nick = bot_nick.lower()
+        self.tag = tag
+        self.pending: dict[str, asyncio.Future[int]] = {}
+        self.own_nick = client.nick.lower()
+        self.sent: dict[str, int] = {}
+        self.echo_ms: list[float] = []
+        self.stray = 0
+        self.seq = 0
+        client.on_line = self._on_line
+
+    def _on_line(self, line: Line) -> None:
+        if line.command != "PRIVMSG":
+            return
+        nick = line.nick.lower()
+        text = line.text
+        if nick == self.own_nick and text.startswith("!ping "):
+            sent = self.sent.pop(text[6:], None)  # our echo-message: the ircd's round trip
+            if sent is not None:
+                self.echo_ms.append((line.t_ns - sent) / 1e6)
+            return
+        if nick != self.bot_nick or not text.startswith("pong "):
+            return
+        pid = text[5:]
+        if not pid.startswith(self.tag):
+            return  # another client's pong
+        fut = self.pending.pop(pid, None)
+        if fut is None or fut.done():
+            self.stray += 1  # late (after its timeout) or duplicated
+        else:
+            fut.set_result(line.t_ns)
+
+    async def ping(self, timeout: float) -> float | None:
+        """One round trip in ms, or None when the pong did not come in time."""
+        self.seq += 1
+        pid = f"{self.tag}{self.seq}"
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending[pid] = fut
+        t0 = self.client.say(CHANNEL, f"!ping {pid}")
+        self.sent[pid] = t0
+        try:
+            t1 = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self.pending.pop(pid, None)
+            return None
+        return (t1 - t0) / 1e6
+
+
+async def run_pings(
+    name: str,
+    pingers: list[Pinger],
+    total: int,
+    timeout: float,
+    spacing: float = 0.0,
+) -> RunResult:
+    per_client = [total // len(pingers) + (1 if i < total % len(pingers) else 0)
+                  for i in range(len(pingers))]  # fmt: skip
+    latencies: list[float] = []
+    lost = 0
+    stray_before = sum(p.stray for p in pingers)
+    for p in pingers:
+        p.echo_ms.clear()
+
+    async def loop(p: Pinger, n: int) -> None:
+        nonlocal lost
+        for i in range(n):
+            if spacing and i:
+                await asyncio.sleep(spacing)
+            ms = await p.ping(timeout)
+            if ms is None:
+                lost += 1
+            else:
+                latencies.append(ms)
+
+    acks_before = tcp_counter()
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(p, n) for p, n in zip(pingers, per_client, strict=True)))
+    wall = time.perf_counter() - started
+    acks_after = tcp_counter()
+    acks = None if acks_before is None or acks_after is None else acks_after - acks_before
+    await asyncio.sleep(0.2)  # a late pong would show up as stray
+    stray = sum(p.stray for p in pingers) - stray_before
+    echo = [ms for p in pingers for ms in p.echo_ms]
+    return RunResult(name, len(pingers), total, latencies, lost, stray, wall, echo, acks)
+
+
+async def start_bot(
+    workdir: Path,
+    ircd: InspIRCd,
+    watcher: BenchClient,
+    nick: str,
+    output: dict[str, float] | None,
+    pythonpath: str | None,
+) -> BotProcess:
+    env = {"PYTHONPATH": pythonpath} if pythonpath else None
+    bot = BotProcess(workdir, ircd, nick=nick, channel=CHANNEL, output=output, env=env)
+    joined = watcher.expect(lambda ln: ln.command == "JOIN" and ln.nick.lower() == nick.lower())
+    bot.start()
+    deadline = time.monotonic() + 30
+    while not joined.done():
+        bot.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"bot did not join {CHANNEL}:\n{bot.diagnostics()}")
+        await asyncio.sleep(0.02)
+    return bot
+
+
+def mb(kb: int) -> float:
+    return kb / 1024
+
+
+def bot_revision() -> str:
+    """``git describe`` of the bot's source, with ``-dirty`` for local changes."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def log_problems(text: str) -> list[str]:
+    """Reconnects, disconnects and errors in a bot log taken before its shutdown."""
+    lines = text.splitlines()
+    bad = [ln for ln in lines if " ERROR " in ln or "disconnected" in ln or "Excess" in ln]
+    connects = sum("connected to" in ln and "disconnected" not in ln for ln in lines)
+    if connects != 1:
+        bad.append(f"{connects} connects")
+    return bad
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    counts = [int(c) for c in args.clients.split(",")]
+    most = max(counts)
+    tmp = Path(tempfile.mkdtemp(prefix="mc-bench-rtt-"))
+    ircd = InspIRCd(tmp / "ircd", limits="unlimited", services=False)
+    clients: list[BenchClient] = []
+    bots: list[BotProcess] = []
+    results: list[RunResult] = []
+    ok = True
+    where = machine()  # at the start: date and load average before the run
+    try:
+        ircd.start()
+        host, port = ircd.address
+        # Registration ends on the server's 1 s tick: connect everyone at once.
+        clients = list(
+            await asyncio.gather(
+                *(BenchClient.connect(host, port, f"rtt{i}") for i in range(most)),
+                BenchClient.connect(host, port, "rttslow", quickack=False),
+            )
+        )
+        for c in clients:
+            await c.join(CHANNEL)
+        slow = clients[-1]
+        fast = clients[:-1]
+        if not all("echo-message" in c.caps for c in clients):
+            raise RuntimeError("echo-message not negotiated")
+
+        # -- the bot, output paced for the unlimited class ------------------------
+        bot = await start_bot(
+            tmp / "bot", ircd, fast[0], "mcbench", UNLIMITED_OUTPUT, args.bot_pythonpath
+        )
+        bots.append(bot)
+        await asyncio.sleep(1.0)
+        rss_start = bot.rss_kb()
+
+        pingers = [Pinger(c, bot.nick, f"c{i}-") for i, c in enumerate(fast)]
+        slow_pinger = Pinger(slow, bot.nick, "slow-")
+        warm = await run_pings("warm-up", pingers[:1], 50, args.timeout)
+        for n in counts:
+            results.append(await run_pings(f"{n} client(s)", pingers[:n], args.pings, args.timeout))
+        results.append(
+            await run_pings("control: client without QUICKACK", [slow_pinger],
+                            args.control_pings, args.timeout)
+        )  # fmt: skip
+        spaced = await run_pings(
+            f"unlimited pacer, 1 ping / {args.spacing:g} s",
+            [Pinger(fast[0], bot.nick, "s-")],
+            args.quiet_pings,
+            args.timeout,
+            spacing=args.spacing,
+        )
+        results.append(spaced)
+        rss_end = bot.rss_kb()
+        hwm = bot.rss_kb("VmHWM")
+        problems = log_problems(bot.log())
+        code = bot.stop()
+
+        # -- a second bot with the DEFAULT output settings: quiet channel ---------
+        bot2 = await start_bot(
+            tmp / "bot-default", ircd, fast[0], "mcquiet", None, args.bot_pythonpath
+        )
+        bots.append(bot2)
+        await asyncio.sleep(1.0)
+        quiet = await run_pings(
+            f"DEFAULT pacer, 1 ping / {args.spacing:g} s",
+            [Pinger(fast[0], bot2.nick, "q-")],
+            args.quiet_pings,
+            args.timeout,
+            spacing=args.spacing,
+        )
+        results.append(quiet)
+        problems += log_problems(bot2.log())
+        code2 = bot2.stop()
+
+        # -- report -----------------------------------------------------------------
+        one = next(r for r in results if r.name == "1 client(s)") if 1 in counts else None
+        lost = sum(r.lost for r in results)
+        p50_one = percentile(sorted(one.latencies_ms), 50) if one else float("nan")
+        q50 = percentile(sorted(quiet.latencies_ms), 50)
+        s50 = percentile(sorted(spaced.latencies_ms), 50)
+        qmax = max(quiet.latencies_ms, default=float("nan"))
+        report = [
+            f"machine: {where}",
+            f"bot: masterchief {bot_revision()}"
+            + (f", PYTHONPATH={args.bot_pythonpath}" if args.bot_pythonpath else ""),
+            f"ircd: connect class 'unlimited' {ircd.limits}",
+            f"bot output for the unlimited class: irc.output = {UNLIMITED_OUTPUT}; "
+            "the DEFAULT-pacer bot has no override (burst 7, rate 1.0)",
+            "clients: echo-message negotiated, TCP_NODELAY, TCP_QUICKACK re-armed after each "
+            "read (control: not re-armed); one channel shared by all clients and the bot",
+            f"warm-up: {len(warm.latencies_ms)} pings, not counted",
+            "ircd echo = the client's own !ping coming back (echo-message): the server's share; "
+            "delayed ACKs = TcpExt DelayedACKs during the run (whole machine, "
+            "/proc/net/netstat)",
+            "",
+            HEADER,
+            *(r.row() for r in results),
+            "",
+            f"stray/late pongs: {sum(r.stray for r in results)}; "
+            f"bot exit codes: {code}, {code2}; bot log problems: {problems or 'none'}",
+            f"bot RSS after start: {mb(rss_start):.1f} MB; after the runs: {mb(rss_end):.1f} MB; "
+            f"peak (VmHWM): {mb(hwm):.1f} MB",
+        ]
+        checks = {
+            f"lost replies: {lost} (must be 0)": lost == 0,
+            f"1 client p50 {p50_one:.3f} ms < {P50_TARGET_MS} ms (no ~40 ms floor)": (
+                p50_one < P50_TARGET_MS
+            ),
+            f"RSS {mb(max(rss_start, rss_end)):.1f} MB < {RSS_TARGET_MB:.0f} MB": (
+                mb(max(rss_start, rss_end)) < RSS_TARGET_MB
+            ),
+            f"default pacer adds no latency when within budget: quiet p50 {q50:.3f} ms vs "
+            f"{s50:.3f} ms unpaced (within {QUIET_TOLERANCE_MS} ms), max {qmax:.3f} ms": (
+                abs(q50 - s50) <= QUIET_TOLERANCE_MS and qmax < 50 and quiet.lost == 0
+            ),
+            "bot stayed connected, no errors in its log": not problems,
+        }
+        for what, passed in checks.items():
+            report.append(f"{'PASS' if passed else 'FAIL'}: {what}")
+            ok = ok and passed
+        print("\n".join(report))
+    finally:
+        for c in clients:
+            with contextlib.suppress(Exception):
+                await c.close()
+        for b in bots:
+            with contextlib.suppress(Exception):
+                b.kill()
+        ircd.kill()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if ok else 1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument("--pings", type=int, default=2000, help="pings per run")
+    ap.add_argument("--clients", default="1,20", help="client counts, comma separated")
+    ap.add_argument("--control-pings", type=int, default=200, help="pings without QUICKACK")
+    ap.add_argument("--quiet-pings", type=int, default=10, help="spaced pings per pacer setting")
+    ap.add_argument("--spacing", type=float, default=1.1, help="seconds between spaced pings")
+    ap.add_argument("--timeout", type=float, default=5.0, help="seconds before a ping is lost")
+    ap.add_argument(
+        "--bot-pythonpath",
+        metavar="DIR",
+        help="PYTHONPATH for the bot process (e.g. a sitecustomize.py patch, for experiments)",
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
