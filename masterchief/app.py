@@ -25,11 +25,15 @@ from .bindings.registry import BindingTable
 from .bindings.scripts import LoadResult, ScriptManager
 from .bot import builtins
 from .bot.irc import IrcBot, IrcSettings, SaslFailed
+from .bot.outbox import Outbox
 from .bot.output import OutputQueue
 from .bot.users import User, UserTable
 from .core.config import Config
 from .core.secrets import install_log_redaction
 from .core.store import Store
+from .ingestion.rest import RestPollers
+from .web import announce
+from .web.server import WebServer
 
 __all__ = ["App", "run_bot"]
 
@@ -97,9 +101,27 @@ class App:
             burst=out.burst, rate=out.rate, max_queue=out.max_queue, recvq=out.recvq
         )
         self.irc: IrcBot | None = IrcBot(irc_settings(config), self.dispatcher, self.output)
+        # Durable announcements (webhooks, scripts): fed to IRC while connected.
+        self.outbox = Outbox(
+            store,
+            self.output,
+            connected=self.irc.connected,
+            expire_after_s=config.outbox.expire_after_s,
+            delayed_after_s=config.outbox.delayed_after_s,
+            max_backlog_s=out.max_backlog_s,
+        )
+        # The server's echo of our own lines confirms announcements (echo-message).
+        echo = self.outbox.echo_handler(lambda: self.irc.nickname if self.irc else None)
+        self.table.bind("raw", "-", "PRIVMSG", echo, owner="builtin:outbox")
         masterchief.set_table(self.table, self.output.privmsg)
         self.scripts = ScriptManager(self.table, list(config.bot.scripts))
         self.clock = Clock(self.dispatcher, ZoneInfo(config.bot.timezone))
+        self.rest = RestPollers(config.rest, self.dispatcher, store=store)
+        self.web: WebServer | None = None
+        if config.web.enabled:
+            self.web = WebServer(
+                config.web, config.webhooks, store, self.dispatcher, health=self._health
+            )
         self._tasks: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
 
@@ -128,6 +150,14 @@ class App:
         )
         return _Who(user, self.casemapping) if user is not None else None
 
+    def _health(self) -> dict[str, object]:
+        """What /healthz shows besides the web server's own numbers."""
+        irc = self.irc
+        return {
+            "irc_connected": irc is not None and irc.connected.is_set(),
+            "queues": {"output": sum(self.output.depths().values())},
+        }
+
     # -- lifecycle -------------------------------------------------------------
 
     def rehash(self) -> list[LoadResult]:
@@ -144,6 +174,7 @@ class App:
         loop = asyncio.get_running_loop()
         self.scripts.install_task_factory(loop)
         builtins.install(self)
+        announce.install(self)  # webhook/REST lines -> self.outbox (builtin:webhooks)
         for r in self.scripts.load_all():
             (log.info if r.ok else log.error)("%s", r)
         try:
@@ -152,6 +183,10 @@ class App:
                 tg.create_task(self.dispatcher.run(), name="dispatcher")
                 tg.create_task(self.clock.run(), name="clock")
                 tg.create_task(self.scripts.watch(), name="scripts")
+                tg.create_task(self.outbox.run(), name="outbox")
+                tg.create_task(self.rest.run(), name="rest")
+                if self.web is not None:
+                    tg.create_task(self.web.run(), name="web")
                 if self.irc is not None:
                     tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group
                 await self._stop.wait()

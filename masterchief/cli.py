@@ -104,6 +104,9 @@ def run(config_dir: Path, env: str) -> None:
         code = asyncio.run(run_bot(config))
     except KeyboardInterrupt:
         code = 130
+    except ConfigError as exc:  # checks that need the running parts (e.g. REST select)
+        click.echo(f"error: {exc}", err=True)
+        code = 2
     sys.exit(code)
 
 

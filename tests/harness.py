@@ -42,6 +42,7 @@ def bot_config_data(
         },
         "bot": {"scripts": [str(tmp / "scripts")], "handler_timeout_s": 2},
         "store": {"path": str(tmp / "mc.db")},
+        "web": {"port": 0},  # never contend for 8080
     }
     return deep_merge(base, over)
 

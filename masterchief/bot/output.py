@@ -32,6 +32,17 @@ A line whose ``send`` fails (``OSError``, which includes ``ConnectionError``
 and ``TimeoutError``) or is cancelled mid-send goes back to the head of its
 queue: delivery around a disconnect is at-least-once.
 
+Delivery callbacks, for the durable outbox (``outbox.py``): ``privmsg`` and
+``notice`` take an optional ``on_sent`` callback, attached to the last wire
+line of that message and called with that line right after ``send``
+returned for it (or when ``pop()`` hands it out). A line that goes back to
+its queue keeps its callback, so it fires once, when the line was written.
+An ``owner`` tag lets ``withdraw(owner)`` take that owner's unsent lines back
+out; stop hooks (``add_stop_hook``) run whenever ``run()`` ends, i.e. when a
+connection ended, before the next one's ``run()`` can send anything.
+``drain_time()`` and ``text_budget()`` say how long the queue is and how much
+text fits one line.
+
 Overflow: when a queue is full, lines that do not fit are counted per target,
 not queued. As soon as that queue has room again, one summary line per target
 takes the freed slot ("[output] 42 more lines were not sent: queue full"), so
@@ -50,6 +61,7 @@ Not thread-safe: call everything from the event loop's thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import unicodedata
@@ -58,7 +70,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["OutputQueue", "Priority", "sanitize", "split_message"]
+__all__ = ["OutputQueue", "Priority", "SentCallback", "sanitize", "split_message"]
+
+log = logging.getLogger("masterchief.output")
+
+SentCallback = Callable[[str], None]
+"""Called with the wire line (no CRLF) once it was written to the server."""
 
 Priority = Literal["mode", "server", "help"]
 
@@ -177,6 +194,16 @@ def _binds(line: str, k: int) -> bool:
     )
 
 
+def _notify(entry: _Entry) -> None:
+    """Run a line's delivery callback; its failure must not stop the sender."""
+    if entry.on_sent is None:
+        return
+    try:
+        entry.on_sent(entry.line)
+    except Exception:
+        log.exception("on_sent callback for %r failed", entry.line[:60])
+
+
 def _is_regional(c: str) -> bool:
     return 0x1F1E6 <= ord(c) <= 0x1F1FF
 
@@ -198,6 +225,8 @@ class _Entry:
     line: str  # without CRLF
     priority: Priority
     cost: float  # tokens
+    on_sent: SentCallback | None = None  # called once this line went out
+    owner: object = None  # for withdraw()
 
 
 @dataclass(slots=True)
@@ -252,6 +281,7 @@ class OutputQueue:
         self._prefix_len = WORST_NICK + 1 + WORST_USER + 1 + WORST_HOST
         self._wakeup: asyncio.Event | None = None
         self._running = False
+        self._stop_hooks: list[Callable[[], None]] = []
         self._stats: dict[str, int] = dict.fromkeys(
             ("queued", "sent", "grouped", "summaries", "refused", "dropped", "requeued"), 0
         )
@@ -271,18 +301,37 @@ class OutputQueue:
 
     # -- enqueueing -------------------------------------------------------
 
-    def privmsg(self, target: str, text: str, priority: Priority = "server") -> int:
+    def privmsg(
+        self,
+        target: str,
+        text: str,
+        priority: Priority = "server",
+        *,
+        on_sent: SentCallback | None = None,
+        owner: object = None,
+    ) -> int:
         """Queue *text* to *target* as PRIVMSG lines; return how many were queued.
 
         Newlines in *text* start new lines; long lines are split. Lines that
         do not fit a full queue are counted for a summary line instead.
-        Raises ``ValueError`` for a bad target or priority.
+        *on_sent* is called with the line (from the sending task,
+        synchronously) once the last queued line of this message has been
+        sent; never if nothing was queued. *owner* tags the lines for
+        ``withdraw()``. Raises ``ValueError`` for a bad target or priority.
         """
-        return self._message("PRIVMSG", target, text, priority)
+        return self._message("PRIVMSG", target, text, priority, on_sent, owner)
 
-    def notice(self, target: str, text: str, priority: Priority = "server") -> int:
+    def notice(
+        self,
+        target: str,
+        text: str,
+        priority: Priority = "server",
+        *,
+        on_sent: SentCallback | None = None,
+        owner: object = None,
+    ) -> int:
         """Like ``privmsg`` but as NOTICE lines."""
-        return self._message("NOTICE", target, text, priority)
+        return self._message("NOTICE", target, text, priority, on_sent, owner)
 
     def raw(self, line: str, priority: Priority = "server") -> bool:
         """Queue one raw command (no CRLF needed); return whether it was queued.
@@ -304,14 +353,25 @@ class OutputQueue:
         self._push(_Entry(clean, priority, self._cost(size)))
         return True
 
-    def _message(self, command: str, target: str, text: str, priority: Priority) -> int:
+    def _message(
+        self,
+        command: str,
+        target: str,
+        text: str,
+        priority: Priority,
+        on_sent: SentCallback | None = None,
+        owner: object = None,
+    ) -> int:
         queue = self._queue(priority)
         _check_target(target)
         chunks = split_message(self._prefix_len, command, target, text, self._max_line_bytes)
         room = max(0, self._max_queue - len(queue))
-        for chunk in chunks[:room]:
+        fits = chunks[:room]
+        for i, chunk in enumerate(fits):
             line = f"{command} {target} :{chunk}"
-            self._push(_Entry(line, priority, self._cost(len(line.encode("utf-8")) + 2)))
+            callback = on_sent if i == len(fits) - 1 else None
+            cost = self._cost(len(line.encode("utf-8")) + 2)
+            self._push(_Entry(line, priority, cost, callback, owner))
         left = len(chunks) - room
         if left > 0:
             pending = self._overflow[priority].setdefault(target, _Overflow(0, command))
@@ -371,6 +431,7 @@ class OutputQueue:
         if entry is None:
             return None
         self._stats["sent"] += 1
+        _notify(entry)
         return entry.line
 
     def _take(self) -> _Entry | None:
@@ -404,6 +465,52 @@ class OutputQueue:
             line = f"{overflow.command} {target} :{chunk}"
             self._push(_Entry(line, priority, self._cost(len(line.encode("utf-8")) + 2)))
             self._stats["summaries"] += 1
+
+    def withdraw(self, owner: object) -> int:
+        """Take every queued line tagged *owner* back out; return how many.
+
+        Their callbacks never fire; they do not count as sent.
+        """
+        taken = 0
+        for queue in self._queues.values():
+            keep = [e for e in queue if e.owner is not owner or owner is None]
+            taken += len(queue) - len(keep)
+            queue.clear()
+            queue.extend(keep)
+        return taken
+
+    def add_stop_hook(self, hook: Callable[[], None]) -> None:
+        """Call *hook* (synchronously) each time ``run()`` ends: the connection
+        it sent to is gone, and the next ``run()`` has not started yet."""
+        self._stop_hooks.append(hook)
+
+    def drain_time(self, extra_lines: int = 0) -> float:
+        """Seconds until every queued line, and *extra_lines* more one-token
+        lines, would have been sent at the paced rate (0.0 when the tokens
+        available now cover them)."""
+        queued = sum(e.cost for q in self._queues.values() for e in q) + extra_lines
+        tokens, _ = self._tokens_now()
+        return max(0.0, queued - tokens) / self._rate
+
+    def text_budget(self, target: str, command: str = "PRIVMSG") -> int:
+        """Bytes of text that fit one *command* line to *target* (as split now)."""
+        return (
+            self._max_line_bytes
+            - self._prefix_len
+            - len(command.encode("utf-8"))
+            - len(target.encode("utf-8"))
+            - _FRAMING
+        )
+
+    @property
+    def rate(self) -> float:
+        """Lines (tokens) per second once the burst is spent."""
+        return self._rate
+
+    @property
+    def burst(self) -> int:
+        """Tokens the bucket holds when full."""
+        return int(self._burst)
 
     def reset_budget(self) -> None:
         """Refill the bucket: call on (re)connect, the server's budget starts full."""
@@ -440,9 +547,15 @@ class OutputQueue:
                     self._requeue(entry)
                     raise
                 self._stats["sent"] += 1
+                _notify(entry)
         finally:
             self._running = False
             self._wakeup = None
+            for hook in list(self._stop_hooks):
+                try:
+                    hook()
+                except Exception:
+                    log.exception("output stop hook failed")
 
     def _requeue(self, entry: _Entry) -> None:
         # May leave the queue one over max_queue: the line in flight is never dropped.

@@ -386,9 +386,11 @@ class RestPollConfig(_Model):
 
 class OutboxConfig(_Model):
     """Announcements wait here (durably) until IRC takes them.  Entries older
-    than ``expire_after_s`` when the bot gets back are summarised, not replayed."""
+    than ``expire_after_s`` when the bot gets back are summarised, not replayed;
+    those older than ``delayed_after_s`` when sent carry ``[delayed 3m]``."""
 
     expire_after_s: float = Field(default=1800.0, gt=0)
+    delayed_after_s: float = Field(default=60.0, ge=0)
 
 
 _RESERVED = ("project_dir", "config_dir", "env")

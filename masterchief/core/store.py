@@ -20,6 +20,7 @@ coroutine's statements.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -93,6 +94,22 @@ MIGRATIONS.append(
             fold_key TEXT,
             meta TEXT,
             created_at REAL NOT NULL
+        )""",
+    )
+)
+
+MIGRATIONS.append(
+    # REST pollers: what each one last saw, so change detection survives restarts.
+    (
+        """CREATE TABLE rest_poll_state (
+            name TEXT NOT NULL PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            hash TEXT,
+            etag TEXT,
+            last_modified TEXT,
+            failures INTEGER NOT NULL DEFAULT 0,
+            failing_since REAL,
+            updated_at REAL NOT NULL
         )""",
     )
 )
@@ -255,18 +272,36 @@ class Store:
         async with self._lock:
             conn = self._conn
             try:
-                await conn.execute("BEGIN IMMEDIATE")
+                await self._begin(conn)
                 try:
                     yield conn
                     await conn.execute("COMMIT")
                 except BaseException:
+                    # Never let a failing ROLLBACK replace the original exception:
+                    # a cancelled statement must still leave as CancelledError.
                     if conn.in_transaction:
-                        await conn.execute("ROLLBACK")
+                        with contextlib.suppress(Exception):
+                            await asyncio.shield(conn.execute("ROLLBACK"))
                     raise
             except sqlite3.IntegrityError as exc:
                 raise ConflictError(f"{self.path}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: {exc}") from exc
+
+    @staticmethod
+    async def _begin(conn: aiosqlite.Connection) -> None:
+        """BEGIN IMMEDIATE that a cancellation cannot leave half-done: the
+        statement runs on aiosqlite's thread anyway, so on cancel wait for it
+        and roll it back before re-raising."""
+        begin = asyncio.ensure_future(conn.execute("BEGIN IMMEDIATE"))
+        try:
+            await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await begin
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+            raise
 
     async def _fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -421,6 +456,45 @@ class Store:
             )
             return cur.rowcount
 
+    async def record_deliveries(
+        self,
+        new: Sequence[tuple[str, str, str, str, str, float]],
+        done: Sequence[int] = (),
+    ) -> list[int | None]:
+        """Group commit for webhook intake (``masterchief.web.writer``): store
+        ``new`` deliveries ``(provider, dedup_key, event_key, body, meta,
+        received_at)`` and mark the ``done`` ids dispatched, in one
+        transaction.  Returns each new delivery's id in order, or None for a
+        duplicate (already stored, or earlier in ``new``)."""
+        # Only "?" placeholders are formatted into these statements (S608).
+        ids: list[int | None] = []
+        async with self._transaction() as tx:
+            for start in range(0, len(done), 500):
+                chunk = list(done[start : start + 500])
+                marks = ", ".join("?" * len(chunk))
+                sql = f"UPDATE deliveries SET done = 1 WHERE id IN ({marks})"  # noqa: S608
+                await tx.execute(sql, chunk)
+            for start in range(0, len(new), 500):
+                rows = new[start : start + 500]
+                values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(rows))
+                params = [
+                    v
+                    for provider, key, event_key, body, meta, when in rows
+                    for v in (provider, key, event_key, when, body, meta)
+                ]
+                sql = (
+                    "INSERT INTO deliveries"  # noqa: S608
+                    " (provider, dedup_key, event_key, received_at, body, meta)"
+                    f" VALUES {values}"
+                    " ON CONFLICT (provider, dedup_key) DO NOTHING"
+                    " RETURNING id, provider, dedup_key"
+                )
+                async with tx.execute(sql, params) as cur:
+                    stored = {(p, k): int(i) for i, p, k in await cur.fetchall()}
+                for provider, key, *_ in rows:
+                    ids.append(stored.pop((provider, key), None))
+        return ids
+
     # --- outbox ---------------------------------------------------------------
 
     async def outbox_add(
@@ -462,3 +536,59 @@ class Store:
     async def outbox_count(self) -> int:
         rows = await self._fetchall("SELECT COUNT(*) FROM outbox")
         return int(rows[0][0])
+
+    # --- REST poller state ------------------------------------------------------
+
+    async def rest_state_load(self, name: str) -> dict[str, Any] | None:
+        """A poller's saved state (fingerprint, hash, etag, last_modified,
+        failures, failing_since, updated_at), or None."""
+        rows = await self._fetchall(
+            "SELECT fingerprint, hash, etag, last_modified, failures, failing_since, updated_at"
+            " FROM rest_poll_state WHERE name = ?",
+            (name,),
+        )
+        if not rows:
+            return None
+        keys = (
+            "fingerprint",
+            "hash",
+            "etag",
+            "last_modified",
+            "failures",
+            "failing_since",
+            "updated_at",
+        )
+        return dict(zip(keys, rows[0], strict=True))
+
+    async def rest_state_save(
+        self,
+        name: str,
+        *,
+        fingerprint: str,
+        hash: str | None,
+        etag: str | None,
+        last_modified: str | None,
+        failures: int,
+        failing_since: float | None,
+    ) -> None:
+        """Insert or replace a poller's state."""
+        async with self._transaction() as tx:
+            await tx.execute(
+                "INSERT INTO rest_poll_state"
+                " (name, fingerprint, hash, etag, last_modified, failures, failing_since,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint,"
+                " hash = excluded.hash, etag = excluded.etag,"
+                " last_modified = excluded.last_modified, failures = excluded.failures,"
+                " failing_since = excluded.failing_since, updated_at = excluded.updated_at",
+                (
+                    name,
+                    fingerprint,
+                    hash,
+                    etag,
+                    last_modified,
+                    failures,
+                    failing_since,
+                    time.time(),
+                ),
+            )

@@ -1,0 +1,186 @@
+"""The provider table and the intake pipeline without sockets
+(masterchief.web.providers): which providers are enabled, event keys, dedup
+keys, kept headers and the order of checks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict
+
+from masterchief.core.config import build_config
+from masterchief.web.providers import Accepted, Rejection, build_providers, intake
+
+PAYLOADS = Path(__file__).parent / "payloads"
+NOW = 1_700_000_000.0
+
+
+def hooks(**over: Any) -> Any:
+    return build_config({"webhooks": over}, project_dir=Path("/tmp")).webhooks
+
+
+def sig(secret: str, data: bytes) -> str:
+    return hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+
+
+def test_enabled_providers() -> None:
+    table = build_providers(
+        hooks(
+            github={"secret": "s"},
+            gitlab={"channels": ["#dev"]},  # no token: disabled
+            jenkins={"insecure": True},
+            alertmanager={"basic": {"username": "am", "password": "pw"}},
+            pagerduty={"secrets": []},  # no secret: disabled
+            generic=[{"name": "a", "secret": "x"}, {"name": "b"}],
+        )
+    )
+    assert sorted(table) == ["alertmanager", "generic/a", "github", "jenkins"]
+    assert table["jenkins"].insecure and not table["github"].insecure
+
+
+def test_bad_gitlab_signing_secret_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="whsec_"):
+        build_providers(hooks(gitlab={"signing_secret": "whsec_???"}))
+
+
+def _one(name: str, config: dict[str, Any], headers: dict[str, str], body: bytes) -> Any:
+    table = build_providers(hooks(**config))
+    return intake(table[name], CIMultiDict(headers), body, NOW)
+
+
+def test_checks_run_in_order_signature_before_json() -> None:
+    # a bad signature on garbage is a 401, not a 400: nothing is parsed unverified
+    got = _one("github", {"github": {"secret": "s"}}, {"X-GitHub-Event": "push"}, b"{not json")
+    assert isinstance(got, Rejection) and got.status == 401
+    body = b"{not json"
+    good = {"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + sig("s", body)}
+    got = _one("github", {"github": {"secret": "s"}}, good, body)
+    assert isinstance(got, Rejection) and (got.status, got.reason) == (400, "malformed JSON")
+
+
+def test_alertmanager_version_checked_after_auth() -> None:
+    body = json.dumps({"version": "3", "status": "firing", "alerts": []}).encode()
+    config = {"alertmanager": {"bearer_token": "t"}}
+    got = _one("alertmanager", config, {}, body)
+    assert isinstance(got, Rejection) and got.status == 401
+    got = _one("alertmanager", config, {"Authorization": "Bearer t"}, body)
+    assert isinstance(got, Rejection) and got.status == 400 and "version" in got.reason
+
+
+KEYS: list[tuple[str, dict[str, str], Any, str]] = [
+    # provider, headers, payload, event key
+    ("github", {"X-GitHub-Event": "release"}, {}, "github/release"),
+    ("gitlab", {}, {"object_kind": "merge_request"}, "gitlab/merge_request"),
+    ("gitlab", {}, {"event_name": "project_create"}, "gitlab/project_create"),
+    ("jenkins", {}, {"build": {"phase": "FINALIZED"}}, "jenkins/FINALIZED"),
+    ("jenkins", {}, {"build": {"phase": None}}, "jenkins/build"),
+    ("jenkins", {}, {}, "jenkins/build"),
+    ("alertmanager", {}, {"version": "4", "status": "resolved", "alerts": []},
+     "alertmanager/resolved"),
+    ("pagerduty", {}, {"event": {"event_type": "incident.acknowledged"}},
+     "pagerduty/incident.acknowledged"),
+    ("generic/release", {}, [1, 2, 3], "generic/release"),
+]  # fmt: skip
+
+OPEN = {
+    "github": {"insecure": True},
+    "gitlab": {"insecure": True},
+    "jenkins": {"insecure": True},
+    "alertmanager": {"insecure": True},
+    "pagerduty": {"insecure": True},
+    "generic": [{"name": "release", "insecure": True}],
+}
+
+
+@pytest.mark.parametrize(("name", "headers", "payload", "key"), KEYS)
+def test_event_keys(name: str, headers: dict[str, str], payload: Any, key: str) -> None:
+    got = _one(name, OPEN, headers, json.dumps(payload).encode())
+    assert isinstance(got, Accepted), got
+    assert got.event_key == key
+    assert got.payload == payload
+
+
+BAD_KEYS: list[tuple[str, dict[str, str], Any, str]] = [
+    ("github", {"X-GitHub-Event": "push\x01"}, {}, "event name"),
+    ("github", {"X-GitHub-Event": "x" * 65}, {}, "event name"),
+    ("gitlab", {}, {"object_kind": "push hook"}, "event name"),
+    ("gitlab", {}, {"object_kind": 5}, "object_kind"),
+    ("jenkins", {}, {"build": {"phase": "../../etc"}}, "event name"),
+    ("pagerduty", {}, {"event": {"event_type": ""}}, "event_type"),
+    ("pagerduty", {}, {"messages": [{"event": "incident.trigger"}]}, "event_type"),
+]
+
+
+@pytest.mark.parametrize(("name", "headers", "payload", "reason"), BAD_KEYS)
+def test_bad_event_names(name: str, headers: dict[str, str], payload: Any, reason: str) -> None:
+    got = _one(name, OPEN, headers, json.dumps(payload).encode())
+    assert isinstance(got, Rejection) and got.status == 400 and reason in got.reason
+
+
+def test_dedup_keys() -> None:
+    body = b"{}"
+    gh = _one("github", OPEN, {"X-GitHub-Event": "push", "X-GitHub-Delivery": "abc-1"}, body)
+    assert gh.dedup_key == "abc-1"
+    nodelivery = _one("github", OPEN, {"X-GitHub-Event": "push"}, body)
+    assert nodelivery.dedup_key == "body-sha256:" + hashlib.sha256(body).hexdigest()
+    weird = _one("github", OPEN, {"X-GitHub-Event": "push", "X-GitHub-Delivery": "a b"}, body)
+    assert weird.dedup_key.startswith("hdr-sha256:")
+    gl = _one(
+        "gitlab",
+        OPEN,
+        {"Idempotency-Key": "k1", "X-Gitlab-Event-UUID": "u1"},
+        b'{"object_kind": "push"}',
+    )
+    assert gl.dedup_key == "k1"
+    gl = _one("gitlab", OPEN, {"X-Gitlab-Event-UUID": "u1"}, b'{"object_kind": "push"}')
+    assert gl.dedup_key == "u1"
+    pd = _one("pagerduty", OPEN, {"X-Webhook-Id": "w1"}, b'{"event": {"event_type": "x.y"}}')
+    assert pd.dedup_key == "w1"
+    jk = _one("jenkins", OPEN, {"X-Request-Id": "r1"}, body)
+    assert jk.dedup_key == "r1"
+    # generic without X-Request-Id: the timestamp is part of what is hashed
+    g1 = _one("generic/release", OPEN, {"X-Timestamp": "1"}, body)
+    g2 = _one("generic/release", OPEN, {"X-Timestamp": "2"}, body)
+    g1again = _one("generic/release", OPEN, {"X-Timestamp": "1"}, body)
+    assert g1.dedup_key == g1again.dedup_key != g2.dedup_key
+
+
+def test_alertmanager_dedup_key() -> None:
+    base = json.loads((PAYLOADS / "alertmanager_firing.json").read_bytes())
+
+    def key(payload: Any) -> str:
+        got = _one("alertmanager", OPEN, {}, json.dumps(payload).encode())
+        assert isinstance(got, Accepted)
+        return str(got.dedup_key)
+
+    k = key(base)
+    assert k.startswith("am-sha256:")
+    assert key({**base, "alerts": base["alerts"][::-1], "receiver": "x"}) == k
+    assert key({**base, "groupKey": "other"}) != k
+    refired = [{**base["alerts"][0], "startsAt": "2024-05-20T15:00:00Z"}, base["alerts"][1]]
+    assert key({**base, "alerts": refired}) != k
+    resolved = [{**a, "status": "resolved"} for a in base["alerts"]]
+    assert key({**base, "status": "resolved", "alerts": resolved}) != k
+
+
+def test_kept_headers_are_lower_cased_and_bounded() -> None:
+    got = _one(
+        "github",
+        OPEN,
+        {
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": "d" * 300,
+            "X-GitHub-Hook-ID": "292430182",
+            "Authorization": "Bearer nope",
+        },
+        b"{}",
+    )
+    assert isinstance(got, Accepted)
+    assert got.headers["x-github-hook-id"] == "292430182"
+    assert len(got.headers["x-github-delivery"]) == 256
+    assert "authorization" not in got.headers
