@@ -32,13 +32,15 @@ import logging
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
 __all__ = [
     "Announcement",
+    "EventFormatter",
+    "by_event",
     "clean",
     "compact_json",
     "dig",
@@ -319,3 +321,19 @@ def unannounced(key: str, why: str) -> list[Announcement]:
     """Log why an event of a formatted kind gives no line; return no lines."""
     log.warning("%s: %s; nothing announced", key, why)
     return []
+
+
+EventFormatter = Callable[[Mapping[str, Any]], list[Announcement]]
+
+
+def by_event(
+    provider: str, table: Mapping[str, EventFormatter], event: str, payload: object
+) -> list[Announcement]:
+    """Run the formatter ``table`` has for ``event``: nothing for events not in
+    it, a logged warning and nothing for a payload that is not a JSON object."""
+    handler = table.get(event.lower())
+    if handler is None:
+        return []
+    if not isinstance(payload, Mapping):
+        return unannounced(f"{provider}/{event}", "payload is not a JSON object")
+    return handler(payload)

@@ -3,12 +3,14 @@ release and ping.  Other events and actions give no line."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .common import (
     REF,
     Announcement,
+    EventFormatter,
+    by_event,
     clean,
     dig,
     first_line,
@@ -160,7 +162,7 @@ def _ping(p: Mapping[str, Any]) -> list[Announcement]:
     return [Announcement(f"{P} webhook is set up" + (f" for {where}" if where else "") + " (ping)")]
 
 
-_EVENTS: dict[str, Callable[[Mapping[str, Any]], list[Announcement]]] = {
+_EVENTS: dict[str, EventFormatter] = {
     "push": _push,
     "pull_request": _pull_request,
     "issues": _issues,
@@ -171,9 +173,4 @@ _EVENTS: dict[str, Callable[[Mapping[str, Any]], list[Announcement]]] = {
 
 def format_github(event: str, payload: object) -> list[Announcement]:
     """Lines for one GitHub delivery (``event`` is the X-GitHub-Event value)."""
-    handler = _EVENTS.get(event.lower())
-    if handler is None:
-        return []
-    if not isinstance(payload, Mapping):
-        return unannounced(f"github/{event}", "payload is not a JSON object")
-    return handler(payload)
+    return by_event("github", _EVENTS, event, payload)

@@ -8,7 +8,7 @@ the outcomes are announced.  Other kinds and actions give no line.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +16,8 @@ from .common import (
     REF,
     URL_MAX,
     Announcement,
+    EventFormatter,
+    by_event,
     clean,
     dig,
     duration,
@@ -178,7 +180,7 @@ def _pipeline(p: Mapping[str, Any]) -> list[Announcement]:
     return [Announcement(join(line, link))]
 
 
-_KINDS: dict[str, Callable[[Mapping[str, Any]], list[Announcement]]] = {
+_KINDS: dict[str, EventFormatter] = {
     "push": lambda p: _push(p, tag=False),
     "tag_push": lambda p: _push(p, tag=True),
     "merge_request": _merge_request,
@@ -188,9 +190,4 @@ _KINDS: dict[str, Callable[[Mapping[str, Any]], list[Announcement]]] = {
 
 def format_gitlab(event: str, payload: object) -> list[Announcement]:
     """Lines for one GitLab delivery (``event`` is the payload's object_kind)."""
-    handler = _KINDS.get(event.lower())
-    if handler is None:
-        return []
-    if not isinstance(payload, Mapping):
-        return unannounced(f"gitlab/{event}", "payload is not a JSON object")
-    return handler(payload)
+    return by_event("gitlab", _KINDS, event, payload)
