@@ -51,11 +51,13 @@ __all__ = [
     "ChannelConfig",
     "Config",
     "ConfigError",
+    "FilesConfig",
     "GenericHook",
     "GithubHook",
     "GitlabHook",
     "IrcConfig",
     "JenkinsHook",
+    "LogConfig",
     "OutboxConfig",
     "OutputConfig",
     "PagerDutyHook",
@@ -393,6 +395,47 @@ class OutboxConfig(_Model):
     delayed_after_s: float = Field(default=60.0, ge=0)
 
 
+# --- watched folders and tailed logs (issue 4) ---------------------------------------
+
+
+class FilesConfig(_Model):
+    """A watched folder: files matching ``patterns`` become ``file`` Events once
+    they have settled; refused ones go to ``<path>/.quarantine/``."""
+
+    name: str = Field(pattern=_NAME)
+    path: Path
+    patterns: tuple[str, ...] = ("*.json", "*.csv", "*.yaml", "*.yml", "*.xml")
+    recursive: bool = True
+    settle_s: float = Field(default=1.0, ge=0)
+    max_bytes: int = Field(default=104_857_600, ge=1)
+    after: Literal["move", "delete"] = "move"
+    channels: tuple[str, ...] = ()
+
+
+class LogConfig(_Model):
+    """A tailed log (``path`` may be a glob: one tailer per matching file)."""
+
+    name: str = Field(pattern=_NAME)
+    path: Path
+    format: Literal["json", "syslog", "regex", "plain"] = "plain"
+    pattern: str | None = None  # named groups, for format: regex
+    start_at: Literal["end", "beginning"] = "end"
+    max_line_bytes: int = Field(default=65_536, ge=256)
+
+    @model_validator(mode="after")
+    def _check_pattern(self) -> LogConfig:
+        if self.format == "regex":
+            if not self.pattern:
+                raise ValueError("format regex needs a pattern with named groups")
+            try:
+                compiled = re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from None
+            if not compiled.groupindex:
+                raise ValueError("pattern needs named groups, e.g. (?P<level>\\w+)")
+        return self
+
+
 _RESERVED = ("project_dir", "config_dir", "env")
 
 
@@ -407,6 +450,8 @@ class Config(_Model):
     webhooks: WebhooksConfig = WebhooksConfig()
     rest: tuple[RestPollConfig, ...] = ()
     outbox: OutboxConfig = OutboxConfig()
+    files: tuple[FilesConfig, ...] = ()
+    logs: tuple[LogConfig, ...] = ()
     project_dir: Path = Path()
     config_dir: Path = Path("config")
     env: str = "dev"
@@ -638,7 +683,11 @@ def _absolute_paths(config: Config, base: Path) -> Config:
     irc = config.irc.model_copy(update={"tls_ca_file": fix(ca_file) if ca_file else None})
     bot = config.bot.model_copy(update={"scripts": tuple(fix(p) for p in config.bot.scripts)})
     store = config.store.model_copy(update={"path": fix(config.store.path)})
-    return config.model_copy(update={"irc": irc, "bot": bot, "store": store})
+    files = tuple(f.model_copy(update={"path": fix(f.path)}) for f in config.files)
+    logs = tuple(lg.model_copy(update={"path": fix(lg.path)}) for lg in config.logs)
+    return config.model_copy(
+        update={"irc": irc, "bot": bot, "store": store, "files": files, "logs": logs}
+    )
 
 
 def _secrets_in(value: Any) -> list[Secret]:
