@@ -9,6 +9,7 @@ supervisor, clock, script watcher).  ``run_bot(config)`` is what
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -31,8 +32,11 @@ from .bot.users import User, UserTable
 from .core.config import Config
 from .core.secrets import install_log_redaction
 from .core.store import Store
+from .ingestion.files import FileWatcher
 from .ingestion.rest import RestPollers
+from .ingestion.tail import LogTailers
 from .web import announce
+from .web.metrics import Family, Metrics
 from .web.server import WebServer
 
 __all__ = ["App", "run_bot"]
@@ -117,10 +121,28 @@ class App:
         self.scripts = ScriptManager(self.table, list(config.bot.scripts))
         self.clock = Clock(self.dispatcher, ZoneInfo(config.bot.timezone))
         self.rest = RestPollers(config.rest, self.dispatcher, store=store)
+        self.logs = LogTailers(
+            config.logs,
+            self.dispatcher,
+            store=store,
+            # lines no log binding matches are not dispatched (they would fire nothing)
+            wanted=lambda key: self.table.snapshot.mask_matches("log", key),
+        )
+        # Watched folders: refused files are reported through the outbox.
+        self.files = FileWatcher(
+            config.files, self.dispatcher.put, store, announce=self.outbox.announce
+        )
+        self.metrics = Metrics()
+        self.metrics.add(self._metric_families)
         self.web: WebServer | None = None
         if config.web.enabled:
             self.web = WebServer(
-                config.web, config.webhooks, store, self.dispatcher, health=self._health
+                config.web,
+                config.webhooks,
+                store,
+                self.dispatcher,
+                health=self._health,
+                metrics=self.metrics.render,
             )
         self._tasks: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
@@ -149,6 +171,103 @@ class App:
             casemapping=self.casemapping,
         )
         return _Who(user, self.casemapping) if user is not None else None
+
+    def _metric_families(self) -> list[Family]:
+        """Queues and counters for /metrics (read at scrape time)."""
+        d = self.dispatcher
+        fams = [
+            Family(
+                "masterchief_dispatch_queue_depth",
+                "Event chains waiting",
+                "gauge",
+                samples={(): d.queue.qsize()},
+            ),
+            Family(
+                "masterchief_dispatch_inflight",
+                "Chains running in tasks",
+                "gauge",
+                samples={(): d.inflight},
+            ),
+            Family(
+                "masterchief_dispatch_events",
+                "Dispatcher counters",
+                "counter",
+                ("outcome",),
+                {(k,): v for k, v in dataclasses.asdict(d.stats).items()},
+            ),
+            Family(
+                "masterchief_output_queue_depth",
+                "Lines waiting in the output queues",
+                "gauge",
+                ("queue",),
+                {(q,): n for q, n in self.output.depths().items()},
+            ),
+            Family(
+                "masterchief_output_lines",
+                "Output queue counters",
+                "counter",
+                ("outcome",),
+                {(k,): v for k, v in self.output.stats().items()},
+            ),
+            Family(
+                "masterchief_bindings",
+                "Bindings in the table",
+                "gauge",
+                samples={(): len(self.table)},
+            ),
+            Family(
+                "masterchief_users", "User records", "gauge", samples={(): len(self.users.all())}
+            ),
+        ]
+        if self.irc is not None:
+            fams.append(
+                Family(
+                    "masterchief_irc_connected",
+                    "1 when registered on IRC",
+                    "gauge",
+                    samples={(): float(self.irc.connected.is_set())},
+                )
+            )
+            fams.append(
+                Family(
+                    "masterchief_irc_connects",
+                    "Successful IRC registrations",
+                    "counter",
+                    samples={(): self.irc.connects},
+                )
+            )
+        outbox = getattr(self, "outbox", None)
+        if outbox is not None:
+            fams.append(
+                Family(
+                    "masterchief_outbox",
+                    "Outbox counters and depths",
+                    "gauge",
+                    ("what",),
+                    {(k,): v for k, v in outbox.stats().items()},
+                )
+            )
+        if self.web is not None:
+            counters = self.web.counters()
+            fams.append(
+                Family(
+                    "masterchief_webhook_deliveries",
+                    "Webhook requests by outcome",
+                    "counter",
+                    ("provider", "outcome"),
+                    {(p, o): n for p, c in counters.items() for o, n in c.items()},
+                )
+            )
+            fams.append(
+                Family(
+                    "masterchief_webhook_queue_depth",
+                    "Webhook backlog and in flight",
+                    "gauge",
+                    ("queue",),
+                    {(q,): n for q, n in self.web.depths().items()},
+                )
+            )
+        return fams
 
     def _health(self) -> dict[str, object]:
         """What /healthz shows besides the web server's own numbers."""
@@ -185,6 +304,8 @@ class App:
                 tg.create_task(self.scripts.watch(), name="scripts")
                 tg.create_task(self.outbox.run(), name="outbox")
                 tg.create_task(self.rest.run(), name="rest")
+                tg.create_task(self.logs.run(), name="logs")
+                tg.create_task(self.files.run(), name="files")  # stops its observer
                 if self.web is not None:
                     tg.create_task(self.web.run(), name="web")
                 if self.irc is not None:

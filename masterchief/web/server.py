@@ -143,6 +143,7 @@ class WebServer:
         dispatcher: Dispatcher,
         *,
         health: HealthInfo | None = None,
+        metrics: Callable[[], bytes] | None = None,
         clock: Callable[[], float] = time.time,
         max_backlog: int = MAX_BACKLOG,
     ) -> None:
@@ -157,6 +158,7 @@ class WebServer:
         self.port: int | None = None
         self.started = asyncio.Event()
         self._health = health
+        self._metrics = metrics
         self._clock = clock
         self._max_backlog = max_backlog
         self._limit = web_config.max_body_bytes
@@ -189,6 +191,7 @@ class WebServer:
         app.router.add_post("/webhooks/generic/{name}", self._on_generic)
         app.router.add_post("/webhooks/{provider}", self._on_provider)
         app.router.add_get("/healthz", self._on_healthz)
+        app.router.add_get("/metrics", self._on_metrics)
         return app
 
     async def run(self) -> None:
@@ -418,6 +421,13 @@ class WebServer:
             "webhook %s from %s rejected (%d): %s", provider, request.remote, rej.status, rej.reason
         )
         return _json(rej.status, {"error": rej.reason})
+
+    async def _on_metrics(self, _request: web.Request) -> web.Response:
+        if self._metrics is None:
+            return _json(404, {"error": "metrics are not enabled"})
+        return web.Response(
+            body=self._metrics(), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
 
     async def _on_healthz(self, _request: web.Request) -> web.Response:
         info = dict(self._health()) if self._health is not None else {}
