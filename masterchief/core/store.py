@@ -115,6 +115,42 @@ MIGRATIONS.append(
 )
 
 
+MIGRATIONS.append(
+    # Watched folders: the file ledger (seen -> dispatched -> done), keyed by content hash.
+    (
+        """CREATE TABLE file_ledger (
+            watch TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            dev INTEGER NOT NULL,
+            ino INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            state TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (watch, hash)
+        )""",
+        "CREATE INDEX file_ledger_identity ON file_ledger (watch, dev, ino, size, mtime_ns)",
+    )
+)
+
+MIGRATIONS.append(
+    # Tailed logs: the committed offset of each file, with the file's identity.
+    (
+        """CREATE TABLE log_offsets (
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            dev INTEGER NOT NULL,
+            ino INTEGER NOT NULL,
+            fingerprint BLOB NOT NULL,
+            offset INTEGER NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (name, path)
+        )""",
+    )
+)
+
+
 class StoreError(Exception):
     """The store could not be opened or used; the message names the file."""
 
@@ -592,3 +628,82 @@ class Store:
                     time.time(),
                 ),
             )
+
+    # --- watched-folder file ledger ----------------------------------------------
+
+    async def file_ledger_get(self, watch: str, content_hash: str) -> tuple[str, str] | None:
+        """``(state, path)`` of a file known by its content hash, or None."""
+        rows = await self._fetchall(
+            "SELECT state, path FROM file_ledger WHERE watch = ? AND hash = ?",
+            (watch, content_hash),
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    async def file_ledger_put(
+        self,
+        watch: str,
+        content_hash: str,
+        *,
+        dev: int,
+        ino: int,
+        size: int,
+        mtime_ns: int,
+        path: str,
+        state: str,
+    ) -> None:
+        """Insert or update a file's ledger row (identity, path and state)."""
+        async with self._transaction() as tx:
+            await tx.execute(
+                "INSERT INTO file_ledger"
+                " (watch, hash, dev, ino, size, mtime_ns, path, state, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (watch, hash) DO UPDATE SET dev = excluded.dev,"
+                " ino = excluded.ino, size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                " path = excluded.path, state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                (watch, content_hash, dev, ino, size, mtime_ns, path, state, time.time()),
+            )
+
+    async def file_ledger_counts(self, watch: str) -> dict[str, int]:
+        """How many ledger rows a watched folder has in each state."""
+        rows = await self._fetchall(
+            "SELECT state, COUNT(*) FROM file_ledger WHERE watch = ? GROUP BY state", (watch,)
+        )
+        return {str(state): int(n) for state, n in rows}
+
+    # --- tailed log offsets -----------------------------------------------------
+
+    async def log_offset_load(self, name: str, path: str) -> dict[str, Any] | None:
+        """A tailed file's committed offset and identity (dev, ino, fingerprint,
+        offset, updated_at), or None."""
+        rows = await self._fetchall(
+            "SELECT dev, ino, fingerprint, offset, updated_at FROM log_offsets"
+            " WHERE name = ? AND path = ?",
+            (name, path),
+        )
+        if not rows:
+            return None
+        keys = ("dev", "ino", "fingerprint", "offset", "updated_at")
+        return dict(zip(keys, rows[0], strict=True))
+
+    async def log_offset_save(
+        self, name: str, path: str, *, dev: int, ino: int, fingerprint: bytes, offset: int
+    ) -> None:
+        """Insert or replace a tailed file's committed offset."""
+        async with self._transaction() as tx:
+            await tx.execute(
+                "INSERT INTO log_offsets (name, path, dev, ino, fingerprint, offset, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name, path) DO UPDATE SET dev = excluded.dev,"
+                " ino = excluded.ino, fingerprint = excluded.fingerprint,"
+                " offset = excluded.offset, updated_at = excluded.updated_at",
+                (name, path, dev, ino, fingerprint, offset, time.time()),
+            )
+
+    async def log_offsets(self) -> list[dict[str, Any]]:
+        """Every stored log offset (for ``files status``)."""
+        rows = await self._fetchall(
+            "SELECT name, path, offset, updated_at FROM log_offsets ORDER BY name, path"
+        )
+        keys = ("name", "path", "offset", "updated_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]

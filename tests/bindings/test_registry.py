@@ -161,3 +161,50 @@ def test_mask_index_agrees_with_plain_matching() -> None:
         got = [b.handler for b in t.snapshot.match(Event(type="pubm", key=key))]
         want = [b.handler for b in t.binds("pubm") if mask_match(b.mask, key)]
         assert got == want, key
+
+
+@pytest.mark.parametrize(
+    ("mask", "key", "fires"),
+    [
+        ("/var/log/app.log", "/var/log/app.log any line at all", True),
+        ("/var/log/app.log", "/var/log/app.log ", True),  # an empty line
+        ("/var/log/app.log", "/var/log/other.log any line", False),
+        ("/var/log/*.log", "/var/log/other.log x", True),
+        ("/var/log/app.log *ERROR*", "/var/log/app.log 12:00 ERROR boom", True),
+        ("/var/log/app.log *ERROR*", "/var/log/app.log 12:00 INFO fine", False),
+        ("/var/log/app.log *ERROR*", "/var/log/b.log ERROR", False),
+    ],
+)
+def test_log_mask_without_space_matches_every_line(mask: str, key: str, fires: bool) -> None:
+    t = BindingTable()
+    t.bind("log", "-|-", mask, h1)
+    assert bool(t.snapshot.match(Event(type="log", key=key))) is fires
+
+
+def test_word_means_all_is_only_for_log() -> None:
+    t = BindingTable()
+    t.bind("pubm", "-|-", "#ops", h1)
+    assert not t.snapshot.match(Event(type="pubm", key="#ops hello"))
+
+
+def test_mask_matches_agrees_with_match() -> None:
+    """``Snapshot.mask_matches`` (the tailer's pre-filter, one regex over the
+    needles) says yes exactly when ``match`` finds a binding."""
+    import random
+
+    rng = random.Random(11)
+    words = ["/var/log/a.log", "/VAR/log/a.log", "ERROR", "error", "kw1", "a.b", "\u212a", "x"]
+    wild = ["*", "?", "%", "~", "\\*", ""]
+    checked = 0
+    for _ in range(300):
+        t = BindingTable()
+        for _ in range(rng.randint(1, 6)):
+            parts = [rng.choice(words + wild) for _ in range(rng.randint(1, 4))]
+            t.bind("log", "-|-", rng.choice(["", " "]).join(parts) or "*", h1)
+        for _ in range(30):
+            key = " ".join(rng.choice([*words, "zz", "k"]) for _ in range(rng.randint(1, 4)))
+            want = bool(t.snapshot.match(Event(type="log", key=key)))
+            assert t.snapshot.mask_matches("log", key) is want, key
+            checked += want
+    assert checked > 100  # the table produced matches, not only misses
+    assert not BindingTable().snapshot.mask_matches("log", "/x y")

@@ -1,0 +1,429 @@
+"""Watched folders: files dropped into a folder become ``file`` Events, once.
+
+How this works.  One watchdog ``Observer`` (its own thread) watches every
+configured folder; its callbacks only hand the path to the event loop with
+``loop.call_soon_threadsafe``.  At start every folder is scanned as well, for
+files that arrived while the bot was down.  A path waits in ``pending`` until
+its (size, mtime) has not changed for ``settle_s`` -- or until it is closed
+after writing (inotify close-write) -- and is then processed, one file at a
+time per folder:
+
+1. names ``.*``, ``*.tmp``, ``*.part``, the ``.quarantine``/``.processed``
+   folders and names matching no pattern are ignored;
+2. the file is opened safely (``fileparse.open_checked``) and read: a refused
+   or unparsable file is moved to ``<path>/.quarantine/`` with a
+   ``<name>.reason`` beside it, logged and reported once to the channels;
+3. the ledger (store table ``file_ledger``, keyed by content hash) decides:
+   ``done`` -> not dispatched again (the file is just moved/deleted);
+   ``dispatched`` found at start-up -> dispatched again once, as a redelivery;
+   otherwise -> ``seen``, then ``dispatched`` before the Event is queued;
+4. once every handler has finished (the dispatcher's ``on_done``) the row
+   becomes ``done`` and the file is moved to ``<path>/.processed/`` or deleted.
+
+A crash between 3 and 4 leaves ``dispatched`` and the file in place, so the
+next start dispatches it again with ``payload["redelivery"] = True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from watchdog.events import (
+    DirMovedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from ..bindings.event import Event
+from ..core.config import FilesConfig
+from ..core.store import Store
+from .fileparse import Refused, csv_header, detect_format, iter_csv, open_checked, read_limited
+from .fileparse import parse_document as _parse_document
+
+__all__ = ["FileWatcher", "WatchStats", "ignored_name"]
+
+log = logging.getLogger("masterchief.files")
+
+Announce = Callable[[str, str], Awaitable[None]]
+_SPECIAL_DIRS = (".quarantine", ".processed")
+
+
+def ignored_name(name: str) -> bool:
+    """Names never read: hidden files and partial writes (write-then-rename works)."""
+    return name.startswith(".") or name.endswith((".tmp", ".part"))
+
+
+@dataclass(slots=True)
+class WatchStats:
+    dispatched: int = 0
+    redelivered: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    sig: tuple[int, int] | None
+    since: float
+    closed: bool = False
+
+
+@dataclass(slots=True)
+class _Watch:
+    config: FilesConfig
+    root: Path
+    pending: dict[Path, _Pending] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: WatchStats = field(default_factory=WatchStats)
+    reported: set[str] = field(default_factory=set)
+
+    def wanted_dir(self, path: Path) -> bool:
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return False
+        if parts and not self.config.recursive:
+            return False
+        # ".." stays: such a path is examined and refused as outside the root.
+        return not any(p in _SPECIAL_DIRS or (p.startswith(".") and p != "..") for p in parts)
+
+    def wanted(self, path: Path) -> bool:
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            # Outside the root by name: still examined, so it is refused loudly.
+            return True
+        parts = rel.parts
+        if not parts or not self.wanted_dir(path.parent):
+            return False
+        name = parts[-1]
+        if ignored_name(name):
+            return False
+        return any(fnmatch.fnmatch(name, pat) for pat in self.config.patterns)
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs on the observer thread: only marshals paths into the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, owner: FileWatcher, watch: _Watch):
+        self._loop = loop
+        self._owner = owner
+        self._watch = watch
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        # Our own reads (opened, closed_no_write) and deletions say nothing new.
+        if event.event_type not in ("created", "modified", "moved", "closed"):
+            return
+        if event.is_directory and event.event_type not in ("created", "moved"):
+            return
+        closed = isinstance(event, FileClosedEvent)
+        paths = [event.src_path]
+        if isinstance(event, FileMovedEvent | DirMovedEvent):
+            paths = [event.dest_path]
+        for p in paths:
+            path = Path(os.fsdecode(p))
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(self._owner.notice, self._watch, path, closed)
+
+
+class FileWatcher:
+    """Every configured watched folder; ``await run()`` until cancelled."""
+
+    def __init__(
+        self,
+        configs: Sequence[FilesConfig],
+        submit: Callable[..., Awaitable[None]],
+        store: Store,
+        *,
+        announce: Announce | None = None,
+    ) -> None:
+        self._submit = submit
+        self._store = store
+        self._announce = announce
+        self.watches = [_Watch(c, c.path) for c in configs]
+        self._observer: Any = None
+
+    async def status(self) -> list[dict[str, Any]]:
+        """Each watched folder: pending, processed and quarantined counts (for ``!files``)."""
+        out: list[dict[str, Any]] = []
+        for w in self.watches:
+            ledger = await self._store.file_ledger_counts(w.config.name)
+            out.append(
+                {
+                    "name": w.config.name,
+                    "path": str(w.root),
+                    "pending": len(w.pending),
+                    "processed": ledger.get("done", 0),
+                    "in_flight": ledger.get("dispatched", 0),
+                    "quarantined": w.stats.quarantined,
+                    "duplicates": w.stats.duplicates,
+                    "redelivered": w.stats.redelivered,
+                }
+            )
+        return out
+
+    # -- intake (loop thread) -------------------------------------------------------
+
+    def notice(self, watch: _Watch, path: Path, closed: bool = False) -> None:
+        """A path changed (or appeared): (re)start its settle timer."""
+        if path.is_dir() and not path.is_symlink():
+            if path != watch.root and watch.wanted_dir(path):
+                self._scan_dir(watch, path)  # a folder moved in: its files are new
+            return
+        if not watch.wanted(path):
+            return
+        p = watch.pending.get(path)
+        if p is None:
+            watch.pending[path] = _Pending(None, time.monotonic(), closed)
+        elif closed:
+            p.closed = True
+        watch.wake.set()
+
+    def _scan_dir(self, watch: _Watch, top: Path) -> None:
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and watch.config.recursive]
+            for name in filenames:
+                self.notice(watch, Path(dirpath) / name)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if not self.watches:
+            return
+        loop = asyncio.get_running_loop()
+        observer = Observer()
+        for w in self.watches:
+            w.root.mkdir(parents=True, exist_ok=True)
+            w.root = w.root.resolve()
+            observer.schedule(_Handler(loop, self, w), str(w.root), recursive=w.config.recursive)
+        observer.start()
+        self._observer = observer
+        try:
+            for w in self.watches:
+                self._scan_dir(w, w.root)  # after start: nothing falls between
+            async with asyncio.TaskGroup() as tg:
+                for w in self.watches:
+                    tg.create_task(self._loop(w), name=f"files:{w.config.name}")
+        finally:
+            observer.stop()
+            await asyncio.shield(asyncio.to_thread(observer.join, 5.0))
+            self._observer = None
+
+    async def _loop(self, watch: _Watch) -> None:
+        settle = watch.config.settle_s
+        tick = max(0.02, min(settle / 4, 0.25))
+        while True:
+            if not watch.pending:
+                watch.wake.clear()
+                await watch.wake.wait()
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            ready: list[Path] = []
+            for path, p in list(watch.pending.items()):
+                sig = _signature(path)
+                if sig is None:
+                    del watch.pending[path]  # renamed away or deleted
+                    continue
+                if sig != p.sig:
+                    # Still changing; even after a close-write, wait one quiet tick.
+                    p.sig, p.since = sig, now
+                    continue
+                if p.closed or now - p.since >= settle:
+                    ready.append(path)
+            for path in ready:
+                watch.pending.pop(path, None)
+                try:
+                    await self.process(watch, path)
+                except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception:
+                    log.exception("files %s: failed on %s", watch.config.name, path)
+
+    # -- one file ------------------------------------------------------------------------
+
+    async def process(self, watch: _Watch, path: Path) -> None:
+        """Check, parse, dedupe and dispatch one settled file."""
+        cfg = watch.config
+        fmt = detect_format(path.name)
+        try:
+            if fmt is None:
+                raise Refused("unknown file format")
+            fh, st = await asyncio.to_thread(open_checked, path, watch.root, cfg.max_bytes)
+        except Refused as exc:
+            await self._quarantine(watch, path, exc)
+            return
+        keep_open = False
+        try:
+            try:
+                digest, content = await asyncio.to_thread(_read, fh, fmt, cfg.max_bytes)
+            except Refused as exc:
+                await self._quarantine(watch, path, exc)
+                return
+            known = await self._store.file_ledger_get(cfg.name, digest)
+            state = known[0] if known else None
+            if state == "done":
+                watch.stats.duplicates += 1
+                log.info("files %s: %s already processed; not dispatched again", cfg.name, path)
+                await asyncio.to_thread(self._after, watch, path)
+                return
+            redelivery = state == "dispatched"
+
+            async def record(state: str) -> None:
+                await self._store.file_ledger_put(
+                    cfg.name,
+                    digest,
+                    dev=st.st_dev,
+                    ino=st.st_ino,
+                    size=st.st_size,
+                    mtime_ns=st.st_mtime_ns,
+                    path=str(path),
+                    state=state,
+                )
+
+            if state is None:
+                await record("seen")
+            if fmt == "csv":
+                fh.seek(0)
+                content = iter_csv(fh, cfg.max_bytes)
+            payload = {
+                "path": str(path),
+                "name": path.name,
+                "size": st.st_size,
+                "format": fmt,
+                "content": content,
+                "redelivery": redelivery,
+                "watch": cfg.name,
+                "hash": digest,
+            }
+            ev = Event(type="file", key=str(path), payload=payload, source="files")
+            await record("dispatched")
+            loop = asyncio.get_running_loop()
+            finished: asyncio.Future[None] = loop.create_future()
+
+            def on_done() -> None:
+                if not finished.done():
+                    finished.set_result(None)
+
+            keep_open = True
+            try:
+                await self._submit(ev, on_done=on_done)
+                await finished
+            finally:
+                fh.close()
+            await record("done")
+            watch.stats.dispatched += 1
+            if redelivery:
+                watch.stats.redelivered += 1
+            await asyncio.to_thread(self._after, watch, path)
+        finally:
+            if not keep_open:
+                fh.close()
+
+    @staticmethod
+    def _after(watch: _Watch, path: Path) -> None:
+        if watch.config.after == "delete":
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        _move_into(watch.root / ".processed", watch.root, path)
+
+    async def _quarantine(self, watch: _Watch, path: Path, exc: Refused) -> None:
+        cfg = watch.config
+        watch.stats.quarantined += 1
+        log.warning("files %s: refused %s: %s", cfg.name, path, exc)
+        try:
+            await asyncio.to_thread(_quarantine_file, watch.root, path, exc.reason)
+        except OSError as err:
+            log.error("files %s: cannot quarantine %s: %s", cfg.name, path, err)
+        key = f"{path}:{exc.reason}"
+        if key in watch.reported or self._announce is None:
+            return
+        watch.reported.add(key)
+        text = f"files/{cfg.name}: refused {path.name!r} ({exc.reason}); moved to .quarantine"
+        for channel in cfg.channels:
+            try:
+                await self._announce(channel, text)
+            except Exception:
+                log.exception("files %s: cannot report to %s", cfg.name, channel)
+
+
+def _read(fh: IO[bytes], fmt: str, max_bytes: int) -> tuple[str, Any]:
+    """Hash the file and parse it (CSV: only its header; rows stream later)."""
+    if fmt == "csv":
+        h = hashlib.sha256()
+        first = b""
+        left = max_bytes
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            left -= len(chunk)
+            if left < 0:
+                raise Refused("over the size limit", "grew past max_bytes")
+            if not first:
+                first = chunk
+            h.update(chunk)
+        csv_header(first)
+        return h.hexdigest(), None
+    data = read_limited(fh, max_bytes)
+    return hashlib.sha256(data).hexdigest(), _parse_document(fmt, data)
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    """(size, mtime) of a path (a link's own), or None when it is gone."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _unique(target: Path) -> Path:
+    if not os.path.lexists(target):
+        return target
+    stem, suffix = target.stem, target.suffix
+    for n in range(1, 10_000):
+        alt = target.with_name(f"{stem}.{n}{suffix}")
+        if not os.path.lexists(alt):
+            return alt
+    return target.with_name(f"{stem}.{time.time_ns()}{suffix}")
+
+
+def _move_into(folder: Path, root: Path, path: Path) -> Path:
+    """Move ``path`` (a link is moved, never followed) into ``folder``, keeping
+    its place below ``root`` when it is below it."""
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        rel = Path(path.name)
+    target = _unique(folder / rel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(path, target)
+    return target
+
+
+def _quarantine_file(root: Path, path: Path, reason: str) -> None:
+    folder = root / ".quarantine"
+    if os.path.lexists(path):
+        # Lexical checks are fooled by "..": resolve the folder (not a final link).
+        if path.parent.resolve().is_relative_to(root):
+            path = path.parent.resolve() / path.name
+            target = _move_into(folder, root, path)
+        else:
+            # Never move a file that is not ours; record why it was refused.
+            folder.mkdir(parents=True, exist_ok=True)
+            target = _unique(folder / path.name)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        target = _unique(folder / path.name)
+    target.with_name(target.name + ".reason").write_text(reason + "\n", encoding="utf-8")
