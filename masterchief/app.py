@@ -34,6 +34,7 @@ from .core.secrets import install_log_redaction
 from .core.store import Store
 from .ingestion.files import FileWatcher
 from .ingestion.rest import RestPollers
+from .ingestion.status import LogRates
 from .ingestion.tail import LogTailers
 from .web import announce
 from .web.metrics import Family, Metrics
@@ -132,6 +133,7 @@ class App:
         self.files = FileWatcher(
             config.files, self.dispatcher.put, store, announce=self.outbox.announce
         )
+        self.log_rates = LogRates()  # for !files
         self.metrics = Metrics()
         self.metrics.add(self._metric_families)
         self.web: WebServer | None = None

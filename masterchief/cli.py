@@ -111,6 +111,29 @@ def run(config_dir: Path, env: str) -> None:
 
 
 @main.group()
+def files() -> None:
+    """Watched folders and tailed logs: files status."""
+
+
+@files.command("status")
+@_config_options
+def files_status(config_dir: Path, env: str) -> None:
+    """Each watched folder (pending, processed, quarantined) and tailed log (file, offset)."""
+    config = _load(config_dir, env)
+    from masterchief.ingestion.status import folder_rows, format_status, log_rows
+
+    async def report() -> list[str]:
+        store = await Store.open(config.store.path)
+        try:
+            return format_status(await folder_rows(config, store), await log_rows(store))
+        finally:
+            await store.close()
+
+    for line in asyncio.run(report()):
+        click.echo(line)
+
+
+@main.group()
 def user() -> None:
     """Manage users: user add | user list | user chattr."""
 

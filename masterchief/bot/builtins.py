@@ -183,6 +183,16 @@ async def cmd_chattr(app: App, ev: Event) -> None:
         ev.reply(f"{rec.handle}: global +{rec.flags or '-'}")
 
 
+async def cmd_files(app: App, ev: Event) -> None:
+    from ..ingestion.status import folder_rows, format_status, log_rows
+
+    live = app.logs.status() if getattr(app, "logs", None) is not None else None
+    folders = await folder_rows(app.config, app.store)
+    logs = await log_rows(app.store, live, app.log_rates)
+    for line in format_status(folders, logs)[:20]:
+        _tell(app, ev, line)
+
+
 BUILTINS: tuple[Command, ...] = (
     Command("help", "-|-", "[command]", "list the commands you may use", cmd_help),
     Command("whoami", "-|-", "", "show which user record you match", cmd_whoami),
@@ -193,6 +203,7 @@ BUILTINS: tuple[Command, ...] = (
         "adduser", "m|m", "HANDLE NICK", "add a user by their account or hostmask", cmd_adduser
     ),
     Command("chattr", "m|m", "HANDLE FLAGS [#chan]", "change a user's flags", cmd_chattr),
+    Command("files", "o|o", "", "watched folders and tailed logs", cmd_files),
 )
 BUILTIN_HELP = {c.name: c for c in BUILTINS}
 

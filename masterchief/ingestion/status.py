@@ -1,0 +1,122 @@
+"""``masterchief files status`` and ``!files``: watched folders and tailed logs.
+
+Folders: files waiting (matching the patterns, not yet handled), processed
+(the ledger's done rows) and quarantined (files in ``.quarantine/``).  Logs:
+each tailed file with its committed offset, its size and, in the running
+bot, lines per second since the previous ``!files`` (or since start).  The
+offline command reads the same store and folders the bot uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..core.config import Config, FilesConfig
+from ..core.store import Store
+from .files import ignored_name
+
+__all__ = ["LogRates", "folder_rows", "format_status", "log_rows"]
+
+_SPECIAL = (".quarantine", ".processed")
+
+
+def _pending_on_disk(cfg: FilesConfig) -> int:
+    root = cfg.path
+    if not root.is_dir():
+        return 0
+    n = 0
+    for _dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _SPECIAL and not d.startswith(".")]
+        if not cfg.recursive:
+            dirnames[:] = []
+        for name in filenames:
+            if ignored_name(name):
+                continue
+            if any(fnmatch.fnmatch(name, pat) for pat in cfg.patterns):
+                n += 1
+    return n
+
+
+def _quarantined(cfg: FilesConfig) -> int:
+    folder = cfg.path / ".quarantine"
+    if not folder.is_dir():
+        return 0
+    return sum(1 for p in folder.iterdir() if not p.name.endswith(".reason"))
+
+
+async def folder_rows(config: Config, store: Store) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for cfg in config.files:
+        ledger = await store.file_ledger_counts(cfg.name)
+        rows.append(
+            {
+                "name": cfg.name,
+                "path": str(cfg.path),
+                "pending": await asyncio.to_thread(_pending_on_disk, cfg),
+                "processed": ledger.get("done", 0),
+                "in_flight": ledger.get("dispatched", 0),
+                "quarantined": await asyncio.to_thread(_quarantined, cfg),
+            }
+        )
+    return rows
+
+
+def _size(path: str) -> int | None:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return None
+
+
+class LogRates:
+    """Lines per second per tailed file, between two looks (or since creation)."""
+
+    def __init__(self) -> None:
+        self._since = time.monotonic()
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def rate(self, path: str, lines: int) -> float:
+        now = time.monotonic()
+        then, before = self._last.get(path, (self._since, 0))
+        self._last[path] = (now, lines)
+        return (lines - before) / max(now - then, 1e-3)
+
+
+async def log_rows(
+    store: Store, live: Iterable[dict[str, Any]] | None = None, rates: LogRates | None = None
+) -> list[dict[str, Any]]:
+    """Stored offsets, overlaid with the running tailers' view when given."""
+    rows = {(r["name"], r["path"]): dict(r) for r in await store.log_offsets()}
+    for st in live or ():
+        key = (st["name"], st["path"])
+        row = rows.setdefault(key, {"name": st["name"], "path": st["path"]})
+        row["offset"] = st.get("committed") if st.get("committed") is not None else st["offset"]
+        row["lines"] = st.get("lines", 0)
+        if rates is not None:
+            row["lines_per_s"] = rates.rate(str(st["path"]), int(st.get("lines", 0)))
+    for row in rows.values():
+        row["size"] = await asyncio.to_thread(_size, str(row["path"]))
+    return sorted(rows.values(), key=lambda r: (r["name"], r["path"]))
+
+
+def format_status(folders: list[dict[str, Any]], logs: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    if not folders and not logs:
+        return ["no watched folders or tailed logs configured"]
+    for f in folders:
+        out.append(
+            f"folder {f['name']} ({f['path']}): {f['pending']} pending, "
+            f"{f['processed']} processed, {f['in_flight']} in flight, "
+            f"{f['quarantined']} quarantined"
+        )
+    for lg in logs:
+        size = "gone" if lg.get("size") is None else f"{lg['size']} bytes"
+        rate = f", {lg['lines_per_s']:.1f} lines/s" if "lines_per_s" in lg else ""
+        out.append(f"log {lg['name']} {lg['path']}: offset {lg.get('offset')} of {size}{rate}")
+    return out
