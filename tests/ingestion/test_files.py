@@ -455,3 +455,17 @@ async def test_killed_process_redelivers_once_after_restart(tmp_path: Path) -> N
         await wait_until(lambda: processed(rig, "job.json"), 10)
         assert [e.payload["redelivery"] for e in rig.events] == [True]
         assert rig.contents == [{"job": 9}]
+
+
+async def test_200_mb_file_over_the_default_limit_is_quarantined_unread(tmp_path: Path) -> None:
+    """The issue's case as stated: 200 MB against the default max_bytes (100 MiB).
+    The file is sparse, so the test writes almost nothing to disk."""
+    async with watching(tmp_path, max_bytes=104_857_600) as rig:
+        big = rig.root / "export.json.part"
+        with big.open("wb") as fh:
+            fh.truncate(200 * 1024 * 1024)
+        big.rename(rig.root / "export.json")
+        await wait_until(lambda: quarantined(rig, "export.json"), 10)
+        assert rig.events == []
+        reason = (rig.root / ".quarantine" / "export.json.reason").read_text()
+        assert "larger than" in reason or "too large" in reason or "limit" in reason, reason
