@@ -33,7 +33,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -113,6 +113,27 @@ class _Watch:
         if ignored_name(name):
             return False
         return any(fnmatch.fnmatch(name, pat) for pat in self.config.patterns)
+
+
+class _TrackedRows:
+    """A CSV row iterator that remembers the ``Refused`` it raised, if any."""
+
+    def __init__(self, rows: Iterator[dict[str, str]]) -> None:
+        self._rows = rows
+        self.count = 0
+        self.error: Refused | None = None
+
+    def __iter__(self) -> _TrackedRows:
+        return self
+
+    def __next__(self) -> dict[str, str]:
+        try:
+            row = next(self._rows)
+        except Refused as exc:
+            self.error = exc
+            raise
+        self.count += 1
+        return row
 
 
 class _Handler(FileSystemEventHandler):
@@ -295,9 +316,10 @@ class FileWatcher:
 
             if state is None:
                 await record("seen")
+            rows: _TrackedRows | None = None
             if fmt == "csv":
                 fh.seek(0)
-                content = iter_csv(fh, cfg.max_bytes)
+                content = rows = _TrackedRows(iter_csv(fh, cfg.max_bytes))
             payload = {
                 "path": str(path),
                 "name": path.name,
@@ -327,6 +349,14 @@ class FileWatcher:
             watch.stats.dispatched += 1
             if redelivery:
                 watch.stats.redelivered += 1
+            if rows is not None and rows.error is not None:
+                # broken past the header: the handler saw the rows before the
+                # fault; the file itself goes to quarantine, not .processed
+                err = rows.error
+                await self._quarantine(
+                    watch, path, Refused(f"{err.reason} (after {rows.count} rows)", err.detail)
+                )
+                return
             await asyncio.to_thread(self._after, watch, path)
         finally:
             if not keep_open:

@@ -469,3 +469,17 @@ async def test_200_mb_file_over_the_default_limit_is_quarantined_unread(tmp_path
         assert rig.events == []
         reason = (rig.root / ".quarantine" / "export.json.reason").read_text()
         assert "larger than" in reason or "too large" in reason or "limit" in reason, reason
+
+
+async def test_csv_broken_past_the_header_is_quarantined_after_its_rows(tmp_path: Path) -> None:
+    from masterchief.ingestion.fileparse import CSV_FIELD_LIMIT
+
+    async with watching(tmp_path) as rig:
+        body = "host,state\nweb-1,up\nweb-2,up\nweb-3," + "x" * (CSV_FIELD_LIMIT + 10) + "\n"
+        (rig.root / "hosts.csv.part").write_text(body)
+        (rig.root / "hosts.csv.part").rename(rig.root / "hosts.csv")
+        await wait_until(lambda: quarantined(rig, "hosts.csv"), 10)
+        assert rig.contents == [] or all(len(c) <= 2 for c in rig.contents)
+        reason = (rig.root / ".quarantine" / "hosts.csv.reason").read_text()
+        assert "after 2 rows" in reason
+        assert not (rig.root / ".processed" / "hosts.csv").exists()
