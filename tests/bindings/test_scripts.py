@@ -115,7 +115,8 @@ async def spawn(ev):
     assert len(tasks) == 2 and not any(t.done() for t in tasks)
     write(d / "bg.py", "x = 1\n")  # reload: the old version's tasks are cancelled
     mgr.scan_changes()
-    await asyncio.sleep(0)
+    # wait for the tasks to finish (with a deadline); they must end cancelled
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
     assert all(t.cancelled() for t in tasks)
     worker.cancel()
     await asyncio.gather(worker, return_exceptions=True)
