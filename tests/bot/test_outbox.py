@@ -470,7 +470,7 @@ async def test_a_summary_fits_the_line_with_its_delayed_marker(store: Store) -> 
         await announce_alert(rig.outbox, "HighCPU", f"host-{i * 7}.eu-west-1.compute.internal")
     rig.wall.advance(600)
     lines = await rig.deliver_all()
-    assert 1 <= len(lines) <= 10
+    assert 0 < len(lines) <= 10
     prefix = len(b":mc!bot@example.org ")
     for line in lines:
         assert len(line.encode()) + prefix + 2 <= 512

@@ -3,10 +3,7 @@ the real bot and the real InspIRCd."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +12,14 @@ import aiohttp
 import masterchief
 from masterchief.bindings import Event
 from tests.harness import running_bot
+from tests.web.signing import github_headers
 
 SECRET = "e2e-github-secret"
 PUSH = Path(__file__).parent / "payloads" / "github_push.json"
 
 
 def signed(body: bytes) -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": "push",
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": "sha256="
-        + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
-    }
+    return github_headers(SECRET, body)
 
 
 def on_push(ev: Event) -> None:

@@ -5,30 +5,22 @@ delayed marker, through intake, formatter and outbox."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from tests.harness import running_bot, wait_until
+from tests.web.signing import github_headers
 
 SECRET = "outage-secret"
 PUSH = Path(__file__).parent / "payloads" / "github_push.json"
 
 
 def signed(body: bytes) -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": "push",
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": "sha256="
-        + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
-    }
+    return github_headers(SECRET, body)
 
 
 async def test_twenty_webhooks_while_the_ircd_is_down_arrive_in_order_marked_delayed(
