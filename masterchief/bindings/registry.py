@@ -287,10 +287,11 @@ class _MaskIndex:
 class Snapshot:
     """An immutable view of the table, built for fast matching."""
 
-    __slots__ = ("_all", "_exact", "_masks", "_scan")
+    __slots__ = ("_all", "_exact", "_masks", "_scan", "_types")
 
     def __init__(self, bindings: tuple[Binding, ...]) -> None:
         self._all = bindings
+        self._types = frozenset(b.type for b in bindings)
         exact: dict[tuple[str, str], list[Binding]] = {}
         scan: dict[str, list[Binding]] = {}
         for b in sorted(bindings, key=_priority):
@@ -313,7 +314,7 @@ class Snapshot:
         return iter(self._all)
 
     def has_type(self, type_: str) -> bool:
-        return type_ in self._scan or any(t == type_ for t, _ in self._exact)
+        return type_ in self._types
 
     def mask_matches(self, type_: str, key: str) -> bool:
         """Whether a MASK binding of ``type_`` matches ``key``, flags not checked

@@ -588,7 +588,7 @@ class IrcBot:
         nick, uhost = split_source(message.source)
         submit = self.dispatcher.submit
         snap = self.dispatcher.table.snapshot
-        if snap.has_type("raw"):
+        if snap.mask_matches("raw", cmd):  # only lines some raw binding wants
             submit(
                 Event(
                     type="raw",
