@@ -105,7 +105,7 @@ class App:
         self.output = OutputQueue(
             burst=out.burst, rate=out.rate, max_queue=out.max_queue, recvq=out.recvq
         )
-        self.irc: IrcBot | None = IrcBot(irc_settings(config), self.dispatcher, self.output)
+        self.irc = IrcBot(irc_settings(config), self.dispatcher, self.output)
         # Durable announcements (webhooks, scripts): fed to IRC while connected.
         self.outbox = Outbox(
             store,
@@ -116,7 +116,7 @@ class App:
             max_backlog_s=out.max_backlog_s,
         )
         # The server's echo of our own lines confirms announcements (echo-message).
-        echo = self.outbox.echo_handler(lambda: self.irc.nickname if self.irc else None)
+        echo = self.outbox.echo_handler(lambda: self.irc.nickname)
         self.table.bind("raw", "-", "PRIVMSG", echo, owner="builtin:outbox")
         masterchief.set_table(self.table, self.output.privmsg)
         self.scripts = ScriptManager(self.table, list(config.bot.scripts))
@@ -146,7 +146,6 @@ class App:
                 health=self._health,
                 metrics=self.metrics.render,
             )
-        self._tasks: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
 
     @classmethod
@@ -159,17 +158,16 @@ class App:
 
     @property
     def casemapping(self) -> str:
-        return self.irc.casemapping if self.irc else "rfc1459"
+        return self.irc.casemapping
 
     def resolve(self, ev: Event) -> Principal | None:
         if ev.nick is None and ev.account is None:
             return None
-        irc = self.irc
         user = self.users.match(
             ev.nick,
             ev.uhost,
             ev.account,
-            accounts_available=irc.accounts_available if irc else False,
+            accounts_available=self.irc.accounts_available,
             casemapping=self.casemapping,
         )
         return _Who(user, self.casemapping) if user is not None else None
@@ -221,34 +219,31 @@ class App:
                 "masterchief_users", "User records", "gauge", samples={(): len(self.users.all())}
             ),
         ]
-        if self.irc is not None:
-            fams.append(
-                Family(
-                    "masterchief_irc_connected",
-                    "1 when registered on IRC",
-                    "gauge",
-                    samples={(): float(self.irc.connected.is_set())},
-                )
+        fams.append(
+            Family(
+                "masterchief_irc_connected",
+                "1 when registered on IRC",
+                "gauge",
+                samples={(): float(self.irc.connected.is_set())},
             )
-            fams.append(
-                Family(
-                    "masterchief_irc_connects",
-                    "Successful IRC registrations",
-                    "counter",
-                    samples={(): self.irc.connects},
-                )
+        )
+        fams.append(
+            Family(
+                "masterchief_irc_connects",
+                "Successful IRC registrations",
+                "counter",
+                samples={(): self.irc.connects},
             )
-        outbox = getattr(self, "outbox", None)
-        if outbox is not None:
-            fams.append(
-                Family(
-                    "masterchief_outbox",
-                    "Outbox counters and depths",
-                    "gauge",
-                    ("what",),
-                    {(k,): v for k, v in outbox.stats().items()},
-                )
+        )
+        fams.append(
+            Family(
+                "masterchief_outbox",
+                "Outbox counters and depths",
+                "gauge",
+                ("what",),
+                {(k,): v for k, v in self.outbox.stats().items()},
             )
+        )
         if self.web is not None:
             counters = self.web.counters()
             fams.append(
@@ -273,9 +268,8 @@ class App:
 
     def _health(self) -> dict[str, object]:
         """What /healthz shows besides the web server's own numbers."""
-        irc = self.irc
         return {
-            "irc_connected": irc is not None and irc.connected.is_set(),
+            "irc_connected": self.irc.connected.is_set(),
             "queues": {"output": sum(self.output.depths().values())},
         }
 
@@ -300,7 +294,6 @@ class App:
             (log.info if r.ok else log.error)("%s", r)
         try:
             async with asyncio.TaskGroup() as tg:
-                self._tasks = tg
                 tg.create_task(self.dispatcher.run(), name="dispatcher")
                 tg.create_task(self.clock.run(), name="clock")
                 tg.create_task(self.scripts.watch(), name="scripts")
@@ -310,11 +303,9 @@ class App:
                 tg.create_task(self.files.run(), name="files")  # stops its observer
                 if self.web is not None:
                     tg.create_task(self.web.run(), name="web")
-                if self.irc is not None:
-                    tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group
+                tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group
                 await self._stop.wait()
-                if self.irc is not None:
-                    await self.irc.shutdown()
+                await self.irc.shutdown()  # closes the socket so the irc task ends
                 raise _Stopped
         except* _Stopped:
             pass
@@ -322,8 +313,7 @@ class App:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        if self.irc is not None:
-            await self.irc.shutdown()
+        await self.irc.shutdown()  # idempotent; here for the error path
         await self.store.close()
 
 

@@ -186,7 +186,7 @@ async def cmd_chattr(app: App, ev: Event) -> None:
 async def cmd_files(app: App, ev: Event) -> None:
     from ..ingestion.status import folder_rows, format_status, log_rows
 
-    live = app.logs.status() if getattr(app, "logs", None) is not None else None
+    live = app.logs.status()
     folders = await folder_rows(app.config, app.store)
     logs = await log_rows(app.store, live, app.log_rates)
     for line in format_status(folders, logs)[:20]:
