@@ -95,7 +95,6 @@ class Dispatcher:
         self.stats = DispatchStats()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max_inflight)
-        self._async_cache: dict[object, bool] = {}
         self._pending = 0  # chains queued or running
         self._idle = asyncio.Event()
         self._idle.set()
@@ -163,19 +162,6 @@ class Dispatcher:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _is_async(self, handler: object) -> bool:
-        try:
-            return self._async_cache[handler]
-        except KeyError:
-            target = inspect.unwrap(handler)  # type: ignore[arg-type]
-            if not inspect.isfunction(target) and not inspect.ismethod(target):
-                target = getattr(target, "__call__", target)  # noqa: B004
-            result = inspect.iscoroutinefunction(target)
-            self._async_cache[handler] = result
-            return result
-        except TypeError:  # unhashable callable
-            return True
-
     @staticmethod
     def _finish(on_done: Done) -> None:
         if on_done is not None:
@@ -198,7 +184,7 @@ class Dispatcher:
         who = self.resolver(chain[0])
         if who is not None:
             staged = [(dataclasses.replace(ev, handle=who.handle), bs) for ev, bs in staged]
-        if all(not self._is_async(b.handler) for _, bs in staged for b in bs):
+        if not any(b.is_async for _, bs in staged for b in bs):
             self._run_sync(staged, who)
             return False
         await self._slots.acquire()

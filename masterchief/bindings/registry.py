@@ -28,6 +28,8 @@ succeeds are they swapped in for the owner's old ones in one step
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 import itertools
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -147,6 +149,7 @@ class Binding:
     owner: str
     seq: int = field(default_factory=lambda: next(_seq))
     hits: int = 0
+    is_async: bool = False  # decided once here, not per dispatch
 
     @property
     def builtin(self) -> bool:
@@ -166,6 +169,17 @@ class Binding:
             and self.flags == FlagMask.parse(flags)
             and self.handler == handler
         )
+
+
+def _returns_awaitable(handler: Handler) -> bool:
+    """Whether calling ``handler`` gives a coroutine (async def, also behind
+    functools.wraps/partial or an object's ``async def __call__``)."""
+    target: Any = inspect.unwrap(handler)
+    if isinstance(target, functools.partial):
+        target = target.func
+    if not inspect.isfunction(target) and not inspect.ismethod(target):
+        target = getattr(target, "__call__", target)  # noqa: B004
+    return inspect.iscoroutinefunction(target)
 
 
 def _priority(b: Binding) -> tuple[int, int]:
@@ -391,7 +405,7 @@ class BindingTable:
             len(mask.split()) != 5 or not croniter.is_valid(mask)
         ):
             raise BindError(f"{type_} bindings need a 5-field cron expression, not {mask!r}")
-        return Binding(type_, fm, mask, handler, owner)
+        return Binding(type_, fm, mask, handler, owner, is_async=_returns_awaitable(handler))
 
     @overload
     def bind(
