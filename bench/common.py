@@ -221,6 +221,23 @@ class BotProcess(Daemon):
 # --------------------------------------------------------------------------- the client
 
 
+async def teardown(
+    clients: list[BenchClient], bots: list[BotProcess], ircd: Daemon, tmp: Path, keep: bool
+) -> None:
+    """Close clients, kill bots and the ircd, remove (or keep) the work folder."""
+    for c in clients:
+        with contextlib.suppress(Exception):
+            await c.close()
+    for b in bots:
+        with contextlib.suppress(Exception):
+            b.kill()
+    ircd.kill()
+    if keep:
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @dataclass(slots=True)
 class Line:
     """A received line: arrival time (perf_counter_ns) and its parsed pieces."""

@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import shutil
 import statistics
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BenchClient, BotProcess, Line, machine, percentile
+from bench.common import BenchClient, BotProcess, Line, machine, percentile, teardown
 from tests.servers import InspIRCd
 
 CHANNEL = "#flood"
@@ -276,17 +275,7 @@ async def main_async(args: argparse.Namespace) -> int:
             ok = ok and passed
         print("\n".join(report))
     finally:
-        for c in clients:
-            with contextlib.suppress(Exception):
-                await c.close()
-        if bot is not None:
-            with contextlib.suppress(Exception):
-                bot.kill()
-        ircd.kill()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        await teardown(clients, [bot] if bot is not None else [], ircd, tmp, args.keep)
     return 0 if ok else 1
 
 

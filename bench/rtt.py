@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,6 +55,7 @@ from bench.common import (
     machine,
     percentile,
     tcp_counter,
+    teardown,
 )
 from tests.servers import InspIRCd
 
@@ -362,17 +361,7 @@ async def main_async(args: argparse.Namespace) -> int:
             ok = ok and passed
         print("\n".join(report))
     finally:
-        for c in clients:
-            with contextlib.suppress(Exception):
-                await c.close()
-        for b in bots:
-            with contextlib.suppress(Exception):
-                b.kill()
-        ircd.kill()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        await teardown(clients, bots, ircd, tmp, args.keep)
     return 0 if ok else 1
 
 
