@@ -241,6 +241,9 @@ async def test_every_format_and_move_after(tmp_path: Path) -> None:
         assert ev.payload["redelivery"] is False and ev.payload["watch"] == "inbox"
         await wait_until(lambda: processed(rig, "a.json") and processed(rig, "sub/c.xml"), 5)
         assert (rig.root / "notes.txt").exists()
+        # a file is counted once its ledger row is done, just after its handlers ran:
+        # wait for the count (with a deadline) rather than read it at once
+        await wait_until(lambda: rig.watcher.watches[0].stats.dispatched == 4, 5)
         assert rig.watcher.watches[0].stats.dispatched == 4
 
 
