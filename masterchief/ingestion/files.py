@@ -456,4 +456,8 @@ def _quarantine_file(root: Path, path: Path, reason: str) -> None:
     else:
         folder.mkdir(parents=True, exist_ok=True)
         target = _unique(folder / path.name)
-    target.with_name(target.name + ".reason").write_text(reason + "\n", encoding="utf-8")
+    # Written aside and renamed, so a reader never sees an empty reason file.
+    reason_file = target.with_name(target.name + ".reason")
+    partial = target.with_name("." + target.name + ".reason.part")
+    partial.write_text(reason + "\n", encoding="utf-8")
+    os.replace(partial, reason_file)
