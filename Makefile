@@ -15,7 +15,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-APT_PACKAGES := inspircd atheme-services gnutls-bin
+APT_PACKAGES := inspircd atheme-services gnutls-bin python3-apt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv deps run lint test bench clean

@@ -51,6 +51,8 @@ __all__ = [
     "ChannelConfig",
     "Config",
     "ConfigError",
+    "DeployConfig",
+    "EventsConfig",
     "FilesConfig",
     "GenericHook",
     "GithubHook",
@@ -66,6 +68,7 @@ __all__ = [
     "SaslConfig",
     "SecretValue",
     "StoreConfig",
+    "VaultConfig",
     "WebConfig",
     "WebhooksConfig",
     "build_config",
@@ -436,6 +439,44 @@ class LogConfig(_Model):
         return self
 
 
+# --- deploy modules, event log, vault (issue 5) ------------------------------------
+
+
+class DeployConfig(_Model):
+    """Deploy modules and jobs.  ``modules`` are searched recursively for
+    ``module.yaml``; ``channels`` also get every job's progress."""
+
+    modules: tuple[Path, ...] = (Path("modules"),)
+    work_dir: Path = Path("var/jobs")
+    channels: tuple[str, ...] = ()
+    progress_interval_s: float = Field(default=5.0, ge=0.5)
+    kill_grace_s: float = Field(default=10.0, gt=0)
+    max_output_line_bytes: int = Field(default=4096, ge=256)
+    tail_lines: int = Field(default=50, ge=10, le=10_000)
+
+    @field_validator("channels")
+    @classmethod
+    def _check_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for chan in value:
+            if not _CHANNEL.fullmatch(chan):
+                raise ValueError(f"{chan!r} is not a channel name")
+        return value
+
+
+class EventsConfig(_Model):
+    """The event log: what happened, for audit and replay."""
+
+    enabled: bool = True
+    retention_days: float = Field(default=30.0, gt=0)
+    max_payload_bytes: int = Field(default=65_536, ge=1024)
+
+
+class VaultConfig(_Model):
+    """Azure Key Vault for ``${vault:name}`` references (``masterchief[azure]``)."""
+
+    url: str | None = Field(default=None, pattern=r"^https://\S+$")
+
+
 _RESERVED = ("project_dir", "config_dir", "env")
 
 
@@ -452,6 +493,9 @@ class Config(_Model):
     outbox: OutboxConfig = OutboxConfig()
     files: tuple[FilesConfig, ...] = ()
     logs: tuple[LogConfig, ...] = ()
+    deploy: DeployConfig = DeployConfig()
+    events: EventsConfig = EventsConfig()
+    vault: VaultConfig = VaultConfig()
     project_dir: Path = Path()
     config_dir: Path = Path("config")
     env: str = "dev"
@@ -685,8 +729,21 @@ def _absolute_paths(config: Config, base: Path) -> Config:
     store = config.store.model_copy(update={"path": fix(config.store.path)})
     files = tuple(f.model_copy(update={"path": fix(f.path)}) for f in config.files)
     logs = tuple(lg.model_copy(update={"path": fix(lg.path)}) for lg in config.logs)
+    deploy = config.deploy.model_copy(
+        update={
+            "modules": tuple(fix(p) for p in config.deploy.modules),
+            "work_dir": fix(config.deploy.work_dir),
+        }
+    )
     return config.model_copy(
-        update={"irc": irc, "bot": bot, "store": store, "files": files, "logs": logs}
+        update={
+            "irc": irc,
+            "bot": bot,
+            "store": store,
+            "files": files,
+            "logs": logs,
+            "deploy": deploy,
+        }
     )
 
 

@@ -151,6 +151,68 @@ MIGRATIONS.append(
 )
 
 
+MIGRATIONS.append(
+    # Deploy jobs (history and audit), the one-run-per-(module, env) lease,
+    # the event log and replay requests from the CLI to the running bot.
+    (
+        """CREATE TABLE jobs (
+            id TEXT NOT NULL PRIMARY KEY,
+            module TEXT NOT NULL,
+            module_version TEXT NOT NULL,
+            env TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            params TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            requester TEXT NOT NULL,
+            requester_account TEXT,
+            requester_nick TEXT,
+            channel TEXT,
+            status TEXT NOT NULL,
+            approvals TEXT NOT NULL DEFAULT '[]',
+            reason TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            exit_code INTEGER,
+            summary TEXT,
+            tail TEXT NOT NULL DEFAULT '[]'
+        )""",
+        "CREATE INDEX jobs_status ON jobs (status, created_at)",
+        "CREATE INDEX jobs_created ON jobs (created_at)",
+        """CREATE TABLE deploy_leases (
+            module TEXT NOT NULL,
+            env TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            acquired_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (module, env)
+        )""",
+        """CREATE TABLE event_log (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL,
+            time REAL NOT NULL,
+            type TEXT NOT NULL,
+            key TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            outcome TEXT NOT NULL DEFAULT '',
+            replay_of TEXT
+        )""",
+        "CREATE UNIQUE INDEX event_log_id ON event_log (id)",
+        "CREATE INDEX event_log_time ON event_log (time)",
+        "CREATE INDEX event_log_type ON event_log (type, time)",
+        """CREATE TABLE replay_requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            result TEXT
+        )""",
+    )
+)
+
+
 class StoreError(Exception):
     """The store could not be opened or used; the message names the file."""
 
