@@ -42,7 +42,8 @@ from pydantic import (
 )
 
 from masterchief.core.errors import ConfigError
-from masterchief.core.secrets import REDACTOR, Redactor, Secret, resolve_refs
+from masterchief.core.secrets import REDACTOR, RESOLVERS, Redactor, Resolver, Secret, resolve_refs
+from masterchief.core.vault import VaultClient, azure_client, vault_resolver
 
 __all__ = [
     "AlertmanagerHook",
@@ -72,6 +73,7 @@ __all__ = [
     "WebConfig",
     "WebhooksConfig",
     "build_config",
+    "config_resolvers",
     "load_config",
 ]
 
@@ -511,7 +513,11 @@ _ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def load_config(
-    config_dir: Path, env: str = "dev", environ: Mapping[str, str] | None = None
+    config_dir: Path,
+    env: str = "dev",
+    environ: Mapping[str, str] | None = None,
+    *,
+    vault_client: VaultClient | None = None,
 ) -> Config:
     """Read, merge, resolve and validate the configuration in ``config_dir``."""
     if not _ENV_NAME.fullmatch(env):
@@ -533,6 +539,7 @@ def load_config(
         config_dir=config_dir.resolve(),
         env=env,
         environ=os.environ if environ is None else environ,
+        vault_client=vault_client,
     )
 
 
@@ -543,6 +550,7 @@ def build_config(
     env: str = "dev",
     environ: Mapping[str, str] | None = None,
     source: str = "<config>",
+    vault_client: VaultClient | None = None,
 ) -> Config:
     """Validate plain data (as if read from one file named ``source``)."""
     plain = _reveal_all(dict(data))  # a deep copy; secret fields re-wrap their values
@@ -555,6 +563,7 @@ def build_config(
         config_dir=Path(project_dir) / "config",
         env=env,
         environ={} if environ is None else environ,
+        vault_client=vault_client,
     )
 
 
@@ -635,6 +644,7 @@ def _resolve_tree(
     base_dir: Path,
     ref_paths: set[KeyPath],
     found: dict[int, Redactor],
+    resolvers: Mapping[str, Resolver] | None = None,
 ) -> Any:
     if isinstance(value, dict):
         return {
@@ -646,6 +656,7 @@ def _resolve_tree(
                 base_dir=base_dir,
                 ref_paths=ref_paths,
                 found=found,
+                resolvers=resolvers,
             )
             for k, v in value.items()
         }
@@ -659,6 +670,7 @@ def _resolve_tree(
                 base_dir=base_dir,
                 ref_paths=ref_paths,
                 found=found,
+                resolvers=resolvers,
             )
             for i, v in enumerate(value)
         ]
@@ -670,6 +682,7 @@ def _resolve_tree(
             where=f"{_origin(origins, path)}: {_dotted(path)}",
             base_dir=base_dir,
             redactor=parts,
+            resolvers=resolvers,
         )
         if isinstance(result, Secret):
             ref_paths.add(path)
@@ -686,6 +699,7 @@ def _build(
     config_dir: Path,
     env: str,
     environ: Mapping[str, str],
+    vault_client: VaultClient | None = None,
 ) -> Config:
     for name in _RESERVED:
         if name in data:
@@ -704,6 +718,7 @@ def _build(
         base_dir=project_dir,
         ref_paths=ref_paths,
         found=pieces,
+        resolvers=config_resolvers(data, origins, environ, vault_client),
     )
     try:
         config = Config.model_validate(
@@ -716,6 +731,33 @@ def _build(
         for piece in pieces.get(id(secret), Redactor()).values():
             REDACTOR.register(piece)
     return _absolute_paths(config, project_dir)
+
+
+def config_resolvers(
+    data: Mapping[str, Any],
+    origins: Mapping[KeyPath, str],
+    environ: Mapping[str, str],
+    vault_client: VaultClient | None = None,
+) -> dict[str, Resolver]:
+    """The reference resolvers for one load: ``vault`` bound to ``vault.url``
+    from the same configuration (itself maybe a ``${env:...}``), or to an
+    injected client."""
+
+    def factory() -> VaultClient:
+        if vault_client is not None:
+            return vault_client
+        section = data.get("vault")
+        url = section.get("url") if isinstance(section, Mapping) else None
+        if not isinstance(url, str) or not url:
+            raise ConfigError("vault references need vault.url (https://NAME.vault.azure.net)")
+        where = f"{_origin(origins, ('vault', 'url'))}: vault.url"
+        resolved = resolve_refs(url, environ=environ, where=where, redactor=None)
+        plain = resolved.reveal() if isinstance(resolved, Secret) else resolved
+        if not plain.startswith("https://"):
+            raise ConfigError("vault.url must start with https://")
+        return azure_client(plain)
+
+    return {**RESOLVERS, "vault": vault_resolver(factory)}
 
 
 def _absolute_paths(config: Config, base: Path) -> Config:

@@ -220,7 +220,7 @@ def test_reference_in_a_plain_field_is_a_plain_value(tmp_path: Path) -> None:
         (
             'irc: {sasl: {username: bot, password: "${vault:sasl}"}}',
             None,
-            ["irc.sasl.password", "vault references need the azure extra"],
+            ["irc.sasl.password", "vault references need vault.url"],
         ),
         (
             'irc: {channels: ["#ops ${env:NOPE}"]}',

@@ -1,0 +1,119 @@
+"""``${vault:name}`` references through an injected Key Vault client."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from masterchief.core.config import build_config
+from masterchief.core.errors import ConfigError
+from masterchief.core.secrets import REDACTOR, Secret
+
+
+@dataclass
+class _Secret:
+    value: str | None
+
+
+class ResourceNotFoundError(Exception):
+    """Named like azure.core.exceptions.ResourceNotFoundError."""
+
+
+class FakeVault:
+    def __init__(self, secrets: dict[str, str | None]) -> None:
+        self.secrets = secrets
+        self.calls: list[str] = []
+
+    def get_secret(self, name: str) -> _Secret:
+        self.calls.append(name)
+        if name == "boom":
+            raise RuntimeError("https://kv.vault.azure.net/secrets/boom?token=LEAKED-TOKEN")
+        if name not in self.secrets:
+            raise ResourceNotFoundError(f"secret {name} not found in https://kv.vault.azure.net")
+        return _Secret(self.secrets[name])
+
+
+def _config(data: dict[str, object], client: FakeVault | None, tmp_path: Path) -> object:
+    return build_config(data, project_dir=tmp_path, source="global.yaml", vault_client=client)
+
+
+def test_vault_reference_resolves_to_a_registered_secret(tmp_path: Path) -> None:
+    vault = FakeVault({"sasl-pass": "vault-sasl-value-123", "hook": "vault-hook-value-456"})
+    cfg = build_config(
+        {
+            "irc": {"sasl": {"username": "bot", "password": "${vault:sasl-pass}"}},
+            "webhooks": {"github": {"secret": "${vault:hook}"}},
+            "vault": {"url": "https://kv.vault.azure.net"},
+        },
+        project_dir=tmp_path,
+        vault_client=vault,
+    )
+    assert cfg.irc.sasl is not None
+    assert isinstance(cfg.irc.sasl.password, Secret)
+    assert cfg.irc.sasl.password.reveal() == "vault-sasl-value-123"
+    assert REDACTOR.redact("pw vault-sasl-value-123 hook vault-hook-value-456") == "pw *** hook ***"
+    assert "vault-sasl-value-123" not in str(cfg.redacted_dump())
+
+
+def test_each_name_is_fetched_once_per_load(tmp_path: Path) -> None:
+    vault = FakeVault({"shared": "shared-value-789"})
+    build_config(
+        {
+            "webhooks": {
+                "github": {"secret": "${vault:shared}"},
+                "gitlab": {"token": "${vault:shared}"},
+            },
+        },
+        project_dir=tmp_path,
+        vault_client=vault,
+    )
+    assert vault.calls == ["shared"]
+
+
+@pytest.mark.parametrize(
+    ("ref", "fragment"),
+    [
+        ("${vault:missing}", "vault secret missing not found"),
+        ("${vault:empty}", "vault secret empty is empty"),
+        ("${vault:bad_name!}", "invalid vault secret name"),
+        ("${vault:boom}", "vault: cannot read boom (RuntimeError)"),
+    ],
+)
+def test_vault_errors_name_file_key_and_secret_but_no_value(
+    tmp_path: Path, ref: str, fragment: str
+) -> None:
+    vault = FakeVault({"empty": None})
+    with pytest.raises(ConfigError) as info:
+        _config({"webhooks": {"github": {"secret": ref}}}, vault, tmp_path)
+    text = str(info.value)
+    assert fragment in text
+    assert "global.yaml: webhooks.github.secret" in text
+    assert "LEAKED-TOKEN" not in text and "https://" not in text
+
+
+def test_vault_without_url_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"vault references need vault\.url"):
+        _config({"webhooks": {"github": {"secret": "${vault:x}"}}}, None, tmp_path)
+
+
+def _azure_installed() -> bool:
+    try:
+        return importlib.util.find_spec("azure.keyvault.secrets") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(_azure_installed(), reason="the azure extra is installed")
+def test_vault_url_without_the_azure_extra_says_what_to_install(tmp_path: Path) -> None:
+    data = {"vault": {"url": "${env:KV_URL}"}, "webhooks": {"github": {"secret": "${vault:x}"}}}
+    with pytest.raises(ConfigError, match=r"pip install 'masterchief\[azure\]'"):
+        build_config(data, project_dir=tmp_path, environ={"KV_URL": "https://kv.vault.azure.net"})
+
+
+def test_no_vault_reference_never_creates_a_client(tmp_path: Path) -> None:
+    vault = FakeVault({})
+    _config({"webhooks": {"github": {"secret": "plain-secret-value"}}}, vault, tmp_path)
+    assert vault.calls == []
