@@ -70,6 +70,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from ..core.secrets import REDACTOR, Redactor
+
 __all__ = ["OutputQueue", "Priority", "SentCallback", "sanitize", "split_message"]
 
 log = logging.getLogger("masterchief.output")
@@ -254,6 +256,7 @@ class OutputQueue:
         max_line_bytes: int = 512,
         clock: Callable[[], float] = time.monotonic,
         recvq: int = 8192,
+        redactor: Redactor = REDACTOR,
     ) -> None:
         if burst < 1:
             raise ValueError(f"output burst must be at least 1, got {burst}")
@@ -268,6 +271,7 @@ class OutputQueue:
                 f"output recvq must be at least 2 * max_line_bytes ({2 * max_line_bytes}), "
                 f"got {recvq}"
             )
+        self.redactor = redactor
         self._burst = float(burst)
         self._rate = float(rate)
         self._max_queue = max_queue
@@ -364,6 +368,9 @@ class OutputQueue:
     ) -> int:
         queue = self._queue(priority)
         _check_target(target)
+        # Message text never carries a configured secret (raw lines may: a
+        # channel key in JOIN), whoever produced it: a script, a job, a formatter.
+        text = self.redactor.redact(text)
         chunks = split_message(self._prefix_len, command, target, text, self._max_line_bytes)
         room = max(0, self._max_queue - len(queue))
         fits = chunks[:room]

@@ -584,3 +584,21 @@ async def test_only_one_run_at_a_time() -> None:
         with pytest.raises(RuntimeError, match="already running"):
             await q.run(rec.send)
         task.cancel()
+
+
+def test_message_text_is_redacted_but_raw_lines_are_not() -> None:
+    from masterchief.core.secrets import Redactor
+
+    redactor = Redactor()
+    redactor.register("hunter2-channel-key")
+    redactor.register("s3cr3t-token-value")
+    clock = FakeClock()
+    q = OutputQueue(clock=clock, redactor=redactor)
+    q.privmsg("#ops", "token is s3cr3t-token-value, done")
+    q.notice("alice", "again: s3cr3t-token-value")
+    q.raw("JOIN #private hunter2-channel-key", "mode")
+    lines = drain_all(q, clock)
+    assert "JOIN #private hunter2-channel-key" in lines
+    assert "PRIVMSG #ops :token is ***, done" in lines
+    assert "NOTICE alice :again: ***" in lines
+    assert not any("s3cr3t" in line for line in lines)
