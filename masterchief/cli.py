@@ -110,6 +110,24 @@ def run(config_dir: Path, env: str) -> None:
     sys.exit(code)
 
 
+@main.group("config")
+def config_group() -> None:
+    """The effective configuration: config show."""
+
+
+@config_group.command("show")
+@_config_options
+def config_show(config_dir: Path, env: str) -> None:
+    """Print the effective configuration (global, then ENV merged over it) as
+    YAML, with every secret as ***."""
+    import yaml
+
+    config = _load(config_dir, env)
+    data = config.redacted_dump()
+    header = f"# effective configuration: {config.config_dir} --env {config.env}\n"
+    click.echo(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
+
+
 @main.group()
 def files() -> None:
     """Watched folders and tailed logs: files status."""
