@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -690,6 +691,138 @@ class Store:
                     time.time(),
                 ),
             )
+
+    # --- deploy jobs and leases ---------------------------------------------------
+
+    _JOB_COLUMNS = (
+        "id",
+        "module",
+        "module_version",
+        "env",
+        "mode",
+        "params",
+        "digest",
+        "requester",
+        "requester_account",
+        "requester_nick",
+        "channel",
+        "status",
+        "approvals",
+        "reason",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "summary",
+        "tail",
+    )
+    _JOB_JSON = ("params", "approvals", "tail")
+
+    async def job_insert(self, job: Mapping[str, Any]) -> None:
+        """Record a new job (``params``/``approvals``/``tail`` as JSON-able values,
+        already redacted by the caller)."""
+        cols = [c for c in self._JOB_COLUMNS if c in job]
+        values = [self._job_value(c, job[c]) for c in cols]
+        marks = ", ".join("?" for _ in cols)
+        async with self._transaction() as tx:
+            await tx.execute(f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({marks})", values)  # noqa: S608 (column names are ours)
+
+    async def job_update(self, job_id: str, **fields: Any) -> None:
+        """Change some columns of a job."""
+        unknown = set(fields) - set(self._JOB_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown job columns: {sorted(unknown)}")
+        if not fields:
+            return
+        sets = ", ".join(f"{c} = ?" for c in fields)
+        values = [self._job_value(c, v) for c, v in fields.items()]
+        async with self._transaction() as tx:
+            await tx.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*values, job_id])  # noqa: S608
+
+    def _job_value(self, column: str, value: Any) -> Any:
+        return json.dumps(value, sort_keys=True) if column in self._JOB_JSON else value
+
+    def _job_row(self, row: Sequence[Any]) -> dict[str, Any]:
+        out = dict(zip(self._JOB_COLUMNS, row, strict=True))
+        for c in self._JOB_JSON:
+            out[c] = json.loads(out[c]) if out[c] else ([] if c != "params" else {})
+        return out
+
+    async def job_get(self, job_id: str) -> dict[str, Any] | None:
+        rows = await self._fetchall(
+            f"SELECT {', '.join(self._JOB_COLUMNS)} FROM jobs WHERE id = ?",  # noqa: S608
+            (job_id,),
+        )
+        return self._job_row(rows[0]) if rows else None
+
+    async def jobs_list(
+        self, *, limit: int = 50, statuses: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Jobs, newest first (optionally only those in ``statuses``)."""
+        where, params = "", []
+        if statuses:
+            where = f" WHERE status IN ({', '.join('?' for _ in statuses)})"
+            params = list(statuses)
+        rows = await self._fetchall(
+            f"SELECT {', '.join(self._JOB_COLUMNS)} FROM jobs{where}"  # noqa: S608
+            " ORDER BY created_at DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [self._job_row(r) for r in rows]
+
+    async def job_last_success(self, module: str, env: str) -> dict[str, Any] | None:
+        """The newest succeeded deploy of ``module`` to ``env``."""
+        rows = await self._fetchall(
+            f"SELECT {', '.join(self._JOB_COLUMNS)} FROM jobs"  # noqa: S608
+            " WHERE module = ? AND env = ? AND mode = 'deploy' AND status = 'succeeded'"
+            " ORDER BY finished_at DESC LIMIT 1",
+            (module, env),
+        )
+        return self._job_row(rows[0]) if rows else None
+
+    async def lease_acquire(
+        self, module: str, env: str, *, job_id: str, holder: str, ttl_s: float
+    ) -> dict[str, Any] | None:
+        """Take the (module, env) lease for ``job_id``.  Returns None when taken,
+        else the current holder's row (job_id, holder, acquired_at, expires_at).
+        An expired lease is taken over."""
+        now = time.time()
+        async with self._transaction() as tx:
+            async with tx.execute(
+                "SELECT job_id, holder, acquired_at, expires_at FROM deploy_leases"
+                " WHERE module = ? AND env = ?",
+                (module, env),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None and float(row[3]) > now and row[0] != job_id:
+                return dict(
+                    zip(("job_id", "holder", "acquired_at", "expires_at"), row, strict=True)
+                )
+            await tx.execute(
+                "INSERT INTO deploy_leases (module, env, job_id, holder, acquired_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (module, env) DO UPDATE SET"
+                " job_id = excluded.job_id, holder = excluded.holder,"
+                " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
+                (module, env, job_id, holder, now, now + ttl_s),
+            )
+        return None
+
+    async def lease_release(self, module: str, env: str, job_id: str) -> bool:
+        """Give the lease back (only if ``job_id`` still holds it)."""
+        async with self._transaction() as tx:
+            cur = await tx.execute(
+                "DELETE FROM deploy_leases WHERE module = ? AND env = ? AND job_id = ?",
+                (module, env, job_id),
+            )
+            return (cur.rowcount or 0) > 0
+
+    async def leases(self) -> list[dict[str, Any]]:
+        rows = await self._fetchall(
+            "SELECT module, env, job_id, holder, acquired_at, expires_at FROM deploy_leases"
+            " ORDER BY module, env"
+        )
+        keys = ("module", "env", "job_id", "holder", "acquired_at", "expires_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # --- watched-folder file ledger ----------------------------------------------
 
