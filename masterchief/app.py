@@ -29,7 +29,8 @@ from .bot.irc import IrcBot, IrcSettings, SaslFailed
 from .bot.outbox import Outbox
 from .bot.output import OutputQueue
 from .bot.users import User, UserTable
-from .core.config import Config
+from .core.config import Config, load_config
+from .core.errors import ConfigError
 from .core.secrets import install_log_redaction
 from .core.store import Store
 from .ingestion.files import FileWatcher
@@ -40,7 +41,7 @@ from .web import announce
 from .web.metrics import Family, Metrics
 from .web.server import WebServer
 
-__all__ = ["App", "run_bot"]
+__all__ = ["App", "RehashReport", "run_bot"]
 
 log = logging.getLogger("masterchief")
 
@@ -275,11 +276,34 @@ class App:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def rehash(self) -> list[LoadResult]:
-        results = self.scripts.load_all()
+    def rehash(self) -> RehashReport:
+        """Reload the configuration (an invalid one is reported and the running
+        one kept), the deploy modules and the scripts."""
+        report = RehashReport(scripts=[])
+        self._reload_config(report)
+        report.scripts = self.scripts.load_all()
         self.dispatcher.submit(Event(type="evnt", key="rehash", source="core"))
         self.dispatcher.submit(Event(type="event", key="rehash", source="core"))
-        return results
+        return report
+
+    def _reload_config(self, report: RehashReport) -> None:
+        global_file = self.config.config_dir / "global" / "config.yaml"
+        if not global_file.is_file():  # built in memory (tests): nothing to re-read
+            return
+        try:
+            new = load_config(self.config.config_dir, self.config.env)
+        except ConfigError as exc:
+            report.config_error = str(exc)
+            log.error("rehash: configuration invalid, keeping the running one: %s", exc)
+            return
+        report.restart_needed = tuple(
+            name for name in _RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)
+        )
+        if report.restart_needed:
+            log.warning(
+                "rehash: %s changed; restart the bot to apply", ", ".join(report.restart_needed)
+            )
+        self.config = new
 
     def stop(self) -> None:
         self._stop.set()
@@ -319,6 +343,21 @@ class App:
 
 class _Stopped(Exception):
     pass
+
+
+# Sections whose change needs a restart (connections, sockets, watchers).
+_RESTART_SECTIONS = ("irc", "store", "web", "webhooks", "rest", "files", "logs", "outbox", "bot")
+
+
+@dataclasses.dataclass(slots=True)
+class RehashReport:
+    """What a rehash did: scripts, configuration, modules."""
+
+    scripts: list[LoadResult]
+    config_error: str | None = None
+    restart_needed: tuple[str, ...] = ()
+    module_errors: list[str] = dataclasses.field(default_factory=list)
+    modules_changed: list[str] = dataclasses.field(default_factory=list)
 
 
 def _setup_logging() -> None:

@@ -120,12 +120,22 @@ def cmd_binds(app: App, ev: Event) -> None:
 
 
 def cmd_rehash(app: App, ev: Event) -> None:
-    results = app.rehash()
-    ok = sum(1 for r in results if r.ok)
-    bad = [r for r in results if not r.ok]
+    report = app.rehash()
+    ok = sum(1 for r in report.scripts if r.ok)
+    bad = [r for r in report.scripts if not r.ok]
     ev.reply(f"rehash: {ok} scripts loaded, {len(bad)} failed, {len(app.table)} bindings")
     for r in bad:
         ev.reply(f"rehash: {r}")
+    if report.config_error:
+        # Paths and keys: told to the asker, not the channel.
+        ev.reply("rehash: the configuration is invalid; still running the previous one")
+        _tell(app, ev, f"rehash: {report.config_error}")
+    if report.restart_needed:
+        ev.reply(f"rehash: changed {', '.join(report.restart_needed)}: needs a restart")
+    for err in report.module_errors[:5]:
+        _tell(app, ev, f"rehash: module {err}")
+    if report.modules_changed:
+        ev.reply(f"rehash: modules reloaded: {', '.join(report.modules_changed[:10])}")
 
 
 def cmd_status(app: App, ev: Event) -> None:
@@ -197,7 +207,7 @@ BUILTINS: tuple[Command, ...] = (
     Command("help", "-|-", "[command]", "list the commands you may use", cmd_help),
     Command("whoami", "-|-", "", "show which user record you match", cmd_whoami),
     Command("binds", "m|m", "[type]", "list bindings with hit counts", cmd_binds),
-    Command("rehash", "m|m", "", "reload scripts", cmd_rehash),
+    Command("rehash", "m|m", "", "reload config, modules and scripts", cmd_rehash),
     Command("status", "-|-", "", "uptime, queue depths, binds, users", cmd_status),
     Command(
         "adduser", "m|m", "HANDLE NICK", "add a user by their account or hostmask", cmd_adduser

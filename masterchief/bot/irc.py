@@ -358,6 +358,10 @@ class IrcBot:
         c = self.client
         return sorted(c.channels) if c is not None and c.connected else []
 
+    def same_nick(self, a: str, b: str) -> bool:
+        """Whether two nicks are the same under the server's case mapping."""
+        return self.lower(a) == self.lower(b)
+
     def lower(self, text: str) -> str:
         return irc_lower(text, self.casemapping)
 
