@@ -1,0 +1,388 @@
+"""Run one tool process in its own process group; stream its lines; kill it whole.
+
+How this works.  ``run_process`` starts the argv with
+``asyncio.create_subprocess_exec`` (never a shell) and ``start_new_session``,
+so the child leads a new session and process group whose id is its pid.
+stdout and stderr are one pipe; a pump task reads it in chunks and a
+``LineSplitter`` (pure, below) turns the bytes into lines of at most
+``max_line_bytes``: a longer line is cut there and flagged, and the rest of it
+up to the newline is discarded as it arrives, so memory stays bounded whatever
+the tool prints.  Lines are decoded as UTF-8 with replacement.
+
+Stopping (timeout or ``cancel``) and cleaning up (after a normal exit) are
+the same sweep, ``terminate``: it finds the processes that belong to the run
+-- members of the child's process group, plus any process whose environment
+carries the run's ``marker`` entry (``MASTERCHIEF_JOB=<id>``), which catches a
+grandchild that called ``setsid`` to leave the group -- sends them SIGTERM
+(and SIGCONT, so a stopped one can act on it), waits up to ``kill_grace_s``
+for them to go, and SIGKILLs whatever is left.  Zombies do not count: they
+are already dead, and in a container PID 1 may never reap them.  The search
+reads ``/proc``; a process that both left the group and replaced its
+environment escapes it -- that takes intent, and the pipe drain below is
+bounded so even that cannot hang the run.
+
+Process ids are signalled only while they are known to be ours: the group id
+is reserved by the kernel for as long as any member lives, and each marked
+pid was seen carrying the marker a moment before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "LineSink",
+    "LineSplitter",
+    "Outcome",
+    "ProcessResult",
+    "decode_line",
+    "find_members",
+    "run_process",
+    "terminate",
+]
+
+log = logging.getLogger(__name__)
+
+LineSink = Callable[[str, bool], None]
+"""Receives each output line (decoded, without its newline) and its ``cut`` flag."""
+
+Outcome = Literal["exited", "timed_out", "cancelled"]
+
+READ_CHUNK = 65536
+POLL_S = 0.05
+KILL_WAIT_S = 5.0
+"""How long to wait for SIGKILLed processes to vanish, and for the pipe to drain."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessResult:
+    """How a process ended.
+
+    ``exit_code`` is the child's return code (negative: killed by that
+    signal).  ``stragglers`` counts the processes the final sweep found:
+    after a normal exit, background children the tool left behind.
+    """
+
+    outcome: Outcome
+    exit_code: int | None
+    duration_s: float
+    stragglers: int
+
+
+class LineSplitter:
+    """Bytes in, complete lines out, each at most ``max_bytes`` long.
+
+    ``feed`` returns ``(line, cut)`` pairs without the newline; a line longer
+    than ``max_bytes`` comes out once, cut, and the rest of it is skipped.
+    ``close`` returns the unterminated last line, if any.
+    """
+
+    __slots__ = ("_buf", "_max", "_skipping")
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
+        self._max = max_bytes
+        self._buf = bytearray()
+        self._skipping = False
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
+        out: list[tuple[bytes, bool]] = []
+        start, size = 0, len(data)
+        while start < size:
+            nl = data.find(b"\n", start)
+            end = size if nl < 0 else nl
+            if self._skipping:
+                if nl < 0:
+                    break
+                self._skipping = False
+            else:
+                room = self._max - len(self._buf)
+                if end - start > room:
+                    self._buf += data[start : start + room]
+                    out.append((bytes(self._buf), True))
+                    self._buf.clear()
+                    if nl < 0:
+                        self._skipping = True
+                        break
+                else:
+                    self._buf += data[start:end]
+                    if nl >= 0:
+                        out.append((bytes(self._buf), False))
+                        self._buf.clear()
+            start = end + 1
+        return out
+
+    def close(self) -> list[tuple[bytes, bool]]:
+        if self._skipping or not self._buf:
+            self._skipping = False
+            self._buf.clear()
+            return []
+        last = bytes(self._buf)
+        self._buf.clear()
+        return [(last, False)]
+
+
+def decode_line(raw: bytes, cut: bool) -> str:
+    """UTF-8 with replacement; a cut line drops a character split by the cut."""
+    if cut:
+        text = codecs.getincrementaldecoder("utf-8")("replace").decode(raw, final=False)
+    else:
+        text = raw.decode("utf-8", "replace")
+    return text[:-1] if text.endswith("\r") else text
+
+
+# --- finding and killing a run's processes ------------------------------------
+
+
+def _stat(pid: str) -> tuple[str, int] | None:
+    """(state, process group) of ``pid`` from /proc, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp ..."; comm may itself contain ") ".
+    fields = data[data.rfind(b")") + 2 :].split()
+    if len(fields) < 3:
+        return None
+    return fields[0].decode("ascii", "replace"), int(fields[2])
+
+
+def _has_marker(pid: str, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            environ = fh.read()
+    except OSError:  # gone, or not ours to read (then it cannot be ours to kill)
+        return False
+    return marker in environ.split(b"\0")
+
+
+def _scan(pgid: int, marker: str | None) -> tuple[set[int], bool]:
+    """Live (non-zombie) members of the run, and whether the group has any."""
+    marker_bytes = marker.encode() if marker else None
+    me = os.getpid()
+    try:
+        names = os.listdir("/proc")
+    except OSError:  # no procfs: the group is all we can see
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            return set(), False
+        return {pgid}, True
+    found: set[int] = set()
+    group_alive = False
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        st = _stat(name)
+        if st is None or st[0] in ("Z", "X", "x"):
+            continue
+        if st[1] == pgid:
+            group_alive = True
+            found.add(int(name))
+        elif marker_bytes is not None and _has_marker(name, marker_bytes):
+            found.add(int(name))
+    return found, group_alive
+
+
+def find_members(pgid: int, marker: str | None) -> set[int]:
+    """Live (non-zombie) processes in group ``pgid`` or carrying ``marker``.
+
+    Blocking (reads /proc); call it through ``asyncio.to_thread``.
+    """
+    return _scan(pgid, marker)[0]
+
+
+def _signal_all(pgid: int, scan: tuple[set[int], bool], sig: signal.Signals) -> None:
+    pids, group_alive = scan
+    if group_alive:  # the group id is ours only while the group has members
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, sig)  # also reaches a member forked since the scan
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+
+
+async def _wait_gone(pgid: int, marker: str | None, timeout_s: float) -> tuple[set[int], bool]:
+    """Poll until no member is left or ``timeout_s`` passes; the last scan."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        scan = await asyncio.to_thread(_scan, pgid, marker)
+        if not scan[0] or time.monotonic() >= deadline:
+            return scan
+        await asyncio.sleep(POLL_S)
+
+
+async def terminate(pgid: int, marker: str | None, grace_s: float) -> int:
+    """SIGTERM every member of the run, SIGKILL the ones alive after ``grace_s``.
+
+    Returns how many processes were found at the start (0: nothing to do).
+    """
+    found = await asyncio.to_thread(_scan, pgid, marker)
+    if not found[0]:
+        return 0
+    _signal_all(pgid, found, signal.SIGTERM)
+    _signal_all(pgid, found, signal.SIGCONT)
+    left = await _wait_gone(pgid, marker, grace_s)
+    deadline = time.monotonic() + KILL_WAIT_S
+    while left[0]:  # a member may fork while we kill: repeat until none is left
+        log.info("process group %d: %d process(es) outlived SIGTERM, killing", pgid, len(left[0]))
+        _signal_all(pgid, left, signal.SIGKILL)
+        left = await _wait_gone(pgid, marker, POLL_S * 4)
+        if time.monotonic() >= deadline:
+            log.warning("process group %d: %d process(es) survived SIGKILL", pgid, len(left[0]))
+            break
+    return len(found[0])
+
+
+def _kill_now(pgid: int, marker: str | None) -> None:
+    """Synchronous last resort when our own task is being cancelled."""
+    _signal_all(pgid, _scan(pgid, marker), signal.SIGKILL)
+
+
+# --- running -------------------------------------------------------------------
+
+
+async def _pump(stream: asyncio.StreamReader, max_bytes: int, on_line: LineSink) -> None:
+    splitter = LineSplitter(max_bytes)
+    failed = False
+
+    def deliver(lines: list[tuple[bytes, bool]]) -> None:
+        nonlocal failed
+        for raw, cut in lines:
+            try:
+                on_line(decode_line(raw, cut), cut)
+            except Exception:
+                # Keep draining the pipe: a stalled pipe would stall the tool.
+                if not failed:
+                    log.exception("output callback failed; later failures are not logged")
+                failed = True
+
+    while chunk := await stream.read(READ_CHUNK):
+        deliver(splitter.feed(chunk))
+    deliver(splitter.close())
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    on_line: LineSink,
+    timeout_s: float,
+    kill_grace_s: float = 10.0,
+    max_line_bytes: int = 4096,
+    marker: str | None = None,
+    cancel: asyncio.Event | None = None,
+) -> ProcessResult:
+    """Run ``argv`` to completion, timeout or cancel; see the module docstring.
+
+    ``env`` is the child's whole environment; ``marker`` (``NAME=value``) must
+    be one of its entries.  Raises ``OSError`` when the program cannot be
+    started (not found, not executable).
+    """
+    if not argv:
+        raise ValueError("empty argv")
+    if marker is not None:
+        name, _, value = marker.partition("=")
+        if env.get(name) != value:
+            raise ValueError("the marker must be an entry of env")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+    )
+    pgid = proc.pid
+    assert proc.stdout is not None
+    pump = asyncio.create_task(_pump(proc.stdout, max_line_bytes, on_line))
+    waiter = asyncio.create_task(proc.wait())  # done when it exited *and* the pipe closed
+    exited = asyncio.create_task(_exited(proc))  # done when it exited
+    stopper = asyncio.create_task(cancel.wait()) if cancel is not None else None
+    tasks = [t for t in (pump, waiter, exited, stopper) if t is not None]
+    outcome: Outcome = "exited"
+    try:
+        watched = {waiter, exited} if stopper is None else {waiter, exited, stopper}
+        done, _ = await asyncio.wait(
+            watched, timeout=max(timeout_s, 0.0), return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter not in done and exited not in done:
+            outcome = "cancelled" if stopper is not None and stopper in done else "timed_out"
+        stragglers = await terminate(pgid, marker, kill_grace_s)
+        # All we found is dead now, so the pipe reaches EOF.
+        await asyncio.wait({pump}, timeout=KILL_WAIT_S)
+        if not pump.done():
+            # Something we could not find still holds the pipe open.
+            log.warning("process %d: output pipe still open after the run; closing it", pgid)
+            _close_transport(proc)
+        await asyncio.wait({waiter}, timeout=KILL_WAIT_S)
+        exit_code = proc.returncode
+    except BaseException:
+        _kill_now(pgid, marker)
+        _close_transport(proc)
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return ProcessResult(
+        outcome=outcome,
+        exit_code=exit_code,
+        duration_s=loop.time() - started,
+        stragglers=stragglers,
+    )
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Returns once the child has exited.
+
+    ``Process.wait()`` also waits for the output pipe to close, which a
+    background grandchild may hold open for ever; a pidfd becomes readable
+    the moment the child exits.  Without pidfd support (Linux < 5.3) this
+    never returns and ``Process.wait()`` alone decides -- a straggler holding
+    the pipe then lasts until the timeout.
+    """
+    if proc.returncode is not None:
+        return
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:  # already reaped
+        return
+    except (AttributeError, OSError):
+        await asyncio.Event().wait()
+        return
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _close_transport(proc: asyncio.subprocess.Process) -> None:
+    transport = getattr(proc, "_transport", None)  # Process has no public close()
+    if transport is not None:
+        transport.close()

@@ -1,0 +1,343 @@
+"""deploy.process: line splitting (table) and real process groups, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+
+import pytest
+
+from masterchief.deploy.process import (
+    LineSplitter,
+    ProcessResult,
+    decode_line,
+    find_members,
+    run_process,
+)
+
+PY = sys.executable
+
+
+# --- LineSplitter: bytes in, lines out ----------------------------------------
+
+SPLIT_CASES = [
+    # (max_bytes, chunks, lines from feed+close)
+    (8, [b"a\nb\n"], [(b"a", False), (b"b", False)]),
+    (8, [b"ab", b"c\nd"], [(b"abc", False), (b"d", False)]),
+    (8, [b"\n\n"], [(b"", False), (b"", False)]),
+    (4, [b"abcd\n"], [(b"abcd", False)]),  # exactly the limit: not cut
+    (4, [b"abcdef\nxy\n"], [(b"abcd", True), (b"xy", False)]),
+    (4, [b"abcd", b"ef", b"gh\nz\n"], [(b"abcd", True), (b"z", False)]),
+    (4, [b"abcd", b"\nz"], [(b"abcd", False), (b"z", False)]),
+    (4, [b"ab", b"cdefgh"], [(b"abcd", True)]),  # cut, rest skipped, no newline ever
+    (4, [b"abcdefgh", b"ijk", b"lmn\nok\n"], [(b"abcd", True), (b"ok", False)]),
+    (3, [b"a\r\nb"], [(b"a\r", False), (b"b", False)]),
+]
+
+
+@pytest.mark.parametrize(("max_bytes", "chunks", "expected"), SPLIT_CASES)
+def test_line_splitter(
+    max_bytes: int, chunks: list[bytes], expected: list[tuple[bytes, bool]]
+) -> None:
+    splitter = LineSplitter(max_bytes)
+    out: list[tuple[bytes, bool]] = []
+    for chunk in chunks:
+        out += splitter.feed(chunk)
+    out += splitter.close()
+    assert out == expected
+
+
+def test_line_splitter_byte_at_a_time_matches_whole() -> None:
+    data = b"short\n" + b"x" * 50 + b"\nlast\n" + b"y" * 7
+    whole = LineSplitter(10)
+    expected = whole.feed(data) + whole.close()
+    single = LineSplitter(10)
+    got: list[tuple[bytes, bool]] = []
+    for i in range(len(data)):
+        got += single.feed(data[i : i + 1])
+    got += single.close()
+    assert (
+        got
+        == expected
+        == [
+            (b"short", False),
+            (b"x" * 10, True),
+            (b"last", False),
+            (b"y" * 7, False),
+        ]
+    )
+
+
+DECODE_CASES = [
+    (b"plain", False, "plain"),
+    (b"caf\xc3\xa9", False, "café"),
+    (b"caf\xc3", True, "caf"),  # a character split by the cut is dropped
+    (b"bad \xff byte", False, "bad \ufffd byte"),
+    (b"crlf\r", False, "crlf"),
+]
+
+
+@pytest.mark.parametrize(("raw", "cut", "text"), DECODE_CASES)
+def test_decode_line(raw: bytes, cut: bool, text: str) -> None:
+    assert decode_line(raw, cut) == text
+
+
+# --- real processes --------------------------------------------------------------
+
+
+def _marker() -> tuple[str, dict[str, str]]:
+    job = uuid.uuid4().hex[:12]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MASTERCHIEF_JOB": job}
+    return f"MASTERCHIEF_JOB={job}", env
+
+
+def _marked_pids(marker: str) -> set[int]:
+    """Independent of find_members: live processes whose environ has the marker."""
+    found = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if state not in (b"Z", b"X") and marker.encode() in environ:
+            found.add(int(name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in (b"Z", b"X")
+
+
+async def _wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, bool]] = []
+
+    def __call__(self, text: str, cut: bool) -> None:
+        self.items.append((text, cut))
+
+    @property
+    def texts(self) -> list[str]:
+        return [t for t, _ in self.items]
+
+
+async def _run(code: str, tmp_path: Path, **kwargs) -> tuple[ProcessResult, Lines, str]:  # type: ignore[no-untyped-def]
+    marker, env = _marker()
+    lines = kwargs.pop("lines", None) or Lines()
+    result = await run_process(
+        [PY, "-c", textwrap.dedent(code)],
+        env=kwargs.pop("env", env),
+        cwd=tmp_path,
+        on_line=lines,
+        marker=kwargs.pop("marker", marker),
+        **{"timeout_s": 20.0, "kill_grace_s": 2.0, **kwargs},
+    )
+    return result, lines, marker
+
+
+async def test_exit_code_output_order_and_stderr_merged(tmp_path: Path) -> None:
+    result, lines, _ = await _run(
+        """
+        import sys
+        print("one", flush=True)
+        print("two", file=sys.stderr, flush=True)
+        print("three", end="")
+        sys.exit(3)
+        """,
+        tmp_path,
+    )
+    assert result.outcome == "exited"
+    assert result.exit_code == 3
+    assert lines.items == [("one", False), ("two", False), ("three", False)]
+    assert result.stragglers == 0
+
+
+async def test_marker_must_be_in_env(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="marker"):
+        await run_process(
+            [PY, "-c", "pass"],
+            env={"PATH": "/usr/bin"},
+            cwd=tmp_path,
+            on_line=Lines(),
+            timeout_s=5,
+            marker="MASTERCHIEF_JOB=x",
+        )
+
+
+async def test_missing_program_raises_oserror(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await run_process(
+            [str(tmp_path / "nope")], env={}, cwd=tmp_path, on_line=Lines(), timeout_s=5
+        )
+
+
+GRANDCHILD = """
+    import os, subprocess, sys, time
+    child = subprocess.Popen([sys.executable, "-c", {child!r}])
+    print("grandchild", child.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+async def test_cancel_kills_the_group_with_its_grandchild(tmp_path: Path) -> None:
+    cancel = asyncio.Event()
+    lines = Lines()
+    pids: list[int] = []
+
+    def on_line(text: str, cut: bool) -> None:
+        lines(text, cut)
+        if text.startswith("grandchild"):
+            pids.append(int(text.split()[1]))
+            cancel.set()
+
+    code = GRANDCHILD.format(child="import time; time.sleep(60)")
+    started = time.monotonic()
+    result, _, marker = await _run(code, tmp_path, lines=on_line, cancel=cancel)
+    assert result.outcome == "cancelled"
+    assert result.exit_code is not None and result.exit_code < 0  # killed by a signal
+    assert pids and not _alive(pids[0])
+    assert _marked_pids(marker) == set()
+    assert time.monotonic() - started < 10
+
+
+async def test_setsid_grandchild_is_found_by_its_marker(tmp_path: Path) -> None:
+    cancel = asyncio.Event()
+    pids: list[int] = []
+
+    def on_line(text: str, cut: bool) -> None:
+        if text.startswith("grandchild"):
+            pids.append(int(text.split()[1]))
+            cancel.set()
+
+    # The grandchild leaves the process group (setsid) before sleeping.
+    code = GRANDCHILD.format(child="import os, time; os.setsid(); time.sleep(60)")
+    result, _, marker = await _run(code, tmp_path, lines=on_line, cancel=cancel)
+    assert result.outcome == "cancelled"
+    assert pids and not _alive(pids[0])
+    assert _marked_pids(marker) == set()
+
+
+async def test_sigterm_ignored_gets_sigkill_after_grace(tmp_path: Path) -> None:
+    ready = asyncio.Event()
+
+    def on_line(text: str, cut: bool) -> None:
+        if text == "ready":
+            ready.set()
+
+    code = """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        time.sleep(60)
+    """
+    cancel = asyncio.Event()
+
+    async def cancel_when_ready() -> None:
+        await ready.wait()
+        cancel.set()
+
+    task = asyncio.create_task(cancel_when_ready())
+    started = time.monotonic()
+    result, _, marker = await _run(code, tmp_path, lines=on_line, cancel=cancel, kill_grace_s=0.5)
+    await task
+    assert result.outcome == "cancelled"
+    assert result.exit_code == -9  # SIGKILL: it ignored SIGTERM
+    assert time.monotonic() - started >= 0.5
+    assert _marked_pids(marker) == set()
+
+
+async def test_timeout(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result, lines, marker = await _run(
+        'print("start", flush=True)\nimport time\ntime.sleep(60)', tmp_path, timeout_s=0.5
+    )
+    assert result.outcome == "timed_out"
+    assert result.exit_code == -15  # SIGTERM was enough
+    assert lines.texts == ["start"]
+    assert 0.5 <= time.monotonic() - started < 5
+    assert _marked_pids(marker) == set()
+
+
+async def test_background_child_left_behind_is_swept_after_normal_exit(tmp_path: Path) -> None:
+    code = """
+        import subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                 stdout=subprocess.DEVNULL)
+        print("grandchild", child.pid, flush=True)
+    """
+    result, lines, marker = await _run(code, tmp_path)
+    assert result.outcome == "exited"
+    assert result.exit_code == 0
+    assert result.stragglers == 1
+    pid = int(lines.texts[0].split()[1])
+    assert not _alive(pid)
+    assert _marked_pids(marker) == set()
+
+
+async def test_find_members_sees_group_and_marker(tmp_path: Path) -> None:
+    marker, env = _marker()
+    proc = await asyncio.create_subprocess_exec(
+        PY, "-c", "import time; time.sleep(30)", env=env, start_new_session=True
+    )
+    try:
+        await _wait_for(lambda: proc.pid in _marked_pids(marker))
+        assert find_members(proc.pid, None) == {proc.pid}
+        assert find_members(-1, marker) == {proc.pid}
+        assert find_members(-1, "MASTERCHIEF_JOB=someone-else") == set()
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def test_hundred_thousand_lines_in_order(tmp_path: Path) -> None:
+    result, lines, _ = await _run(
+        """
+        import sys
+        sys.stdout.write("".join(f"line {i}\\n" for i in range(100000)))
+        """,
+        tmp_path,
+    )
+    assert result.exit_code == 0
+    assert lines.texts == [f"line {i}" for i in range(100000)]
+    assert not any(cut for _, cut in lines.items)
+
+
+async def test_huge_line_is_cut_flagged_and_memory_bounded(tmp_path: Path) -> None:
+    code = """
+        import sys
+        sys.stdout.write("before\\n")
+        sys.stdout.write("x" * (8 * 1024 * 1024) + "\\n")
+        sys.stdout.write("after\\n")
+    """
+    tracemalloc.start()
+    try:
+        result, lines, _ = await _run(code, tmp_path, max_line_bytes=4096)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 0
+    assert lines.items == [("before", False), ("x" * 4096, True), ("after", False)]
+    # An 8 MiB line went through; it was never held whole.
+    assert peak < 2 * 1024 * 1024
