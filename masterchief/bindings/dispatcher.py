@@ -22,6 +22,11 @@ runs in its own task, tracked in ``self._tasks`` and limited by
 handler that raises or times out is logged with a reference id, and the user
 sees only ``!cmd failed (ref 1a2b3c)``.  Nothing a handler does (raise,
 ``sys.exit()``, hang) stops the worker.
+
+An optional ``recorder`` (the event log) is told each Event's outcome once
+it has been processed: ``fired``, ``refused``, ``failed``, ``no-binding``
+or ``skipped`` (a true return of an earlier stage).  With no recorder the
+hot path pays one ``is not None`` test per stage.
 """
 
 from __future__ import annotations
@@ -32,14 +37,26 @@ import dataclasses
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .event import Event, new_ref
 from .registry import BIND_TYPES, Binding, BindingTable, current_owner
 
-__all__ = ["DispatchStats", "Dispatcher", "Principal", "Resolver"]
+__all__ = [
+    "FAILED",
+    "FIRED",
+    "NO_BINDING",
+    "REFUSED",
+    "SKIPPED",
+    "DispatchStats",
+    "Dispatcher",
+    "Principal",
+    "Recorder",
+    "Resolver",
+    "permitted",
+]
 
 log = logging.getLogger("masterchief.dispatch")
 
@@ -56,10 +73,47 @@ class Principal(Protocol):
 
 
 Resolver = Callable[[Event], Principal | None]
+Recorder = Callable[[Event, str], None]
+"""Told each processed Event and its outcome; must be quick and must not block."""
+
+FIRED = "fired"  # at least one handler ran (and none failed)
+REFUSED = "refused"  # bindings matched, the flag check refused every one
+FAILED = "failed"  # a handler raised or timed out
+NO_BINDING = "no-binding"
+SKIPPED = "skipped"  # an earlier stage's true return (or a user binding's) skipped it
 
 
 def _nobody(_ev: Event) -> Principal | None:
     return None
+
+
+def permitted(b: Binding, ev: Event, who: Principal | None) -> bool:
+    """Whether ``who`` (None: no user record) passes ``b``'s flags for ``ev``."""
+    if b.flags.anyone and who is None:
+        return True
+    glob = who.global_flags() if who is not None else ""
+    chan = who.channel_flags(ev.channel) if who is not None and ev.channel else ""
+    return b.flags.allows(glob, chan)
+
+
+def _outcome(fired: int, refused: int, failed: int) -> str:
+    if failed:
+        return FAILED
+    if fired:
+        return FIRED
+    return REFUSED if refused else SKIPPED
+
+
+class _Failed:
+    """What ``_call`` returns for a handler that raised or timed out (falsy)."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_FAILED = _Failed()
 
 
 @dataclass(slots=True)
@@ -98,6 +152,7 @@ class Dispatcher:
         self._pending = 0  # chains queued or running
         self._idle = asyncio.Event()
         self._idle.set()
+        self.recorder: Recorder | None = None
 
     # -- intake --------------------------------------------------------------
 
@@ -174,11 +229,14 @@ class Dispatcher:
         """Run or start one chain; True when it continues in a task."""
         self.stats.processed += 1
         snap = self.table.snapshot
+        rec = self.recorder
         staged: list[tuple[Event, tuple[Binding, ...]]] = []
         for ev in chain:
             found = snap.match(ev)
             if found:
                 staged.append((ev, found))
+            elif rec is not None:
+                self._record(rec, ev, NO_BINDING)
         if not staged:
             return False
         who = self.resolver(chain[0])
@@ -201,14 +259,27 @@ class Dispatcher:
         self._end()
 
     def _allowed(self, b: Binding, ev: Event, who: Principal | None) -> bool:
-        if b.flags.anyone and who is None:
-            return True
-        glob = who.global_flags() if who is not None else ""
-        chan = who.channel_flags(ev.channel) if who is not None and ev.channel else ""
-        if b.flags.allows(glob, chan):
+        if permitted(b, ev, who):
             return True
         self._refuse(b, ev, who)
         return False
+
+    @staticmethod
+    def _record(rec: Recorder, ev: Event, outcome: str) -> None:
+        try:
+            rec(ev, outcome)
+        except Exception:  # the recorder must not stop the dispatcher
+            log.exception("event recorder failed on %s %s", ev.type, ev.key)
+
+    def _record_rest(
+        self, rec: Recorder, staged: list[tuple[Event, tuple[Binding, ...]]], last: Event
+    ) -> None:
+        """Record the stages after ``last`` as skipped (a true return stopped the chain)."""
+        after = False
+        for ev, _ in staged:
+            if after:
+                self._record(rec, ev, SKIPPED)
+            after = after or ev is last
 
     def _refuse(self, b: Binding, ev: Event, who: Principal | None) -> None:
         spec = BIND_TYPES[b.type]
@@ -259,26 +330,35 @@ class Dispatcher:
             ev.reply(f"{ev.key} failed (ref {ref})")
 
     def _run_sync(
-        self, staged: Iterable[tuple[Event, tuple[Binding, ...]]], who: Principal | None
+        self, staged: list[tuple[Event, tuple[Binding, ...]]], who: Principal | None
     ) -> None:
+        rec = self.recorder
         for ev, bindings in staged:
             stop = False
+            fired = refused = failed = 0
             for b in bindings:
                 if stop and b.builtin:
                     continue  # a true return from a user binding skips the default
                 if not self._allowed(b, ev, who):
+                    refused += 1
                     continue
                 b.hits += 1
                 self.stats.fired += 1
+                fired += 1
                 token = current_owner.set(b.owner)
                 try:
                     if b.handler(ev):
                         stop = True
                 except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                    failed += 1
                     self._fail(b, ev, exc, False)
                 finally:
                     current_owner.reset(token)
+            if rec is not None:
+                self._record(rec, ev, _outcome(fired, refused, failed))
             if stop:
+                if rec is not None:
+                    self._record_rest(rec, staged, ev)
                 break
 
     async def _run_async(
@@ -286,16 +366,27 @@ class Dispatcher:
     ) -> None:
         for ev, bindings in staged:
             stop = False
+            fired = refused = failed = 0
             for b in bindings:
                 if stop and b.builtin:
                     continue
                 if not self._allowed(b, ev, who):
+                    refused += 1
                     continue
                 b.hits += 1
                 self.stats.fired += 1
-                if await self._call(b, ev):
+                fired += 1
+                result = await self._call(b, ev)
+                if result is _FAILED:
+                    failed += 1
+                elif result:
                     stop = True
+            rec = self.recorder
+            if rec is not None:
+                self._record(rec, ev, _outcome(fired, refused, failed))
             if stop:
+                if rec is not None:
+                    self._record_rest(rec, staged, ev)
                 break
 
     async def _call(self, b: Binding, ev: Event) -> object:
@@ -320,4 +411,4 @@ class Dispatcher:
         finally:
             with contextlib.suppress(ValueError):
                 current_owner.reset(token)
-        return None
+        return _FAILED

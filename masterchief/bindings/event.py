@@ -72,6 +72,7 @@ class Event:
     source: str | None = None
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     sink: ReplySink | None = field(default=None, compare=False, repr=False)
+    replay_of: str | None = None  # the id of the logged Event this one replays
 
     def __post_init__(self) -> None:
         if not self.type:
