@@ -31,8 +31,12 @@ from .bot.output import OutputQueue
 from .bot.users import User, UserTable
 from .core.config import Config, load_config
 from .core.errors import ConfigError
+from .core.eventlog import EventLog, ReplayWorker
+from .core.modules import ModuleLoader, load_module_config
 from .core.secrets import install_log_redaction
 from .core.store import Store
+from .deploy import commands as deploy_commands
+from .deploy.jobs import JobManager
 from .ingestion.files import FileWatcher
 from .ingestion.rest import RestPollers
 from .ingestion.status import LogRates
@@ -135,6 +139,19 @@ class App:
             config.files, self.dispatcher.put, store, announce=self.outbox.announce
         )
         self.log_rates = LogRates()  # for !files
+        # Deploy modules and jobs (progress lines go straight to the pacer,
+        # starts and summaries through the durable outbox).
+        self.modules = ModuleLoader(list(config.deploy.modules))
+        self.jobs = JobManager(
+            config.deploy,
+            store,
+            self.modules,
+            announce=self.outbox.announce,
+            say=self.output.privmsg,
+            submit=self.dispatcher.submit,
+            wants=lambda key: self.table.snapshot.mask_matches("event", key),
+            module_config=lambda name: load_module_config(self.config, name),
+        )
         self.metrics = Metrics()
         self.metrics.add(self._metric_families)
         self.web: WebServer | None = None
@@ -147,6 +164,11 @@ class App:
                 health=self._health,
                 metrics=self.metrics.render,
             )
+        # The event log records what the dispatcher processed; replays come
+        # from ``masterchief events replay`` through the store.
+        self.eventlog = EventLog(store, config.events)
+        self.dispatcher.recorder = self.eventlog.record
+        self.replays = ReplayWorker(store, self.dispatcher, self.eventlog, sink=self.irc)
         self._stop = asyncio.Event()
 
     @classmethod
@@ -245,6 +267,15 @@ class App:
                 {(k,): v for k, v in self.outbox.stats().items()},
             )
         )
+        fams.append(
+            Family(
+                "masterchief_eventlog",
+                "Event log rows recorded, written, dropped (buffer full), buffered",
+                "gauge",
+                ("what",),
+                {(k,): v for k, v in self.eventlog.counters().items()},
+            )
+        )
         if self.web is not None:
             counters = self.web.counters()
             fams.append(
@@ -281,10 +312,16 @@ class App:
         one kept), the deploy modules and the scripts."""
         report = RehashReport(scripts=[])
         self._reload_config(report)
+        self._reload_modules(report)
         report.scripts = self.scripts.load_all()
         self.dispatcher.submit(Event(type="evnt", key="rehash", source="core"))
         self.dispatcher.submit(Event(type="event", key="rehash", source="core"))
         return report
+
+    def _reload_modules(self, report: RehashReport) -> None:
+        result = self.modules.reload()
+        report.modules_changed = sorted({*result.added, *result.changed, *result.removed})
+        report.module_errors = [str(e) for e in result.errors]
 
     def _reload_config(self, report: RehashReport) -> None:
         global_file = self.config.config_dir / "global" / "config.yaml"
@@ -304,27 +341,43 @@ class App:
                 "rehash: %s changed; restart the bot to apply", ", ".join(report.restart_needed)
             )
         self.config = new
+        self.jobs.config = new.deploy
+        self.modules.paths = list(new.deploy.modules)
+        self.eventlog.config = new.events  # retention and payload cap apply at once
 
     def stop(self) -> None:
         self._stop.set()
+
+    def install_bindings(self) -> None:
+        """Bind the built-ins that ``run`` binds before loading the scripts.
+        ``events replay --dry-run`` calls it on an App it never runs, so keep
+        it free of tasks and I/O beyond reading files."""
+        builtins.install(self)
+        announce.install(self)  # webhook/REST lines -> self.outbox (builtin:webhooks)
+        for err in self.modules.reload().errors:
+            log.error("module %s", err)
+        deploy_commands.install(self, self.jobs)
 
     async def run(self) -> None:
         """Run until ``stop()``; raises SaslFailed when IRC login is impossible."""
         loop = asyncio.get_running_loop()
         self.scripts.install_task_factory(loop)
-        builtins.install(self)
-        announce.install(self)  # webhook/REST lines -> self.outbox (builtin:webhooks)
+        self.install_bindings()
         for r in self.scripts.load_all():
             (log.info if r.ok else log.error)("%s", r)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.dispatcher.run(), name="dispatcher")
+                tg.create_task(self.eventlog.run(), name="eventlog")
+                tg.create_task(self.replays.run(), name="replays")
                 tg.create_task(self.clock.run(), name="clock")
                 tg.create_task(self.scripts.watch(), name="scripts")
                 tg.create_task(self.outbox.run(), name="outbox")
                 tg.create_task(self.rest.run(), name="rest")
                 tg.create_task(self.logs.run(), name="logs")
                 tg.create_task(self.files.run(), name="files")  # stops its observer
+                tg.create_task(self.modules.watch(), name="modules")
+                tg.create_task(self.jobs.run(), name="jobs")  # cancels running jobs on stop
                 if self.web is not None:
                     tg.create_task(self.web.run(), name="web")
                 tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group
@@ -338,6 +391,7 @@ class App:
 
     async def _shutdown(self) -> None:
         await self.irc.shutdown()  # idempotent; here for the error path
+        await self.eventlog.flush()  # what was recorded but not yet written
         await self.store.close()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -21,7 +21,7 @@ import click
 from masterchief.bot.users import User, UserTable
 from masterchief.core.config import Config, ConfigError, load_config
 from masterchief.core.errors import UserError
-from masterchief.core.store import Store, StoreError
+from masterchief.core.store import EventLogRecord, ReplayRequest, Store, StoreError
 
 __all__ = ["main"]
 
@@ -151,6 +151,128 @@ def files_status(config_dir: Path, env: str) -> None:
         click.echo(line)
 
 
+def _with_store(config: Config, action: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the bot's store, run ``action``, close."""
+
+    async def go() -> T:
+        store = await Store.open(config.store.path)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except (UserError, StoreError) as exc:
+        _fail(str(exc))
+
+
+@main.group()
+def events() -> None:
+    """The event log: events list | events replay."""
+
+
+@events.command("list")
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only this bind type.")
+@click.option("--since", metavar="WHEN", help="Only since 30m, 1h, 2d ago or an ISO time (UTC).")
+@click.option("--key", "key_mask", metavar="MASK", help="Only keys matching MASK (* and ?).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@_config_options
+def events_list(
+    types: tuple[str, ...],
+    since: str | None,
+    key_mask: str | None,
+    limit: int,
+    config_dir: Path,
+    env: str,
+) -> None:
+    """Logged events, newest first: time, id, type, key, origin, outcome, replay-of."""
+    config = _load(config_dir, env)
+    from masterchief.core import eventlog
+
+    try:
+        after = eventlog.parse_since(since) if since else None
+    except UserError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+
+    async def action(store: Store) -> list[EventLogRecord]:
+        return await eventlog.list_events(
+            store, types=types, since=after, key_mask=key_mask, limit=limit
+        )
+
+    found = _with_store(config, action)
+    if not found:
+        click.echo("no events")
+    for rec in found:
+        click.echo(eventlog.format_record(rec))
+
+
+@events.command("replay")
+@click.argument("event_ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--dry-run", is_flag=True, help="Show which bindings would fire now; change nothing.")
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for the running bot to replay them.",
+)
+@_config_options
+def events_replay(
+    event_ids: tuple[str, ...], dry_run: bool, timeout: float, config_dir: Path, env: str
+) -> None:
+    """Dispatch logged events again in the running bot, marked as replays.
+
+    A replay uses the payload as logged, which is redacted (secrets are ***).
+    Requests the bot has not taken within --timeout are cancelled."""
+    config = _load(config_dir, env)
+    from masterchief.core import eventlog
+
+    if dry_run:
+        _replay_dry_run(config, event_ids)
+        return
+
+    async def action(store: Store) -> list[ReplayRequest]:
+        return await eventlog.request_replays(store, event_ids, timeout=timeout)
+
+    failed = False
+    for req in _with_store(config, action):
+        if req.state == "done":
+            click.echo(f"{req.event_id}: {req.result}")
+            continue
+        failed = True
+        click.echo(f"error: {req.event_id}: {req.state}: {req.result or 'no result'}", err=True)
+        if req.state == "cancelled":
+            click.echo("error: is the bot running (masterchief run) on this store?", err=True)
+    if failed:
+        sys.exit(EXIT_ERROR)
+
+
+def _replay_dry_run(config: Config, event_ids: Sequence[str]) -> None:
+    """Which bindings would fire for each event under the current config and
+    scripts.  The App is built but never run; scripts load outside any event
+    loop, so loading them cannot start a task, and nothing is sent."""
+    from masterchief.app import App
+    from masterchief.core import eventlog
+
+    async def action(store: Store) -> tuple[Store, list[EventLogRecord], UserTable]:
+        return store, await store.event_log_get(event_ids), await UserTable.load(store)
+
+    store, found, users = _with_store(config, action)  # the store is closed again here
+    app = App(config, store, users)
+    app.install_bindings()
+    for result in app.scripts.load_all():
+        if not result.ok:
+            click.echo(f"note: {result} (its bindings are not shown)", err=True)
+    resolve = eventlog.offline_resolver(users)
+    for rec in found:
+        for line in eventlog.explain(rec, app.table.snapshot, resolve):
+            click.echo(line)
+    missing = sorted(set(event_ids) - {r.id for r in found})
+    if missing:
+        _fail(f"not in the event log: {', '.join(missing)}")
+
+
 @main.group()
 def user() -> None:
     """Manage users: user add | user list | user chattr."""
@@ -251,3 +373,201 @@ def user_chattr(handle: str, changes: str, channel: str | None, config_dir: Path
         click.echo(f"{changed.handle}: global {_flags_text(changed.flags)}")
     else:
         click.echo(f"{changed.handle} on {channel}: {_flags_text(changed.chan_flags(channel))}")
+
+
+# --- deploy modules (issue 5) ---------------------------------------------------------
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _print_errors(errors: list[str]) -> None:
+    for err in errors:
+        for line in err.splitlines():
+            click.echo(f"error: {line}", err=True)
+
+
+def _plain(value: Any) -> Any:
+    """Module config for display: secrets as ``***``."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)  # Secret prints as ***
+
+
+@main.group()
+def module() -> None:
+    """Deploy modules: module list | show | validate | add | remove."""
+
+
+@module.command("list")
+@_config_options
+def module_list(config_dir: Path, env: str) -> None:
+    """List deploy modules; those that fail to load are listed after (exit 1)."""
+    config = _load(config_dir, env)
+    from masterchief.core.modules import load_modules
+
+    found = load_modules(config.deploy.modules)
+    if not found.modules and not found.errors:
+        click.echo("no modules (add one with: masterchief module add PATH)")
+        return
+    rows = [("NAME", "VERSION", "KIND", "ENVIRONMENTS", "FLAGS", "APPROVAL", "REQUIRES")]
+    for name in found.names:
+        m = found.modules[name].manifest
+        rows.append(
+            (
+                m.name,
+                m.version,
+                m.kind,
+                ",".join(m.environments),
+                m.flags,
+                ",".join(m.approval) or "-",
+                ",".join(m.requires) or "-",
+            )
+        )
+    if found.modules:
+        _table(rows)
+    if found.errors:
+        _print_errors([str(e) for e in found.errors])
+        sys.exit(EXIT_ERROR)
+
+
+@module.command("show")
+@click.argument("name")
+@_config_options
+def module_show(name: str, config_dir: Path, env: str) -> None:
+    """A module's manifest, parameters, entry, digest and its config for --env."""
+    config = _load(config_dir, env)
+    import yaml
+
+    from masterchief.core.modules import load_module_config, load_modules
+
+    found = load_modules(config.deploy.modules)
+    mod = found.get(name)
+    if mod is None:
+        _fail(f"unknown module {name!r} (masterchief module validate lists the broken ones)")
+    try:
+        settings = load_module_config(config, name)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    m = mod.manifest
+    approval = [
+        f"{e}: {r.approvers} approver(s) with {r.flags}, valid {r.ttl_s:g}s"
+        for e, r in m.approval.items()
+    ]
+    fields = [
+        ("name", m.name),
+        ("version", m.version),
+        ("kind", m.kind),
+        ("description", m.description or "-"),
+        ("file", str(mod.file)),
+        ("entry", str(mod.entry)),
+        ("digest", mod.digest),
+        ("environments", ", ".join(m.environments)),
+        ("flags", m.flags),
+        ("approval", "; ".join(approval) or "-"),
+        ("timeout", f"{m.timeout_s:g}s"),
+        ("requires", ", ".join(m.requires) or "-"),
+        ("deploy order", " -> ".join(x.name for x in found.closure(name))),
+        ("options", ", ".join(f"{k}={v}" for k, v in mod.options.items()) or "-"),
+    ]
+    for label, value in fields:
+        click.echo(f"{label + ':':<14}{value}")
+    if m.parameters:
+        click.echo("parameters:")
+        rows = [("  NAME", "TYPE", "REQUIRED", "DEFAULT", "CONSTRAINTS", "DESCRIPTION")]
+        for pname, p in m.parameters.items():
+            limits = []
+            if p.pattern is not None:
+                limits.append(f"pattern {p.pattern}")
+            if p.enum is not None:
+                limits.append("one of " + "|".join(str(v) for v in p.enum))
+            if p.minimum is not None:
+                limits.append(f">= {p.minimum}")
+            if p.maximum is not None:
+                limits.append(f"<= {p.maximum}")
+            if p.secret:
+                limits.append("secret")
+            default = "-" if p.default is None else ("***" if p.secret else str(p.default))
+            rows.append(
+                (
+                    f"  {pname}",
+                    p.type,
+                    "yes" if p.required else "no",
+                    default,
+                    "; ".join(limits) or "-",
+                    p.description or "-",
+                )
+            )
+        _table(rows)
+    else:
+        click.echo("parameters:   none")
+    if settings:
+        click.echo(f"config ({config.env}):")
+        text = yaml.safe_dump(_plain(settings), default_flow_style=False, sort_keys=False)
+        for line in text.splitlines():
+            click.echo(f"  {line}")
+    else:
+        click.echo(f"config ({config.env}): none")
+
+
+@module.command("validate")
+@_config_options
+def module_validate(config_dir: Path, env: str) -> None:
+    """Validate every module and its config for --env; exit 1 on any error."""
+    config = _load(config_dir, env)
+    from masterchief.core.modules import load_module_config, load_modules
+
+    found = load_modules(config.deploy.modules)
+    problems = [str(e) for e in found.errors]
+    good = 0
+    for mod in found.order:
+        try:
+            load_module_config(config, mod.name)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        good += 1
+        click.echo(f"ok  {mod.name} {mod.version} ({mod.kind})")
+    if problems:
+        _print_errors(problems)
+        sys.exit(EXIT_ERROR)
+    click.echo(f"{good} module(s) valid")
+
+
+@module.command("add")
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@_config_options
+def module_add(path: Path, config_dir: Path, env: str) -> None:
+    """Validate the module folder PATH and copy it into the first modules folder."""
+    config = _load(config_dir, env)
+    from masterchief.core.modules import ModuleError, add_module
+
+    roots = config.deploy.modules
+    try:
+        added = add_module(path, roots[0], roots=roots)
+    except (ModuleError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"added {added.name} {added.version} ({added.kind}) in {added.dir}")
+
+
+@module.command("remove")
+@click.argument("name")
+@_config_options
+def module_remove(name: str, config_dir: Path, env: str) -> None:
+    """Move module NAME's folder to .removed/ (nothing is deleted)."""
+    config = _load(config_dir, env)
+    from masterchief.core.modules import ModuleError, remove_module
+
+    try:
+        moved = remove_module(name, config.deploy.modules)
+    except (ModuleError, OSError) as exc:
+        _fail(str(exc))
+    click.echo(f"removed {name}: moved to {moved}")

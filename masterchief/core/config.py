@@ -455,6 +455,17 @@ class DeployConfig(_Model):
     kill_grace_s: float = Field(default=10.0, gt=0)
     max_output_line_bytes: int = Field(default=4096, ge=256)
     tail_lines: int = Field(default=50, ge=10, le=10_000)
+    # Names of the bot's environment variables a job may see (credentials for
+    # the tools: ARM_CLIENT_ID, KUBECONFIG, SSH_AUTH_SOCK...); nothing else leaks.
+    pass_env: tuple[str, ...] = ()
+
+    @field_validator("pass_env")
+    @classmethod
+    def _check_pass_env(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return value
 
     @field_validator("channels")
     @classmethod
