@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from masterchief.app import App
-from masterchief.core.config import build_config
+from masterchief.core.config import Config, build_config
 from tests.servers import unique_name
 
 
@@ -62,12 +62,15 @@ async def running_bot(
     *,
     wait_channels: bool = True,
     environ: Mapping[str, str] | None = None,
+    config: Config | None = None,
     **over: Any,
 ) -> AsyncIterator[App]:
-    """Start an App in this event loop; yields once it is connected and joined."""
+    """Start an App in this event loop; yields once it is connected and joined.
+    ``config`` (e.g. from ``load_config``) replaces the built one."""
     (tmp / "scripts").mkdir(parents=True, exist_ok=True)
-    data = bot_config_data(tmp, host, port, **over)
-    config = build_config(data, project_dir=tmp, environ=environ or {})
+    if config is None:
+        data = bot_config_data(tmp, host, port, **over)
+        config = build_config(data, project_dir=tmp, environ=environ or {})
     app = await App.create(config)
     task = asyncio.create_task(app.run(), name="app")
     try:
