@@ -40,13 +40,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from ..bindings.event import Event
 from ..bindings.flags import FlagMask
 from ..core.config import DeployConfig
 from ..core.errors import UserError
-from ..core.modules import ApprovalRule, Module, ModuleLoader
+from ..core.modules import ApprovalRule, Module, ModuleLoader, folder_digest
 from ..core.secrets import MASK, REDACTOR, Secret
 from ..core.store import Store
 from . import runners
@@ -146,11 +147,20 @@ class Job:
         }
 
 
-def job_digest(module: Module, env: str, mode: str, params: Mapping[str, Any]) -> str:
-    """What an approval is bound to: module, its content, environment, parameters."""
+def content_root(module: Module) -> Path:
+    """The folder whose content a run uses: the module's, or the common parent
+    of it and an entry outside it (``entry: ../playbooks/site.yml`` with roles)."""
+    entry = module.entry if module.entry.is_dir() else module.entry.parent
+    return Path(os.path.commonpath([module.dir, entry]))
+
+
+async def job_digest(module: Module, env: str, mode: str, params: Mapping[str, Any]) -> str:
+    """What an approval is bound to: module, its content as on disk now,
+    environment, mode and parameters."""
+    content = await asyncio.to_thread(folder_digest, content_root(module))
     plain = {k: v.reveal() if isinstance(v, Secret) else v for k, v in params.items()}
     body = json.dumps(
-        [module.name, module.manifest.version, module.digest, env, mode, plain],
+        [module.name, module.manifest.version, content, env, mode, plain],
         sort_keys=True,
         default=str,
     )
@@ -266,7 +276,7 @@ class JobManager:
             mode=mode,
             params=dict(params),
             shown=_shown(module, params),
-            digest=job_digest(module, env, mode, params),
+            digest=await job_digest(module, env, mode, params),
             requester=requester,
             channel=channel,
             rule=rule,
@@ -323,7 +333,10 @@ class JobManager:
         if any(p.same_as(approver) for p, _ in job.approvals):
             raise UserError(f"you already approved job {job.id}")
         current = self.modules.current.get(job.module)
-        if current is None or job_digest(current, job.env, job.mode, job.params) != job.digest:
+        if (
+            current is None
+            or await job_digest(current, job.env, job.mode, job.params) != job.digest
+        ):
             await self._close(job, "cancelled", "the module changed since the request")
             raise UserError(
                 f"job {job.id} cancelled: {job.module} changed since it was requested; "
@@ -394,7 +407,7 @@ class JobManager:
 
     async def _start(self, job: Job) -> None:
         module = self.modules.current.get(job.module)
-        if module is None or job_digest(module, job.env, job.mode, job.params) != job.digest:
+        if module is None or await job_digest(module, job.env, job.mode, job.params) != job.digest:
             await self._close(job, "cancelled", "the module changed since the request")
             return
         ttl = module.manifest.timeout_s + 2 * self.config.kill_grace_s + 60

@@ -248,3 +248,36 @@ async def test_a_secret_printed_by_a_failing_job_is_masked_everywhere(
     assert any(t.endswith("token=***") for t in row["tail"])
     everything = repr(row) + "".join(str(ln) for ln in boss.lines) + caplog.text
     assert SECRET not in everything
+
+
+async def test_requester_logging_out_cancels_the_waiting_job(bot, irc_client, make_account) -> None:  # type: ignore[no-untyped-def]
+    acct = await make_account()
+    await bot.users.add_user(acct.name, account=acct.name, flags="m")
+    requester = await irc_client(acct.name + "_r", sasl=(acct.name, acct.password))
+    await requester.join("#ops")
+    await wait_until(lambda: (bot.irc.lookup_nick(requester.nick) or (None,))[0] == acct.name, 10)
+    line = await say(
+        requester, "!deploy svc prod service=api", r"job [0-9a-f]{6} .*needs 1 approval"
+    )
+    job = job_id(line.text)
+    assert f"by {acct.name})" in line.text
+    await requester.say("NickServ", "LOGOUT")
+    line = await requester.wait_for(rf"PRIVMSG #ops :job {job} svc/prod deploy cancelled", 15)
+    assert "lost their account" in line.text
+    row = await bot.store.job_get(job)
+    assert row["status"] == "cancelled" and row["started_at"] is None
+
+
+async def test_an_approval_is_bound_to_the_module_content(bot, irc_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    boss = await person(bot, irc_client, "m")
+    other = await person(bot, irc_client, "m")
+    line = await say(boss, "!deploy svc prod service=api", r"job [0-9a-f]{6} .*needs 1 approval")
+    job = job_id(line.text)
+    script = tmp_path / "modules" / "svc" / "run.sh"
+    script.write_text(
+        script.read_text().replace('echo "done $svc"', 'echo "done $svc"; echo changed')
+    )
+    line = await say(other, f"!approve {job}", f"{other.nick}: ")
+    assert f"job {job} cancelled" in line.text and "changed since it was requested" in line.text
+    row = await bot.store.job_get(job)
+    assert row["status"] == "cancelled" and row["started_at"] is None
