@@ -1,0 +1,221 @@
+"""JobManager without IRC: progress ticker, expiry, recovery, requires, lease."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from masterchief.bindings.event import Event
+from masterchief.core.config import DeployConfig
+from masterchief.core.errors import UserError
+from masterchief.core.modules import ModuleLoader
+from masterchief.core.secrets import Secret
+from masterchief.core.store import Store
+from masterchief.deploy.jobs import Job, JobManager, Person
+from masterchief.deploy.runners import OutputLine
+
+MANIFEST = """\
+name: {name}
+version: 1.0.0
+kind: script
+entry: run.sh
+environments: [dev, prod]
+flags: "o|o"
+requires: {requires}
+approval: {{prod: {{approvers: 2, flags: "m|m", ttl_s: 60}}}}
+parameters:
+  service: {{type: string, pattern: '^[a-z0-9-]+$', required: true}}
+  token: {{type: string, secret: true}}
+"""
+
+
+class Rig:
+    def __init__(self, jobs: JobManager, store: Store) -> None:
+        self.jobs = jobs
+        self.store = store
+        self.announced: list[tuple[str, str]] = []
+        self.said: list[tuple[str, str]] = []
+        self.events: list[Event] = []
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    for name, requires in (("base", "[]"), ("app", "[base]")):
+        d = tmp_path / "modules" / name
+        d.mkdir(parents=True)
+        (d / "module.yaml").write_text(MANIFEST.format(name=name, requires=requires))
+        (d / "run.sh").write_text('#!/bin/sh\necho "hello $MC_PARAM_SERVICE"\n')
+        (d / "run.sh").chmod(0o755)
+    loader = ModuleLoader([tmp_path / "modules"])
+    assert not loader.reload().errors
+    store = await Store.open(tmp_path / "s.db")
+    config = DeployConfig(work_dir=tmp_path / "jobs", channels=("#deploys",), kill_grace_s=1)
+    holder: list[Rig] = []
+
+    async def announce(target: str, text: str) -> None:
+        holder[0].announced.append((target, text))
+
+    jobs = JobManager(
+        config,
+        store,
+        loader,
+        announce=announce,
+        say=lambda target, text: holder[0].said.append((target, text)),
+        submit=lambda ev: holder[0].events.append(ev),
+    )
+    holder.append(Rig(jobs, store))
+    try:
+        yield holder[0]
+    finally:
+        await jobs.shutdown()
+        await store.close()
+
+
+ALICE = Person("alice", "alice", "alice")
+BOB = Person("bob", "bob", "bob")
+CAROL = Person("carol", "carol", None)
+
+
+def anyone(_mask: object, _chan: object) -> bool:
+    return True
+
+
+async def finished(job: Job) -> None:
+    async with asyncio.timeout(10):
+        while job.status in ("running", "awaiting_approval"):
+            await asyncio.sleep(0.01)
+
+
+async def test_a_run_announces_start_and_summary_and_records_events(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    job = await rig.jobs.request(module, "dev", "deploy", {"service": "api"}, ALICE, "#ops")
+    await finished(job)
+    assert job.status == "succeeded"
+    targets = {t for t, _ in rig.announced}
+    assert targets == {"#ops", "#deploys"}
+    texts = [t for _, t in rig.announced]
+    assert any(t.startswith(f"job {job.id} started: !deploy base dev service=api") for t in texts)
+    assert any(t.startswith(f"job {job.id} base/dev deploy succeeded") for t in texts)
+    keys = [e.key for e in rig.events]
+    assert keys[:2] == ["deploy.requested", "deploy.started"] and keys[-1] == "deploy.finished"
+    assert "deploy.progress" in keys
+    row = await rig.store.job_get(job.id)
+    assert row is not None and "hello api" in row["tail"]
+
+
+async def test_secret_parameters_are_shown_and_stored_as_stars(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    job = await rig.jobs.request(
+        module, "dev", "deploy", {"service": "api", "token": "param-secret-1234"}, ALICE, None
+    )
+    assert isinstance(job.params["token"], Secret)
+    assert "token=***" in job.command
+    await finished(job)
+    row = await rig.store.job_get(job.id)
+    assert row is not None and row["params"]["token"] == "***"
+    assert "param-secret-1234" not in repr(row) + repr(rig.announced)
+
+
+async def test_requires_must_have_succeeded_in_that_environment(rig: Rig) -> None:
+    app = rig.jobs.module("app")
+    with pytest.raises(UserError, match="app requires base deployed to dev first"):
+        await rig.jobs.request(app, "dev", "deploy", {"service": "x"}, ALICE, "#ops")
+    plan = await rig.jobs.request(app, "dev", "plan", {"service": "x"}, ALICE, "#ops")
+    await finished(plan)  # a plan checks nothing
+    base = await rig.jobs.request(
+        rig.jobs.module("base"), "dev", "deploy", {"service": "x"}, ALICE, "#ops"
+    )
+    await finished(base)
+    job = await rig.jobs.request(app, "dev", "deploy", {"service": "x"}, ALICE, "#ops")
+    await finished(job)
+    assert job.status == "succeeded"
+
+
+async def test_two_approvers_needed_distinct_people(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    job = await rig.jobs.request(module, "prod", "deploy", {"service": "api"}, ALICE, "#ops")
+    assert job.status == "awaiting_approval"
+    assert "needs 2 approvals" in rig.announced[-1][1]
+    with pytest.raises(UserError, match="someone else must approve"):
+        await rig.jobs.approve(job.id, Person("ALICE", "other-nick", None), anyone)
+    with pytest.raises(UserError, match="someone else must approve"):  # same account, other handle
+        await rig.jobs.approve(job.id, Person("alice2", "a2", "Alice"), anyone)
+    assert "1 more needed" in await rig.jobs.approve(job.id, BOB, anyone)
+    with pytest.raises(UserError, match="already approved"):
+        await rig.jobs.approve(job.id, BOB, anyone)
+    await rig.jobs.approve(job.id, CAROL, anyone)
+    await finished(job)
+    assert job.status == "succeeded"
+    row = await rig.store.job_get(job.id)
+    assert row is not None and [a["handle"] for a in row["approvals"]] == ["bob", "carol"]
+
+
+async def test_expiry_denial_and_cancel_of_waiting_jobs(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    a = await rig.jobs.request(module, "prod", "deploy", {"service": "a"}, ALICE, "#ops")
+    b = await rig.jobs.request(module, "prod", "deploy", {"service": "b"}, ALICE, "#ops")
+    c = await rig.jobs.request(module, "prod", "deploy", {"service": "c"}, ALICE, "#ops")
+    await rig.jobs.expire(now=time.time() + 61)
+    assert {a.status, b.status, c.status} == {"expired"}
+    d = await rig.jobs.request(module, "prod", "deploy", {"service": "d"}, ALICE, "#ops")
+    assert "denied by bob: not today" in await rig.jobs.deny(d.id, BOB, anyone, "not today")
+    e = await rig.jobs.request(module, "prod", "deploy", {"service": "e"}, ALICE, "#ops")
+    with pytest.raises(UserError, match="you need"):
+        await rig.jobs.cancel(e.id, BOB, lambda m, c: False)
+    assert await rig.jobs.cancel(e.id, ALICE, lambda m, c: False) == f"job {e.id} cancelled"
+    assert (d.status, e.status) == ("denied", "cancelled")
+
+
+async def test_progress_tick_is_bounded_per_channel(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    made: list[Job] = []
+    for i in range(5):
+        job = Job(
+            id=f"00000{i}", module="base", module_version="1", env=f"e{i}", mode="deploy",
+            params={}, shown={}, digest="", requester=ALICE, channel="#ops", rule=None,
+            created_at=time.time(), status="running", started_at=time.time(),
+        )  # fmt: skip
+        rig.jobs.jobs[job.id] = job
+        made.append(job)
+    del module
+    for job in made[:2]:
+        rig.jobs._output(job, OutputLine(text="TASK [install]", kind="task"))
+        rig.jobs._output(job, OutputLine(text="ok: host1"))
+    assert rig.jobs.progress_tick() == 4  # 2 jobs x (#ops, #deploys)
+    assert all("TASK [install] | ok: host1" in text for _, text in rig.said)
+    assert rig.jobs.progress_tick() == 0  # nothing new
+    rig.said.clear()
+    for job in made:
+        for n in range(1000):
+            rig.jobs._output(job, OutputLine(text=f"line {n}"))
+    assert rig.jobs.progress_tick() == 2  # 5 jobs with news: one combined line per channel
+    assert rig.said[0][1].startswith("5 jobs running — ")
+    assert "line 999" in rig.said[0][1]
+    for job in made:
+        job.status = "succeeded"
+
+
+async def test_recover_marks_stale_jobs_interrupted_and_frees_leases(rig: Rig) -> None:
+    await rig.store.job_insert(
+        {
+            "id": "dead01",
+            "module": "base",
+            "module_version": "1",
+            "env": "dev",
+            "mode": "deploy",
+            "params": {},
+            "digest": "",
+            "requester": "alice",
+            "status": "running",
+            "created_at": time.time(),
+        }
+    )
+    await rig.store.lease_acquire("base", "dev", job_id="dead01", holder="old", ttl_s=600)
+    assert await rig.jobs.recover() == 1
+    row = await rig.store.job_get("dead01")
+    assert row is not None and row["status"] == "interrupted"
+    assert await rig.store.leases() == []
