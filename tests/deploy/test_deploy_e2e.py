@@ -281,3 +281,37 @@ async def test_an_approval_is_bound_to_the_module_content(bot, irc_client, tmp_p
     assert f"job {job} cancelled" in line.text and "changed since it was requested" in line.text
     row = await bot.store.job_get(job)
     assert row["status"] == "cancelled" and row["started_at"] is None
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(180)
+async def test_plan_baseline_dev_runs_ansible_check_mode_on_localhost(
+    tmp_path: Path, ircd, irc_client
+) -> None:  # type: ignore[no-untyped-def]
+    """The shipped baseline module: ``!plan baseline dev`` is ansible-playbook
+    --check --diff against localhost (local connection), progress in the channel."""
+    import shutil
+
+    shutil.copytree(ROOT / "config" / "modules", tmp_path / "config" / "modules")
+    async with running_bot(
+        tmp_path,
+        ircd.host,
+        ircd.port,
+        deploy={
+            "modules": [str(ROOT / "modules")],
+            "work_dir": str(tmp_path / "jobs"),
+            "progress_interval_s": 1,
+        },
+    ) as app:
+        assert app.modules.current.get("baseline") is not None, app.modules.current.errors
+        op = await person(app, irc_client, "o", chan="#ops")
+        line = await say(op, "!plan baseline dev", r"job [0-9a-f]{6} started: !plan baseline dev")
+        job = job_id(line.text)
+        task = await op.wait_for(rf"PRIVMSG #ops :\[{job} baseline/dev \S+\] TASK \[", 60)
+        assert task
+        line = await op.wait_for(rf"PRIVMSG #ops :job {job} baseline/dev plan ", 150)
+        assert "succeeded" in line.text and "failed 0" in line.text, line.text
+        row = await app.store.job_get(job)
+        assert row["status"] == "succeeded" and row["exit_code"] == 0
