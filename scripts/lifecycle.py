@@ -2,7 +2,7 @@
 
 Eggdrop's ``init-server`` fires when the bot is connected and registered;
 MasterChief's internal events (``irc.connected``, ``irc.disconnected``,
-``rehash``, later ``deploy.*``) are ``event`` bindings with wildcard masks.
+``rehash``, ``deploy.*`` -- see deploy_alerts.py) are ``event`` bindings with wildcard masks.
 """
 
 import logging
@@ -17,6 +17,7 @@ def connected(ev: Event) -> None:
     log.info("connected to IRC")
 
 
-@bind("event", "-|-", "*")
-def any_internal(ev: Event) -> None:
+# Not "*": that would also ask for a deploy.progress Event per output line.
+@bind("event", "-|-", "irc.*")
+def irc_state(ev: Event) -> None:
     log.info("internal event %s", ev.key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from tests.harness import running_bot, wait_until
 from tests.servers import unique_name
 
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "tok-3f9a-very-secret-value"
 
 RUN_SH = """\
@@ -73,6 +75,8 @@ async def bot(tmp_path: Path, ircd, monkeypatch: pytest.MonkeyPatch):  # type: i
                 """
             )
         )
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "deploy_alerts.py", tmp_path / "scripts")
     async with running_bot(
         tmp_path,
         ircd.host,
@@ -240,6 +244,8 @@ async def test_a_secret_printed_by_a_failing_job_is_masked_everywhere(
     await boss.say("#ops", "!deploy svc dev service=leak")
     line = await boss.wait_for(r"PRIVMSG #ops :job [0-9a-f]{6} svc/dev deploy failed", 15)
     job = job_id(line.text)
+    hint = await boss.wait_for(rf"PRIVMSG #ops :{boss.nick}: your deploy of svc to dev failed", 10)
+    assert hint.text.endswith(f"!job {job} shows the last lines")  # scripts/deploy_alerts.py
     await boss.say("#ops", f"!job {job}")
     shown = await boss.wait_for(rf"NOTICE {boss.nick} :\| connecting with token=", 10)
     assert shown.text.endswith("token=***")
@@ -283,17 +289,12 @@ async def test_an_approval_is_bound_to_the_module_content(bot, irc_client, tmp_p
     assert row["status"] == "cancelled" and row["started_at"] is None
 
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 @pytest.mark.timeout(180)
 async def test_plan_baseline_dev_runs_ansible_check_mode_on_localhost(
     tmp_path: Path, ircd, irc_client
 ) -> None:  # type: ignore[no-untyped-def]
     """The shipped baseline module: ``!plan baseline dev`` is ansible-playbook
     --check --diff against localhost (local connection), progress in the channel."""
-    import shutil
-
     shutil.copytree(ROOT / "config" / "modules", tmp_path / "config" / "modules")
     async with running_bot(
         tmp_path,
