@@ -142,6 +142,8 @@ class App:
         # Deploy modules and jobs (progress lines go straight to the pacer,
         # starts and summaries through the durable outbox).
         self.modules = ModuleLoader(list(config.deploy.modules))
+        self._wants_snapshot: object = None
+        self._wants_cache: dict[str, bool] = {}
         self.jobs = JobManager(
             config.deploy,
             store,
@@ -149,7 +151,7 @@ class App:
             announce=self.outbox.announce,
             say=self.output.privmsg,
             submit=self.dispatcher.submit,
-            wants=lambda key: self.table.snapshot.mask_matches("event", key),
+            wants=self._wants_event,
             module_config=lambda name: load_module_config(self.config, name),
         )
         self.metrics = Metrics()
@@ -176,6 +178,18 @@ class App:
         store = await Store.open(config.store.path)
         users = await UserTable.load(store)
         return cls(config, store, users)
+
+    def _wants_event(self, key: str) -> bool:
+        """Whether an ``event`` binding matches ``key`` -- asked once per job
+        output line, so the answer is kept until the bindings change."""
+        snapshot = self.table.snapshot
+        if snapshot is not self._wants_snapshot:
+            self._wants_snapshot = snapshot
+            self._wants_cache.clear()
+        found = self._wants_cache.get(key)
+        if found is None:
+            found = self._wants_cache[key] = snapshot.mask_matches("event", key)
+        return found
 
     # -- identity --------------------------------------------------------------
 

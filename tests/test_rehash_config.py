@@ -54,3 +54,18 @@ async def test_invalid_config_on_rehash_keeps_the_running_one(tmp_path: Path) ->
         assert report.restart_needed == ("irc",)  # the port: only a restart moves it
     finally:
         await app.store.close()
+
+
+async def test_the_wanted_event_answer_follows_the_bindings(tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    (cfg / "global").mkdir(parents=True)
+    _write(cfg, 'irc: {host: 127.0.0.1, channels: ["#ops"]}\n')
+    app = await App.create(load_config(cfg))
+    try:
+        assert app._wants_event("deploy.progress") is False
+        app.table.bind("event", "-|-", "deploy.*", lambda ev: None, owner="script:x")
+        assert app._wants_event("deploy.progress") is True
+        app.table.unbind_owner("script:x")
+        assert app._wants_event("deploy.progress") is False
+    finally:
+        await app.store.close()

@@ -177,6 +177,20 @@ def _shown(module: Module, params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _pack(texts: list[str], head: str, limit: int = 360) -> list[str]:
+    """Join ``texts`` with `` | `` into as few lines of at most ``limit``
+    characters as possible, never cutting one (a longer one stands alone)."""
+    lines: list[str] = []
+    current = head
+    for text in texts:
+        if current not in (head, "") and len(current) + 3 + len(text) > limit:
+            lines.append(current)
+            current = ""
+        current += (" | " if current not in (head, "") else "") + text
+    lines.append(current)
+    return lines
+
+
 def _age(seconds: float) -> str:
     s = max(0, int(seconds))
     if s < 90:
@@ -218,6 +232,9 @@ class JobManager:
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.jobs: dict[str, Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.gather_s = 0.25
+        self._gathered: dict[str, list[str]] = {}
+        self._gather_task: asyncio.Future[None] | None = None
         self.stats = {"started": 0, "refused": 0, "lines": 0, "progress_lines": 0}
 
     # -- lookups ------------------------------------------------------------------
@@ -530,12 +547,28 @@ class JobManager:
     # -- telling people -------------------------------------------------------------
 
     async def _tell_all(self, job: Job, text: str) -> None:
+        """Starts, summaries, approvals: durable, and gathered for a moment so
+        that twenty jobs ending together make a few lines, not twenty (at the
+        server's one line a second the last summary would wait 20 s)."""
         text = REDACTOR.redact(text)
         for target in self.targets(job):
-            try:
-                await self._announce(target, text)
-            except Exception:
-                log.exception("could not announce job %s to %s", job.id, target)
+            self._gathered.setdefault(target, []).append(text)
+        if self._gather_task is None or self._gather_task.done():
+            self._gather_task = asyncio.ensure_future(self._flush_gathered())
+            self._tasks.add(self._gather_task)
+            self._gather_task.add_done_callback(self._tasks.discard)
+
+    async def _flush_gathered(self) -> None:
+        await asyncio.sleep(self.gather_s)
+        gathered, self._gathered = self._gathered, {}
+        for target, texts in gathered.items():
+            if len(texts) > 3:  # packed whole into lines that fit IRC's 512 bytes
+                texts = _pack(texts, f"{len(texts)} job updates: ")
+            for text in texts:
+                try:
+                    await self._announce(target, text)
+                except Exception:
+                    log.exception("could not announce to %s: %s", target, text[:80])
 
     def _event(self, key: str, job: Job, **extra: Any) -> None:
         payload = {k: v for k, v in job.record().items() if k != "tail"}

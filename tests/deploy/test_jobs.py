@@ -90,11 +90,22 @@ async def finished(job: Job) -> None:
             await asyncio.sleep(0.01)
 
 
+async def told(rig: Rig, fragment: str) -> str:
+    """Announcements are gathered for a moment: wait for one."""
+    async with asyncio.timeout(5):
+        while True:
+            for _, text in rig.announced:
+                if fragment in text:
+                    return text
+            await asyncio.sleep(0.01)
+
+
 async def test_a_run_announces_start_and_summary_and_records_events(rig: Rig) -> None:
     module = rig.jobs.module("base")
     job = await rig.jobs.request(module, "dev", "deploy", {"service": "api"}, ALICE, "#ops")
     await finished(job)
     assert job.status == "succeeded"
+    await told(rig, f"job {job.id} base/dev deploy succeeded")
     targets = {t for t, _ in rig.announced}
     assert targets == {"#ops", "#deploys"}
     texts = [t for _, t in rig.announced]
@@ -139,7 +150,7 @@ async def test_two_approvers_needed_distinct_people(rig: Rig) -> None:
     module = rig.jobs.module("base")
     job = await rig.jobs.request(module, "prod", "deploy", {"service": "api"}, ALICE, "#ops")
     assert job.status == "awaiting_approval"
-    assert "needs 2 approvals" in rig.announced[-1][1]
+    await told(rig, f"job {job.id} (!deploy base prod service=api, by alice) needs 2 approvals")
     with pytest.raises(UserError, match="someone else must approve"):
         await rig.jobs.approve(job.id, Person("ALICE", "other-nick", None), anyone)
     with pytest.raises(UserError, match="someone else must approve"):  # same account, other handle
@@ -219,3 +230,18 @@ async def test_recover_marks_stale_jobs_interrupted_and_frees_leases(rig: Rig) -
     row = await rig.store.job_get("dead01")
     assert row is not None and row["status"] == "interrupted"
     assert await rig.store.leases() == []
+
+
+async def test_many_updates_at_once_are_gathered_into_one_announcement(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    jobs = [
+        await rig.jobs.request(module, "prod", "deploy", {"service": f"s{i}"}, ALICE, "#ops")
+        for i in range(5)
+    ]
+    await told(rig, "5 job updates: ")
+    await rig.jobs.shutdown()  # waits for the gathered lines to be announced
+    lines = [text for target, text in rig.announced if target == "#ops"]
+    assert 1 < len(lines) < 5  # packed: fewer lines than jobs, none cut
+    for j in jobs:
+        assert sum(f"job {j.id} (!deploy base prod service=" in t for t in lines) == 1
+    assert all(len(t) <= 360 for t in lines)
