@@ -40,8 +40,6 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any, TypeVar, overload
 
-from croniter import croniter
-
 from .event import Event
 from .flags import FlagMask
 from .masks import compile_mask
@@ -375,7 +373,15 @@ class Snapshot:
 
 
 def _cron_ok(b: Binding, when: datetime) -> bool:
+    from croniter import croniter  # with dateutil ~4 MB: only once a cron binding exists
+
     return bool(croniter.match(b.mask, when))
+
+
+def _valid_cron(mask: str) -> bool:
+    from croniter import croniter
+
+    return len(mask.split()) == 5 and bool(croniter.is_valid(mask))
 
 
 class BindingTable:
@@ -401,9 +407,7 @@ class BindingTable:
         fm = FlagMask.parse(flags)
         if not isinstance(mask, str) or not mask:
             raise BindError(f"empty mask for bind type {type_!r}")
-        if BIND_TYPES[type_].kind is MatchKind.CRON and (
-            len(mask.split()) != 5 or not croniter.is_valid(mask)
-        ):
+        if BIND_TYPES[type_].kind is MatchKind.CRON and not _valid_cron(mask):
             raise BindError(f"{type_} bindings need a 5-field cron expression, not {mask!r}")
         return Binding(type_, fm, mask, handler, owner, is_async=_returns_awaitable(handler))
 

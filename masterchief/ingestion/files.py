@@ -38,15 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from watchdog.events import (
-    DirMovedEvent,
-    FileClosedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-
 from ..bindings.event import Event
 from ..core.config import FilesConfig
 from ..core.store import Store
@@ -136,30 +127,6 @@ class _TrackedRows:
         return row
 
 
-class _Handler(FileSystemEventHandler):
-    """Runs on the observer thread: only marshals paths into the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, owner: FileWatcher, watch: _Watch):
-        self._loop = loop
-        self._owner = owner
-        self._watch = watch
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        # Our own reads (opened, closed_no_write) and deletions say nothing new.
-        if event.event_type not in ("created", "modified", "moved", "closed"):
-            return
-        if event.is_directory and event.event_type not in ("created", "moved"):
-            return
-        closed = isinstance(event, FileClosedEvent)
-        paths = [event.src_path]
-        if isinstance(event, FileMovedEvent | DirMovedEvent):
-            paths = [event.dest_path]
-        for p in paths:
-            path = Path(os.fsdecode(p))
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                self._loop.call_soon_threadsafe(self._owner.notice, self._watch, path, closed)
-
-
 class FileWatcher:
     """Every configured watched folder; ``await run()`` until cancelled."""
 
@@ -224,12 +191,15 @@ class FileWatcher:
     async def run(self) -> None:
         if not self.watches:
             return
+        # watchdog (~5 MB) is loaded only when a folder is watched.
+        from ._observer import Handler, Observer
+
         loop = asyncio.get_running_loop()
         observer = Observer()
         for w in self.watches:
             w.root.mkdir(parents=True, exist_ok=True)
             w.root = w.root.resolve()
-            observer.schedule(_Handler(loop, self, w), str(w.root), recursive=w.config.recursive)
+            observer.schedule(Handler(loop, self, w), str(w.root), recursive=w.config.recursive)
         observer.start()
         self._observer = observer
         try:

@@ -87,12 +87,9 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
-import jmespath
-import jmespath.exceptions
-import jmespath.parser
 from yarl import URL
 
 from masterchief.bindings.event import Event, new_ref
@@ -102,6 +99,9 @@ from masterchief.core.secrets import MASK, REDACTOR, Redactor, Secret
 from masterchief.core.store import Store, StoreError
 
 from .oauth import BodyTooLarge, ClientCredentials, TokenError, read_limited
+
+if TYPE_CHECKING:
+    from jmespath.parser import ParsedResult
 
 __all__ = [
     "EventSink",
@@ -189,8 +189,12 @@ def redact_url(url: str | URL, params: Iterable[str] = ()) -> str:
     return REDACTOR.redact(str(u))
 
 
-def check_select(expression: str) -> jmespath.parser.ParsedResult:
-    """Compile a JMESPath expression; ``ValueError`` with the parser's reason."""
+def check_select(expression: str) -> ParsedResult:
+    """Compile a JMESPath expression; ``ValueError`` with the parser's reason.
+    (jmespath is imported here: only pollers with a ``select`` need it.)"""
+    import jmespath
+    import jmespath.exceptions
+
     try:
         return jmespath.compile(expression)
     except jmespath.exceptions.JMESPathError as exc:
@@ -541,9 +545,11 @@ class RestPoller:
             raise PollFailure("invalid JSON") from None
         if self._expr is None:
             return doc, canonical_hash(doc)
+        from jmespath.exceptions import JMESPathError
+
         try:
             selection = self._expr.search(doc)
-        except jmespath.exceptions.JMESPathError as exc:
+        except JMESPathError as exc:
             raise PollFailure("select expression failed", self._scrub(str(exc))) from None
         return selection, canonical_hash(selection)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 __all__ = ["CONTENT_TYPE", "Family", "Metrics"]
 
@@ -35,21 +35,26 @@ class Family:
 Source = Callable[[], list[Family]]
 
 
-class _Collector(Collector):
-    def __init__(self, sources: list[Source]) -> None:
-        self._sources = sources
+def _collector(sources: list[Source]) -> Any:
+    # prometheus-client (~5 MB with http.server and wsgiref) is loaded at the
+    # first scrape, not by every bot that is never scraped.
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import Collector
 
-    def collect(self) -> Iterator[Metric]:
-        for source in self._sources:
-            for fam in source():
-                metric: GaugeMetricFamily | CounterMetricFamily
-                if fam.kind == "counter":
-                    metric = CounterMetricFamily(fam.name, fam.help, labels=list(fam.labels))
-                else:
-                    metric = GaugeMetricFamily(fam.name, fam.help, labels=list(fam.labels))
-                for values, value in fam.samples.items():
-                    metric.add_metric(list(values), value)
-                yield metric
+    class _Collector(Collector):
+        def collect(self) -> Iterator[Metric]:
+            for source in sources:
+                for fam in source():
+                    metric: GaugeMetricFamily | CounterMetricFamily
+                    if fam.kind == "counter":
+                        metric = CounterMetricFamily(fam.name, fam.help, labels=list(fam.labels))
+                    else:
+                        metric = GaugeMetricFamily(fam.name, fam.help, labels=list(fam.labels))
+                    for values, value in fam.samples.items():
+                        metric.add_metric(list(values), value)
+                    yield metric
+
+    return _Collector()
 
 
 class Metrics:
@@ -57,11 +62,16 @@ class Metrics:
 
     def __init__(self) -> None:
         self._sources: list[Source] = []
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_Collector(self._sources))
+        self._registry: Any = None
 
     def add(self, source: Source) -> None:
         self._sources.append(source)
 
     def render(self) -> bytes:
-        return generate_latest(self._registry)
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(_collector(self._sources))
+        data: bytes = generate_latest(self._registry)
+        return data
