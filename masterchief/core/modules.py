@@ -65,6 +65,7 @@ from masterchief.core.config import (
     KeyPath,
     _dotted,
     _merge,
+    _model_in,
     _read_yaml,
     _resolve_tree,
 )
@@ -300,6 +301,15 @@ class KubernetesOptions(_Model):
     tool: Literal["helm", "kubectl"] = "helm"
 
 
+def _unique_names(value: tuple[str, ...], pattern: str, what: str, one: str) -> tuple[str, ...]:
+    for name in value:
+        if not re.fullmatch(pattern, name):
+            raise ValueError(f"{name!r} is not {what}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{one} is listed twice")
+    return value
+
+
 class Manifest(_Model):
     """A ``module.yaml``, validated."""
 
@@ -337,22 +347,12 @@ class Manifest(_Model):
     @field_validator("requires")
     @classmethod
     def _check_requires(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not re.fullmatch(NAME_RE, name):
-                raise ValueError(f"{name!r} is not a module name")
-        if len(set(value)) != len(value):
-            raise ValueError("a module is listed twice")
-        return value
+        return _unique_names(value, NAME_RE, "a module name", "a module")
 
     @field_validator("environments")
     @classmethod
     def _check_environments(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for env in value:
-            if not re.fullmatch(ENV_RE, env):
-                raise ValueError(f"{env!r} is not an environment name ({ENV_RE})")
-        if len(set(value)) != len(value):
-            raise ValueError("an environment is listed twice")
-        return value
+        return _unique_names(value, ENV_RE, f"an environment name ({ENV_RE})", "an environment")
 
     @field_validator("flags")
     @classmethod
@@ -550,16 +550,6 @@ def _is_mapping(annotation: Any) -> bool:
     if get_origin(annotation) is dict:
         return True
     return any(_is_mapping(a) for a in get_args(annotation))
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def _parent_model(loc: KeyPath) -> type[BaseModel] | None:
