@@ -60,6 +60,21 @@ MASTERCHIEF = REPO / ".venv" / "bin" / "masterchief"
 # --------------------------------------------------------------------------- stats / machine
 
 
+def bot_revision() -> str:
+    """``git describe`` of the bot's source, with ``-dirty`` for local changes."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list (``q`` in 0..100)."""
     if not sorted_values:

@@ -59,7 +59,6 @@ import resource
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,7 +69,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, machine, percentile
+from bench.common import bot_revision, machine, percentile
 from masterchief.app import App
 from masterchief.core.config import BotConfig, OutputConfig
 from masterchief.core.secrets import MASK, RedactingFilter
@@ -304,20 +303,6 @@ def count_in_files(paths: list[Path], needle: bytes) -> tuple[int, int]:
             hits += path.read_bytes().count(needle)
             read += 1
     return hits, read
-
-
-def revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return out.stdout.strip() or "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
 async def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.05) -> float:
@@ -580,7 +565,7 @@ def report(
     lag = sorted(run.lag_ms)
 
     print(f"machine: {where}")
-    print(f"bot: masterchief {revision()}, in-process App (tests/harness.py running_bot)")
+    print(f"bot: masterchief {bot_revision()}, in-process App (tests/harness.py running_bot)")
     print(
         f"ircd: InspIRCd, connect class 'stock' (threshold 10, commandrate 1000, fakelag on, "
         f"recvq 8192); bot output: DEFAULT pacer (burst {out.burst}, rate {out.rate:g}/s, "

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,10 +47,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
-    REPO,
     BenchClient,
     BotProcess,
     Line,
+    bot_revision,
     machine,
     percentile,
     tcp_counter,
@@ -212,21 +211,6 @@ async def start_bot(
 
 def mb(kb: int) -> float:
     return kb / 1024
-
-
-def bot_revision() -> str:
-    """``git describe`` of the bot's source, with ``-dirty`` for local changes."""
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return out.stdout.strip() or "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
 
 
 def log_problems(text: str) -> list[str]:
