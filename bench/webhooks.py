@@ -125,6 +125,7 @@ def pct(sorted_values: list[float], q: float) -> float:
 async def server_main(args: argparse.Namespace) -> int:
     from masterchief.bindings import BindingTable, Dispatcher, Event
     from masterchief.core.config import build_config
+    from masterchief.core.eventlog import EventLog
     from masterchief.core.store import Store
     from masterchief.web.server import WebServer
 
@@ -153,6 +154,11 @@ async def server_main(args: argparse.Namespace) -> int:
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(server.run(), name="web"),
     ]
+    eventlog: EventLog | None = None
+    if args.eventlog:  # as in the bot: every delivery's Event is also in the event log
+        eventlog = EventLog(store, config.events)
+        dispatcher.recorder = eventlog.record
+        tasks.append(asyncio.create_task(eventlog.run(), name="eventlog"))
     await asyncio.wait_for(server.started.wait(), 10)
     load1 = os.getloadavg()
     print(f"masterchief bench/webhooks.py  {time.strftime('%Y-%m-%d %H:%M:%S %z')}")
@@ -165,7 +171,7 @@ async def server_main(args: argparse.Namespace) -> int:
         f"payload: {PAYLOAD.relative_to(ROOT)} ({PAYLOAD.stat().st_size} bytes); "
         f"{args.requests} requests (+{args.warmup} warm-up) from {args.concurrency} "
         f"concurrent senders in a separate process; store {config.store.path}; "
-        f"max rows per transaction {args.max_batch}"
+        f"max rows per transaction {args.max_batch}; event log {'on' if args.eventlog else 'off'}"
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -192,6 +198,10 @@ async def server_main(args: argparse.Namespace) -> int:
         if not server.depths()["webhook_inflight"]:
             break
         await asyncio.sleep(0.05)
+    logged = 0
+    if eventlog is not None:
+        await eventlog.flush()
+        logged = await store.event_log_count()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -233,6 +243,9 @@ async def server_main(args: argparse.Namespace) -> int:
         (rows == accepted + args.warmup, f"every 202 is stored ({rows} rows)"),
         (handled == rows and done == rows, "every delivery dispatched once and marked done"),
     ]
+    if eventlog is not None:
+        print(f"event log: {logged} rows; {eventlog.counters()}")
+        checks.append((logged == rows, f"every delivery in the event log ({logged} rows)"))
     for passed, text in checks:
         ok &= passed
         print(f"{'PASS' if passed else 'FAIL'}: {text}")
@@ -250,6 +263,9 @@ def main() -> int:
         type=int,
         default=500,
         help="rows per store transaction (1: no group commit, for comparison)",
+    )
+    ap.add_argument(
+        "--eventlog", action="store_true", help="also write every Event to the event log"
     )
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
