@@ -241,7 +241,7 @@ async def test_many_updates_at_once_are_gathered_into_one_announcement(rig: Rig)
     await told(rig, "5 job updates: ")
     await rig.jobs.shutdown()  # waits for the gathered lines to be announced
     lines = [text for target, text in rig.announced if target == "#ops"]
-    assert 1 < len(lines) < 5  # packed: fewer lines than jobs, none cut
+    assert len(lines) in (2, 3, 4)  # packed: fewer lines than jobs, none cut
     for j in jobs:
         assert sum(f"job {j.id} (!deploy base prod service=" in t for t in lines) == 1
     assert all(len(t) <= 360 for t in lines)

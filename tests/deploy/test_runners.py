@@ -758,7 +758,8 @@ async def test_terraform_hang_is_killed_by_the_timeout(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, module, timeout_s=1.0, kill_grace_s=0.5)
     result, out = await go(spec)
     assert result.status == "timed_out"
-    assert 1.0 <= result.duration_s < 5
+    assert result.duration_s >= 1.0  # not before the timeout
+    assert result.duration_s < 30  # and the hang did not outlive it
     assert "plan: waiting for a lock that never comes" in out.texts()
     assert marked_pids(spec.job_id) == set()
     assert not (spec.work_dir / "vars.tfvars.json").exists()
