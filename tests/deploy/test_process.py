@@ -276,7 +276,7 @@ async def test_timeout(tmp_path: Path) -> None:
     assert result.outcome == "timed_out"
     assert result.exit_code == -15  # SIGTERM was enough
     assert lines.texts == ["start"]
-    assert 0.5 <= time.monotonic() - started < 5
+    assert 0.5 <= time.monotonic() - started < 30  # the timeout, not the 60 s sleep
     assert _marked_pids(marker) == set()
 
 

@@ -470,7 +470,7 @@ async def test_script_timeout(tmp_path: Path) -> None:
     result, _ = await go(spec)
     assert result.status == "timed_out"
     assert result.summary.startswith("timed out in ")
-    assert 0.5 <= result.duration_s < 5
+    assert 0.5 <= result.duration_s < 30  # the timeout, not the 60 s sleep
     assert result.tail == ("working",)
     assert marked_pids(spec.job_id) == set()
 
