@@ -836,6 +836,18 @@ ChangeCallback = Callable[[ReloadResult], None]
 _Signature = tuple[tuple[str, int, int], ...]
 
 
+def _stat(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def _entry_stats(modules: ModuleSet) -> _Signature:
+    return tuple(sorted(_stat(m.entry) for m in modules.modules.values()))
+
+
 class ModuleLoader:
     """The current ``ModuleSet``, kept up to date by ``reload``/``watch``.
 
@@ -856,12 +868,12 @@ class ModuleLoader:
 
     def reload(self) -> ReloadResult:
         """Re-read every module now (blocking file I/O)."""
-        signature = self._scan()
+        signature = self._scan_roots()
         return self._apply(self._read(), signature)
 
     async def areload(self) -> ReloadResult:
         """``reload`` with the file I/O in a worker thread."""
-        signature = await asyncio.to_thread(self._scan)
+        signature = await asyncio.to_thread(self._scan_roots)
         return self._apply(await asyncio.to_thread(self._read), signature)
 
     async def watch(self, interval: float = 1.0) -> None:
@@ -869,9 +881,9 @@ class ModuleLoader:
         while True:
             await asyncio.sleep(interval)
             try:
-                signature = await asyncio.to_thread(self._scan)
-                if signature != self._signature:
-                    result = self._apply(await asyncio.to_thread(self._read), signature)
+                roots = await asyncio.to_thread(self._scan_roots)
+                if roots + await asyncio.to_thread(_entry_stats, self._set) != self._signature:
+                    result = self._apply(await asyncio.to_thread(self._read), roots)
                     log.info("%s", result.summary())
             except Exception:
                 log.exception("module watcher failed")
@@ -910,7 +922,9 @@ class ModuleLoader:
             errors=tuple([*errors, *dep_errors]),
         )
         self._set = ModuleSet(usable, order, result.errors)
-        self._signature = signature
+        # The entries are known only now: without them here the first poll after
+        # a load would differ and read every module again.
+        self._signature = signature + _entry_stats(self._set)
         for err in result.errors:
             log.warning("module error: %s", err)
         for callback in list(self.on_change):
@@ -920,30 +934,20 @@ class ModuleLoader:
                 log.exception("module on_change callback failed")
         return result
 
-    def _scan(self) -> _Signature:
-        """Cheap stat signature: manifests, folders under the roots, entries."""
+    def _scan_roots(self) -> _Signature:
+        """Cheap stat signature of the manifests and folders under the roots
+        (with ``_entry_stats`` of the active modules it says "something moved")."""
         seen: list[tuple[str, int, int]] = []
-
-        def note(path: Path) -> None:
-            try:
-                st = path.stat()
-            except OSError:
-                seen.append((str(path), -1, -1))
-                return
-            seen.append((str(path), st.st_mtime_ns, st.st_size))
-
         for root in self.paths:
             if not root.is_dir():
-                note(root)
+                seen.append(_stat(root))
                 continue
             for here, dirs, files in os.walk(root, followlinks=False):
                 base = Path(here)
                 dirs[:] = [d for d in dirs if not d.startswith(".")]
-                note(base)
+                seen.append(_stat(base))
                 if MANIFEST_NAME in files:
-                    note(base / MANIFEST_NAME)
-        for m in self._set.modules.values():
-            note(m.entry)
+                    seen.append(_stat(base / MANIFEST_NAME))
         return tuple(sorted(seen))
 
 

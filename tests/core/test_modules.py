@@ -501,6 +501,40 @@ async def test_watch_notices_a_new_module_and_an_edit(tmp_path: Path) -> None:
             await task
 
 
+async def test_watch_does_not_reread_what_was_just_loaded(tmp_path: Path) -> None:
+    root = tmp_path / "modules"
+    write_module(root / "web", manifest("web"))
+    loader = ModuleLoader([root])
+    loader.reload()
+    reloads: list[object] = []
+    loader.on_change.append(reloads.append)
+    polled = asyncio.Event()
+    real_scan = loader._scan_roots
+
+    def scan() -> object:
+        polled.set()
+        return real_scan()
+
+    loader._scan_roots = scan  # type: ignore[method-assign]
+    task = asyncio.create_task(loader.watch(interval=0.01))
+    try:
+        for _ in range(3):  # several polls, nothing changed
+            polled.clear()
+            await asyncio.wait_for(polled.wait(), 5)
+        assert reloads == []
+        # an edit of the entry alone is still noticed
+        entry = root / "web" / "site.yml"
+        st = entry.stat()
+        os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+        async with asyncio.timeout(5):
+            while not reloads:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_areload_matches_reload(tmp_path: Path) -> None:
     root = tmp_path / "modules"
     write_module(root / "web", manifest("web"))
