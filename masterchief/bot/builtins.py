@@ -23,7 +23,7 @@ from ..core.errors import UserError
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["install"]
+__all__ = ["install", "tell"]
 
 OWNER = "builtin:core"
 VERSION = "MasterChief 0.1"
@@ -48,7 +48,7 @@ def _fmt_age(seconds: float) -> str:
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
 
 
-def _tell(app: App, ev: Event, text: str) -> None:
+def tell(app: App, ev: Event, text: str) -> None:
     """Answer privately (to the nick) — for long or personal replies."""
     if ev.nick and app.irc is not None:
         app.irc.output.notice(ev.nick, text) if ev.channel else app.irc.say(ev.nick, text)
@@ -78,13 +78,13 @@ def cmd_help(app: App, ev: Event) -> None:
     if wanted is not None:
         for b in usable:
             if b.mask.lstrip(app.command_prefix).lower() == wanted:
-                _tell(app, ev, _describe(app, b, prefix))
+                tell(app, ev, _describe(app, b, prefix))
                 return
-        _tell(app, ev, f"no command {wanted!r} that you may use; try {prefix}help")
+        tell(app, ev, f"no command {wanted!r} that you may use; try {prefix}help")
         return
     names = " ".join(sorted(b.mask for b in usable))
-    _tell(app, ev, f"commands you may use: {names}")
-    _tell(app, ev, f"{prefix}help <command> for details")
+    tell(app, ev, f"commands you may use: {names}")
+    tell(app, ev, f"{prefix}help <command> for details")
 
 
 def _describe(app: App, b: Binding, prefix: str) -> str:
@@ -112,11 +112,11 @@ def cmd_whoami(app: App, ev: Event) -> None:
 def cmd_binds(app: App, ev: Event) -> None:
     btype = ev.args[0] if ev.args else None
     rows = app.table.binds(btype)
-    _tell(app, ev, f"{len(rows)} bindings{f' of type {btype}' if btype else ''}:")
+    tell(app, ev, f"{len(rows)} bindings{f' of type {btype}' if btype else ''}:")
     for b in rows[:40]:
-        _tell(app, ev, f"{b.type:<6} {b.flags.text:<5} {b.mask:<24} {b.hits:>6} {b.handler_name}")
+        tell(app, ev, f"{b.type:<6} {b.flags.text:<5} {b.mask:<24} {b.hits:>6} {b.handler_name}")
     if len(rows) > 40:
-        _tell(app, ev, f"... and {len(rows) - 40} more (use a type: binds pub)")
+        tell(app, ev, f"... and {len(rows) - 40} more (use a type: binds pub)")
 
 
 def cmd_rehash(app: App, ev: Event) -> None:
@@ -129,11 +129,11 @@ def cmd_rehash(app: App, ev: Event) -> None:
     if report.config_error:
         # Paths and keys: told to the asker, not the channel.
         ev.reply("rehash: the configuration is invalid; still running the previous one")
-        _tell(app, ev, f"rehash: {report.config_error}")
+        tell(app, ev, f"rehash: {report.config_error}")
     if report.restart_needed:
         ev.reply(f"rehash: changed {', '.join(report.restart_needed)}: needs a restart")
     for err in report.module_errors[:5]:
-        _tell(app, ev, f"rehash: module {err}")
+        tell(app, ev, f"rehash: module {err}")
     if report.modules_changed:
         ev.reply(f"rehash: modules reloaded: {', '.join(report.modules_changed[:10])}")
 
@@ -200,7 +200,7 @@ async def cmd_files(app: App, ev: Event) -> None:
     folders = await folder_rows(app.config, app.store)
     logs = await log_rows(app.store, live, app.log_rates)
     for line in format_status(folders, logs)[:20]:
-        _tell(app, ev, line)
+        tell(app, ev, line)
 
 
 BUILTINS: tuple[Command, ...] = (

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..bindings.event import Event
 from ..bindings.flags import FlagMask
+from ..bot.builtins import tell
 from ..core.errors import UserError
 from ..core.secrets import REDACTOR
 from .jobs import JobManager, Person
@@ -45,17 +46,6 @@ def _who(app: App, ev: Event) -> tuple[Person, Callable[[FlagMask, str | None], 
         return mask.allows(who.global_flags(), chan)
 
     return Person(who.handle, ev.nick, ev.account), allowed
-
-
-def _tell(app: App, ev: Event, text: str) -> None:
-    """Long answers go privately (a notice in channel context)."""
-    if ev.nick:
-        if ev.channel:
-            app.output.notice(ev.nick, text)
-        else:
-            app.output.privmsg(ev.nick, text)
-    else:
-        ev.reply(text)
 
 
 async def _request(app: App, jobs: JobManager, ev: Event, mode: str) -> None:
@@ -123,16 +113,16 @@ def install(app: App, jobs: JobManager) -> None:
         if everything:
             rows = await app.store.jobs_list(limit=10)
             if not rows:
-                _tell(app, ev, "no jobs on record")
+                tell(app, ev, "no jobs on record")
             for r in rows:
-                _tell(app, ev, _row_line(r))
+                tell(app, ev, _row_line(r))
             return
         live = jobs.live()
         if not live:
             ev.reply(_to(ev) + "no jobs running or waiting (!jobs all for history)")
             return
         for job in live[:10]:
-            _tell(app, ev, _row_line(job.record()))
+            tell(app, ev, _row_line(job.record()))
 
     async def show_job(ev: Event) -> None:
         if len(ev.args) != 1:
@@ -142,19 +132,19 @@ def install(app: App, jobs: JobManager) -> None:
         row = live.record() if live is not None else await app.store.job_get(job_id)
         if row is None:
             raise UserError(f"no job {job_id[:16]!r}")
-        _tell(app, ev, _row_line(row))
+        tell(app, ev, _row_line(row))
         approvals = ", ".join(a["handle"] for a in row["approvals"]) or "none"
-        _tell(app, ev, f"approvals: {approvals}; reason: {row['reason'] or '-'}")
+        tell(app, ev, f"approvals: {approvals}; reason: {row['reason'] or '-'}")
         for line in list(row["tail"])[-10:]:
-            _tell(app, ev, f"| {line}")
+            tell(app, ev, f"| {line}")
 
     async def modules(ev: Event) -> None:
         current = app.modules.current
         names = [f"{m.name} {m.manifest.version} ({m.kind}: {','.join(m.manifest.environments)})"
                  for m in current.order]  # fmt: skip
-        _tell(app, ev, f"{len(names)} modules: " + ("; ".join(names) or "none"))
+        tell(app, ev, f"{len(names)} modules: " + ("; ".join(names) or "none"))
         if current.errors:  # details name files: the console has them, not IRC
-            _tell(app, ev, f"{len(current.errors)} module files failed to load "
+            tell(app, ev, f"{len(current.errors)} module files failed to load "
                            "(see the log or `masterchief module validate`)")  # fmt: skip
 
     commands: tuple[tuple[str, Callable[[Event], Any], str], ...] = (
