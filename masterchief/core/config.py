@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -151,6 +152,17 @@ def _check_nick(value: str) -> str:
     if not _NICK.fullmatch(value):
         raise ValueError("not a valid IRC nick")
     return value
+
+
+def _channel_names(value: tuple[str, ...]) -> tuple[str, ...]:
+    for chan in value:
+        if not _CHANNEL.fullmatch(chan):
+            raise ValueError(f"{chan!r} is not a channel name")
+    return value
+
+
+Channels = Annotated[tuple[str, ...], AfterValidator(_channel_names)]
+"""Where announcements go: every name checked (webhooks, REST, folders, deploys)."""
 
 
 class ChannelConfig(_Model):
@@ -282,16 +294,8 @@ class WebConfig(_Model):
 
 
 class _Hook(_Model):
-    channels: tuple[str, ...] = ()
+    channels: Channels = ()
     insecure: bool = False  # accept unverified deliveries (logged as a warning at start)
-
-    @field_validator("channels")
-    @classmethod
-    def _check_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for chan in value:
-            if not _CHANNEL.fullmatch(chan):
-                raise ValueError(f"{chan!r} is not a channel name")
-        return value
 
 
 class GithubHook(_Hook):
@@ -388,7 +392,7 @@ class RestPollConfig(_Model):
     auth: RestAuthConfig = RestAuthConfig()
     select: str | None = None  # JMESPath
     emit: Literal["on_change", "every_poll"] = "on_change"
-    channels: tuple[str, ...] = ()
+    channels: Channels = ()
 
 
 class OutboxConfig(_Model):
@@ -414,7 +418,7 @@ class FilesConfig(_Model):
     settle_s: float = Field(default=1.0, ge=0)
     max_bytes: int = Field(default=104_857_600, ge=1)
     after: Literal["move", "delete"] = "move"
-    channels: tuple[str, ...] = ()
+    channels: Channels = ()
 
 
 class LogConfig(_Model):
@@ -450,7 +454,7 @@ class DeployConfig(_Model):
 
     modules: tuple[Path, ...] = (Path("modules"),)
     work_dir: Path = Path("var/jobs")
-    channels: tuple[str, ...] = ()
+    channels: Channels = ()
     progress_interval_s: float = Field(default=5.0, ge=0.5)
     kill_grace_s: float = Field(default=10.0, gt=0)
     max_output_line_bytes: int = Field(default=4096, ge=256)
@@ -465,14 +469,6 @@ class DeployConfig(_Model):
         for name in value:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(f"{name!r} is not an environment variable name")
-        return value
-
-    @field_validator("channels")
-    @classmethod
-    def _check_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for chan in value:
-            if not _CHANNEL.fullmatch(chan):
-                raise ValueError(f"{chan!r} is not a channel name")
         return value
 
 
