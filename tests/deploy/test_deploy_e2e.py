@@ -3,7 +3,6 @@ approvals, the lease, cancel, timeout, redaction."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import textwrap
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import running_bot, wait_until
+from tests.procs import job_pids
 from tests.servers import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,21 +116,6 @@ def job_id(text: str) -> str:
     return m.group(1)
 
 
-def processes_of(job: str) -> list[int]:
-    found = []
-    marker = f"MASTERCHIEF_JOB={job}".encode()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                if marker in fh.read().split(b"\0"):
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
 async def test_permission_matrix(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
     nobody = await person(bot, irc_client)
     line = await say(nobody, "!plan svc dev service=nginx", f"{nobody.nick}: ")
@@ -220,10 +205,10 @@ async def test_cancel_kills_the_whole_process_group(bot, irc_client) -> None:  #
     boss = await person(bot, irc_client, "m")
     line = await say(boss, "!deploy svc dev service=fork", r"job [0-9a-f]{6} started")
     job = job_id(line.text)
-    await wait_until(lambda: len(processes_of(job)) >= 3, 10)
+    await wait_until(lambda: len(job_pids(job)) >= 3, 10)
     await say(boss, f"!cancel {job}", f"{boss.nick}: job {job}: cancelling")
     line = await boss.wait_for(rf"PRIVMSG #ops :job {job} svc/dev deploy cancelled", 15)
-    assert processes_of(job) == []
+    assert job_pids(job) == set()
     assert (await bot.store.job_get(job))["status"] == "cancelled"
 
 
@@ -232,7 +217,7 @@ async def test_timeout_stops_the_job(bot, irc_client) -> None:  # type: ignore[n
     line = await say(boss, "!deploy hang dev service=hang", r"job [0-9a-f]{6} started")
     job = job_id(line.text)
     line = await boss.wait_for(rf"PRIVMSG #ops :job {job} hang/dev deploy timed out", 15)
-    assert processes_of(job) == []
+    assert job_pids(job) == set()
     assert (await bot.store.job_get(job))["status"] == "timed_out"
 
 

@@ -20,9 +20,9 @@ from masterchief.deploy.process import (
     find_members,
     run_process,
 )
+from tests.procs import marked_pids
 
 PY = sys.executable
-
 
 # --- LineSplitter: bytes in, lines out ----------------------------------------
 
@@ -95,24 +95,6 @@ def _marker() -> tuple[str, dict[str, str]]:
     job = uuid.uuid4().hex[:12]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MASTERCHIEF_JOB": job}
     return f"MASTERCHIEF_JOB={job}", env
-
-
-def _marked_pids(marker: str) -> set[int]:
-    """Independent of find_members: live processes whose environ has the marker."""
-    found = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                state = fh.read().rsplit(b")", 1)[1].split()[0]
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                environ = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if state not in (b"Z", b"X") and marker.encode() in environ:
-            found.add(int(name))
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -218,7 +200,7 @@ async def test_cancel_kills_the_group_with_its_grandchild(tmp_path: Path) -> Non
     assert result.outcome == "cancelled"
     assert result.exit_code is not None and result.exit_code < 0  # killed by a signal
     assert pids and not _alive(pids[0])
-    assert _marked_pids(marker) == set()
+    assert marked_pids(marker) == set()
     assert time.monotonic() - started < 10
 
 
@@ -236,7 +218,7 @@ async def test_setsid_grandchild_is_found_by_its_marker(tmp_path: Path) -> None:
     result, _, marker = await _run(code, tmp_path, lines=on_line, cancel=cancel)
     assert result.outcome == "cancelled"
     assert pids and not _alive(pids[0])
-    assert _marked_pids(marker) == set()
+    assert marked_pids(marker) == set()
 
 
 async def test_sigterm_ignored_gets_sigkill_after_grace(tmp_path: Path) -> None:
@@ -265,7 +247,7 @@ async def test_sigterm_ignored_gets_sigkill_after_grace(tmp_path: Path) -> None:
     assert result.outcome == "cancelled"
     assert result.exit_code == -9  # SIGKILL: it ignored SIGTERM
     assert time.monotonic() - started >= 0.5
-    assert _marked_pids(marker) == set()
+    assert marked_pids(marker) == set()
 
 
 async def test_timeout(tmp_path: Path) -> None:
@@ -277,7 +259,7 @@ async def test_timeout(tmp_path: Path) -> None:
     assert result.exit_code == -15  # SIGTERM was enough
     assert lines.texts == ["start"]
     assert 0.5 <= time.monotonic() - started < 30  # the timeout, not the 60 s sleep
-    assert _marked_pids(marker) == set()
+    assert marked_pids(marker) == set()
 
 
 async def test_background_child_left_behind_is_swept_after_normal_exit(tmp_path: Path) -> None:
@@ -293,7 +275,7 @@ async def test_background_child_left_behind_is_swept_after_normal_exit(tmp_path:
     assert result.stragglers == 1
     pid = int(lines.texts[0].split()[1])
     assert not _alive(pid)
-    assert _marked_pids(marker) == set()
+    assert marked_pids(marker) == set()
 
 
 async def test_find_members_sees_group_and_marker(tmp_path: Path) -> None:
@@ -302,7 +284,7 @@ async def test_find_members_sees_group_and_marker(tmp_path: Path) -> None:
         PY, "-c", "import time; time.sleep(30)", env=env, start_new_session=True
     )
     try:
-        await _wait_for(lambda: proc.pid in _marked_pids(marker))
+        await _wait_for(lambda: proc.pid in marked_pids(marker))
         assert find_members(proc.pid, None) == {proc.pid}
         assert find_members(-1, marker) == {proc.pid}
         assert find_members(-1, "MASTERCHIEF_JOB=someone-else") == set()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import sys
@@ -30,6 +29,7 @@ from masterchief.deploy.runners import (
     clean_text,
     run,
 )
+from tests.procs import job_pids
 
 FAKEBIN = Path(__file__).resolve().parent / "fakebin"
 FAKE_TOOLS = {name: str(FAKEBIN / name) for name in ("terraform", "helm", "kubectl")}
@@ -90,25 +90,6 @@ def fake_calls(folder: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def marked_pids(job_id: str) -> set[int]:
-    """Live processes whose environment carries MASTERCHIEF_JOB=<job_id>."""
-    marker = f"MASTERCHIEF_JOB={job_id}".encode()
-    found = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                state = fh.read().rsplit(b")", 1)[1].split()[0]
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                environ = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if state not in (b"Z", b"X") and marker in environ:
-            found.add(int(name))
-    return found
 
 
 def assert_secret_hidden(secret: str, out: Collector, result: RunResult) -> None:
@@ -472,7 +453,7 @@ async def test_script_timeout(tmp_path: Path) -> None:
     assert result.summary.startswith("timed out in ")
     assert 0.5 <= result.duration_s < 30  # the timeout, not the 60 s sleep
     assert result.tail == ("working",)
-    assert marked_pids(spec.job_id) == set()
+    assert job_pids(spec.job_id) == set()
 
 
 async def test_cancel_kills_grandchildren_even_after_setsid(tmp_path: Path) -> None:
@@ -501,7 +482,7 @@ async def test_cancel_kills_grandchildren_even_after_setsid(tmp_path: Path) -> N
     assert result.status == "cancelled"
     assert result.summary.startswith("cancelled in ")
     assert len(pids) == 2
-    assert marked_pids(spec.job_id) == set()
+    assert job_pids(spec.job_id) == set()
     assert result.duration_s < 10
 
 
@@ -750,7 +731,7 @@ async def test_terraform_slow_output_streams_and_can_be_cancelled(tmp_path: Path
     assert result.status == "cancelled"
     assert 3 <= len(progress) < 50  # lines arrived while the tool was still running
     assert progress[0] == "null_resource.web: Still creating... [0s elapsed]"
-    assert marked_pids(spec.job_id) == set()
+    assert job_pids(spec.job_id) == set()
 
 
 async def test_terraform_hang_is_killed_by_the_timeout(tmp_path: Path) -> None:
@@ -761,7 +742,7 @@ async def test_terraform_hang_is_killed_by_the_timeout(tmp_path: Path) -> None:
     assert result.duration_s >= 1.0  # not before the timeout
     assert result.duration_s < 30  # and the hang did not outlive it
     assert "plan: waiting for a lock that never comes" in out.texts()
-    assert marked_pids(spec.job_id) == set()
+    assert job_pids(spec.job_id) == set()
     assert not (spec.work_dir / "vars.tfvars.json").exists()
 
 
