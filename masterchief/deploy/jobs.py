@@ -110,7 +110,6 @@ class Job:
     latest: str = ""
     boundary: str = ""
     fresh: bool = False  # something new to show since the last progress tick
-    lines: int = 0
 
     @property
     def command(self) -> str:
@@ -218,7 +217,6 @@ class JobManager:
         submit: Callable[[Event], object],
         wants: Callable[[str], bool] = lambda key: True,
         module_config: Callable[[str], Mapping[str, Any]] = lambda name: {},
-        tools: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -228,7 +226,6 @@ class JobManager:
         self._submit = submit
         self._wants = wants
         self._module_config = module_config
-        self.tools = dict(tools or {})
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.jobs: dict[str, Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -458,7 +455,6 @@ class JobManager:
             timeout_s=module.manifest.timeout_s,
             kill_grace_s=self.config.kill_grace_s,
             max_line_bytes=self.config.max_output_line_bytes,
-            tools=self.tools,
             tail_lines=self.config.tail_lines,
             extra_env=self._passed_env(),
         )
@@ -490,7 +486,6 @@ class JobManager:
 
     def _output(self, job: Job, line: runners.OutputLine) -> None:
         job.tail.append(line.text)
-        job.lines += 1
         self.stats["lines"] += 1
         if line.kind in ("task", "step"):
             job.boundary = line.text
