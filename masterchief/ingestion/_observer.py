@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
     from .files import FileWatcher
 
 __all__ = ["Handler", "Observer"]
+
+# watchdog's inotify backend registers a new subdirectory twice when it is
+# created right under another new one (the parent's walk and the child's own
+# IN_CREATE both add it) and warns that it overwrites the identical callback.
+# The watch is correct either way; the warning is noise in the log and, under
+# ``-W error``, kills the observer thread.
+WATCHDOG_DOUBLE_WATCH = r"Callback with id '\d+' already exists for watch"
+warnings.filterwarnings("ignore", message=WATCHDOG_DOUBLE_WATCH, category=RuntimeWarning)
 
 
 class Handler(FileSystemEventHandler):

@@ -247,6 +247,20 @@ async def test_every_format_and_move_after(tmp_path: Path) -> None:
         assert rig.watcher.watches[0].stats.dispatched == 4
 
 
+async def test_nested_directories_created_at_once_keep_the_observer_alive(
+    tmp_path: Path,
+) -> None:
+    # watchdog registers a directory made right under another new one twice and
+    # warns; under -W error (our test setting) that killed the observer thread.
+    async with watching(tmp_path) as rig:
+        for i in range(30):
+            os.makedirs(rig.root / f"n{i}" / "a" / "b" / "c")
+        (rig.root / "n29" / "a" / "b" / "c" / "deep.json").write_text("[29]")
+        await wait_until(lambda: len(rig.events) == 1, 10)
+        assert rig.contents == [[29]]
+        assert rig.watcher._observer is not None and rig.watcher._observer.is_alive()
+
+
 async def test_mask_matches_path_and_delete_after(tmp_path: Path) -> None:
     async with watching(tmp_path, mask="*/inbox/*.json", after="delete") as rig:
         (rig.root / "a.json").write_text("[1]")
