@@ -64,7 +64,7 @@ async def test_recorded_webhook_dry_run_then_replay(
             session.post(url, data=body, headers=headers) as resp,
         ):
             assert resp.status == 202
-        await wait_until(lambda: seen.exists() and seen.read_text().count("\n") == 1, 10)
+        await wait_until(lambda: seen.exists() and seen.read_text().count("\n") == 1, 20)
         announced = await watcher.wait_for(r"PRIVMSG #ops :\[github\] .* pushed ", 10)
 
         async def logged() -> list[Any]:
@@ -108,7 +108,7 @@ async def test_recorded_webhook_dry_run_then_replay(
         # a real replay: the running bot re-dispatches it, marked as a replay
         done = await request_replays(app.store, [original.id], timeout=10)
         assert [r.state for r in done] == ["done"]
-        await wait_until(lambda: seen.read_text().count("\n") == 2, 10)
+        await wait_until(lambda: seen.read_text().count("\n") == 2, 20)
         second = seen.read_text().splitlines()[1]
         assert f"replay_of={original.id}" in second and f"ref={ref}" in second
         again = await watcher.wait_for(r"PRIVMSG #ops :\[github\] .* pushed ", 10)

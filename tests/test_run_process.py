@@ -56,7 +56,7 @@ async def test_run_sighup_and_sigterm(tmp_path: Path, ircd, irc_client) -> None:
         proc.send_signal(signal.SIGTERM)
         rc = await asyncio.to_thread(proc.wait, 15)
         assert rc == 0
-        await watcher.wait_for(rf"^:{nick}!\S+ QUIT", timeout=5)
+        await watcher.wait_for(rf"^:{nick}!\S+ QUIT", timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -167,7 +167,7 @@ async def test_ircd_restarts_on_same_port(
     port = server.port
     client = await irc_client(server=server)
     server.kill()
-    await client.wait_closed(timeout=5)
+    await client.wait_closed(timeout=15)
     assert not client.connected
     with pytest.raises(OSError):
         await TestClient.connect(server.host, port, unique_name("x"), timeout=2)
@@ -185,7 +185,7 @@ async def test_network_restart_relinks_services(
     first = await irc_client(server=net, sasl=(account.name, account.password))
     assert first.account == account.name
     await asyncio.to_thread(net.restart_ircd)
-    await first.wait_closed(timeout=5)
+    await first.wait_closed(timeout=15)
     # Atheme relinked by itself and kept the account.
     second = await irc_client(server=net, sasl=(account.name, account.password))
     assert second.account == account.name
@@ -214,7 +214,7 @@ async def test_stock_class_throttles_without_disconnecting(
 async def test_unlimited_class_passes_bursts(irc_client: ClientFactory) -> None:
     receiver, sender = await asyncio.gather(irc_client(), irc_client())
     await sender.send_many([f"PRIVMSG {receiver.nick} :burst {i}" for i in range(50)])
-    lines = await receiver.wait_for_many(r":burst \d+$", 50, timeout=3)
+    lines = await receiver.wait_for_many(r":burst \d+$", 50, timeout=15)
     assert lines[-1].text == "burst 49"
 
 

@@ -501,11 +501,11 @@ async def test_run_delivers_through_the_output_task_and_empties_the_store(store:
         sender = tg.create_task(output.run(send))
         for i in range(30):
             await outbox.announce("#ops", f"news {i}")
-        await wait_until(lambda: current_outbox() is outbox if outbox_mod._current else False, 5)
+        await wait_until(lambda: current_outbox() is outbox if outbox_mod._current else False, 15)
         assert wire == []  # not connected yet
         connected.set()
-        await wait_until(lambda: len(wire) == 30, 5)
-        await wait_until(lambda: outbox.stats()["deleted"] == 30, 5)
+        await wait_until(lambda: len(wire) == 30, 15)
+        await wait_until(lambda: outbox.stats()["deleted"] == 30, 15)
         assert await store.outbox_count() == 0
         feeder.cancel()
         sender.cancel()
@@ -549,7 +549,7 @@ async def test_on_sent_waits_for_a_successful_send() -> None:
         got.append(line)
 
     task = asyncio.create_task(q.run(ok))
-    await wait_until(lambda: calls == [1], 5)
+    await wait_until(lambda: calls == [1], 15)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert got == ["PRIVMSG #ops :hello"]

@@ -84,7 +84,7 @@ async def test_announcements_made_while_the_server_is_down_arrive_in_order_marke
         for text, want in zip(texts, sent, strict=True):
             assert re.fullmatch(r"\[delayed \d+s\] " + re.escape(want), text), text
         await watcher.expect_none(from_bot(nick, "#ops"), within=0.3)
-        await wait_until(lambda: app.outbox.stats()["deleted"] == 20, 5)
+        await wait_until(lambda: app.outbox.stats()["deleted"] == 20, 15)
         assert await app.store.outbox_count() == 0
         assert app.irc.connects == 2
 

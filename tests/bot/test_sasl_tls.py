@@ -221,7 +221,7 @@ async def test_tls_refuses_a_self_signed_certificate_by_default(  # type: ignore
     async with started_app(tmp_path, **over) as (app, task):
         assert app.irc is not None
         # It keeps trying (three refusals, with backoff) and never registers.
-        await wait_until(lambda: len(messages(caplog, "certificate verify failed")) >= 3, 10)
+        await wait_until(lambda: len(messages(caplog, "certificate verify failed")) >= 3, 20)
         assert not task.done()
         assert app.irc.connects == 0 and not app.irc.connected.is_set()
         assert app.irc.nickname is None

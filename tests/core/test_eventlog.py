@@ -296,7 +296,7 @@ async def test_run_flushes_in_the_background(store: Store) -> None:
     try:
         for i in range(30):
             log_.record(ev("rest", f"poll{i}"), "fired")
-        await wait_until(lambda: log_.stats.written == 30, 5)
+        await wait_until(lambda: log_.stats.written == 30, 15)
         assert await store.event_log_count() == 30
     finally:
         task.cancel()
@@ -360,7 +360,7 @@ async def test_retention_prunes_old_rows_at_start(store: Store) -> None:
     log_ = EventLog(store, events_config(retention_days=30), redactor=Redactor())
     task = asyncio.create_task(log_.run())
     try:
-        await wait_until(lambda: log_.stats.pruned == 1, 5)
+        await wait_until(lambda: log_.stats.pruned == 1, 15)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -521,7 +521,7 @@ async def test_replay_worker_redispatches_marked_and_logs_it(
     await d.drain()
     await log_.flush()
     (req_id,) = await store.replay_enqueue([original.id])
-    await wait_until(lambda: len(got) == 2, 5)
+    await wait_until(lambda: len(got) == 2, 15)
     replayed = got[1]
     assert replayed.replay_of == original.id
     assert replayed.id != original.id
@@ -557,7 +557,7 @@ async def test_replayed_command_is_checked_against_current_flags(
     await d.drain()
     await log_.flush()
     await store.replay_enqueue([chain[1].id])
-    await wait_until(lambda: len(ran) == 2, 5)
+    await wait_until(lambda: len(ran) == 2, 15)
     assert ran[1].handle == "bob"
     assert ran[1].text == "web"
     assert ran[1].replay_of == chain[1].id

@@ -471,7 +471,7 @@ def test_callback_failure_does_not_break_reload(tmp_path: Path) -> None:
 
 
 async def wait_for(
-    predicate: Callable[[], bool], changed: asyncio.Event, timeout: float = 5.0
+    predicate: Callable[[], bool], changed: asyncio.Event, timeout: float = 15.0
 ) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():

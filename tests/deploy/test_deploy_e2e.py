@@ -205,7 +205,7 @@ async def test_cancel_kills_the_whole_process_group(bot, irc_client) -> None:  #
     boss = await person(bot, irc_client, "m")
     line = await say(boss, "!deploy svc dev service=fork", r"job [0-9a-f]{6} started")
     job = job_id(line.text)
-    await wait_until(lambda: len(job_pids(job)) >= 3, 10)
+    await wait_until(lambda: len(job_pids(job)) >= 3, 20)
     await say(boss, f"!cancel {job}", f"{boss.nick}: job {job}: cancelling")
     line = await boss.wait_for(rf"PRIVMSG #ops :job {job} svc/dev deploy cancelled", 15)
     assert job_pids(job) == set()
@@ -246,7 +246,7 @@ async def test_requester_logging_out_cancels_the_waiting_job(bot, irc_client, ma
     await bot.users.add_user(acct.name, account=acct.name, flags="m")
     requester = await irc_client(acct.name + "_r", sasl=(acct.name, acct.password))
     await requester.join("#ops")
-    await wait_until(lambda: (bot.irc.lookup_nick(requester.nick) or (None,))[0] == acct.name, 10)
+    await wait_until(lambda: (bot.irc.lookup_nick(requester.nick) or (None,))[0] == acct.name, 20)
     line = await say(
         requester, "!deploy svc prod service=api", r"job [0-9a-f]{6} .*needs 1 approval"
     )

@@ -203,7 +203,7 @@ async def watching(
         table.bind("file", "-|-", mask, wrapped)
     tasks = [asyncio.create_task(dispatcher.run()), asyncio.create_task(watcher.run())]
     try:
-        await wait_until(lambda: rig.root.is_dir(), 5)
+        await wait_until(lambda: rig.root.is_dir(), 15)
         yield rig
     finally:
         for t in tasks:
@@ -228,7 +228,7 @@ async def test_every_format_and_move_after(tmp_path: Path) -> None:
         (rig.root / "sub" / "c.xml").write_text("<r><i>3</i></r>")
         (rig.root / "d.csv").write_text("k,v\na,1\nb,2\n")
         (rig.root / "notes.txt").write_text("ignored: no pattern")
-        await wait_until(lambda: len(rig.events) == 4, 10)
+        await wait_until(lambda: len(rig.events) == 4, 20)
         by_name = {Path(e.key).name: (e, c) for e, c in zip(rig.events, rig.contents, strict=True)}
         assert by_name["a.json"][1] == {"x": 1}
         assert by_name["b.yaml"][1] == {"y": 2}
@@ -239,11 +239,11 @@ async def test_every_format_and_move_after(tmp_path: Path) -> None:
         assert ev.key == str(rig.root.resolve() / "a.json")
         assert ev.payload["format"] == "json" and ev.payload["size"] == 8
         assert ev.payload["redelivery"] is False and ev.payload["watch"] == "inbox"
-        await wait_until(lambda: processed(rig, "a.json") and processed(rig, "sub/c.xml"), 5)
+        await wait_until(lambda: processed(rig, "a.json") and processed(rig, "sub/c.xml"), 15)
         assert (rig.root / "notes.txt").exists()
         # a file is counted once its ledger row is done, just after its handlers ran:
         # wait for the count (with a deadline) rather than read it at once
-        await wait_until(lambda: rig.watcher.watches[0].stats.dispatched == 4, 5)
+        await wait_until(lambda: rig.watcher.watches[0].stats.dispatched == 4, 15)
         assert rig.watcher.watches[0].stats.dispatched == 4
 
 
@@ -256,7 +256,7 @@ async def test_nested_directories_created_at_once_keep_the_observer_alive(
         for i in range(30):
             os.makedirs(rig.root / f"n{i}" / "a" / "b" / "c")
         (rig.root / "n29" / "a" / "b" / "c" / "deep.json").write_text("[29]")
-        await wait_until(lambda: len(rig.events) == 1, 10)
+        await wait_until(lambda: len(rig.events) == 1, 20)
         assert rig.contents == [[29]]
         assert rig.watcher._observer is not None and rig.watcher._observer.is_alive()
 
@@ -265,8 +265,8 @@ async def test_mask_matches_path_and_delete_after(tmp_path: Path) -> None:
     async with watching(tmp_path, mask="*/inbox/*.json", after="delete") as rig:
         (rig.root / "a.json").write_text("[1]")
         (rig.root / "b.yaml").write_text("[2]")
-        await wait_until(lambda: not (rig.root / "a.json").exists(), 10)
-        await wait_until(lambda: not (rig.root / "b.yaml").exists(), 10)
+        await wait_until(lambda: not (rig.root / "a.json").exists(), 20)
+        await wait_until(lambda: not (rig.root / "b.yaml").exists(), 20)
         assert [Path(e.key).name for e in rig.events] == ["a.json"]
         assert not (rig.root / ".processed").exists()
 
@@ -275,15 +275,15 @@ async def test_scan_at_start_and_write_then_rename(tmp_path: Path) -> None:
     (tmp_path / "inbox").mkdir()
     (tmp_path / "inbox" / "early.json").write_text('"arrived while down"')
     async with watching(tmp_path) as rig:
-        await wait_until(lambda: len(rig.events) == 1, 10)
+        await wait_until(lambda: len(rig.events) == 1, 20)
         assert rig.contents == ["arrived while down"]
         tmp = rig.root / "late.json.tmp"
         tmp.write_text('{"late": true}')
         (rig.root / ".hidden.json").write_text("{}")
         tmp.rename(rig.root / "late.json")
-        await wait_until(lambda: len(rig.events) == 2, 10)
+        await wait_until(lambda: len(rig.events) == 2, 20)
         assert rig.contents[1] == {"late": True}
-        await wait_until(lambda: processed(rig, "late.json"), 5)
+        await wait_until(lambda: processed(rig, "late.json"), 15)
         assert (rig.root / ".hidden.json").exists()
         assert len(rig.events) == 2
 
@@ -305,7 +305,7 @@ async def test_hostile_files_quarantined(
     async with watching(tmp_path, max_bytes=1024) as rig:
         (rig.root / name).write_bytes(data)
         (rig.root / "after.json").write_text("{}")  # the watcher keeps going
-        await wait_until(lambda: quarantined(rig, name) and len(rig.events) == 1, 10)
+        await wait_until(lambda: quarantined(rig, name) and len(rig.events) == 1, 20)
         assert (rig.root / ".quarantine" / name).read_bytes() == data
         assert (rig.root / ".quarantine" / (name + ".reason")).read_text().strip() == reason
         assert not (rig.root / name).exists()
@@ -319,7 +319,7 @@ async def test_hostile_files_quarantined(
 async def test_symlink_to_shadow_quarantined(tmp_path: Path) -> None:
     async with watching(tmp_path) as rig:
         (rig.root / "shadow.json").symlink_to("/etc/shadow")
-        await wait_until(lambda: quarantined(rig, "shadow.json"), 10)
+        await wait_until(lambda: quarantined(rig, "shadow.json"), 20)
         moved = rig.root / ".quarantine" / "shadow.json"
         assert moved.is_symlink() and os.readlink(moved) == "/etc/shadow"
         assert rig.events == []
@@ -351,8 +351,8 @@ async def test_slow_copy_read_once_complete(tmp_path: Path) -> None:
             assert rig.events == [] and not quarantined(rig, "slow.json")
             for chunk in chunks[8:]:
                 fh.write(chunk)
-        await wait_until(lambda: len(rig.events) == 1, 10)
-        await wait_until(lambda: processed(rig, "slow.json"), 5)
+        await wait_until(lambda: len(rig.events) == 1, 20)
+        await wait_until(lambda: processed(rig, "slow.json"), 15)
         assert rig.contents == [doc]
         assert len(rig.events) == 1
 
@@ -360,9 +360,9 @@ async def test_slow_copy_read_once_complete(tmp_path: Path) -> None:
 async def test_same_file_twice_and_renamed(tmp_path: Path) -> None:
     async with watching(tmp_path) as rig:
         (rig.root / "a.json").write_text('{"same": 1}')
-        await wait_until(lambda: processed(rig, "a.json"), 10)
+        await wait_until(lambda: processed(rig, "a.json"), 20)
         (rig.root / "b.json").write_text('{"same": 1}')
-        await wait_until(lambda: processed(rig, "b.json"), 10)
+        await wait_until(lambda: processed(rig, "b.json"), 20)
         assert len(rig.events) == 1
         assert rig.watcher.watches[0].stats.duplicates == 1
         [status] = await rig.watcher.status()
@@ -371,7 +371,7 @@ async def test_same_file_twice_and_renamed(tmp_path: Path) -> None:
     # and again after a restart
     async with watching(tmp_path) as rig:
         (rig.root / "c.json").write_text('{"same": 1}')
-        await wait_until(lambda: processed(rig, "c.json"), 10)
+        await wait_until(lambda: processed(rig, "c.json"), 20)
         assert rig.events == []
 
 
@@ -391,13 +391,13 @@ async def test_restart_between_dispatch_and_done_redelivers_once(tmp_path: Path)
     gate.set()
     assert (tmp_path / "inbox" / "job.json").exists()
     async with watching(tmp_path) as rig:
-        await wait_until(lambda: processed(rig, "job.json"), 10)
+        await wait_until(lambda: processed(rig, "job.json"), 20)
         assert len(rig.events) == 1
         assert rig.events[0].payload["redelivery"] is True
         assert rig.contents == [{"job": 7}]
     async with watching(tmp_path) as rig:
         (rig.root / "other.json").write_text("{}")
-        await wait_until(lambda: processed(rig, "other.json"), 10)
+        await wait_until(lambda: processed(rig, "other.json"), 20)
         assert [Path(e.key).name for e in rig.events] == ["other.json"]
         assert rig.events[0].payload["redelivery"] is False
 
@@ -420,13 +420,13 @@ async def test_app_watches_and_reports_refused_files_once(  # type: ignore[no-un
         got: list[Event] = []
         app.table.bind("file", "-|-", "*/inbox/*.json", got.append, owner="test")
         inbox = tmp_path / "inbox"
-        await wait_until(inbox.is_dir, 5)
+        await wait_until(inbox.is_dir, 15)
         (inbox / "ok.json").write_text('{"ok": true}')
         (inbox / "evil.xml").write_bytes(XXE)
         nick = app.irc.nickname  # type: ignore[union-attr]
         line = await watcher.wait_for(rf"^:{nick}!\S+ PRIVMSG #ops :files/inbox: refused", 15)
         assert "'evil.xml'" in line.text and str(tmp_path) not in line.text
-        await wait_until(lambda: len(got) == 1, 10)
+        await wait_until(lambda: len(got) == 1, 20)
         assert got[0].payload["content"] == {"ok": True}
         await watcher.expect_none(rf"^:{nick}!\S+ PRIVMSG #ops :files/", within=1.0)
     assert (inbox / ".processed" / "ok.json").exists()
@@ -469,7 +469,7 @@ async def test_killed_process_redelivers_once_after_restart(tmp_path: Path) -> N
     assert await asyncio.wait_for(proc.wait(), 30) == -9
     assert (tmp_path / "inbox" / "job.json").exists()
     async with watching(tmp_path) as rig:
-        await wait_until(lambda: processed(rig, "job.json"), 10)
+        await wait_until(lambda: processed(rig, "job.json"), 20)
         assert [e.payload["redelivery"] for e in rig.events] == [True]
         assert rig.contents == [{"job": 9}]
 
@@ -482,7 +482,7 @@ async def test_200_mb_file_over_the_default_limit_is_quarantined_unread(tmp_path
         with big.open("wb") as fh:
             fh.truncate(200 * 1024 * 1024)
         big.rename(rig.root / "export.json")
-        await wait_until(lambda: quarantined(rig, "export.json"), 10)
+        await wait_until(lambda: quarantined(rig, "export.json"), 20)
         assert rig.events == []
         reason = (rig.root / ".quarantine" / "export.json.reason").read_text()
         assert "larger than" in reason or "too large" in reason or "limit" in reason, reason
@@ -495,7 +495,7 @@ async def test_csv_broken_past_the_header_is_quarantined_after_its_rows(tmp_path
         body = "host,state\nweb-1,up\nweb-2,up\nweb-3," + "x" * (CSV_FIELD_LIMIT + 10) + "\n"
         (rig.root / "hosts.csv.part").write_text(body)
         (rig.root / "hosts.csv.part").rename(rig.root / "hosts.csv")
-        await wait_until(lambda: quarantined(rig, "hosts.csv"), 10)
+        await wait_until(lambda: quarantined(rig, "hosts.csv"), 20)
         assert rig.contents == [] or all(len(c) <= 2 for c in rig.contents)
         reason = (rig.root / ".quarantine" / "hosts.csv.reason").read_text()
         assert "after 2 rows" in reason

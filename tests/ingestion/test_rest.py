@@ -132,7 +132,7 @@ class Sink:
     def rest(self) -> list[Event]:
         return self.of("rest")
 
-    async def wait_for(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def wait_for(self, pred: Callable[[], bool], timeout: float = 15.0) -> None:
         async with asyncio.timeout(timeout), self._cond:
             await self._cond.wait_for(pred)
 
@@ -159,7 +159,7 @@ class FakeTime:
         await self._gate.get()
         self.now += delay
 
-    async def wait_sleeps(self, n: int, timeout: float = 5.0) -> None:
+    async def wait_sleeps(self, n: int, timeout: float = 15.0) -> None:
         async with asyncio.timeout(timeout), self._cond:
             await self._cond.wait_for(lambda: len(self.delays) >= n)
 
@@ -944,12 +944,12 @@ async def test_bot_announces_changes_failure_and_recovery(
         def polls() -> int:
             return len(api.hits("/status"))
 
-        await wait_until(lambda: polls() >= 1, 5)
+        await wait_until(lambda: polls() >= 1, 15)
 
         poller = app.rest.pollers[0]
         emitted, n = poller.stats.emitted, polls()
         state["doc"] = {"v": 1, "noise": 1}  # outside the selection: no announcement
-        await wait_until(lambda: polls() >= n + 2, 5)
+        await wait_until(lambda: polls() >= n + 2, 15)
         assert poller.stats.emitted == emitted
         state["doc"] = {"v": 2, "noise": 2}
         await c.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :\[svc\] changed: 2$")

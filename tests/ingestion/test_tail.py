@@ -41,7 +41,7 @@ def switched(follower: FileFollower, ino: int) -> bool:
     return follower._ident is not None and follower._ident.ino == ino
 
 
-async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+async def wait_for(cond: Callable[[], bool], timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not cond():
             await asyncio.sleep(0.005)

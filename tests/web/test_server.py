@@ -189,7 +189,7 @@ async def test_signed_github_push_is_stored_dispatched_and_marked_done(web: Web)
     headers = github_headers(body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
     status, data = await web.post("/webhooks/github", body, headers)
     assert status == 202 and isinstance(data["id"], int)
-    await wait_until(lambda: web.events, 5)
+    await wait_until(lambda: web.events, 15)
     (ev,) = web.events
     assert (ev.type, ev.key, ev.source) == ("webhook", "github/push", "github")
     assert ev.payload == json.loads(body)
@@ -200,8 +200,8 @@ async def test_signed_github_push_is_stored_dispatched_and_marked_done(web: Web)
     assert ev.tags["x-github-event"] == "push"
     assert ev.tags["dedup"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
     assert abs(ev.time.timestamp() - time.time()) < 30
-    await wait_until(lambda: web.server.depths()["webhook_inflight"] == 0, 5)
-    await wait_until(lambda: web.server.writer.backlog == 0, 5)
+    await wait_until(lambda: web.server.depths()["webhook_inflight"] == 0, 15)
+    await wait_until(lambda: web.server.writer.backlog == 0, 15)
     assert await count_rows(web.store, "done = 1") == 1
     assert web.server.counters()["github"] == {"accepted": 1}
 
@@ -241,7 +241,7 @@ async def test_each_provider_accepts_its_documented_payload(web: Web, name: str)
     _, path, body, headers, key = next(d for d in _deliveries() if d[0] == name)
     status, data = await web.post(path, body, headers)
     assert (status, list(data)) == (202, ["id"]), data
-    await wait_until(lambda: web.events, 5)
+    await wait_until(lambda: web.events, 15)
     (ev,) = web.events
     assert ev.key == key
     assert ev.source == key.split("/")[0]
@@ -257,7 +257,7 @@ async def test_generic_event_tags_and_jenkins_without_phase(web: Web) -> None:
     headers = generic_headers(rel)
     status, _ = await web.post("/webhooks/generic/release", rel, headers)
     assert status == 202
-    await wait_until(lambda: len(web.events) == 2, 5)
+    await wait_until(lambda: len(web.events) == 2, 15)
     keys = {ev.key: ev for ev in web.events}
     assert set(keys) == {"jenkins/build", "generic/release"}
     gen = keys["generic/release"]
@@ -459,7 +459,7 @@ async def test_crlf_quit_in_a_commit_message_reaches_the_event_unchanged(web: We
     body = json.dumps(push).encode()
     status, _ = await web.post("/webhooks/github", body, github_headers(body))
     assert status == 202
-    await wait_until(lambda: web.events, 5)
+    await wait_until(lambda: web.events, 15)
     assert web.events[0].payload["head_commit"]["message"] == evil
 
 
@@ -479,7 +479,7 @@ async def test_duplicate_delivery_is_200_and_dispatched_once(web: Web) -> None:
     )
     assert sorted(s for s, _ in results) == [200, 200, 200, 200, 202]
     await web.dispatcher.drain(5)
-    await wait_until(lambda: len(web.events) == 2, 5)
+    await wait_until(lambda: len(web.events) == 2, 15)
     assert len({ev.tags["delivery"] for ev in web.events}) == 2
     assert web.server.counters()["github"] == {"accepted": 2, "duplicate": 5}
     assert await count_rows(web.store) == 2
@@ -513,7 +513,7 @@ async def test_alertmanager_dedup_by_group_and_alerts(web: Web) -> None:
     }
     status, _ = await web.post("/webhooks/alertmanager", json.dumps(resolved).encode(), auth)
     assert status == 202
-    await wait_until(lambda: len(web.events) == 2, 5)
+    await wait_until(lambda: len(web.events) == 2, 15)
     assert [ev.key for ev in web.events] == ["alertmanager/firing", "alertmanager/resolved"]
 
 
@@ -542,12 +542,12 @@ async def test_202_is_fast_while_handlers_are_slow(web: Web) -> None:
         status, _ = await web.post("/webhooks/github", body, github_headers(body))
         assert status == 202
     assert time.monotonic() - t0 < 2.0  # handler_timeout_s is 5: they would not be done
-    await wait_until(lambda: len(started) == 3, 5)
+    await wait_until(lambda: len(started) == 3, 15)
     assert web.server.depths()["webhook_inflight"] == 3
     assert await count_rows(web.store, "done = 0") == 3
     release.set()
-    await wait_until(lambda: web.server.depths()["webhook_inflight"] == 0, 5)
-    await wait_until(lambda: web.server.writer.backlog == 0, 5)
+    await wait_until(lambda: web.server.depths()["webhook_inflight"] == 0, 15)
+    await wait_until(lambda: web.server.writer.backlog == 0, 15)
     assert await count_rows(web.store, "done = 1") == 3
 
 
@@ -569,9 +569,9 @@ async def test_full_dispatch_queue_backlogs_then_feeds(tmp_path: Path) -> None:
                 await w.post("/webhooks/github", body, github_headers(body)) for _ in range(5)
             ]
             assert [s for s, _ in results] == [202] * 5
-            await wait_until(lambda: w.server.depths()["webhook_backlog"] > 0, 5)
+            await wait_until(lambda: w.server.depths()["webhook_backlog"] > 0, 15)
             gate.set()
-            await wait_until(lambda: len(w.events) == 5, 10)
+            await wait_until(lambda: len(w.events) == 5, 20)
             await wait_until(
                 lambda: w.server.depths() == {"webhook_backlog": 0, "webhook_inflight": 0}, 10
             )
@@ -657,7 +657,7 @@ async def test_app_bind_webhook_receives_event_with_payload_and_delivery_id(
                 delivery = (await resp.json())["id"]
             async with session.get(f"http://127.0.0.1:{app.web.port}/healthz") as resp:
                 health = await resp.json()
-        await wait_until(lambda: got, 5)
+        await wait_until(lambda: got, 15)
         assert got[0].payload["ref"] == "refs/heads/main"
         assert got[0].tags["delivery"] == str(delivery)
         assert isinstance(health["irc_connected"], bool) and "output" in health["queues"]
@@ -679,7 +679,7 @@ async def test_app_redispatches_pending_deliveries_after_a_crash(tmp_path: Path,
         app.table.bind("webhook", "-|-", "github/*", got.append)
 
     async with app_running(tmp_path, ircd, before_run=bind_early) as app:
-        await wait_until(lambda: got, 10)
+        await wait_until(lambda: got, 20)
         (ev,) = got
         assert ev.tags["redelivery"] == "true"
         assert ev.tags["delivery"] == str(delivery)

@@ -48,7 +48,7 @@ async def test_twenty_webhooks_while_the_ircd_is_down_arrive_in_order_marked_del
                 body = json.dumps(push).encode()
                 async with session.post(url, data=body, headers=signed(body)) as resp:
                     assert resp.status == 202, await resp.text()
-        await wait_until(lambda: app.outbox.depth() >= 20, 10)
+        await wait_until(lambda: app.outbox.depth() >= 20, 20)
         await asyncio.to_thread(server.start)
         watcher = await irc_client(server=server)
         await watcher.join("#ops")
