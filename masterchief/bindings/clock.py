@@ -6,6 +6,13 @@ matching minute even if the event loop was busy past a minute boundary (up
 to ``max_catchup`` minutes; older ones are skipped and logged).  The minute
 is given in the configured timezone, as a ``datetime`` in ``payload``; the
 key is Eggdrop's ``MM HH DD MM YYYY``.
+
+Minutes are counted in UTC and only then shown in the timezone: wall-clock
+arithmetic on an aware ``datetime`` ignores DST, so counting in local time
+announced the 60 minutes that do not exist when clocks go forward (02:00 to
+02:59 in Paris, all at 03:00) and stayed silent for the hour that repeats
+when they go back.  Like Eggdrop (localtime each minute), a repeated hour is
+announced twice and a skipped one not at all.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from .dispatcher import Dispatcher
 from .event import Event
@@ -51,18 +58,18 @@ class Clock:
 
     def due(self) -> list[datetime]:
         """The minutes to announce now (and mark them announced)."""
-        current = self._floor(self._now(self.tz))
+        current = self._floor(self._now(self.tz)).astimezone(UTC)
         if self.last is None:
-            self.last = current
-            return [current]
+            self.last = current.astimezone(self.tz)
+            return [self.last]
         out: list[datetime] = []
-        t = self.last + timedelta(minutes=1)
+        t = self.last.astimezone(UTC) + timedelta(minutes=1)
         if (current - t) > timedelta(minutes=self.max_catchup):
             skipped = t
             t = current - timedelta(minutes=self.max_catchup)
             log.warning("clock fell behind: skipping minutes %s .. %s", skipped, t)
         while t <= current:
-            out.append(t)
+            out.append(t.astimezone(self.tz))
             t += timedelta(minutes=1)
         if out:
             self.last = out[-1]

@@ -5,6 +5,21 @@ binds the same command shadows them (pub/msg are not stackable).  Each
 command has a channel form (``pub``, ``!cmd``) and, where Eggdrop has one, a
 private form (``msg``, ``cmd``).  Replies that can be long (``binds``,
 ``help``) go to the asker privately.
+
+Who may change whose flags (``chattr``) follows Eggdrop's ``.chattr``
+(src/cmds.c); the binding's ``m|m`` only lets masters in, and
+``chattr_refusal`` decides the rest, before anything is written:
+
+* global flags need global +m; global +n, +m and +t only a global owner (+n)
+  may give or take;
+* flags on a channel need global +m or +m on THAT channel (the one named,
+  else the one the command was typed in) -- +m on another channel is not
+  enough; +n there needs a global owner, +m there a global owner or an
+  owner of that channel;
+* nobody changes +b (bot records) with chattr;
+* the flags of a user who holds +n (globally, or on the channel in
+  question) only a global owner may change (stricter than Eggdrop, which
+  relies on masters not being able to touch n/m/t).
 """
 
 from __future__ import annotations
@@ -16,14 +31,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..bindings.event import Event
-from ..bindings.flags import FlagError
+from ..bindings.flags import FLAG_LETTERS, FlagError, apply_changes, implied
 from ..bindings.registry import Binding
 from ..core.errors import UserError
 
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["install", "tell"]
+__all__ = ["chattr_refusal", "install", "tell"]
 
 OWNER = "builtin:core"
 VERSION = "MasterChief 0.1"
@@ -175,22 +190,130 @@ async def cmd_adduser(app: App, ev: Event) -> None:
         ev.reply(str(exc))
 
 
-async def cmd_chattr(app: App, ev: Event) -> None:
+# Eggdrop (src/cmds.c, cmd_chattr): no-one changes +b with chattr; global n, m
+# and t are a global owner's to give.
+_NOBODY = frozenset("b")
+_OWNER_ONLY_GLOBAL = frozenset("nmt")
+
+
+def _letters(changes: str) -> frozenset[str]:
+    """The flags a change string (``+o-v``) touches; ``FlagError`` if invalid."""
+    apply_changes("", changes)  # validates
+    return frozenset(c for c in changes if c in FLAG_LETTERS)
+
+
+def _plus(letters: frozenset[str]) -> str:
+    return "+" + "".join(sorted(letters))
+
+
+def chattr_refusal(
+    *,
+    asker_global: str,
+    asker_chan: str,
+    target: str,
+    target_global: str,
+    target_chan: str,
+    global_changes: frozenset[str],
+    chan_changes: frozenset[str],
+    channel: str | None,
+) -> str | None:
+    """Why the asker may not make these flag changes, or None if he may.
+
+    ``asker_chan``/``target_chan`` are the flags held on ``channel`` (the
+    channel whose flags change), not on the channel the command came from.
+    The rules are in the module docstring.
+    """
+    g, c = implied(asker_global), implied(asker_chan)
+    owner = "n" in g
+    bot = (global_changes | chan_changes) & _NOBODY
+    if bot:
+        return f"{_plus(bot)} marks bot records; chattr does not change it"
+    if not owner and (
+        "n" in implied(target_global) or (chan_changes and "n" in implied(target_chan))
+    ):
+        return f"only a global owner (+n) may change the flags of {target}, who has +n"
+    if global_changes:
+        if "m" not in g:
+            return "you need global +m to change global flags (on a channel: FLAGS #channel)"
+        if not owner and global_changes & _OWNER_ONLY_GLOBAL:
+            denied = _plus(global_changes & _OWNER_ONLY_GLOBAL)
+            return f"only a global owner (+n) may give or take global {denied}"
+    if chan_changes:
+        where = channel or "the channel"
+        if "m" not in g and "m" not in c:
+            return f"you need global +m or +m on {where} to change flags on {where}"
+        if not owner and "n" in chan_changes:
+            return f"only a global owner (+n) may give or take +n on {where}"
+        if not owner and "n" not in c and "m" in chan_changes:
+            return f"only a global owner or an owner of {where} may give or take +m there"
+    return None
+
+
+def _parse_chattr(ev: Event) -> tuple[str, str, str, str | None] | str:
+    """(handle, global changes, channel changes, channel), or a usage error.
+
+    ``FLAGS [#chan]`` changes global flags, or with a channel that channel's;
+    Eggdrop's ``GLOBAL|CHANNEL`` form changes both, on the channel named or
+    else the one the command was typed in.
+    """
     if len(ev.args) not in (2, 3):
-        ev.reply("usage: chattr HANDLE FLAGS [#channel]")
-        return
+        return "usage: chattr HANDLE FLAGS [#channel]"
     handle, changes = ev.args[0], ev.args[1]
     chan = ev.args[2] if len(ev.args) == 3 else None
+    glob, bar, on_chan = changes.partition("|")
+    if bar:
+        chan = chan or ev.channel
+        if chan is None:
+            return "usage: chattr HANDLE GLOBAL|CHANNEL #channel"
+        return handle, glob, on_chan, chan
+    if chan is not None:
+        return handle, "", changes, chan
+    return handle, changes, "", None
+
+
+async def cmd_chattr(app: App, ev: Event) -> None:
+    parsed = _parse_chattr(ev)
+    if isinstance(parsed, str):
+        ev.reply(parsed)
+        return
+    handle, glob, on_chan, chan = parsed
+    rec = app.users.get(handle)
+    if rec is None:
+        ev.reply(f"no such user {handle[:40]!r}")
+        return
     try:
-        rec = await app.users.chattr(handle, changes, channel=chan, casemapping=app.casemapping)
-    except (UserError, FlagError) as exc:
+        global_changes, chan_changes = _letters(glob), _letters(on_chan)
+    except FlagError as exc:
         ev.reply(str(exc))
         return
-    if chan:
+    who = app.resolve(ev)
+    refusal = chattr_refusal(
+        asker_global=who.global_flags() if who else "",
+        asker_chan=who.channel_flags(chan) if who and chan else "",
+        target=rec.handle,
+        target_global=rec.flags,
+        target_chan=rec.chan_flags(chan, app.casemapping) if chan else "",
+        global_changes=global_changes,
+        chan_changes=chan_changes,
+        channel=chan,
+    )
+    if refusal is not None:
+        tell(app, ev, refusal)  # privately, and nothing changed
+        return
+    try:
+        # The channel first: a bad channel name fails before anything is written.
+        if chan is not None and on_chan:
+            rec = await app.users.chattr(handle, on_chan, channel=chan, casemapping=app.casemapping)
+        if glob:
+            rec = await app.users.chattr(handle, glob, casemapping=app.casemapping)
+    except UserError as exc:
+        ev.reply(str(exc))
+        return
+    text = f"{rec.handle}: global +{rec.flags or '-'}" if glob else ""
+    if chan is not None:
         flags = rec.chan_flags(chan, app.casemapping) or "-"
-        ev.reply(f"{rec.handle} on {chan}: +{flags}")
-    else:
-        ev.reply(f"{rec.handle}: global +{rec.flags or '-'}")
+        text = (text + ", " if text else f"{rec.handle} ") + f"on {chan}: +{flags}"
+    ev.reply(text)
 
 
 async def cmd_files(app: App, ev: Event) -> None:
@@ -206,12 +329,12 @@ async def cmd_files(app: App, ev: Event) -> None:
 BUILTINS: tuple[Command, ...] = (
     Command("help", "-|-", "[command]", "list the commands you may use", cmd_help),
     Command("whoami", "-|-", "", "show which user record you match", cmd_whoami),
-    Command("binds", "m|m", "[type]", "list bindings with hit counts", cmd_binds),
-    Command("rehash", "m|m", "", "reload config, modules and scripts", cmd_rehash),
+    # Eggdrop's .binds, .rehash and .adduser need global +m: +m on one channel
+    # must not reload the bot or add users; chattr checks the rest itself.
+    Command("binds", "m", "[type]", "list bindings with hit counts", cmd_binds),
+    Command("rehash", "m", "", "reload config, modules and scripts", cmd_rehash),
     Command("status", "-|-", "", "uptime, queue depths, binds, users", cmd_status),
-    Command(
-        "adduser", "m|m", "HANDLE NICK", "add a user by their account or hostmask", cmd_adduser
-    ),
+    Command("adduser", "m", "HANDLE NICK", "add a user by their account or hostmask", cmd_adduser),
     Command("chattr", "m|m", "HANDLE FLAGS [#chan]", "change a user's flags", cmd_chattr),
     Command("files", "o|o", "", "watched folders and tailed logs", cmd_files),
 )

@@ -83,7 +83,10 @@ def test_unchanged_files_are_not_reloaded(setup) -> None:  # type: ignore[no-unt
     assert table.binds() == first
 
 
-async def test_tasks_started_by_a_script_die_with_it(setup) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("how", ["edited", "deleted"])
+async def test_tasks_started_by_a_script_die_with_it(setup, how: str) -> None:  # type: ignore[no-untyped-def]
+    """Tasks a script started (at import and from a handler) are cancelled when
+    a new version replaces it and when its file is deleted."""
     table, mgr, d = setup
     mgr.install_task_factory(asyncio.get_running_loop())
     write(
@@ -113,8 +116,13 @@ async def spawn(ev):
     await disp.drain()
     tasks = list(module.started)
     assert len(tasks) == 2 and not any(t.done() for t in tasks)
-    write(d / "bg.py", "x = 1\n")  # reload: the old version's tasks are cancelled
+    if how == "edited":
+        write(d / "bg.py", "x = 1\n")  # reload: the old version's tasks are cancelled
+    else:
+        (d / "bg.py").unlink()  # unload: its tasks are cancelled and its bindings go
     mgr.scan_changes()
+    assert mgr.loaded == (["script:bg"] if how == "edited" else [])
+    assert [b.mask for b in table.binds()] == []
     # wait for the tasks to finish (with a deadline); they must end cancelled
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
     assert all(t.cancelled() for t in tasks)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from masterchief.bot.builtins import chattr_refusal
 from tests.harness import running_bot, wait_until
 from tests.servers import unique_name
 
@@ -27,6 +28,26 @@ async def master(app, irc_client):  # type: ignore[no-untyped-def]
     c = await irc_client(username=ident)
     await c.join("#ops")
     return c
+
+
+async def member(app, irc_client, flags: str = "", **chan_flags: str):  # type: ignore[no-untyped-def]
+    """A hostmask user on #ops: (handle, client).  ``ops="m"`` gives +m on #ops."""
+    ident = unique_name("u")[:10]
+    await app.users.add_user(ident, hostmasks=(f"*!{ident}@*",), flags=flags)
+    for chan, cflags in chan_flags.items():
+        await app.users.chattr(ident, "+" + cflags, channel="#" + chan)
+    c = await irc_client(username=ident)
+    await c.join("#ops")
+    return ident, c
+
+
+async def refused(client, me: str, text: str, answer: str) -> None:  # type: ignore[no-untyped-def]
+    """``text`` said in #ops is refused: the bot's first reply is ``answer``,
+    by NOTICE to the asker only.  Not drained first, so a second line left
+    over from the previous command would be taken here and fail."""
+    await client.say("#ops", text)
+    line = await client.wait_for(rf"^:{me}!\S+ (PRIVMSG|NOTICE) (#ops|{client.nick}) :")
+    assert (line.command, line.target, line.text) == ("NOTICE", client.nick, answer), text
 
 
 async def ask(client, me: str, target: str, text: str, answer: str = "", *, timeout: float = 10):  # type: ignore[no-untyped-def]
@@ -51,6 +72,8 @@ async def test_help_lists_only_what_the_asker_may_use(bot, irc_client) -> None: 
     assert {"!rehash", "!binds", "!adduser", "!chattr"} <= set(line.text.split(": ", 1)[1].split())
     line = await ask(boss, me, "#ops", "!help chattr", "!chattr ")
     assert "flags m|m" in line.text
+    line = await ask(boss, me, "#ops", "!help rehash", "!rehash ")
+    assert line.text.endswith("(flags m)")  # global +m: +m on a channel is not enough
 
 
 async def test_binds_status_and_refusal(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
@@ -86,6 +109,173 @@ async def test_adduser_and_chattr_grant_access(bot, irc_client, make_account) ->
     assert line.text.endswith("on #ops +o")
     line = await ask(boss, me, "#ops", "!chattr nosuch +o", "")
     assert "nosuch" in line.text
+
+
+# Eggdrop's chattr rules (module docstring of masterchief.bot.builtins), as a table:
+# asker global, asker on #ops, target global, target on #ops, global changes,
+# #ops changes -> the start of the refusal, or None (allowed).
+CHATTR_RULES = [
+    # global flags: global +m, and n/m/t only from a global owner
+    ("", "m", "", "", "o", "", "you need global +m to change global flags"),
+    ("", "n", "", "", "o", "", "you need global +m to change global flags"),
+    ("m", "", "", "", "o", "", None),
+    ("m", "", "", "", "dk", "", None),
+    ("m", "", "", "", "n", "", "only a global owner (+n) may give or take global +n"),
+    ("m", "", "", "", "mo", "", "only a global owner (+n) may give or take global +m"),
+    ("m", "", "", "", "t", "", "only a global owner (+n) may give or take global +t"),
+    ("n", "", "", "", "nmt", "", None),
+    # channel flags: +m there (or global +m); +n there from a global owner,
+    # +m there from a global owner or an owner of that channel
+    ("", "", "", "", "", "o", "you need global +m or +m on #ops to change flags on #ops"),
+    ("o", "o", "", "", "", "o", "you need global +m or +m on #ops to change flags on #ops"),
+    ("", "m", "", "", "", "ov", None),
+    ("", "m", "", "", "", "n", "only a global owner (+n) may give or take +n on #ops"),
+    ("", "m", "", "", "", "m", "only a global owner or an owner of #ops may give"),
+    ("", "n", "", "", "", "m", None),
+    ("", "n", "", "", "", "n", "only a global owner (+n) may give or take +n on #ops"),
+    ("m", "", "", "", "", "o", None),
+    ("m", "", "", "", "", "m", "only a global owner or an owner of #ops may give"),
+    ("n", "", "", "", "", "nm", None),
+    # both at once: each side checked
+    ("", "m", "", "", "o", "o", "you need global +m to change global flags"),
+    ("m", "", "", "", "o", "m", "only a global owner or an owner of #ops may give"),
+    # owners' flags are a global owner's to change
+    ("m", "", "n", "", "k", "", "only a global owner (+n) may change the flags of bob, who has +n"),
+    ("", "m", "", "n", "", "k", "only a global owner (+n) may change the flags of bob, who has +n"),
+    ("", "m", "n", "", "", "d", "only a global owner (+n) may change the flags of bob, who has +n"),
+    ("", "n", "", "n", "", "o", "only a global owner (+n) may change the flags of bob, who has +n"),
+    ("n", "", "n", "n", "k", "k", None),
+    # nobody changes +b with chattr
+    ("n", "", "", "", "b", "", "+b marks bot records"),
+    ("n", "", "", "", "", "b", "+b marks bot records"),
+]
+
+
+@pytest.mark.parametrize(
+    ("asker_g", "asker_c", "target_g", "target_c", "glob", "chan", "refusal"), CHATTR_RULES
+)
+def test_chattr_rules(
+    asker_g: str,
+    asker_c: str,
+    target_g: str,
+    target_c: str,
+    glob: str,
+    chan: str,
+    refusal: str | None,
+) -> None:
+    got = chattr_refusal(
+        asker_global=asker_g,
+        asker_chan=asker_c,
+        target="bob",
+        target_global=target_g,
+        target_chan=target_c,
+        global_changes=frozenset(glob),
+        chan_changes=frozenset(chan),
+        channel="#ops" if chan else None,
+    )
+    if refusal is None:
+        assert got is None
+    else:
+        assert got is not None and got.startswith(refusal), got
+
+
+async def test_channel_master_cannot_escalate(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
+    """+m on #ops is not global +m: the issue's `!chattr chanm +n` and friends."""
+    me = bot.irc.nickname
+    users = bot.users
+    await users.add_user("victim", hostmasks=("*!victim@nowhere.test",))
+    chanm, cm = await member(bot, irc_client, ops="m")
+    cm.drain()
+    need_global = "you need global +m to change global flags (on a channel: FLAGS #channel)"
+    await refused(cm, me, f"!chattr {chanm} +n", need_global)  # the reported exploit
+    await refused(cm, me, "!chattr victim +o", need_global)
+    await refused(cm, me, "!chattr victim +o|+o", need_global)  # both sides: nothing changes
+    await refused(
+        cm, me, "!chattr victim +o #dev", "you need global +m or +m on #dev to change flags on #dev"
+    )
+    await refused(
+        cm, me, "!chattr victim +n #ops", "only a global owner (+n) may give or take +n on #ops"
+    )
+    await refused(
+        cm,
+        me,
+        f"!chattr {chanm} +m #dev",
+        "you need global +m or +m on #dev to change flags on #dev",
+    )
+    await refused(
+        cm,
+        me,
+        "!chattr victim +m #ops",
+        "only a global owner or an owner of #ops may give or take +m there",
+    )
+    # nothing changed
+    mine, theirs = users.get(chanm), users.get("victim")
+    assert mine is not None and (mine.flags, dict(mine.chanflags)) == ("", {"#ops": "m"})
+    assert theirs is not None and (theirs.flags, dict(theirs.chanflags)) == ("", {})
+    # what a master of #ops may do: ops on #ops, named or where typed (|flags)
+    line = await ask(cm, me, "#ops", "!chattr victim +o #OPS", "victim on ")
+    assert line.text == "victim on #OPS: +o"
+    line = await ask(cm, me, "#ops", "!chattr victim |+v", "victim on ")
+    assert line.text == "victim on #ops: +ov"
+    # reloading, listing binds and adding users need global +m
+    for cmd in ("!rehash", "!binds", "!adduser x y"):
+        line = await ask(cm, me, "#ops", cmd, f"{cm.nick}: you need")
+        assert line.text == f"{cm.nick}: you need global +m for {cmd.split()[0]}"
+    line = await ask(cm, me, "#ops", "!help", "commands you may use: ")
+    names = set(line.text.split(": ", 1)[1].split())
+    assert "!chattr" in names and not names & {"!rehash", "!binds", "!adduser"}
+
+
+async def test_global_master_and_owner_chattr(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
+    me = bot.irc.nickname
+    users = bot.users
+    await users.add_user("victim", hostmasks=("*!victim@nowhere.test",))
+    (gm_handle, gm), (owner_handle, owner) = await asyncio.gather(
+        member(bot, irc_client, flags="m"), member(bot, irc_client, flags="n")
+    )
+    line = await ask(gm, me, "#ops", "!chattr victim +o", "victim: ")
+    assert line.text == "victim: global +o"
+    gm.drain()
+    await refused(
+        gm, me, "!chattr victim +n", "only a global owner (+n) may give or take global +n"
+    )
+    await refused(
+        gm, me, "!chattr victim +m", "only a global owner (+n) may give or take global +m"
+    )
+    protected = f"only a global owner (+n) may change the flags of {owner_handle}, who has +n"
+    await refused(gm, me, f"!chattr {owner_handle} -n", protected)
+    await refused(gm, me, f"!chattr {owner_handle} +k #ops", protected)
+    theirs, boss = users.get("victim"), users.get(owner_handle)
+    assert theirs is not None and theirs.flags == "o"
+    assert boss is not None and (boss.flags, dict(boss.chanflags)) == ("n", {})
+    # a global master may give ops on any channel, and both sides at once
+    line = await ask(gm, me, "#ops", "!chattr victim -o|+o", "victim: ")
+    assert line.text == "victim: global +-, on #ops: +o"
+    # the owner may give +n (and +m on a channel)
+    line = await ask(owner, me, "#ops", "!chattr victim +n", "victim: ")
+    assert line.text == "victim: global +n"
+    line = await ask(owner, me, "#ops", "!chattr victim +m #dev", "victim on ")
+    assert line.text == "victim on #dev: +m"
+    del gm_handle
+
+
+async def test_adduser_by_hostmask_without_account(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
+    """A nick with no services account is added by ``*!user@host``, and is then
+    recognised by that mask."""
+    me = bot.irc.nickname
+    boss = await master(bot, irc_client)
+    guest = await irc_client(username=unique_name("g")[:10])
+    joined = await guest.join("#ops")
+    _, _, userhost = (joined.prefix or "").partition("!")
+    assert "@" in userhost
+    await wait_until(lambda: bot.irc.lookup_nick(guest.nick) is not None)
+    assert bot.irc.accounts_available  # the account path exists; this nick has none
+    line = await ask(boss, me, "#ops", f"!adduser guest {guest.nick}", "added ")
+    assert line.text == f"added guest with hostmask *!{userhost}"
+    rec = bot.users.get("guest")
+    assert rec is not None and rec.account is None and rec.hostmasks == (f"*!{userhost}",)
+    line = await ask(guest, me, "#ops", "!whoami", f"{guest.nick}: ")
+    assert line.text.startswith(f"{guest.nick}: you are guest (account none)")
 
 
 async def test_rehash_good_and_broken_scripts_and_hot_reload(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
