@@ -51,6 +51,9 @@ def say(target: str, text: str) -> None:
     """Send ``text`` to a channel or nick through the paced output queue.
 
     For handlers with no origin to reply to (time, cron, event bindings).
+    ``text`` is one message: CR, LF and CRLF become a space and NUL is
+    dropped, so it can never start another IRC command; only a text too long
+    for one line is split. Call ``say`` once per line to send several.
     """
     if _say is None:
         raise RuntimeError("say() needs a running bot")

@@ -23,6 +23,18 @@ handler that raises or times out is logged with a reference id, and the user
 sees only ``!cmd failed (ref 1a2b3c)``.  Nothing a handler does (raise,
 ``sys.exit()``, hang) stops the worker.
 
+A plain ``def`` handler cannot be cancelled, and inline it blocks the whole
+loop (no PONGs), so ``run()`` starts a ``_Watchdog`` thread for them.  Around
+each plain call the worker bumps one counter (odd while a call runs: two
+integer stores, the inline path stays fast).  The thread polls it; a call
+it has seen running for ``handler_timeout_s`` is interrupted: the thread
+sends ``SIGUSR2`` to the main thread, whose handler raises ``HandlerTimeout``
+into the handler, but only if that same call is still running and is not in
+the dispatcher's own frames, so it never lands in dispatcher code.  The
+timeout is then reported exactly like an async one.  Signals reach only the
+main thread: with the loop in another thread the watchdog can only log,
+once per call, which binding has blocked the loop and for how long.
+
 An optional ``recorder`` (the event log) is told each Event's outcome once
 it has been processed: ``fired``, ``refused``, ``failed``, ``no-binding``
 or ``skipped`` (a true return of an earlier stage).  With no recorder the
@@ -36,10 +48,13 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from types import CodeType, FrameType
+from typing import Any, Final, Protocol
 
 from .event import Event, new_ref
 from .registry import BIND_TYPES, Binding, BindingTable, current_owner
@@ -52,6 +67,7 @@ __all__ = [
     "SKIPPED",
     "DispatchStats",
     "Dispatcher",
+    "HandlerTimeout",
     "Principal",
     "Recorder",
     "Resolver",
@@ -116,6 +132,155 @@ class _Failed:
 _FAILED = _Failed()
 
 
+class HandlerTimeout(BaseException):
+    """Raised inside a plain ``def`` handler that ran past ``handler_timeout_s``.
+
+    A ``BaseException`` so that the handler's own ``except Exception`` does
+    not swallow it; the dispatcher catches it around the call.
+    """
+
+
+# The signal the watchdog interrupts the main thread with.  Not SIGALRM:
+# pytest-timeout (and other timers) own that one.
+WATCHDOG_SIGNAL: Final = signal.SIGUSR2
+
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+class _Watchdog:
+    """Times plain handler calls from a thread; interrupts an overdue one.
+
+    The loop thread owns ``seq`` and ``binding``: ``seq`` is odd while a call
+    runs and a fresh odd number marks each call (its token).  The thread only
+    reads them, so no lock is needed.  A token it has seen unchanged for
+    ``timeout`` seconds belongs to a call that has run at least that long
+    (never less: it was first seen after the call began), at most one poll
+    interval more.
+    """
+
+    __slots__ = (
+        "_poll",
+        "_stop",
+        "_target",
+        "_thread",
+        "binding",
+        "fired",
+        "seq",
+        "timeout",
+    )
+
+    def __init__(self, timeout: float) -> None:
+        self.seq = 0
+        self.binding: Binding | None = None
+        self.fired = 0  # the token the last signal was meant for
+        self.timeout = timeout
+        self._poll = 0.1
+        self._stop = threading.Event()
+        self._target: int | None = None  # main thread ident when signals can be used
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._poll = min(0.1, max(0.01, self.timeout / 4))
+        self._stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            self._target = threading.main_thread().ident
+            _install(self)
+        self._thread = threading.Thread(target=self._watch, name="dispatch-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()  # no signal is sent after this returns
+        if self._target is not None:
+            _uninstall(self)
+
+    def _watch(self) -> None:
+        seen, since, told = 0, 0.0, False
+        while not self._stop.wait(self._poll):
+            token = self.seq
+            if not token & 1:  # no call running
+                continue
+            binding = self.binding
+            now = time.monotonic()
+            if token != seen:
+                seen, since, told = token, now, False
+                continue
+            blocked = now - since
+            if blocked < self.timeout or self.seq != token:
+                continue
+            if self._target is not None:
+                self.fired = token
+                signal.pthread_kill(self._target, WATCHDOG_SIGNAL)
+                # Interrupted at once unless it blocks in C code (or swallows
+                # the exception): say so once; the signal is repeated each poll.
+                if not told and blocked >= 2 * self.timeout + 1:
+                    told = True
+                    self._blocked(binding, blocked, "did not stop when interrupted")
+            elif not told:
+                told = True
+                self._blocked(binding, blocked, "the loop is not in the main thread")
+
+    @staticmethod
+    def _blocked(b: Binding | None, seconds: float, why: str) -> None:
+        what = f"{b.handler_name} ({b.type} {b.mask})" if b is not None else "?"
+        log.error(
+            "handler %s has blocked the event loop for %.1fs and cannot be timed out (%s)",
+            what,
+            seconds,
+            why,
+        )
+
+
+# Watchdogs whose loop runs in the main thread share one signal handler.
+_watched: list[_Watchdog] = []
+_previous: _SignalHandler = None
+
+
+def _install(wd: _Watchdog) -> None:
+    global _previous
+    if not _watched:
+        _previous = signal.signal(WATCHDOG_SIGNAL, _on_signal)
+    _watched.append(wd)
+
+
+def _uninstall(wd: _Watchdog) -> None:
+    with contextlib.suppress(ValueError):
+        _watched.remove(wd)
+    if not _watched and signal.getsignal(WATCHDOG_SIGNAL) is _on_signal:
+        signal.signal(WATCHDOG_SIGNAL, _previous if _previous is not None else signal.SIG_DFL)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Raise ``HandlerTimeout`` into the overdue call, if it still runs.
+
+    Runs in the main thread between two bytecodes of whatever it was doing.
+    The token check makes a late signal harmless; the frame checks keep the
+    exception out of the dispatcher's own code: it is raised only when the
+    innermost frame is the handler's (or below it) and a dispatcher frame that
+    calls handlers is further up.  Otherwise nothing happens and the watchdog
+    repeats the signal at its next poll while the call goes on.
+    """
+    for wd in _watched:
+        if wd.fired and wd.seq == wd.fired:
+            if _in_handler(frame):
+                wd.fired = 0
+                raise HandlerTimeout(f"handler ran past {wd.timeout}s")
+            return
+    if callable(_previous):
+        _previous(signum, frame)
+
+
+def _in_handler(frame: FrameType | None) -> bool:
+    if frame is None or frame.f_code in _CALLERS:
+        return False
+    while frame is not None:
+        if frame.f_code in _CALLERS:
+            return True
+        frame = frame.f_back
+    return False
+
+
 @dataclass(slots=True)
 class DispatchStats:
     received: int = 0
@@ -153,6 +318,7 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self.recorder: Recorder | None = None
+        self._watchdog = _Watchdog(handler_timeout_s)
 
     # -- intake --------------------------------------------------------------
 
@@ -199,19 +365,25 @@ class Dispatcher:
     # -- the worker ----------------------------------------------------------
 
     async def run(self) -> None:
-        """Process chains until cancelled; on cancel, cancel running handlers."""
+        """Process chains until cancelled; on cancel, cancel running handlers.
+
+        Runs the watchdog for plain handlers meanwhile (see the module doc)."""
+        wd = self._watchdog
+        wd.timeout = self.handler_timeout_s
+        wd.start()
         try:
             while True:
                 chain, on_done = await self.queue.get()
                 spawned = False
                 try:
                     spawned = await self._process(chain, on_done)
-                except Exception:  # defensive: a bug here must not stop the bot
+                except (Exception, HandlerTimeout):  # defensive: must not stop the bot
                     log.exception("dispatcher failed on %s %s", chain[0].type, chain[0].key)
                 if not spawned:
                     self._finish(on_done)
                     self._end()
         finally:
+            wd.stop()
             for t in list(self._tasks):
                 t.cancel()
             if self._tasks:
@@ -333,6 +505,7 @@ class Dispatcher:
         self, staged: list[tuple[Event, tuple[Binding, ...]]], who: Principal | None
     ) -> None:
         rec = self.recorder
+        wd = self._watchdog
         for ev, bindings in staged:
             stop = False
             fired = refused = failed = 0
@@ -346,13 +519,20 @@ class Dispatcher:
                 self.stats.fired += 1
                 fired += 1
                 token = current_owner.set(b.owner)
+                wd.binding = b
+                seq = wd.seq + 1
                 try:
+                    wd.seq = seq  # odd: the watchdog times this call
                     if b.handler(ev):
                         stop = True
+                except HandlerTimeout:
+                    failed += 1
+                    self._fail(b, ev, None, True)
                 except (Exception, SystemExit, KeyboardInterrupt) as exc:
                     failed += 1
                     self._fail(b, ev, exc, False)
                 finally:
+                    wd.seq = seq + 1
                     current_owner.reset(token)
             if rec is not None:
                 self._record(rec, ev, _outcome(fired, refused, failed))
@@ -392,8 +572,15 @@ class Dispatcher:
     async def _call(self, b: Binding, ev: Event) -> object:
         token = current_owner.set(b.owner)
         started = time.monotonic()
+        wd = self._watchdog
+        wd.binding = b
+        seq = wd.seq + 1
         try:
-            result = b.handler(ev)
+            try:  # a plain handler in an async chain runs here: timed like inline ones
+                wd.seq = seq
+                result = b.handler(ev)
+            finally:
+                wd.seq = seq + 1
             if inspect.isawaitable(result):
                 async with asyncio.timeout(self.handler_timeout_s):
                     result = await result
@@ -401,6 +588,8 @@ class Dispatcher:
         except TimeoutError as exc:
             timed_out = time.monotonic() - started >= self.handler_timeout_s * 0.99
             self._fail(b, ev, exc, timed_out)
+        except HandlerTimeout:
+            self._fail(b, ev, None, True)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -412,3 +601,9 @@ class Dispatcher:
             with contextlib.suppress(ValueError):
                 current_owner.reset(token)
         return _FAILED
+
+
+# The dispatcher frames that call handlers: HandlerTimeout is raised only below them.
+_CALLERS: Final[frozenset[CodeType]] = frozenset(
+    {Dispatcher._run_sync.__code__, Dispatcher._call.__code__}
+)

@@ -26,7 +26,9 @@ def new_ref() -> str:
 
 
 class ReplySink(Protocol):
-    """Where ``Event.reply`` sends text.  Enqueueing is synchronous."""
+    """Where ``Event.reply`` sends text.  Enqueueing is synchronous; a sink
+    that writes to IRC sends the text as one message (line breaks become
+    spaces)."""
 
     def reply(self, event: Event, text: str) -> None: ...
 
@@ -92,7 +94,14 @@ class Event:
         return f"{self.nick}!{self.uhost}"
 
     def reply(self, text: str) -> Awaitable[None]:
-        """Answer where the event came from (the channel, or the nick in private)."""
+        """Answer where the event came from (the channel, or the nick in private).
+
+        *text* is one message: CR, LF and CRLF in it become a space and NUL
+        is dropped on the way out, so it can never start a second IRC line
+        (``"x\\r\\nQUIT :bye"`` is said as ``x QUIT :bye``); only a text
+        too long for one line is split. Call ``reply`` once per line to say
+        several.
+        """
         if self.sink is not None:
             self.sink.reply(self, text)
         return _DONE

@@ -468,7 +468,7 @@ class Outbox:
             log.info(
                 "outbox: %d alerts for %s folded into %d lines", len(alerts), target, len(lines)
             )
-            self._send(target, "\n".join(prefix + line for line in lines), alerts)
+            self._send(target, [prefix + line for line in lines], alerts)
             return
         queue.popleft()
         self._send(target, self._prefix(now, [head]) + head.text, [head])
@@ -493,7 +493,8 @@ class Outbox:
         share = sum(min(len(q), mine) for q in self._pending.values())
         return self._output.drain_time(share)
 
-    def _send(self, target: str, text: str, records: Sequence[OutboxRecord]) -> None:
+    def _send(self, target: str, text: str | list[str], records: Sequence[OutboxRecord]) -> None:
+        """Hand *text* to the output queue (a list: several lines, a summary)."""
         unit = _Unit(target, list(records))
         self._handed.append(unit)
         try:

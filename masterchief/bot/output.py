@@ -8,6 +8,11 @@ split the text into wire lines and append them to one of three bounded FIFO
 queues, Eggdrop style: ``mode`` (highest), ``server``, ``help`` (only when the
 other two are empty). Nothing here touches a socket.
 
+A message text is one message, whatever is in it: CR, LF and CRLF become a
+space and NUL is dropped, so a handler's ``"x\\r\\nQUIT :bye"`` is the one
+harmless line ``x QUIT :bye``; only length splits it. Code that means to
+send several lines (a storm summary) passes a list of lines.
+
 The sans-I/O core is ``next_delay()`` / ``pop()``: a token bucket that models
 the server's flood budget. It holds up to ``burst`` tokens and refills at
 ``rate`` tokens per second; a line may go when the tokens cover its cost.
@@ -112,15 +117,16 @@ def sanitize(text: str) -> str:
 def split_message(
     prefix_len: int, command: str, target: str, text: str, max_bytes: int = 512
 ) -> list[str]:
-    """Split *text* into chunks that each fit one relayed IRC line.
+    """Split the message *text* into chunks that each fit one relayed IRC line.
 
     *prefix_len* is the byte length of ``nick!user@host`` as recipients see
     it. Each chunk satisfies
     ``len(f":{prefix} {command} {target} :{chunk}\\r\\n".encode()) <= max_bytes``.
 
-    Newlines (LF or CRLF) separate lines; each becomes its own chunk(s) and
-    empty lines are skipped (IRC refuses an empty message). Lone CR and NUL
-    are sanitised. Long lines are cut at the last space that fits (that one
+    *text* is sanitised first (CR, LF and CRLF become one space, NUL is
+    dropped), so line breaks never start a new line: only length splits it.
+    Text that is empty or blank after that gives no chunk (IRC refuses an
+    empty message). Long text is cut at the last space that fits (that one
     space is dropped), else at the last character that fits, never inside a
     UTF-8 sequence and, when possible, not before a combining mark or inside
     an emoji sequence.
@@ -140,12 +146,8 @@ def split_message(
             f"no room for text in a {max_bytes}-byte line: prefix {prefix_len} bytes, "
             f"command {command!r}, target of {len(target.encode('utf-8'))} bytes"
         )
-    chunks: list[str] = []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        clean = sanitize(line)
-        if clean:
-            chunks.extend(_split_line(clean, budget))
-    return chunks
+    clean = sanitize(text)
+    return _split_line(clean, budget) if clean.strip() else []
 
 
 def _split_line(line: str, budget: int) -> list[str]:
@@ -308,7 +310,7 @@ class OutputQueue:
     def privmsg(
         self,
         target: str,
-        text: str,
+        text: str | list[str],
         priority: Priority = "server",
         *,
         on_sent: SentCallback | None = None,
@@ -316,19 +318,22 @@ class OutputQueue:
     ) -> int:
         """Queue *text* to *target* as PRIVMSG lines; return how many were queued.
 
-        Newlines in *text* start new lines; long lines are split. Lines that
-        do not fit a full queue are counted for a summary line instead.
-        *on_sent* is called with the line (from the sending task,
-        synchronously) once the last queued line of this message has been
-        sent; never if nothing was queued. *owner* tags the lines for
-        ``withdraw()``. Raises ``ValueError`` for a bad target or priority.
+        A ``str`` is one message: CR, LF and CRLF in it become a space and NUL
+        is dropped, so it is one line unless it is too long for one. A
+        ``list`` is several lines on purpose, each one message (blank ones
+        are skipped). Lines that do not fit a full queue are counted for a
+        summary line instead. *on_sent* is called with the line (from the
+        sending task, synchronously) once the last queued line of this
+        message has been sent; never if nothing was queued. *owner* tags the
+        lines for ``withdraw()``. Raises ``ValueError`` for a bad target or
+        priority.
         """
         return self._message("PRIVMSG", target, text, priority, on_sent, owner)
 
     def notice(
         self,
         target: str,
-        text: str,
+        text: str | list[str],
         priority: Priority = "server",
         *,
         on_sent: SentCallback | None = None,
@@ -361,7 +366,7 @@ class OutputQueue:
         self,
         command: str,
         target: str,
-        text: str,
+        text: str | list[str],
         priority: Priority,
         on_sent: SentCallback | None = None,
         owner: object = None,
@@ -370,8 +375,16 @@ class OutputQueue:
         _check_target(target)
         # Message text never carries a configured secret (raw lines may: a
         # channel key in JOIN), whoever produced it: a script, a job, a formatter.
-        text = self.redactor.redact(text)
-        chunks = split_message(self._prefix_len, command, target, text, self._max_line_bytes)
+        redact = self.redactor.redact
+        split = self._prefix_len, command, target
+        if isinstance(text, str):
+            chunks = split_message(*split, redact(text), self._max_line_bytes)
+        else:
+            chunks = [
+                chunk
+                for line in text
+                for chunk in split_message(*split, redact(line), self._max_line_bytes)
+            ]
         room = max(0, self._max_queue - len(queue))
         fits = chunks[:room]
         for i, chunk in enumerate(fits):

@@ -1,11 +1,17 @@
 import asyncio
+import re
+import signal
+import threading
+import time
 from dataclasses import dataclass, field
 
 import pytest
 
-from masterchief.bindings.dispatcher import Dispatcher
+from masterchief.bindings import dispatcher
+from masterchief.bindings.dispatcher import WATCHDOG_SIGNAL, Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
+from tests.harness import wait_until
 
 
 class Sink:
@@ -200,3 +206,106 @@ async def test_on_done_after_every_handler(setup) -> None:  # type: ignore[no-un
     d.submit(Event(type="webhook", key="none/here"), on_done=lambda: order.append("unmatched"))
     await d.drain()
     assert order == ["unmatched", "handler", "done"]
+
+
+# --------------------------------------------------------------------------- plain handlers that block
+
+
+@pytest.mark.parametrize("kind", ["sleep", "busy"])
+async def test_blocking_def_handler_times_out_with_a_ref(setup, caplog, kind: str) -> None:  # type: ignore[no-untyped-def]
+    table, d = setup
+    sink = Sink()
+    started: list[float] = []
+
+    @table.bind("pub", "-|-", "!stuck")
+    def stuck(ev: Event) -> None:
+        started.append(time.monotonic())
+        if kind == "sleep":
+            time.sleep(30)
+        while True:  # a busy loop: interrupted between two bytecodes
+            pass
+
+    table.bind("pub", "-|-", "!ok", lambda ev: ev.reply("still here"))
+    d.submit(*pub("!stuck", sink))
+    d.submit(*pub("!ok", sink))
+    await d.drain(timeout=15)
+    elapsed = time.monotonic() - started[0]
+    assert len(sink.lines) == 2, sink.lines
+    assert re.fullmatch(r"!stuck failed \(ref [0-9a-f]{6}\)", sink.lines[0]), sink.lines
+    assert sink.lines[1] == "still here"
+    assert d.stats.timeouts == 1 and d.stats.errors == 0
+    ref = sink.lines[0][-7:-1]
+    assert f"timed out after 0.3s (ref {ref})" in caplog.text
+    assert elapsed >= 0.3  # never before handler_timeout_s
+
+
+async def test_def_handler_in_an_async_chain_times_out(setup) -> None:  # type: ignore[no-untyped-def]
+    table, d = setup
+    sink = Sink()
+    table.bind("pubm", "-|-", "#ops !mixed*", lambda ev: time.sleep(30))
+
+    @table.bind("pub", "-|-", "!mixed")
+    async def after(ev: Event) -> None:
+        await ev.reply("async part ran")
+
+    d.submit(*pub("!mixed", sink))
+    await d.drain(timeout=15)
+    assert sink.lines == ["async part ran"]  # pubm binds are not commands: no reply
+    assert d.stats.timeouts == 1
+
+
+async def test_watchdog_signal_outside_a_handler_is_harmless(setup) -> None:  # type: ignore[no-untyped-def]
+    # A signal meant for a call that has ended, or one that arrives while no
+    # handler frame is on the stack (loop or dispatcher code), raises nothing.
+    table, d = setup
+    sink = Sink()
+    table.bind("pub", "-|-", "!ok", lambda ev: ev.reply("ok"))
+    d.submit(*pub("!ok", sink))
+    await d.drain()
+    await wait_until(lambda: signal.getsignal(WATCHDOG_SIGNAL) is dispatcher._on_signal, 15)
+    wd = d._watchdog
+    assert wd.seq == 2  # one call: odd while it ran, even now
+    for token in (wd.seq - 1, wd.seq):  # the ended call's token; the current value
+        wd.fired = token
+        signal.raise_signal(WATCHDOG_SIGNAL)  # handled before this returns
+    d.submit(*pub("!ok", sink))
+    await d.drain()
+    assert sink.lines == ["ok", "ok"]
+    assert d.stats.timeouts == 0
+
+
+def test_watchdog_only_logs_when_the_loop_is_not_in_the_main_thread(caplog) -> None:  # type: ignore[no-untyped-def]
+    table = BindingTable()
+    sink = Sink()
+    table.bind("pub", "-|-", "!slow", lambda ev: time.sleep(0.6) or ev.reply("done"))
+    before = signal.getsignal(WATCHDOG_SIGNAL)
+
+    async def main() -> Dispatcher:
+        d = Dispatcher(table, handler_timeout_s=0.1)
+        task = asyncio.create_task(d.run())
+        d.submit(*pub("!slow", sink))
+        await d.drain(timeout=15)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return d
+
+    result: list[Dispatcher] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(main())))
+    thread.start()
+    thread.join(30)
+    assert result and sink.lines == ["done"]  # not interrupted: no signals there
+    assert result[0].stats.timeouts == 0
+    blocked = [r.getMessage() for r in caplog.records if "blocked the event loop" in r.getMessage()]
+    assert len(blocked) == 1, blocked  # once per call
+    assert "(pub !slow)" in blocked[0]
+    assert signal.getsignal(WATCHDOG_SIGNAL) is before
+
+
+async def test_signal_handler_is_restored_on_stop() -> None:
+    before = signal.getsignal(WATCHDOG_SIGNAL)
+    d = Dispatcher(BindingTable())
+    task = asyncio.create_task(d.run())
+    await wait_until(lambda: signal.getsignal(WATCHDOG_SIGNAL) is not before, 15)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert signal.getsignal(WATCHDOG_SIGNAL) is before

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import masterchief
 from masterchief.app import App
 from masterchief.bindings.event import Event
 from tests.harness import running_bot, wait_until
@@ -150,6 +151,7 @@ async def test_lines_queued_while_disconnected_arrive_in_order(  # type: ignore[
 # --------------------------------------------------------------------------- flood
 
 
+@pytest.mark.timeout(150)  # ~31 s of paced output
 async def test_300_line_burst_is_paced_inside_the_servers_flood_limits(  # type: ignore[no-untyped-def]
     tmp_path: Path, ircd_factory, irc_client, caplog
 ) -> None:
@@ -158,33 +160,48 @@ async def test_300_line_burst_is_paced_inside_the_servers_flood_limits(  # type:
     # above threshold * 1000 (fakelag: the lines wait in the receive queue,
     # which must stay under recvq bytes or the client is quit with "RecvQ
     # exceeded"); once a second it subtracts commandrate. A backlog therefore
-    # drains at min(threshold, commandrate / 1000) lines per second: with the
-    # stock threshold 10 that is never more than 10 lines/s however high
-    # commandrate is, and 300 lines would take 30 s. So this class keeps
-    # fakelag and the stock 8 KB recvq but allows 30 lines at once and 30
-    # lines/s (threshold 30, commandrate 30000).
+    # drains at min(threshold, commandrate / 1000) lines per second.
     #
-    # The bot's pacer: burst 25, rate 28/s. Right after a tick the first 25
-    # lines are processed at once (penalty 25000 < 30000); then at most 28
-    # lines arrive per second and each tick clears up to 30, so at most ~25+28
-    # lines (~3.5 KB of these 65-byte lines) ever wait in the recvq, well
-    # under 8192 bytes, and PONGs have room. 300 lines take (300-25)/28 ~ 10 s.
-    # Unpaced, the 19.5 KB of this reply would overflow the recvq at once.
+    # This class is the stock one (threshold 10, fakelag on, 8 KB recvq) with
+    # commandrate 10000 instead of 1000, so the server drains up to 10 lines a
+    # second instead of 1 and 300 lines take ~30 s instead of ~5 minutes
+    # (bench/flood.py proves the default pacer against commandrate 1000).
+    #
+    # The bot's pacer, configured to match: burst 8, rate 9.5/s. Right after
+    # a tick the first 8 lines are processed at once (penalty 8000 < 10000,
+    # which leaves 2 for the client library's own PONGs and JOINs); then 9.5
+    # lines arrive per second and each tick clears up to 10, so the counter
+    # never reaches the threshold for long and at most ~8 + 9.5 lines (~1.2 KB
+    # of these ~65-byte lines) ever wait in the recvq, far under 8192 bytes.
+    # 300 lines take (300 - 8) / 9.5 ~ 31 s. Unpaced, the 19.5 KB of 300
+    # replies would overflow the recvq at once and the bot would be quit.
+    #
+    # 300 separate replies (the handler calls ev.reply 300 times), not one
+    # reply of 300 joined lines: line breaks in a reply are only spaces.
     caplog.set_level(logging.INFO, logger="masterchief")
-    limits = LIMITS["stock"].replace(threshold=30, commandrate=30_000)
+    limits = LIMITS["stock"].replace(commandrate=10_000)
+    assert (limits.threshold, limits.fakelag, limits.recvq) == (10, True, 8192)
     server = ircd_factory(limits, services=False)
-    over = {"irc": {"output": {"burst": 25, "rate": 28.0}}}
+    burst, rate = 8, 9.5
+    # max_queue: the output queue must hold the whole burst of replies.
+    # recvq: the server's, for the pacer's byte cost (every line here costs 1).
+    over = {"irc": {"output": {"burst": burst, "rate": rate, "max_queue": 500, "recvq": 8192}}}
     member = asyncio.create_task(irc_client(server=server))
     async with running_bot(tmp_path, server.host, server.port, **over) as app:
         assert app.irc is not None
         lines = [f"line {i:03d} " + "x" * 40 for i in range(300)]
-        app.table.bind("pub", "-|-", "!burst", lambda ev: ev.reply("\n".join(lines)))
+
+        def burst_replies(ev: Event) -> None:
+            for line in lines:
+                ev.reply(line)
+
+        app.table.bind("pub", "-|-", "!burst", burst_replies)
         bind_ping(app)
         c = await member
         await c.join("#ops")
         started = time.monotonic()
         await c.say("#ops", "!burst")
-        got = await c.wait_for_many(from_bot(app, "PRIVMSG", "#ops") + "line ", 300, timeout=30)
+        got = await c.wait_for_many(from_bot(app, "PRIVMSG", "#ops") + "line ", 300, timeout=90)
         elapsed = time.monotonic() - started
         assert [ln.text for ln in got] == lines
         await ping_pong(app, c)  # still there and answering
@@ -193,7 +210,7 @@ async def test_300_line_burst_is_paced_inside_the_servers_flood_limits(  # type:
         assert not [ln for ln in c.lines if ln.nick == nick and ln.command in ("QUIT", "ERROR")]
         assert not [r for r in caplog.records if "disconnected" in r.getMessage()]
         # the token bucket cannot have gone faster than burst + rate * t
-        assert elapsed >= (300 - 25) / 28 * 0.95, elapsed
+        assert elapsed >= (300 - burst) / rate * 0.95, elapsed
 
 
 # --------------------------------------------------------------------------- hostile text
@@ -202,35 +219,37 @@ async def test_300_line_burst_is_paced_inside_the_servers_flood_limits(  # type:
 async def test_crlf_in_reply_text_cannot_inject_commands(  # type: ignore[no-untyped-def]
     tmp_path: Path, ircd, irc_client
 ) -> None:
+    # Each hostile reply arrives as exactly one harmless PRIVMSG: CR, LF and
+    # CRLF become one space, NUL is dropped. Through ev.reply and masterchief.say.
     member = asyncio.create_task(irc_client())
     async with running_bot(tmp_path, ircd.host, ircd.port) as app:
         assert app.irc is not None
         replies = {
-            "!crlf": "x\r\nQUIT :bye",
-            "!lf": "y\nPART #ops :bye",
-            "!cr": "z\rQUIT :bye",
-            "!nul": "w\0QUIT :bye",
+            "!crlf": ("x\r\nQUIT :bye", "x QUIT :bye"),
+            "!lf": ("y\nPART #ops :bye", "y PART #ops :bye"),
+            "!cr": ("z\rQUIT :bye", "z QUIT :bye"),
+            "!nul": ("w\0QUIT :bye", "wQUIT :bye"),
+            "!many": ("a\r\n\r\nPART #ops\n\rQUIT", "a  PART #ops  QUIT"),
         }
-        for cmd, text in replies.items():
+        for cmd, (text, _) in replies.items():
             app.table.bind("pub", "-|-", cmd, lambda ev, t=text: ev.reply(t))
+        app.table.bind("pub", "-|-", "!say", lambda ev: masterchief.say("#ops", "v\r\nQUIT :bye"))
         bind_ping(app)
         nick = me(app)
         c = await member
         await c.join("#ops")
         prefix = from_bot(app, "PRIVMSG", "#ops")
-        await c.say("#ops", "!crlf")
-        assert (await c.wait_for(prefix + "x$")).text == "x"
-        assert (await c.wait_for(prefix + "QUIT :bye$")).text == "QUIT :bye"
-        await c.say("#ops", "!lf")
-        await c.wait_for(prefix + "y$")
-        await c.wait_for(prefix + "PART #ops :bye$")
-        await c.say("#ops", "!cr")
-        assert (await c.wait_for(prefix + "z")).text == "z QUIT :bye"
-        await c.say("#ops", "!nul")
-        assert (await c.wait_for(prefix + "w")).text == "wQUIT :bye"
+        expected = [*(line for _, line in replies.values()), "v QUIT :bye"]
+        for cmd in [*replies, "!say"]:
+            await c.say("#ops", cmd)
+        for line in expected:
+            assert (await c.wait_for(prefix + re.escape(line) + "$")).text == line
         with pytest.raises(ValueError, match="control character"):
             app.irc.say("#ops\r\nQUIT", "x")
-        await ping_pong(app, c)
+        token = unique_name("t")
+        await ping_pong(app, c, token=token)  # output is FIFO: everything before it is in
+        said = [ln.text for ln in c.lines if re.match(prefix, ln.raw)]
+        assert said == [*expected, f"pong {token}"]  # one line each, nothing else
         await c.send_raw("NAMES #ops")
         names = await c.wait_for(r" 353 .* #ops :")
         assert nick in [n.lstrip("@+") for n in names.text.split()]
@@ -300,6 +319,34 @@ async def test_failing_and_hanging_handlers_answer_with_a_reference_only(  # typ
         assert not [t for t in said if "secret" in t or "RuntimeError" in t or "/etc" in t]
         await ping_pong(app, c)
         assert app.dispatcher.stats.errors >= 1 and app.dispatcher.stats.timeouts >= 1
+
+
+async def test_blocking_def_handler_is_timed_out_and_answered_with_a_reference(  # type: ignore[no-untyped-def]
+    tmp_path: Path, ircd, irc_client
+) -> None:
+    # A plain def handler runs inline on the event loop: while it blocks,
+    # nothing else runs (no PONG either). The watchdog interrupts it after
+    # handler_timeout_s (2 s in the harness) like a hanging async handler.
+    blocked: list[float] = []
+
+    def block(ev: Event) -> None:
+        blocked.append(time.monotonic())
+        time.sleep(3600)
+
+    member = asyncio.create_task(irc_client())
+    async with running_bot(tmp_path, ircd.host, ircd.port) as app:
+        app.table.bind("pub", "-|-", "!block", block)
+        bind_ping(app)
+        c = await member
+        await c.join("#ops")
+        prefix = from_bot(app, "PRIVMSG", "#ops")
+        await c.say("#ops", "!block")
+        line = await c.wait_for(prefix + "!block ", timeout=20)
+        assert REF.match(line.text), line.text
+        assert time.monotonic() - blocked[0] >= 2  # not before handler_timeout_s
+        await ping_pong(app, c)  # the loop is free again
+        assert app.dispatcher.stats.timeouts == 1
+        assert app.irc.connects == 1  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- nicks

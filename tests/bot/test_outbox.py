@@ -520,7 +520,7 @@ def test_on_sent_fires_after_the_last_line_of_a_message() -> None:
     clock = FakeClock()
     q = OutputQueue(burst=10, rate=1.0, clock=clock)
     calls: list[str] = []
-    q.privmsg("#ops", "one\ntwo\nthree", on_sent=lambda line: calls.append("a " + line))
+    q.privmsg("#ops", ["one", "two", "three"], on_sent=lambda line: calls.append("a " + line))
     q.privmsg("#ops", "four", on_sent=lambda line: calls.append("b " + line))
     q.pop()
     q.pop()
@@ -560,7 +560,7 @@ def test_withdraw_takes_back_only_the_owners_lines() -> None:
     q = OutputQueue(burst=10, rate=1.0, clock=FakeClock())
     me, other = object(), object()
     calls: list[str] = []
-    q.privmsg("#ops", "a\nb", owner=me, on_sent=calls.append)
+    q.privmsg("#ops", ["a", "b"], owner=me, on_sent=calls.append)
     q.privmsg("#ops", "c", owner=other)
     q.privmsg("#ops", "d")
     q.notice("#ops", "e", owner=me, priority="help")

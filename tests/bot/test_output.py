@@ -74,12 +74,15 @@ def test_sanitize(text: str, expected: str) -> None:
     [
         (512, "hello", ["hello"]),
         (512, "", []),
-        (512, "a\nb", ["a", "b"]),
-        (512, "a\r\n\r\nb\n", ["a", "b"]),
-        (512, "x\r\nQUIT :bye", ["x", "QUIT :bye"]),
+        # line breaks never start a line: each CR, LF or CRLF is one space
+        (512, "a\nb", ["a b"]),
+        (512, "a\r\n\r\nb\n", ["a  b "]),
+        (512, "x\r\nQUIT :bye", ["x QUIT :bye"]),
         (512, "a\rb", ["a b"]),
         (512, "a\0b", ["ab"]),
         (512, "\0", []),
+        (512, "\r\n \n", []),  # blank after sanitising: nothing to say
+        (36, "aaaa\nbbbb\ncccc", ["aaaa bbbb", "cccc"]),  # only length splits
         # budget = max_bytes - (prefix 10 + "PRIVMSG" 7 + "#c" 2 + framing 7) = max_bytes - 26
         (36, "0123456789", ["0123456789"]),  # exactly the budget
         (36, "0123456789X", ["0123456789", "X"]),  # one byte over
@@ -162,14 +165,18 @@ def parse_command(line: str) -> str:
 
 def test_crlf_injection_never_starts_a_command() -> None:
     q = OutputQueue()
-    assert q.privmsg("#ops", "x\r\nQUIT :bye") == 2
+    assert q.privmsg("#ops", "x\r\nQUIT :bye") == 1
+    assert q.privmsg("#ops", "y\nPART #ops :bye") == 1
     assert q.notice("#ops", "y\rJOIN #evil\0") == 1
+    assert q.privmsg("#ops", ["one", "two\r\nQUIT :bye"]) == 2  # a list item is one line too
     assert q.raw("PRIVMSG #ops :z\r\nQUIT :bye") is True
     lines = drain(q)
     assert lines == [
-        "PRIVMSG #ops :x",
-        "PRIVMSG #ops :QUIT :bye",
+        "PRIVMSG #ops :x QUIT :bye",
+        "PRIVMSG #ops :y PART #ops :bye",
         "NOTICE #ops :y JOIN #evil",
+        "PRIVMSG #ops :one",
+        "PRIVMSG #ops :two QUIT :bye",
         "PRIVMSG #ops :z QUIT :bye",
     ]
     stream = "".join(line + "\r\n" for line in lines)
@@ -252,7 +259,22 @@ def test_empty_text_queues_nothing() -> None:
     q = OutputQueue()
     assert q.privmsg("#ops", "") == 0
     assert q.privmsg("#ops", "\n\r\n") == 0
+    assert q.privmsg("#ops", ["", " ", "\r\n"]) == 0
     assert q.next_delay() is None
+
+
+def test_a_list_sends_several_lines_each_split_by_length() -> None:
+    q = OutputQueue(max_line_bytes=64)
+    q.set_self("bot", "mc", "h")  # prefix 8 bytes: 64 - 8 - 7 - 4 - 7 = 38 bytes of text
+    long = "word " * 12  # 60 bytes: two lines
+    assert q.privmsg("#ops", ["first", "", long.strip(), "last"]) == 4
+    lines = drain(q)
+    assert lines[0] == "PRIVMSG #ops :first"
+    assert [ln.removeprefix("PRIVMSG #ops :") for ln in lines[1:3]] == [
+        "word word word word word word word",
+        "word word word word word",
+    ]
+    assert lines[3] == "PRIVMSG #ops :last"
 
 
 # -- priorities ----------------------------------------------------------------
@@ -431,8 +453,8 @@ def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
 def test_overflow_is_grouped_into_one_summary_per_target() -> None:
     clock = FakeClock()
     q = OutputQueue(burst=1, max_queue=5, clock=clock)
-    assert q.privmsg("#ops", "\n".join(f"ops {i}" for i in range(12))) == 5
-    assert q.privmsg("#dev", "dev 1\ndev 2\ndev 3") == 0
+    assert q.privmsg("#ops", [f"ops {i}" for i in range(12)]) == 5
+    assert q.privmsg("#dev", ["dev 1", "dev 2", "dev 3"]) == 0
     assert q.notice("#dev", "dev 4") == 0
     assert q.depths()["server"] == 5
     assert q.stats()["grouped"] == 11
@@ -461,7 +483,7 @@ def test_overflow_is_grouped_into_one_summary_per_target() -> None:
 def test_notice_overflow_summary_is_a_notice() -> None:
     clock = FakeClock()
     q = OutputQueue(burst=1, max_queue=1, clock=clock)
-    q.notice("#ops", "a\nb\nc")
+    q.notice("#ops", ["a", "b", "c"])
     assert drain_all(q, clock) == [
         "NOTICE #ops :a",
         "NOTICE #ops :[output] 2 more lines were not sent: queue full",
@@ -470,7 +492,7 @@ def test_notice_overflow_summary_is_a_notice() -> None:
 
 def test_overflow_is_per_queue() -> None:
     q = OutputQueue(max_queue=2)
-    assert q.privmsg("#ops", "a\nb\nc") == 2
+    assert q.privmsg("#ops", ["a", "b", "c"]) == 2
     assert q.privmsg("#ops", "m", "mode") == 1  # another queue still has room
     assert q.raw("PING x") is False  # a raw line has no target to summarise
     assert q.stats()["dropped"] == 1
@@ -503,7 +525,7 @@ class Recorder:
 async def test_run_sends_in_order_and_wakes_on_new_lines() -> None:
     q = OutputQueue()
     rec = Recorder()
-    q.privmsg("#ops", "one\ntwo")
+    q.privmsg("#ops", ["one", "two"])
     q.raw("MODE #ops +o alice", "mode")
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(q.run(rec.send))
@@ -536,7 +558,7 @@ async def test_run_waits_for_tokens() -> None:
 async def test_run_keeps_the_line_when_send_fails() -> None:
     q = OutputQueue()
     lines = [f"PRIVMSG #ops :{i}" for i in range(5)]
-    q.privmsg("#ops", "\n".join(str(i) for i in range(5)))
+    q.privmsg("#ops", [str(i) for i in range(5)])
     failing = Recorder(fail_on=3)
     async with asyncio.timeout(2):
         await q.run(failing.send)  # returns on ConnectionError
@@ -557,7 +579,7 @@ async def test_run_keeps_the_line_when_send_fails() -> None:
 
 async def test_run_keeps_the_line_when_cancelled_mid_send() -> None:
     q = OutputQueue()
-    q.privmsg("#ops", "a\nb")
+    q.privmsg("#ops", ["a", "b"])
     started = asyncio.Event()
 
     async def stuck(line: str) -> None:
