@@ -26,6 +26,7 @@ import ctypes
 import itertools
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -366,9 +367,44 @@ LIMITS: dict[str, ConnectLimits] = {
 LimitsName = Literal["stock", "unlimited"]
 
 
+# The shipped configuration `make run` uses; the fixtures start InspIRCd from
+# it, moved to free ports and a temporary directory (see inspircd_config).
+SHIPPED_INSPIRCD_CONF = Path(__file__).resolve().parents[1] / "inspircd" / "inspircd.conf"
+
+# One tag: <name attr="value" ...> (possibly over several lines); InspIRCd
+# writes a '"' inside a value as an entity, so a value never contains one.
+_TAG = re.compile(r"<(\w+)((?:\s+[\w-]+=\"[^\"]*\")*)\s*>")
+_ATTR = re.compile(r"([\w-]+)=\"([^\"]*)\"")
+
+Tags = list[tuple[str, dict[str, str]]]
+
+
 def _xml_attr(value: object) -> str:
     text = str(value)
     return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+def parse_inspircd_conf(text: str) -> Tags:
+    """The tags of an InspIRCd config in file order, values as written."""
+    body = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+    return [(m[1], dict(_ATTR.findall(m[2]))) for m in _TAG.finditer(body)]
+
+
+def _render(tags: Tags) -> str:
+    return "".join(
+        f"<{name}" + "".join(f' {k}="{v}"' for k, v in attrs.items()) + ">\n"
+        for name, attrs in tags
+    )
+
+
+def _the(tags: Tags, tag: str, /, **match: str) -> dict[str, str]:
+    """The one ``<tag>`` whose attributes include ``match``."""
+    found = [a for n, a in tags if n == tag and all(a.get(k) == v for k, v in match.items())]
+    if len(found) != 1:
+        raise ServerError(
+            f"{SHIPPED_INSPIRCD_CONF}: expected one <{tag}> with {match}, found {len(found)}"
+        )
+    return found[0]
 
 
 def inspircd_config(
@@ -389,60 +425,95 @@ def inspircd_config(
     services_name: str = SERVICES_NAME,
     link_password: str = LINK_PASSWORD,
     extra_config: str = "",
+    shipped: Path = SHIPPED_INSPIRCD_CONF,
 ) -> str:
-    """Render an InspIRCd 3 configuration (see TEST-SERVERS.md)."""
+    """InspIRCd's configuration for a test server, made from ``inspircd/inspircd.conf``.
+
+    Everything ``make run`` uses (IRCv3 modules, options, the services link)
+    comes from the shipped file; only what a test server must change is
+    replaced: ports, paths, names, the connect class's flood limits (the
+    ``limits`` a test asks for; the shipped file has the stock ones) and its
+    clone limits (many test clients share 127.0.0.1). Without ``services`` the
+    link and the services modules are left out. A shipped file that no longer
+    has one of the tags replaced here is an error, not a silent divergence.
+    """
     a = _xml_attr
-    lines = [
-        f'<server name="{a(server_name)}" description="MasterChief test server" '
-        f'id="{a(server_id)}" network="MasterChiefTest">',
-        '<admin name="Test Admin" nick="admin" email="admin@irc.test">',
-        f'<bind address="{a(host)}" port="{port}" type="clients">',
-        f'<pid file="{a(pid_file)}">',
-        f'<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" '
-        f'target="{a(log_file)}" flush="1">',
-        '<dns server="127.0.0.1" timeout="1">',
-        *([f'<files motd="{a(motd_file)}">'] if motd_file is not None else []),
-        '<options prefixquit="Quit: " syntaxhints="no" announcets="yes" hostintopic="yes" '
-        'pingwarning="15" splitwhois="no">',
-        '<security hideserver="" userstats="Pu" customversion="" flatlinks="no" '
-        'hidesplits="no" hideulines="no" hidebans="no" maxtargets="20">',
-        '<performance quietbursts="yes" softlimit="1024" somaxconn="128" netbuffersize="10240">',
-        '<whowas groupsize="10" maxgroups="100000" maxkeep="3d">',
-        '<cidr ipv4clone="32" ipv6clone="128">',
-        (
-            f'<connect name="main" allow="*" maxchans="{limits.maxchans}" timeout="20" '
-            f'pingfreq="{limits.pingfreq}" hardsendq="{limits.hardsendq}" '
-            f'softsendq="{limits.softsendq}" recvq="{limits.recvq}" '
-            f'threshold="{limits.threshold}" commandrate="{limits.commandrate}" '
-            f'fakelag="{"yes" if limits.fakelag else "no"}" localmax="1000" globalmax="1000" '
-            'resolvehostnames="no" useident="no" limit="5000">'
-        ),
+    tags = parse_inspircd_conf(shipped.read_text())
+    _the(tags, "server").update(name=a(server_name), id=a(server_id))
+    _the(tags, "bind", type="clients").update(address=a(host), port=str(port))
+    _the(tags, "pid").update(file=a(pid_file))
+    _the(tags, "log", method="file").update(target=a(log_file))
+    if motd_file is not None:
+        _the(tags, "files").update(motd=a(motd_file))
+    else:
+        tags.remove(("files", _the(tags, "files")))
+    _the(tags, "connect").update(
+        maxchans=str(limits.maxchans),
+        pingfreq=str(limits.pingfreq),
+        hardsendq=str(limits.hardsendq),
+        softsendq=str(limits.softsendq),
+        recvq=str(limits.recvq),
+        threshold=str(limits.threshold),
+        commandrate=str(limits.commandrate),
+        fakelag="yes" if limits.fakelag else "no",
+        localmax="1000",
+        globalmax="1000",
+    )
+    services_tags = [
+        ("bind", _the(tags, "bind", type="servers")),
+        *(("module", _the(tags, "module", name=m)) for m in SERVICES_MODULES),
+        ("link", _the(tags, "link")),
+        ("uline", _the(tags, "uline")),
+        ("sasl", _the(tags, "sasl")),
     ]
-    lines += [f'<module name="{m}">' for m in IRCV3_MODULES]
+    if services:
+        services_tags[0][1].update(address=a(host), port=str(servers_port))
+        _the(tags, "link").update(
+            name=a(services_name),
+            ipaddr=a(host),
+            port=str(servers_port),
+            allowmask=a(f"{host}/32"),
+            sendpass=a(link_password),
+            recvpass=a(link_password),
+        )
+        _the(tags, "uline").update(server=a(services_name))
+        _the(tags, "sasl").update(target=a(services_name))
+    else:
+        for tag in services_tags:
+            tags.remove(tag)
+    for m in IRCV3_MODULES:
+        _the(tags, "module", name=m)  # the caps the bot's tests rely on are shipped
     if tls_port is not None:
         if cert_file is None or key_file is None:
             raise ValueError("a TLS listener needs cert_file and key_file")
-        lines += [
-            '<module name="ssl_gnutls">',
-            '<module name="sslinfo">',  # WHOIS shows 671 "is using a secure connection"
-            f'<sslprofile name="Clients" provider="gnutls" certfile="{a(cert_file)}" '
-            f'keyfile="{a(key_file)}" dhfile="" hash="sha256" requestclientcert="no" '
-            'priority="NORMAL">',
-            f'<bind address="{a(host)}" port="{tls_port}" type="clients" sslprofile="Clients">',
+        tags += [
+            ("module", {"name": "ssl_gnutls"}),
+            ("module", {"name": "sslinfo"}),  # WHOIS 671 "is using a secure connection"
+            (
+                "sslprofile",
+                {
+                    "name": "Clients",
+                    "provider": "gnutls",
+                    "certfile": a(cert_file),
+                    "keyfile": a(key_file),
+                    "dhfile": "",
+                    "hash": "sha256",
+                    "requestclientcert": "no",
+                    "priority": "NORMAL",
+                },
+            ),
+            (
+                "bind",
+                {
+                    "address": a(host),
+                    "port": str(tls_port),
+                    "type": "clients",
+                    "sslprofile": "Clients",
+                },
+            ),
         ]
-    if services:
-        lines += [f'<module name="{m}">' for m in SERVICES_MODULES]
-        lines += [
-            f'<bind address="{a(host)}" port="{servers_port}" type="servers">',
-            f'<link name="{a(services_name)}" ipaddr="{a(host)}" port="{servers_port}" '
-            f'allowmask="{a(host)}/32" sendpass="{a(link_password)}" '
-            f'recvpass="{a(link_password)}">',
-            f'<uline server="{a(services_name)}" silent="yes">',
-            f'<sasl target="{a(services_name)}" requiressl="no">',
-        ]
-    if extra_config:
-        lines.append(extra_config)
-    return "\n".join(lines) + "\n"
+    text = _render(tags)
+    return text + (extra_config + "\n" if extra_config else "")
 
 
 def make_self_signed_cert(directory: Path, hostname: str = "localhost") -> tuple[Path, Path]:
@@ -767,7 +838,7 @@ serverinfo {{
 	desc = "MasterChief test services";
 	numeric = "00A";
 	recontime = {recontime};
-	netname = "MasterChiefTest";
+	netname = "MasterChiefLocal";
 	hidehostsuffix = "users.test";
 	adminname = "Test Admin";
 	adminemail = "admin@irc.test";

@@ -49,7 +49,7 @@ async def test_register_and_join(irc_client: ClientFactory) -> None:
     nick = unique_name("reg")
     client = await irc_client(nick)
     assert client.nick == nick
-    assert client.isupport["NETWORK"] == "MasterChiefTest"
+    assert client.isupport["NETWORK"] == "MasterChiefLocal"  # from inspircd/inspircd.conf
     chan = f"#{unique_name('c')}"
     join = await client.join(chan)
     assert join.command == "JOIN"
