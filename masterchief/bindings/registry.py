@@ -12,6 +12,8 @@ Each bind type has a match kind, following Eggdrop (doc/tcl-commands.doc):
 
 - EXACT: the event key equals the mask (case-insensitive) — pub, msg, evnt, bot
 - MASK: Eggdrop wildcards against the key — pubm, msgm, join, part, ...
+  (``rest`` keys are ``rest/<poller>``; a ``rest`` mask without that prefix
+  is given it when bound, so ``statuspage`` and ``rest/statuspage`` agree)
 - CRON: a 5-field cron expression against the minute in ``key`` — time, cron
 - PARTIAL: a unique prefix of the first word — dcc (partyline commands)
 
@@ -124,6 +126,18 @@ BIND_TYPES: dict[str, TypeSpec] = {
 # MASK types whose key is "<path> <line>": a mask that is only a path matches
 # every line ("/var/log/app.log" is read as "/var/log/app.log *").
 _WORD_MEANS_ALL = frozenset({"log"})
+
+# MASK types whose keys all start with "<type>/" (rest/statuspage): a mask
+# without that prefix gets it when bound, so "statuspage", "rest/statuspage"
+# and "*" are all meaningful.
+_KEY_PREFIXED = frozenset({"rest"})
+
+
+def _normal_mask(type_: str, mask: str) -> str:
+    if type_ in _KEY_PREFIXED and not mask.lower().startswith(f"{type_}/"):
+        return f"{type_}/{mask}"
+    return mask
+
 
 _seq = itertools.count(1)
 
@@ -409,6 +423,7 @@ class BindingTable:
             raise BindError(f"empty mask for bind type {type_!r}")
         if BIND_TYPES[type_].kind is MatchKind.CRON and not _valid_cron(mask):
             raise BindError(f"{type_} bindings need a 5-field cron expression, not {mask!r}")
+        mask = _normal_mask(type_, mask)
         return Binding(type_, fm, mask, handler, owner, is_async=_returns_awaitable(handler))
 
     @overload
@@ -446,6 +461,7 @@ class BindingTable:
 
     def unbind(self, type_: str, flags: str, mask: str, handler: Handler) -> bool:
         """Remove a binding made with exactly these arguments."""
+        mask = _normal_mask(type_, mask)
         collected = _collector.get()
         if collected is not None:
             before = len(collected)

@@ -98,6 +98,26 @@ SecretValue = Annotated[
 """A config field holding a secret: kept as ``Secret``, dumped as ``***``."""
 
 
+def _to_hook_secret(value: Any) -> Secret:
+    # An empty key would verify an empty-key HMAC or an empty header: the
+    # provider would look secured while anyone can sign for it.
+    secret = _to_secret(value)
+    if not secret.reveal().strip():
+        raise ValueError(
+            "is empty, which would let anyone sign: set a value, or remove the key"
+            " (a provider with no secret is disabled; insecure: true opens it unverified)"
+        )
+    return secret
+
+
+HookSecret = Annotated[
+    Secret,
+    PlainValidator(_to_hook_secret),
+    PlainSerializer(lambda _s: "***", return_type=str),
+]
+"""A webhook provider's secret: like ``SecretValue``, and never empty or blank."""
+
+
 def _reveal_all(value: Any) -> Any:
     if isinstance(value, Secret):
         return value.reveal()
@@ -299,37 +319,37 @@ class _Hook(_Model):
 
 
 class GithubHook(_Hook):
-    secret: SecretValue | None = None
+    secret: HookSecret | None = None
 
 
 class GitlabHook(_Hook):
-    token: SecretValue | None = None
+    token: HookSecret | None = None
     # Standard Webhooks signing secret (``whsec_<base64>``), checked when the
     # delivery carries webhook-signature.
-    signing_secret: SecretValue | None = None
+    signing_secret: HookSecret | None = None
 
 
 class JenkinsHook(_Hook):
-    token: SecretValue | None = None
+    token: HookSecret | None = None
 
 
 class BasicAuthConfig(_Model):
     username: str = Field(min_length=1)
-    password: SecretValue
+    password: HookSecret
 
 
 class AlertmanagerHook(_Hook):
-    bearer_token: SecretValue | None = None
+    bearer_token: HookSecret | None = None
     basic: BasicAuthConfig | None = None
 
 
 class PagerDutyHook(_Hook):
-    secrets: tuple[SecretValue, ...] = ()
+    secrets: tuple[HookSecret, ...] = ()
 
 
 class GenericHook(_Hook):
     name: str = Field(pattern=_NAME)
-    secret: SecretValue | None = None
+    secret: HookSecret | None = None
 
 
 class WebhooksConfig(_Model):

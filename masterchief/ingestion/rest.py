@@ -47,7 +47,9 @@ table, keyed by poller name and reset when ``url`` or ``select`` changes.
 
 Event payloads
 --------------
-``Event(type="rest", key=<name>, source="rest", payload=...)``::
+``Event(type="rest", key="rest/<name>", source="rest", payload=...)`` (a
+``rest`` binding's mask gets the ``rest/`` prefix when it lacks one, so
+``bind("rest", "-|-", "statuspage", ...)`` matches too)::
 
     {"name": "statuspage",          # the poller
      "data": <selected JSON>,       # the whole body when no select
@@ -461,7 +463,7 @@ class RestPoller:
             "emit": self.config.emit,
             "channels": list(self.config.channels),
         }
-        return Event(type="rest", key=self.name, source="rest", payload=payload)
+        return Event(type="rest", key=f"rest/{self.name}", source="rest", payload=payload)
 
     async def _fetch(self, session: aiohttp.ClientSession) -> _Fetched | None:
         """The body of a 2xx answer, or None for 304.  Raises on anything else."""

@@ -8,7 +8,7 @@ How this works
 
 - one ``webhook`` binding per source mask: ``github/*``, ``gitlab/*``,
   ``jenkins/*``, ``alertmanager/*``, ``pagerduty/*``, ``generic/*``;
-- one ``rest`` binding (``*``) for the REST pollers;
+- one ``rest`` binding (``rest/*``) for the REST pollers;
 - ``event`` bindings for the pollers' ``rest.failing``/``rest.recovered``.
 
 They are ordinary bindings: ``binds`` lists them with hit counts, and a user
@@ -97,7 +97,7 @@ def extract(ev: Event) -> Delivery | None:
     """The delivery an Event carries, or None for Events not announced here.
 
     Webhook Events: ``key="<source>/<name>"``, ``payload`` = the parsed JSON.
-    REST Events: ``key=<poller>`` (or ``rest/<poller>``), ``payload`` = the
+    REST Events: ``key=rest/<poller>`` (a bare ``<poller>`` too), ``payload`` = the
     poller's envelope ``{"name", "data", "changed", "hash", ...}`` whose
     ``data`` is the selected JSON (a bare selection is accepted too).
     """
@@ -275,7 +275,7 @@ def install(app: AppLike, announce: Announce | None = None) -> Announcer:
     with app.table.collecting(OWNER) as bucket:
         for mask in WEBHOOK_MASKS:
             app.table.bind("webhook", "-|-", mask, handler, owner=OWNER)
-        app.table.bind("rest", "-|-", "*", handler, owner=OWNER)
+        app.table.bind("rest", "-|-", "rest/*", handler, owner=OWNER)
         for key in REST_STATUS_KEYS:
             app.table.bind("event", "-|-", key, handler, owner=OWNER)
     app.table.replace_owner(OWNER, bucket)

@@ -6,7 +6,9 @@ How this works
 ``Provider`` entries keyed by route name (``github``, ..., ``generic/release``).
 A provider with no secret is left out of the table (its endpoint answers
 404); one with ``insecure: true`` and no secret is in it with a check that
-always passes (the server warns about it at every start).
+always passes (the server warns about it at every start).  An empty or blank
+secret counts as none (config validation refuses one already; this is the
+second line of defence: an empty HMAC key is a key anyone has).
 
 ``intake(provider, headers, body, now)`` is the whole per-request pipeline
 after the size limit, in this order, each step only after the previous one
@@ -110,6 +112,10 @@ class Provider:
     dedup_payload: Callable[[Any], str] | None = None
     hash_headers: tuple[str, ...] = ()  # hashed with the body when there is no id header
     insecure: bool = False
+    # (header, config key): a signature header a delivery may carry that we
+    # have no key to check (GitLab's webhook-signature without signing_secret).
+    # The server says so once, so nobody believes it is verified.
+    unchecked: tuple[tuple[str, str], ...] = ()
 
 
 def _bad(reason: str) -> Rejection:
@@ -121,7 +127,9 @@ def _open(_h: Headers, _b: bytes, _now: float) -> Verdict:
 
 
 def _reveal(secret: Secret | None) -> str | None:
-    return secret.reveal() if secret is not None else None
+    """The secret's value, or None when there is none or it is blank."""
+    value = secret.reveal() if secret is not None else None
+    return value if value is not None and value.strip() else None
 
 
 # --- event names -------------------------------------------------------------------
@@ -198,8 +206,8 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
     table: dict[str, Provider] = {}
 
     gh = config.github
-    if gh is not None and (gh.secret is not None or gh.insecure):
-        secret = _reveal(gh.secret)
+    secret = _reveal(gh.secret) if gh is not None else None
+    if gh is not None and (secret is not None or gh.insecure):
         table["github"] = Provider(
             name="github",
             source="github",
@@ -222,9 +230,9 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
         )
 
     gl = config.gitlab
-    if gl is not None and (gl.token is not None or gl.signing_secret is not None or gl.insecure):
-        token = _reveal(gl.token)
-        signing = _reveal(gl.signing_secret)
+    token = _reveal(gl.token) if gl is not None else None
+    signing = _reveal(gl.signing_secret) if gl is not None else None
+    if gl is not None and (token is not None or signing is not None or gl.insecure):
         key = verify.standard_webhooks_key(signing) if signing is not None else None
         secured = token is not None or key is not None
         table["gitlab"] = Provider(
@@ -258,11 +266,12 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
             ),
             validate=_object,
             insecure=not secured,
+            unchecked=(("webhook-signature", "signing_secret"),) if key is None else (),
         )
 
     jk = config.jenkins
-    if jk is not None and (jk.token is not None or jk.insecure):
-        jtoken = _reveal(jk.token)
+    jtoken = _reveal(jk.token) if jk is not None else None
+    if jk is not None and (jtoken is not None or jk.insecure):
         table["jenkins"] = Provider(
             name="jenkins",
             source="jenkins",
@@ -285,9 +294,11 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
         )
 
     am = config.alertmanager
-    if am is not None and (am.bearer_token is not None or am.basic is not None or am.insecure):
-        bearer = _reveal(am.bearer_token)
-        basic = (am.basic.username, am.basic.password.reveal()) if am.basic is not None else None
+    bearer = _reveal(am.bearer_token) if am is not None else None
+    creds = am.basic if am is not None else None
+    password = _reveal(creds.password) if creds is not None else None
+    basic = (creds.username, password) if creds is not None and password is not None else None
+    if am is not None and (bearer is not None or basic is not None or am.insecure):
         secured = bearer is not None or basic is not None
         table["alertmanager"] = Provider(
             name="alertmanager",
@@ -308,8 +319,8 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
         )
 
     pd = config.pagerduty
-    if pd is not None and (pd.secrets or pd.insecure):
-        secrets = [s.reveal() for s in pd.secrets]
+    secrets = [v for v in map(_reveal, pd.secrets) if v is not None] if pd is not None else []
+    if pd is not None and (secrets or pd.insecure):
         table["pagerduty"] = Provider(
             name="pagerduty",
             source="pagerduty",
@@ -326,9 +337,10 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
         )
 
     for hook in config.generic:
-        if hook.secret is None and not hook.insecure:
+        hook_secret = _reveal(hook.secret)
+        if hook_secret is None and not hook.insecure:
             continue
-        table[f"generic/{hook.name}"] = _generic(hook.name, _reveal(hook.secret))
+        table[f"generic/{hook.name}"] = _generic(hook.name, hook_secret)
     return table
 
 

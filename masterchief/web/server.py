@@ -16,7 +16,9 @@ Per request, in this order:
    once; otherwise the body is streamed and reading stops as soon as it
    passes the limit (413) — an unbounded body is never held in memory;
 2. ``providers.intake``: verification on the raw bytes (401), JSON (400),
-   provider validation (400), event name and dedup key;
+   provider validation (400), event name and dedup key; a signature header
+   we have no key for (GitLab ``webhook-signature`` without
+   ``signing_secret``) is said to be unchecked, once, at info level;
 3. a full dispatch backlog (``MAX_BACKLOG``) answers 503 before storing:
    backpressure onto the providers, which retry;
 4. the store write (``DeliveryWriter.insert``) — the only thing awaited
@@ -166,6 +168,7 @@ class WebServer:
         self._backlog: collections.deque[tuple[Event, int]] = collections.deque()
         self._backlog_ready = asyncio.Event()
         self._inflight: set[int] = set()
+        self._noted: set[tuple[str, str]] = set()  # (provider, header) said to be unchecked
         self._runner: web.AppRunner | None = None
 
     # -- counters --------------------------------------------------------------
@@ -353,6 +356,7 @@ class WebServer:
         result = intake(provider, request.headers, body, self._clock())
         if isinstance(result, Rejection):
             return self._reject(request, provider.name, result)
+        self._note_unchecked(provider, request)
         if len(self._backlog) >= self._max_backlog:
             return self._reject(
                 request, provider.name, Rejection(503, "unavailable", "dispatch backlog full")
@@ -385,6 +389,20 @@ class WebServer:
         self._count(provider.name, "accepted")
         self._dispatch(self._event(result, delivery_id, received), delivery_id)
         return _json(202, {"id": delivery_id})
+
+    def _note_unchecked(self, provider: Provider, request: web.Request) -> None:
+        """Say once that a signature header we cannot check is being ignored."""
+        for header, key in provider.unchecked:
+            if header in request.headers and (provider.name, header) not in self._noted:
+                self._noted.add((provider.name, header))
+                log.info(
+                    "webhook %s: deliveries carry %s, which is not checked"
+                    " (set webhooks.%s.%s to check it)",
+                    provider.name,
+                    header,
+                    provider.name,
+                    key,
+                )
 
     @staticmethod
     def _event(result: Accepted, delivery_id: int, received: float) -> Event:

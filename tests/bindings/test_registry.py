@@ -208,3 +208,42 @@ def test_mask_matches_agrees_with_match() -> None:
             checked += want
     assert checked > 100  # the table produced matches, not only misses
     assert not BindingTable().snapshot.mask_matches("log", "/x y")
+
+
+@pytest.mark.parametrize(
+    ("mask", "stored", "key", "fires"),
+    [
+        ("statuspage", "rest/statuspage", "rest/statuspage", True),
+        ("rest/statuspage", "rest/statuspage", "rest/statuspage", True),
+        ("REST/statuspage", "REST/statuspage", "rest/statuspage", True),
+        ("statuspage", "rest/statuspage", "rest/other", False),
+        ("status*", "rest/status*", "rest/statuspage", True),
+        ("*", "rest/*", "rest/statuspage", True),
+        ("*", "rest/*", "rest/other", True),
+        ("rest/*", "rest/*", "rest/other", True),
+        ("statuspage", "rest/statuspage", "rest/rest/statuspage", False),
+    ],
+)
+def test_rest_masks_get_the_rest_prefix(mask: str, stored: str, key: str, fires: bool) -> None:
+    # Keys are rest/<poller>; DESIGN's bind("rest", "-|-", "statuspage", h)
+    # must keep working, so a mask without the prefix is given it.
+    t = BindingTable()
+    t.bind("rest", "-|-", mask, h1)
+    assert [b.mask for b in t.binds("rest")] == [stored]
+    assert bool(t.snapshot.match(Event(type="rest", key=key))) is fires
+
+
+def test_rest_prefix_is_only_for_rest_and_unbind_takes_either_form() -> None:
+    t = BindingTable()
+    t.bind("webhook", "-|-", "push", h1)
+    t.bind("event", "-|-", "statuspage", h1)
+    assert [b.mask for b in t.binds()] == ["statuspage", "push"]
+    t.bind("rest", "-|-", "statuspage", h1)
+    t.bind("rest", "-|-", "rest/other", h2)
+    assert t.unbind("rest", "-|-", "rest/statuspage", h1)
+    assert t.unbind("rest", "-|-", "other", h2)
+    assert t.binds("rest") == []
+    with t.collecting("script:s") as bucket:
+        t.bind("rest", "-|-", "svc", h1)
+        assert t.unbind("rest", "-|-", "rest/svc", h1)  # from the collector, too
+    assert bucket == []

@@ -264,6 +264,44 @@ def test_secret_values_never_appear_in_validation_errors(tmp_path: Path) -> None
     assert "12345678" not in message
 
 
+EMPTY_HOOK_SECRETS = [
+    ('github: {secret: ""}', "webhooks.github.secret"),
+    ('gitlab: {token: "   "}', "webhooks.gitlab.token"),
+    ('gitlab: {token: t0k3n, signing_secret: ""}', "webhooks.gitlab.signing_secret"),
+    ('jenkins: {token: ""}', "webhooks.jenkins.token"),
+    ('alertmanager: {bearer_token: ""}', "webhooks.alertmanager.bearer_token"),
+    ('alertmanager: {basic: {username: am, password: ""}}', "webhooks.alertmanager.basic.password"),
+    ('pagerduty: {secrets: [""]}', "webhooks.pagerduty.secrets[0]"),
+    ('pagerduty: {secrets: [pd-0ld, "\\t"]}', "webhooks.pagerduty.secrets[1]"),
+    ('generic: [{name: release, secret: ""}]', "webhooks.generic[0].secret"),
+    ('generic: [{name: release, secret: "", insecure: true}]', "webhooks.generic[0].secret"),
+]
+
+
+@pytest.mark.parametrize(("hooks", "key"), EMPTY_HOOK_SECRETS)
+def test_an_empty_webhook_secret_is_an_error_not_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hooks: str, key: str
+) -> None:
+    # An empty HMAC key or token is one anyone has: the provider must not
+    # count as secured (and so enabled) with it.
+    make_config(tmp_path, "webhooks:\n  " + hooks)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config(Path("config"), environ={})
+    assert info.value.file == "config/global/config.yaml"
+    assert info.value.key == key
+    assert "is empty" in info.value.detail and "remove the key" in info.value.detail
+
+
+def test_a_blank_webhook_secret_from_the_environment_is_refused_too(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, 'webhooks: {github: {secret: "${env:GH_SECRET}"}}')
+    with pytest.raises(ConfigError, match=r"webhooks\.github\.secret: is empty"):
+        load_config(cfg, environ={"GH_SECRET": "  "})
+    config = load_config(cfg, environ={"GH_SECRET": " s3cret "})
+    assert config.webhooks.github is not None and config.webhooks.github.secret is not None
+    assert config.webhooks.github.secret.reveal() == " s3cret "
+
+
 # --- validation messages ------------------------------------------------------------------
 
 

@@ -591,7 +591,7 @@ async def test_request_replays_waits_for_the_bot(
 ) -> None:
     table, d, log_, _ = bot
     table.bind("rest", "-|-", "*", lambda e: None)
-    e = Event(type="rest", key="status", source="rest")
+    e = Event(type="rest", key="rest/status", source="rest")
     d.submit(e)
     await d.drain()
     await log_.flush()

@@ -472,7 +472,7 @@ async def test_jmespath_select(api: Api, session: aiohttp.ClientSession) -> None
     p = poller(config(api.url("/s"), select="components[?status!='operational'].name"), sink)
     assert (await p.poll_once(session)).ok
     ev = sink.rest[0]
-    assert (ev.type, ev.key, ev.source) == ("rest", "svc", "rest")
+    assert (ev.type, ev.key, ev.source) == ("rest", "rest/svc", "rest")
     assert ev.payload["data"] == ["db"]
     assert ev.payload["initial"] is True and ev.payload["previous_hash"] is None
     assert ev.payload["hash"] == canonical_hash(["db"])
@@ -863,8 +863,8 @@ async def test_pollers_run_in_one_session_and_close(api: Api) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert sorted((e.key, json.dumps(e.payload["data"])) for e in sink.rest) == [
-        ("a", '{"a": 1}'),
-        ("b", '{"b": 2}'),
+        ("rest/a", '{"a": 1}'),
+        ("rest/b", '{"b": 2}'),
     ]
     assert all(s.headers["User-Agent"] == "MasterChief REST poller" for s in api.seen)
     await asyncio.wait_for(RestPollers([], sink).run(), 1)  # nothing to poll: returns at once
@@ -881,6 +881,11 @@ def on_rest(ev):
         say(chan, f"[{ev.key}] changed: {ev.payload['data']}")
 
 
+def on_rest_short(ev):
+    for chan in ev.payload["channels"]:
+        say(chan, f"short mask saw {ev.key}: {ev.payload['data']}")
+
+
 def on_failing(ev):
     for chan in ev.payload["channels"]:
         say(chan, f"[{ev.payload['name']}] failing: {ev.payload['reason']}")
@@ -891,7 +896,8 @@ def on_recovered(ev):
         say(chan, f"[{ev.payload['name']}] recovered")
 
 
-bind("rest", "-|-", "svc", on_rest)
+bind("rest", "-|-", "rest/svc", on_rest)
+bind("rest", "-|-", "svc", on_rest_short)  # the same poller, DESIGN.md's form
 bind("event", "-|-", "rest.failing", on_failing)
 bind("event", "-|-", "rest.recovered", on_recovered)
 """
@@ -952,7 +958,9 @@ async def test_bot_announces_changes_failure_and_recovery(
         await wait_until(lambda: polls() >= n + 2, 15)
         assert poller.stats.emitted == emitted
         state["doc"] = {"v": 2, "noise": 2}
-        await c.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :\[svc\] changed: 2$")
+        await c.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :\[rest/svc\] changed: 2$", 15)
+        await c.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :short mask saw rest/svc: 2$", 15)
+        await c.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :\[svc\] changed: 2$", 15)  # built-in
 
         n = polls()
         state["doc"] = None
@@ -961,6 +969,6 @@ async def test_bot_announces_changes_failure_and_recovery(
 
         state["doc"] = {"v": 3}
         await c.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :\[svc\] recovered$", 15)
-        await c.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :\[svc\] (changed: 3)$")
+        await c.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :\[rest/svc\] changed: 3$", 15)
         await c.expect_none(r"PRIVMSG #ops :\[svc\] failing", within=0.3)
     assert "e2e-token-123" not in caplog.text

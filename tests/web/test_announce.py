@@ -929,9 +929,9 @@ async def test_rest_poll_envelope_and_status_notices(bot: Any) -> None:
     }
     await dispatch(
         bot,
-        Event(type="rest", key="statuspage", source="rest", payload=envelope),
+        Event(type="rest", key="rest/statuspage", source="rest", payload=envelope),
         Event(type="rest", key="rest/statuspage", source="rest", payload={"bare": 1}),
-        Event(type="rest", key="other", source="rest", payload={"unrouted": 1}),
+        Event(type="rest", key="rest/other", source="rest", payload={"unrouted": 1}),
         Event(
             type="event",
             key="rest.failing",
@@ -978,7 +978,7 @@ async def test_bindings_are_builtin_listed_and_replaced_on_reinstall(bot: Any) -
             ("webhook", f"{s}/*")
             for s in ("github", "gitlab", "jenkins", "alertmanager", "pagerduty", "generic")
         ]
-        + [("rest", "*"), ("event", "rest.failing"), ("event", "rest.recovered")]
+        + [("rest", "rest/*"), ("event", "rest.failing"), ("event", "rest.recovered")]
     )
     assert all(b.builtin for b in rows)
     announce.install(bot.app, bot.recorder)

@@ -4,6 +4,7 @@ keys, kept headers and the order of checks."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -13,7 +14,17 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from masterchief.core.config import build_config
+from masterchief.core.config import (
+    AlertmanagerHook,
+    BasicAuthConfig,
+    GithubHook,
+    GitlabHook,
+    JenkinsHook,
+    PagerDutyHook,
+    WebhooksConfig,
+    build_config,
+)
+from masterchief.core.secrets import Secret
 from masterchief.web.providers import Accepted, Rejection, build_providers, intake
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -41,6 +52,58 @@ def test_enabled_providers() -> None:
     )
     assert sorted(table) == ["alertmanager", "generic/a", "github", "jenkins"]
     assert table["jenkins"].insecure and not table["github"].insecure
+
+
+def _unvalidated(**over: Any) -> WebhooksConfig:
+    """Hook config built without validation (which refuses blank secrets)."""
+    models: dict[str, Any] = {
+        "github": GithubHook,
+        "gitlab": GitlabHook,
+        "jenkins": JenkinsHook,
+        "alertmanager": AlertmanagerHook,
+        "pagerduty": PagerDutyHook,
+    }
+    fields = {name: models[name].model_construct(**value) for name, value in over.items()}
+    return WebhooksConfig.model_construct(**fields)
+
+
+def test_blank_secrets_count_as_none_even_past_validation() -> None:
+    blank, space = Secret(""), Secret(" \t")
+    table = build_providers(
+        _unvalidated(
+            github={"secret": blank},
+            gitlab={"token": space, "signing_secret": blank},
+            jenkins={"token": blank},
+            alertmanager={
+                "bearer_token": blank,
+                "basic": BasicAuthConfig.model_construct(username="am", password=blank),
+            },
+            pagerduty={"secrets": (blank, space)},
+        )
+    )
+    assert table == {}
+    # insecure with a blank secret: open, and flagged as such (warned about at start)
+    table = build_providers(_unvalidated(github={"secret": blank, "insecure": True}))
+    assert table["github"].insecure
+    # one real PagerDuty secret next to a blank one: only the real one verifies
+    pd = build_providers(_unvalidated(pagerduty={"secrets": (blank, Secret("pd-k"))}))
+    body = b'{"event": {"event_type": "incident.triggered"}}'
+    for key, ok in (("", False), ("pd-k", True)):
+        got = intake(
+            pd["pagerduty"],
+            CIMultiDict({"X-PagerDuty-Signature": f"v1={sig(key, body)}"}),
+            body,
+            NOW,
+        )
+        assert isinstance(got, Accepted) is ok, got
+
+
+def test_gitlab_without_signing_secret_lists_the_signature_as_unchecked() -> None:
+    token_only = build_providers(hooks(gitlab={"token": "t"}))["gitlab"]
+    assert token_only.unchecked == (("webhook-signature", "signing_secret"),)
+    signing = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    both = build_providers(hooks(gitlab={"token": "t", "signing_secret": signing}))["gitlab"]
+    assert both.unchecked == ()
 
 
 def test_bad_gitlab_signing_secret_is_a_config_error() -> None:

@@ -28,9 +28,20 @@ import pytest
 import masterchief
 from masterchief.app import App
 from masterchief.bindings import BindingTable, Dispatcher, Event
-from masterchief.core.config import build_config
+from masterchief.core.config import (
+    AlertmanagerHook,
+    BasicAuthConfig,
+    GenericHook,
+    GithubHook,
+    GitlabHook,
+    JenkinsHook,
+    PagerDutyHook,
+    WebhooksConfig,
+    build_config,
+)
+from masterchief.core.secrets import Secret
 from masterchief.core.store import Store
-from masterchief.web.server import WebServer
+from masterchief.web.server import MAX_BACKLOG, WebServer
 from tests.harness import bot_config_data, wait_until
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -143,8 +154,15 @@ async def eventually(
 
 @contextlib.asynccontextmanager
 async def serving(
-    tmp: Path, hooks: Mapping[str, Any] | None = None, **web: Any
+    tmp: Path,
+    hooks: Mapping[str, Any] | None = None,
+    *,
+    webhooks: WebhooksConfig | None = None,
+    max_backlog: int = MAX_BACKLOG,
+    **web: Any,
 ) -> AsyncIterator[Web]:
+    """A WebServer on a free port; ``webhooks`` (e.g. built without
+    validation) replaces the config made from ``hooks``."""
     config = build_config(
         {
             "web": {"host": "127.0.0.1", "port": 0, "max_body_bytes": LIMIT, **web},
@@ -156,7 +174,13 @@ async def serving(
     store = await Store.open(config.store.path)
     table = BindingTable()
     dispatcher = Dispatcher(table, handler_timeout_s=5)
-    server = WebServer(config.web, config.webhooks, store, dispatcher)
+    server = WebServer(
+        config.web,
+        config.webhooks if webhooks is None else webhooks,
+        store,
+        dispatcher,
+        max_backlog=max_backlog,
+    )
     tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(server.run(), name="web"),
@@ -375,6 +399,80 @@ async def test_disabled_and_unknown_endpoints_are_404(tmp_path: Path) -> None:
         assert await count_rows(w.store) == 0
 
 
+def _empty_key_deliveries() -> list[tuple[str, bytes, dict[str, str]]]:
+    """One delivery per provider, signed or authenticated with an empty key."""
+    push, gl, jk = payload("github_push"), payload("gitlab_push"), payload("jenkins_completed")
+    am, pd = payload("alertmanager_firing"), payload("pagerduty_incident_triggered")
+    rel, stamp = payload("generic_release"), str(int(time.time()))
+    no_password = "Basic " + base64.b64encode(b"am:").decode()
+    return [
+        ("/webhooks/github", push,
+         {"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + hexmac("", push)}),
+        ("/webhooks/gitlab", gl, {"X-Gitlab-Token": ""}),
+        ("/webhooks/jenkins", jk, {"X-Jenkins-Token": ""}),
+        ("/webhooks/jenkins", jk, {"Authorization": "Bearer "}),
+        ("/webhooks/alertmanager", am, {"Authorization": "Bearer "}),
+        ("/webhooks/alertmanager", am, {"Authorization": no_password}),
+        ("/webhooks/pagerduty", pd, {"X-PagerDuty-Signature": "v1=" + hexmac("", pd)}),
+        ("/webhooks/generic/release", rel,
+         {"X-Timestamp": stamp, "X-Signature": "sha256=" + hexmac("", f"{stamp}.".encode() + rel)}),
+    ]  # fmt: skip
+
+
+async def test_empty_key_signatures_are_refused(web: Web) -> None:
+    for path, body, headers in _empty_key_deliveries():
+        status, data = await web.post(path, body, headers)
+        assert status == 401, (path, headers, data)
+    assert await count_rows(web.store) == 0
+    await web.dispatcher.drain(5)
+    assert web.events == []
+
+
+async def test_blank_secrets_that_got_past_validation_disable_the_provider(
+    tmp_path: Path,
+) -> None:
+    # Config validation refuses blank secrets; the provider table must not
+    # trust that alone: a blank secret is no secret, so the endpoint is 404.
+    blank = Secret("")
+    hooks = WebhooksConfig.model_construct(
+        github=GithubHook.model_construct(secret=blank),
+        gitlab=GitlabHook.model_construct(token=Secret("  "), signing_secret=blank),
+        jenkins=JenkinsHook.model_construct(token=blank),
+        alertmanager=AlertmanagerHook.model_construct(
+            bearer_token=blank, basic=BasicAuthConfig.model_construct(username="am", password=blank)
+        ),
+        pagerduty=PagerDutyHook.model_construct(secrets=(blank,)),
+        generic=(GenericHook.model_construct(name="release", secret=blank),),
+    )
+    async with serving(tmp_path, webhooks=hooks) as w:
+        assert w.server.providers == {}
+        for path, body, headers in _empty_key_deliveries():
+            status, data = await w.post(path, body, headers)
+            assert (status, data) == (404, {"error": "no such webhook"}), path
+        assert await count_rows(w.store) == 0
+
+
+async def test_an_unchecked_gitlab_signature_is_noted_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "masterchief.web")
+    hooks = {"gitlab": {"token": GL_TOKEN, "channels": ["#dev"]}}  # no signing_secret
+    async with serving(tmp_path, hooks) as w:
+        body = payload("gitlab_push")
+        status, _ = await w.post("/webhooks/gitlab", body, {"X-Gitlab-Token": GL_TOKEN})
+        assert status == 202
+        assert not [r for r in caplog.records if "not checked" in r.getMessage()]
+        for _ in range(2):
+            headers = {**gitlab_signed(body), "webhook-signature": "v1,not-checked-at-all"}
+            status, _ = await w.post("/webhooks/gitlab", body, headers)
+            assert status == 202  # the token is what is verified
+        noted = [r for r in caplog.records if "not checked" in r.getMessage()]
+        assert len(noted) == 1 and noted[0].levelno == logging.INFO
+        assert "webhook-signature" in noted[0].getMessage()
+        assert "webhooks.gitlab.signing_secret" in noted[0].getMessage()
+        assert GL_TOKEN not in caplog.text
+
+
 async def test_insecure_provider_is_open_and_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -497,6 +595,30 @@ async def test_gitlab_and_pagerduty_dedup_headers(web: Web) -> None:
     assert (await web.post("/webhooks/pagerduty", pd, headers))[0] == 200
 
 
+async def test_generic_request_id_repeated_is_2xx_and_dispatched_once(web: Web) -> None:
+    rel = payload("generic_release")
+    first = generic_headers(rel)
+    # the sender's retry: same X-Request-Id, signed again a second later (so
+    # the body hash differs: only the request id can tell it is the same)
+    retry = {**generic_headers(rel, ts=time.time() + 1), "X-Request-Id": first["X-Request-Id"]}
+    assert retry["X-Signature"] != first["X-Signature"]
+    status, data = await web.post("/webhooks/generic/release", rel, first)
+    assert status == 202
+    assert await web.post("/webhooks/generic/release", rel, retry) == (200, {"duplicate": True})
+    assert await web.post("/webhooks/generic/release", rel, first) == (200, {"duplicate": True})
+    other = generic_headers(rel)  # a new request id is a new delivery
+    assert (await web.post("/webhooks/generic/release", rel, other))[0] == 202
+    await wait_until(lambda: len(web.events) == 2, 15)
+    await web.dispatcher.drain(5)
+    assert [ev.tags["x-request-id"] for ev in web.events] == [
+        first["X-Request-Id"],
+        other["X-Request-Id"],
+    ]
+    assert web.events[0].tags["delivery"] == str(data["id"])
+    assert web.server.counters()["generic/release"] == {"accepted": 2, "duplicate": 2}
+    assert await count_rows(web.store) == 2
+
+
 async def test_alertmanager_dedup_by_group_and_alerts(web: Web) -> None:
     auth = {"Authorization": f"Bearer {AM_TOKEN}"}
     firing = json.loads(payload("alertmanager_firing"))
@@ -575,6 +697,45 @@ async def test_full_dispatch_queue_backlogs_then_feeds(tmp_path: Path) -> None:
             await wait_until(
                 lambda: w.server.depths() == {"webhook_backlog": 0, "webhook_inflight": 0}, 10
             )
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_full_dispatch_backlog_is_503_and_the_retry_is_taken(tmp_path: Path) -> None:
+    # Our transient fault: the provider is told to retry (5xx, never 4xx),
+    # nothing is stored for the refused delivery, and its retry is accepted.
+    async with serving(tmp_path, max_backlog=2) as w:
+        gate = asyncio.Event()
+
+        async def blocker(ev: Event) -> None:
+            await gate.wait()
+
+        small = Dispatcher(w.table, queue_size=1, max_inflight=1, handler_timeout_s=30)
+        w.server.dispatcher = small
+        w.table.bind("webhook", "-|-", "github/*", blocker)
+        runner = asyncio.create_task(small.run())
+        try:
+            body = payload("github_push")
+            accepted = 0
+            for _ in range(10):  # one running, one queued, 2 backlogged, maybe 1 in hand
+                headers = github_headers(body)
+                status, data = await w.post("/webhooks/github", body, headers)
+                if status == 503:
+                    break
+                assert status == 202, data
+                accepted += 1
+            assert status == 503, "the backlog never filled"
+            assert "backlog" in data["error"]
+            assert w.server.depths()["webhook_backlog"] == 2
+            assert w.server.counters()["github"] == {"accepted": accepted, "unavailable": 1}
+            assert await count_rows(w.store) == accepted  # the refused one was not stored
+            gate.set()
+            await wait_until(lambda: len(w.events) == accepted, 20)
+            await wait_until(lambda: w.server.depths()["webhook_backlog"] == 0, 15)
+            status, _ = await w.post("/webhooks/github", body, headers)  # the provider retries
+            assert status == 202
+            await wait_until(lambda: len(w.events) == accepted + 1, 15)
         finally:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
