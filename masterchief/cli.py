@@ -137,7 +137,8 @@ def files() -> None:
 @files.command("status")
 @_config_options
 def files_status(config_dir: Path, env: str) -> None:
-    """Each watched folder (pending, processed, quarantined) and tailed log (file, offset)."""
+    """Each watched folder (pending, processed, quarantined) and tailed log (file, offset,
+    lines/s as stored by the bot, with when it was measured)."""
     config = _load(config_dir, env)
     from masterchief.ingestion.status import folder_rows, format_status, log_rows
 

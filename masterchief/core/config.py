@@ -450,6 +450,9 @@ class LogConfig(_Model):
     pattern: str | None = None  # named groups, for format: regex
     start_at: Literal["end", "beginning"] = "end"
     max_line_bytes: int = Field(default=65_536, ge=256)
+    # A file rotated away by rename is still read until it has not grown for
+    # this long (its writer keeps the old handle until it reopens the path).
+    rotate_wait_s: float = Field(default=5.0, ge=0)
 
     @model_validator(mode="after")
     def _check_pattern(self) -> LogConfig:

@@ -215,6 +215,12 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    # Tailed logs: lines per second over the last minute, measured when the
+    # offset was written (``updated_at``), for the offline ``files status``.
+    ("ALTER TABLE log_offsets ADD COLUMN lines_per_s REAL",)
+)
+
 
 class StoreError(Exception):
     """The store could not be opened or used; the message names the file."""
@@ -865,6 +871,18 @@ class Store:
         )
         return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
+    async def file_ledger_find(
+        self, watch: str, *, dev: int, ino: int, size: int, mtime_ns: int
+    ) -> tuple[str, str] | None:
+        """``(hash, state)`` last recorded for a file with this identity, or None:
+        the same file seen again, known without reading it."""
+        rows = await self._fetchall(
+            "SELECT hash, state FROM file_ledger WHERE watch = ? AND dev = ? AND ino = ?"
+            " AND size = ? AND mtime_ns = ? ORDER BY updated_at DESC LIMIT 1",
+            (watch, dev, ino, size, mtime_ns),
+        )
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
     async def file_ledger_put(
         self,
         watch: str,
@@ -913,25 +931,37 @@ class Store:
         return dict(zip(keys, rows[0], strict=True))
 
     async def log_offset_save(
-        self, name: str, path: str, *, dev: int, ino: int, fingerprint: bytes, offset: int
+        self,
+        name: str,
+        path: str,
+        *,
+        dev: int,
+        ino: int,
+        fingerprint: bytes,
+        offset: int,
+        lines_per_s: float | None = None,
     ) -> None:
-        """Insert or replace a tailed file's committed offset."""
+        """Insert or replace a tailed file's committed offset (and its recent
+        rate; ``updated_at`` says when both were measured)."""
         async with self._transaction() as tx:
             await tx.execute(
-                "INSERT INTO log_offsets (name, path, dev, ino, fingerprint, offset, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO log_offsets"
+                " (name, path, dev, ino, fingerprint, offset, updated_at, lines_per_s)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (name, path) DO UPDATE SET dev = excluded.dev,"
                 " ino = excluded.ino, fingerprint = excluded.fingerprint,"
-                " offset = excluded.offset, updated_at = excluded.updated_at",
-                (name, path, dev, ino, fingerprint, offset, time.time()),
+                " offset = excluded.offset, updated_at = excluded.updated_at,"
+                " lines_per_s = excluded.lines_per_s",
+                (name, path, dev, ino, fingerprint, offset, time.time(), lines_per_s),
             )
 
     async def log_offsets(self) -> list[dict[str, Any]]:
         """Every stored log offset (for ``files status``)."""
         rows = await self._fetchall(
-            "SELECT name, path, offset, updated_at FROM log_offsets ORDER BY name, path"
+            "SELECT name, path, offset, updated_at, lines_per_s FROM log_offsets"
+            " ORDER BY name, path"
         )
-        keys = ("name", "path", "offset", "updated_at")
+        keys = ("name", "path", "offset", "updated_at", "lines_per_s")
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # --- event log and replay requests --------------------------------------------

@@ -8,6 +8,11 @@ gap between "checked" and "read".  Everything refused raises ``Refused`` whose
 ``reason`` is a fixed phrase safe to show in a channel (no paths, no
 exception text); ``detail`` is for the log.
 
+``independent_stream`` gives one more reader over an opened file with its own
+position (``pread`` on a duplicate descriptor), so several readers -- one per
+handler iterating a CSV -- never share an offset, and each keeps working
+whatever happens to the others' descriptors.
+
 Parsers: JSON (``json``), YAML (``yaml.safe_load`` only: no Python tags),
 XML (``defusedxml`` with DTDs forbidden, so entity expansion and external
 entities never happen), CSV (``csv.DictReader`` over a byte-counting line
@@ -23,12 +28,15 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
 import defusedxml
 import defusedxml.ElementTree
 import yaml
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = [
     "CSV_FIELD_LIMIT",
@@ -36,6 +44,7 @@ __all__ = [
     "Refused",
     "csv_header",
     "detect_format",
+    "independent_stream",
     "iter_csv",
     "open_checked",
     "parse_document",
@@ -94,6 +103,49 @@ def open_checked(path: Path, root: Path, max_bytes: int) -> tuple[IO[bytes], os.
         fh.close()
         raise
     return fh, fst
+
+
+class _PositionalReader(io.RawIOBase):
+    """Raw reads at our own offset (``pread``) on a descriptor we own."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = os.pread(self._fd, len(view), self._pos)
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def independent_stream(fh: IO[bytes], buffer_size: int = 1 << 16) -> IO[bytes]:
+    """A new buffered reader of the file behind ``fh``, from its start.
+
+    It reads through its own duplicate of the descriptor with ``pread``: its
+    position is its own (a ``dup`` alone would share the offset), closing
+    ``fh`` does not affect it, and the file read is the one ``open_checked``
+    checked even if the name has been replaced since.  ``ValueError`` when
+    ``fh`` is already closed."""
+    fd = os.dup(fh.fileno())
+    try:
+        return io.BufferedReader(_PositionalReader(fd), buffer_size)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_limited(fh: IO[bytes], max_bytes: int) -> bytes:

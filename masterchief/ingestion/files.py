@@ -5,20 +5,30 @@ configured folder; its callbacks only hand the path to the event loop with
 ``loop.call_soon_threadsafe``.  At start every folder is scanned as well, for
 files that arrived while the bot was down.  A path waits in ``pending`` until
 its (size, mtime) has not changed for ``settle_s`` -- or until it is closed
-after writing (inotify close-write) -- and is then processed, one file at a
-time per folder:
+after writing (inotify close-write; a later change clears that, the file is
+being written again) -- and is then processed, one file at a time per folder:
 
 1. names ``.*``, ``*.tmp``, ``*.part``, the ``.quarantine``/``.processed``
    folders and names matching no pattern are ignored;
 2. the file is opened safely (``fileparse.open_checked``) and read: a refused
    or unparsable file is moved to ``<path>/.quarantine/`` with a
    ``<name>.reason`` beside it, logged and reported once to the channels;
-3. the ledger (store table ``file_ledger``, keyed by content hash) decides:
+3. the ledger (store table ``file_ledger``) decides.  A file whose identity
+   (device, inode, size, mtime) has a ``seen`` or ``dispatched`` row is that
+   row's file -- typically a restart's scan finding it still in place -- and
+   is not hashed again (a 1 GB CSV is read once less); any other file is
+   hashed and looked up by content, so a copy or a rename of a file already
+   handled is a duplicate:
    ``done`` -> not dispatched again (the file is just moved/deleted);
    ``dispatched`` found at start-up -> dispatched again once, as a redelivery;
    otherwise -> ``seen``, then ``dispatched`` before the Event is queued;
 4. once every handler has finished (the dispatcher's ``on_done``) the row
    becomes ``done`` and the file is moved to ``<path>/.processed/`` or deleted.
+
+A CSV's content is a ``CsvRows``: every ``iter()`` streams the file anew on a
+reader of its own, so each handler bound to the file sees every row and none
+of it sits in memory.  The first pass to reach the end (or a fault) decides
+the file's fate: broken past the header, it goes to quarantine after its rows.
 
 A crash between 3 and 4 leaves ``dispatched`` and the file in place, so the
 next start dispatches it again with ``payload["redelivery"] = True``.
@@ -32,6 +42,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,15 +52,25 @@ from typing import IO, Any
 from ..bindings.event import Event
 from ..core.config import FilesConfig
 from ..core.store import Store
-from .fileparse import Refused, csv_header, detect_format, iter_csv, open_checked, read_limited
+from .fileparse import (
+    Refused,
+    csv_header,
+    detect_format,
+    independent_stream,
+    iter_csv,
+    open_checked,
+    read_limited,
+)
 from .fileparse import parse_document as _parse_document
 
-__all__ = ["FileWatcher", "WatchStats", "ignored_name"]
+__all__ = ["CsvRows", "FileWatcher", "WatchStats", "ignored_name"]
 
 log = logging.getLogger("masterchief.files")
 
 Announce = Callable[[str, str], Awaitable[None]]
 _SPECIAL_DIRS = (".quarantine", ".processed")
+_UNFINISHED = ("seen", "dispatched")
+"""Ledger states whose identity is trusted without hashing the file again."""
 
 
 def ignored_name(name: str) -> bool:
@@ -106,25 +127,47 @@ class _Watch:
         return any(fnmatch.fnmatch(name, pat) for pat in self.config.patterns)
 
 
-class _TrackedRows:
-    """A CSV row iterator that remembers the ``Refused`` it raised, if any."""
+class CsvRows:
+    """The rows of a CSV file as dicts, streamed, as often as it is iterated.
 
-    def __init__(self, rows: Iterator[dict[str, str]]) -> None:
-        self._rows = rows
+    Each ``iter()`` opens a reader of its own over the checked file (with the
+    field and byte limits of ``iter_csv``), so every handler bound to the file
+    sees all its rows.  The first pass that ends -- at the last row or at a
+    ``Refused`` -- is recorded in ``finished``, ``count`` and ``error``: the
+    watcher quarantines a file broken past its header after its handlers ran.
+    The rows can be read while the file's handlers run; afterwards ``iter()``
+    raises ``ValueError``."""
+
+    def __init__(self, fh: IO[bytes], max_bytes: int) -> None:
+        self._fh = fh
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()  # handlers may iterate in threads
+        self.finished = False
         self.count = 0
         self.error: Refused | None = None
 
-    def __iter__(self) -> _TrackedRows:
-        return self
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        if self._fh.closed:
+            raise ValueError("the file was processed: iterate its rows in the handler")
+        # Opened here, not on the first next(): a late iter() fails at once.
+        return self._stream(independent_stream(self._fh))
 
-    def __next__(self) -> dict[str, str]:
-        try:
-            row = next(self._rows)
-        except Refused as exc:
-            self.error = exc
-            raise
-        self.count += 1
-        return row
+    def _stream(self, stream: IO[bytes]) -> Iterator[dict[str, str]]:
+        count = 0
+        with stream:
+            try:
+                for row in iter_csv(stream, self._max_bytes):
+                    count += 1
+                    yield row
+            except Refused as exc:
+                self._finish(count, exc)
+                raise
+        self._finish(count, None)
+
+    def _finish(self, count: int, error: Refused | None) -> None:
+        with self._lock:
+            if not self.finished:
+                self.finished, self.count, self.error = True, count, error
 
 
 class FileWatcher:
@@ -176,8 +219,10 @@ class FileWatcher:
         p = watch.pending.get(path)
         if p is None:
             watch.pending[path] = _Pending(None, time.monotonic(), closed)
-        elif closed:
-            p.closed = True
+        else:
+            # Any change after a close-write means the file is written again:
+            # it must settle, or be closed, anew.
+            p.closed = closed
         watch.wake.set()
 
     def _scan_dir(self, watch: _Watch, top: Path) -> None:
@@ -258,13 +303,24 @@ class FileWatcher:
             return
         keep_open = False
         try:
+            same = await self._store.file_ledger_find(
+                cfg.name, dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns
+            )
+            # A "done" identity is confirmed by content: its inode may have been
+            # freed (after: delete) and reused by a new file of the same size.
+            trusted = same if same is not None and same[1] in _UNFINISHED else None
             try:
-                digest, content = await asyncio.to_thread(_read, fh, fmt, cfg.max_bytes)
+                digest, content = await asyncio.to_thread(
+                    _read, fh, fmt, cfg.max_bytes, trusted[0] if trusted else None
+                )
             except Refused as exc:
                 await self._quarantine(watch, path, exc)
                 return
-            known = await self._store.file_ledger_get(cfg.name, digest)
-            state = known[0] if known else None
+            if trusted is not None:
+                state: str | None = trusted[1]
+            else:
+                known = await self._store.file_ledger_get(cfg.name, digest)
+                state = known[0] if known else None
             if state == "done":
                 watch.stats.duplicates += 1
                 log.info("files %s: %s already processed; not dispatched again", cfg.name, path)
@@ -286,10 +342,9 @@ class FileWatcher:
 
             if state is None:
                 await record("seen")
-            rows: _TrackedRows | None = None
+            rows: CsvRows | None = None
             if fmt == "csv":
-                fh.seek(0)
-                content = rows = _TrackedRows(iter_csv(fh, cfg.max_bytes))
+                content = rows = CsvRows(fh, cfg.max_bytes)
             payload = {
                 "path": str(path),
                 "name": path.name,
@@ -360,10 +415,17 @@ class FileWatcher:
                 log.exception("files %s: cannot report to %s", cfg.name, channel)
 
 
-def _read(fh: IO[bytes], fmt: str, max_bytes: int) -> tuple[str, Any]:
-    """Hash the file and parse it (CSV: only its header; rows stream later)."""
+_hasher = hashlib.sha256
+"""Every content hash starts here (tests count the files hashed)."""
+
+
+def _read(fh: IO[bytes], fmt: str, max_bytes: int, digest: str | None) -> tuple[str, Any]:
+    """Hash the file unless its ``digest`` is known, and parse it (CSV: only
+    its header, and not even that when known; rows stream later)."""
     if fmt == "csv":
-        h = hashlib.sha256()
+        if digest is not None:
+            return digest, None  # its header passed when the digest was recorded
+        h = _hasher()
         first = b""
         left = max_bytes
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -376,7 +438,8 @@ def _read(fh: IO[bytes], fmt: str, max_bytes: int) -> tuple[str, Any]:
         csv_header(first)
         return h.hexdigest(), None
     data = read_limited(fh, max_bytes)
-    return hashlib.sha256(data).hexdigest(), _parse_document(fmt, data)
+    content = _parse_document(fmt, data)
+    return digest or _hasher(data).hexdigest(), content
 
 
 def _signature(path: Path) -> tuple[int, int] | None:

@@ -1,10 +1,12 @@
 """``masterchief files status`` and ``!files``: watched folders and tailed logs.
 
 Folders: files waiting (matching the patterns, not yet handled), processed
-(the ledger's done rows) and quarantined (files in ``.quarantine/``).  Logs:
-each tailed file with its committed offset, its size and, in the running
-bot, lines per second since the previous ``!files`` (or since start).  The
-offline command reads the same store and folders the bot uses.
+(the ledger's done rows) and quarantined (files anywhere under
+``.quarantine/``, not counting their ``.reason`` notes).  Logs: each tailed
+file with its committed offset, its size and lines per second: in the
+running bot, since the previous ``!files`` (or since start); offline, the
+rate over a minute the tailer stored with the offset, and when ("as of").
+The offline command reads the same store and folders the bot uses.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fnmatch
 import os
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from ..core.config import Config, FilesConfig
 from ..core.store import Store
 from .files import ignored_name
 
-__all__ = ["LogRates", "folder_rows", "format_status", "log_rows"]
+__all__ = ["LogRates", "as_of", "folder_rows", "format_status", "log_rows"]
 
 _SPECIAL = (".quarantine", ".processed")
 
@@ -43,11 +46,23 @@ def _pending_on_disk(cfg: FilesConfig) -> int:
     return n
 
 
+def _is_note(name: str) -> bool:
+    """A quarantine ``.reason`` file, or one being written (``.<name>.reason.part``)."""
+    return name.endswith(".reason") or (name.startswith(".") and name.endswith(".reason.part"))
+
+
 def _quarantined(cfg: FilesConfig) -> int:
+    """Files under ``.quarantine/`` at any depth (refused files keep their
+    sub-folder), without the ``.reason`` notes beside them."""
     folder = cfg.path / ".quarantine"
     if not folder.is_dir():
         return 0
-    return sum(1 for p in folder.iterdir() if not p.name.endswith(".reason"))
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        n += sum(1 for name in filenames if not _is_note(name))
+        # a refused symlink to a folder is listed (and not followed) as a folder
+        n += sum(1 for name in dirnames if os.path.islink(os.path.join(dirpath, name)))
+    return n
 
 
 async def folder_rows(config: Config, store: Store) -> list[dict[str, Any]]:
@@ -98,8 +113,9 @@ async def log_rows(
         row = rows.setdefault(key, {"name": st["name"], "path": st["path"]})
         row["offset"] = st.get("committed") if st.get("committed") is not None else st["offset"]
         row["lines"] = st.get("lines", 0)
-        if rates is not None:
+        if rates is not None:  # measured now: no "as of"
             row["lines_per_s"] = rates.rate(str(st["path"]), int(st.get("lines", 0)))
+            row.pop("updated_at", None)
     for row in rows.values():
         row["size"] = await asyncio.to_thread(_size, str(row["path"]))
     return sorted(rows.values(), key=lambda r: (r["name"], r["path"]))
@@ -117,6 +133,22 @@ def format_status(folders: list[dict[str, Any]], logs: list[dict[str, Any]]) -> 
         )
     for lg in logs:
         size = "gone" if lg.get("size") is None else f"{lg['size']} bytes"
-        rate = f", {lg['lines_per_s']:.1f} lines/s" if "lines_per_s" in lg else ""
-        out.append(f"log {lg['name']} {lg['path']}: offset {lg.get('offset')} of {size}{rate}")
+        out.append(
+            f"log {lg['name']} {lg['path']}: offset {lg.get('offset')} of {size}, {_rate(lg)}"
+        )
     return out
+
+
+def _rate(row: dict[str, Any]) -> str:
+    rate = row.get("lines_per_s")
+    if rate is None:
+        return "lines/s not measured yet"
+    at = row.get("updated_at")
+    if at is None:
+        return f"{rate:.1f} lines/s"
+    return f"{rate:.1f} lines/s (as of {as_of(float(at))})"
+
+
+def as_of(epoch: float) -> str:
+    """When a stored rate was measured, in UTC to the second."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

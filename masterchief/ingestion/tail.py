@@ -8,8 +8,13 @@ entry; a tailer expands its ``path`` glob every ``rescan_s`` and runs one
 to the end, then ``stat()``s the path:
 
 - the path names another inode (rename rotation, delete + re-create): the old
-  file was already read to its end (and is read once more, to catch a last
-  write), then the new file is opened and read from offset 0;
+  file is read to its end, then the new file is opened and read from offset
+  0.  The old file stays open: its writer keeps writing to its old handle
+  until it reopens the path (logrotate ``create``: rename, create, then
+  signal the app), so every poll first reads what the old file gained, then
+  the new file, until the old file has not grown for ``rotate_wait_s``
+  (fluent-bit's ``rotate_wait``); only then, at its end, is it closed --
+  whether it still has a name or was deleted;
 - the same inode is now shorter than our offset (copytruncate): seek to 0;
 - the path is gone: keep the old file open (its last lines still arrive) and
   wait for a file to appear; a file that does not exist yet is waited for.
@@ -27,12 +32,28 @@ flagged ``truncated`` (the rest up to the newline is skipped), never dropped.
 Offsets and delivery: each line goes to the dispatcher with ``put`` (which
 waits when the queue is full), with an ``on_done`` callback.  Handlers may
 finish out of order, so the committed offset is the end of the longest
-prefix of lines that have all finished.  It is written to the store every
-``flush_lines`` lines or ``flush_s`` seconds and on shutdown.  Guarantee:
-**at-least-once**; a clean stop repeats nothing that finished, a crash
-repeats at most the lines finished since the last flush (and any that were
-queued but unfinished).  Nothing is skipped, except that lines written to a
-file that was rotated away *while the bot was down* are not looked for.
+prefix of lines whose dispatch has finished.  It is stored (with the file's
+identity) every ``flush_s`` (0.2 s) while it moves, on stop, and whenever
+``flush_lines`` (100) dispatched lines lie past the stored offset: before it
+dispatches one more, the follower waits until those lines' handlers have
+finished and stores the offset.  That wait is the price of the bound below:
+a handler stuck on one line holds its file back once 100 more lines are out.
+
+Guarantee, for the file at the followed path:
+
+- clean stop (the task is cancelled): the stored offset is exactly the end
+  of the last line of the finished prefix; a restart skips every line that
+  finished and delivers every other one (queued, or its handler cancelled);
+- crash (SIGKILL, power loss): a restart delivers again at most
+  ``flush_lines`` (100) lines that were already dispatched -- those past the
+  last stored offset; lines no binding wanted are re-read, not dispatched;
+- nothing is lost, except in a file rotated away from the path: a restart
+  follows the path, so lines of the old file that had not finished when the
+  bot stopped, or were written to it while the bot was down, are not looked
+  for.
+
+``masterchief files status`` shows the stored offset and the lines per
+second (every line read, over the last minute) stored with it.
 
 Event: ``type="log"``, ``key="<path> <line>"``, ``text=<line>``; a ``log``
 mask without a space (just a path or path glob) matches every line of the
@@ -63,11 +84,22 @@ from ..core.config import LogConfig
 from ..core.store import Store
 from .logparse import Parser, make_parser
 
-__all__ = ["FileFollower", "LineSplitter", "LogTailer", "LogTailers", "TailSink"]
+__all__ = [
+    "FLUSH_LINES",
+    "FileFollower",
+    "LineSplitter",
+    "LogTailer",
+    "LogTailers",
+    "TailSink",
+]
 
 log = logging.getLogger("masterchief.tail")
 
 FINGERPRINT_BYTES = 256
+FLUSH_LINES = 100  # dispatched lines past the stored offset, at most (the crash bound)
+FLUSH_S = 0.2  # store a moving offset at least this often
+RATE_WINDOW_S = 60.0  # lines/s is measured over this long
+RATE_REFRESH_S = 30.0  # store the rate at least this often, even when the file is idle
 _CHUNK = 1 << 18
 
 
@@ -156,34 +188,74 @@ class Identity:
 
 class _Commits:
     """Lines in flight for one file; ``committed`` is the end of the longest
-    finished prefix (handlers may finish out of order)."""
+    finished prefix (handlers may finish out of order).
+
+    ``unflushed`` counts the dispatched lines past the stored offset, finished
+    or not: what a crash now would deliver again.  ``settled`` counts those of
+    them inside the committed prefix: what storing ``committed`` takes off it.
+    """
 
     def __init__(self) -> None:
+        # [finished, identity, end, dispatched] per line, in file order
         self._pending: collections.deque[list[Any]] = collections.deque()
         self.committed: tuple[Identity, int] | None = None
-        self.advanced = 0  # lines committed since the last flush
+        self.unflushed = 0
+        self.settled = 0
+        self.changed = asyncio.Event()  # set whenever the committed prefix grows
 
     def add(self, ident: Identity, end: int) -> Callable[[], None]:
-        entry: list[Any] = [False, ident, end]
+        """A dispatched line; returns its ``on_done``."""
+        entry: list[Any] = [False, ident, end, True]
         self._pending.append(entry)
+        self.unflushed += 1
 
         def done() -> None:
             entry[0] = True
-            pend = self._pending
-            while pend and pend[0][0]:
-                _, i, e = pend.popleft()
-                self.committed = (i, e)
-                self.advanced += 1
+            self._advance()
 
         return done
 
     def skip(self, ident: Identity, end: int) -> None:
         """A line that needs no dispatch: finished already."""
         if self._pending:
-            self._pending.append([True, ident, end])
+            self._pending.append([True, ident, end, False])
         else:
             self.committed = (ident, end)
-            self.advanced += 1
+
+    def stored(self, settled: int) -> None:
+        """The offset that covered ``settled`` dispatched lines was stored."""
+        self.unflushed -= settled
+        self.settled -= settled
+
+    def _advance(self) -> None:
+        pend = self._pending
+        while pend and pend[0][0]:
+            _, ident, end, dispatched = pend.popleft()
+            self.committed = (ident, end)
+            self.settled += dispatched
+        self.changed.set()
+
+
+class _Source:
+    """One open file: the one at the path, or a rotated one still being read."""
+
+    __slots__ = ("commits", "fd", "grew_at", "ident", "splitter")
+
+    def __init__(self, fd: int, st: os.stat_result, offset: int, max_line_bytes: int) -> None:
+        self.fd = fd
+        self.ident = Identity(st.st_dev, st.st_ino, _fingerprint(fd))
+        self.splitter = LineSplitter(max_line_bytes, offset)
+        self.commits = _Commits()
+        self.grew_at = time.monotonic()  # when it last grew (or was opened or rotated)
+
+    def refresh_fingerprint(self) -> None:
+        """A file shorter than the fingerprint: take it again as it grows."""
+        if len(self.ident.fingerprint) < FINGERPRINT_BYTES:
+            self.ident = Identity(self.ident.dev, self.ident.ino, _fingerprint(self.fd))
+
+
+def _fingerprint(fd: int, size: int = FINGERPRINT_BYTES) -> bytes:
+    return os.pread(fd, size, 0)
 
 
 class FileFollower:
@@ -198,8 +270,8 @@ class FileFollower:
         store: Store | None,
         parser: Parser,
         poll_s: float,
-        flush_lines: int,
-        flush_s: float,
+        flush_lines: int = FLUSH_LINES,
+        flush_s: float = FLUSH_S,
         initial: bool = True,
         wanted: Callable[[str], bool] | None = None,
     ) -> None:
@@ -209,23 +281,24 @@ class FileFollower:
         self.store = store
         self.parser = parser
         self.poll_s = poll_s
-        self.flush_lines = flush_lines
+        self.flush_lines = max(flush_lines, 1)
         self.flush_s = flush_s
         self.wanted = wanted
-        self.splitter = LineSplitter(config.max_line_bytes)
         self.lines = 0
-        self._fd: int | None = None
+        self._src: _Source | None = None  # the file at the path
+        self._rotated: list[_Source] = []  # renamed or deleted, still being read
         self._warned = False
-        self._ident: Identity | None = None
-        self._commits = _Commits()
+        self._flush_lock = asyncio.Lock()
         self._last_flush = time.monotonic()
         self._flushed: tuple[Identity, int] | None = None
+        self._samples = collections.deque([(self._last_flush, 0)])  # (time, lines) for the rate
         # start_at applies to a file present at start; one appearing later is new.
         self._seen_before = not initial
 
     @property
     def offset(self) -> int:
-        return self.splitter.line_start
+        """Where the next unread line of the file at the path starts."""
+        return self._src.splitter.line_start if self._src else 0
 
     # -- file handling -----------------------------------------------------
 
@@ -245,18 +318,10 @@ class FileFollower:
         return fd, st
 
     def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def _fingerprint(self, fd: int, size: int = FINGERPRINT_BYTES) -> bytes:
-        return os.pread(fd, size, 0)
-
-    def _adopt(self, fd: int, st: os.stat_result, offset: int) -> None:
-        self._close()
-        self._fd = fd
-        self._ident = Identity(st.st_dev, st.st_ino, self._fingerprint(fd))
-        self.splitter.reset(offset)
+        for src in [*self._rotated, *([self._src] if self._src else [])]:
+            os.close(src.fd)
+        self._rotated = []
+        self._src = None
 
     async def _first_open(self) -> bool:
         opened = self._open()
@@ -273,45 +338,61 @@ class FileFollower:
             if (
                 saved["dev"] == st.st_dev
                 and saved["ino"] == st.st_ino
-                and self._fingerprint(fd, len(fp)) == fp
+                and _fingerprint(fd, len(fp)) == fp
                 and saved["offset"] <= st.st_size
             ):
                 offset = int(saved["offset"])
         elif not self._seen_before and self.config.start_at == "end":
             offset = st.st_size
         self._seen_before = True
-        self._adopt(fd, st, offset)
+        src = self._src = _Source(fd, st, offset, self.config.max_line_bytes)
         if offset:
-            self._commits.committed = (self._identity(), offset)
+            src.commits.committed = (src.ident, offset)
         return True
 
-    def _identity(self) -> Identity:
-        assert self._ident is not None
-        return self._ident
-
-    async def _read_all(self) -> None:
-        """Read the open file to its end, dispatching each complete line."""
-        fd = self._fd
-        if fd is None:
-            return
+    async def _read(self, src: _Source, *, current: bool) -> None:
+        """Read ``src`` to its end, dispatching each complete line.  For the
+        file at the path (``current``), keep at most ``flush_lines`` dispatched
+        lines past the stored offset."""
+        fd, splitter, commits, wanted = src.fd, src.splitter, src.commits, self.wanted
+        window = self.flush_lines if current and self.store is not None else 0
         while True:
-            data = os.pread(fd, _CHUNK, self.splitter.offset)
+            data = os.pread(fd, _CHUNK, splitter.offset)
             if not data:
                 return
-            if self._ident is not None and len(self._ident.fingerprint) < FINGERPRINT_BYTES:
-                self._ident = Identity(self._ident.dev, self._ident.ino, self._fingerprint(fd))
-            wanted = self.wanted
-            for raw, cut, start, end in self.splitter.feed(data):
+            src.grew_at = time.monotonic()
+            src.refresh_fingerprint()
+            ident = src.ident
+            for raw, cut, start, end in splitter.feed(data):
                 line = raw.decode("utf-8", "replace")
                 key = f"{self.path} {line}"
                 self.lines += 1
-                if wanted is None or wanted(key):
-                    await self._emit(line, key, cut, start, end)
-                else:
-                    self._commits.skip(self._identity(), end)
-            await self._maybe_flush()
+                if wanted is not None and not wanted(key):
+                    commits.skip(ident, end)
+                    continue
+                if window and commits.unflushed >= window:
+                    try:
+                        await self._make_room(commits, window)
+                    except Exception:
+                        splitter.reset(start)  # the retry reads on from this line
+                        raise
+                await self._emit(line, key, cut, start, end, commits.add(ident, end))
+            if current:
+                await self._maybe_flush()
 
-    async def _emit(self, line: str, key: str, cut: bool, start: int, end: int) -> None:
+    async def _make_room(self, commits: _Commits, window: int) -> None:
+        """Wait for dispatched lines to finish, storing the offset, until
+        fewer than ``window`` lie past it."""
+        while commits.unflushed >= window:
+            if commits.settled:
+                await self.flush()
+            else:
+                commits.changed.clear()
+                await commits.changed.wait()
+
+    async def _emit(
+        self, line: str, key: str, cut: bool, start: int, end: int, done: Callable[[], None]
+    ) -> None:
         parsed = self.parser(line)
         ev = Event(
             type="log",
@@ -329,64 +410,106 @@ class FileFollower:
             },
             source="logs",
         )
-        await self.sink.put(ev, on_done=self._commits.add(self._identity(), end))
+        await self.sink.put(ev, on_done=done)
+
+    async def _drain_rotated(self) -> None:
+        """Read each rotated file to its end; close the ones quiet for ``rotate_wait_s``."""
+        for src in list(self._rotated):
+            await self._read(src, current=False)
+            if time.monotonic() - src.grew_at < self.config.rotate_wait_s:
+                continue
+            self._rotated.remove(src)
+            os.close(src.fd)
+            partial = src.splitter.offset - src.splitter.line_start
+            if partial:
+                log.warning(
+                    "%s: rotated file (inode %d) closed with %d bytes after its last newline",
+                    self.path,
+                    src.ident.ino,
+                    partial,
+                )
 
     async def poll_once(self) -> None:
-        """One round: read what is new, then look for rotation/truncation."""
-        if self._fd is None and not await self._first_open():
+        """One round: rotated files, then the file at the path; then look for
+        rotation and truncation."""
+        if self._src is None and not await self._first_open():
             return
-        await self._read_all()
+        src = self._src
+        assert src is not None
+        if self._rotated:
+            await self._drain_rotated()
+        await self._read(src, current=True)
         try:
             st = os.stat(self.path)
         except OSError:
             return  # deleted: keep the old file open, wait for a new one
-        ident = self._identity()
-        if (st.st_dev, st.st_ino) != (ident.dev, ident.ino):
-            await self._read_all()  # the last lines written before the rotation
+        if (st.st_dev, st.st_ino) != (src.ident.dev, src.ident.ino):
+            await self._read(src, current=True)  # the last lines written before the rotation
             opened = self._open()
             if opened is None:
                 return
             fd, nst = opened
             log.info("%s: rotated (new inode %d)", self.path, nst.st_ino)
-            self._adopt(fd, nst, 0)
-            await self._read_all()
+            src.grew_at = time.monotonic()  # its writer may not have reopened yet
+            self._rotated.append(src)
+            self._src = _Source(fd, nst, 0, self.config.max_line_bytes)
+            await self._read(self._src, current=True)
             return
-        assert self._fd is not None
-        size = os.fstat(self._fd).st_size
-        if size < self.splitter.offset:
+        size = os.fstat(src.fd).st_size
+        if size < src.splitter.offset:
             log.info("%s: truncated (%d < %d), reading from 0", self.path, size, self.offset)
-            self._ident = Identity(st.st_dev, st.st_ino, self._fingerprint(self._fd))
-            self.splitter.reset(0)
-            await self._read_all()
+            src.ident = Identity(st.st_dev, st.st_ino, _fingerprint(src.fd))
+            src.splitter.reset(0)
+            await self._read(src, current=True)
 
     # -- offsets -----------------------------------------------------------
 
-    async def _maybe_flush(self, force: bool = False) -> None:
-        c = self._commits
-        if c.committed is None or c.committed == self._flushed:
+    async def _maybe_flush(self) -> None:
+        src = self._src
+        if src is None or src.commits.committed is None:
             return
-        now = time.monotonic()
-        if not force and c.advanced < self.flush_lines and now - self._last_flush < self.flush_s:
-            return
-        await self.flush()
+        age = time.monotonic() - self._last_flush
+        if age >= RATE_REFRESH_S or (
+            src.commits.committed != self._flushed and age >= self.flush_s
+        ):
+            await self.flush()
 
     async def flush(self) -> None:
-        """Write the committed offset to the store now."""
-        c = self._commits
-        if self.store is None or c.committed is None or c.committed == self._flushed:
+        """Store the committed offset (and the recent rate) now."""
+        src = self._src
+        if self.store is None or src is None:
             return
-        ident, off = c.committed
-        await self.store.log_offset_save(
-            self.config.name,
-            self.path,
-            dev=ident.dev,
-            ino=ident.ino,
-            fingerprint=ident.fingerprint,
-            offset=off,
-        )
-        self._flushed = c.committed
-        c.advanced = 0
-        self._last_flush = time.monotonic()
+        async with self._flush_lock:
+            c = src.commits
+            committed, settled, now = c.committed, c.settled, time.monotonic()
+            if committed is None:
+                return
+            if committed == self._flushed and now - self._last_flush < RATE_REFRESH_S:
+                c.stored(settled)  # the offset already stored covers them
+                return
+            ident, off = committed
+            await self.store.log_offset_save(
+                self.config.name,
+                self.path,
+                dev=ident.dev,
+                ino=ident.ino,
+                fingerprint=ident.fingerprint,
+                offset=off,
+                lines_per_s=round(self._lines_per_s(now), 1),
+            )
+            self._flushed = committed
+            c.stored(settled)
+            self._last_flush = now
+
+    def _lines_per_s(self, now: float) -> float:
+        """Lines read per second over the last minute (or since the start)."""
+        samples = self._samples
+        if now - samples[-1][0] >= 1.0:
+            samples.append((now, self.lines))
+        while len(samples) > 1 and samples[1][0] <= now - RATE_WINDOW_S:
+            samples.popleft()
+        then, before = samples[0]
+        return (self.lines - before) / (now - then) if now > then else 0.0
 
     async def run(self) -> None:
         failing: str | None = None
@@ -402,12 +525,14 @@ class FileFollower:
                     failing = repr(exc)
                 await asyncio.sleep(self.poll_s)
         finally:
-            self._close()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.flush())
+            try:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.flush())
+            finally:
+                self._close()
 
     def status(self) -> dict[str, Any]:
-        committed = self._commits.committed
+        committed = self._src.commits.committed if self._src else None
         return {
             "name": self.config.name,
             "path": self.path,
@@ -428,8 +553,8 @@ class LogTailer:
         store: Store | None = None,
         poll_s: float = 0.1,
         rescan_s: float = 2.0,
-        flush_lines: int = 1000,
-        flush_s: float = 1.0,
+        flush_lines: int = FLUSH_LINES,
+        flush_s: float = FLUSH_S,
         wanted: Callable[[str], bool] | None = None,
     ) -> None:
         self.config = config

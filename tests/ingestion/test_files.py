@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import logging
 import os
+import stat
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
 from masterchief.core.config import FilesConfig
 from masterchief.core.store import Store
+from masterchief.ingestion import files as files_module
 from masterchief.ingestion.fileparse import (
     Refused,
     csv_header,
@@ -158,6 +162,7 @@ def test_open_checked(tmp_path: Path) -> None:
 class Rig:
     root: Path
     watcher: FileWatcher
+    table: BindingTable
     events: list[Event] = field(default_factory=list)
     contents: list[Any] = field(default_factory=list)
     announced: list[tuple[str, str]] = field(default_factory=list)
@@ -176,7 +181,7 @@ async def watching(
     dispatcher = Dispatcher(table, handler_timeout_s=10)
     config = FilesConfig(
         name="inbox",
-        path=tmp / "inbox",
+        path=cfg.pop("path", tmp / "inbox"),
         settle_s=cfg.pop("settle_s", 0.2),
         channels=("#ops",),
         **cfg,
@@ -186,7 +191,7 @@ async def watching(
         rig.announced.append((channel, text))
 
     watcher = FileWatcher([config], dispatcher.put, store, announce=announce)
-    rig = Rig(tmp / "inbox", watcher)
+    rig = Rig(tmp / "inbox", watcher, table)
 
     def default(ev: Event) -> None:
         rig.events.append(ev)
@@ -203,7 +208,8 @@ async def watching(
         table.bind("file", "-|-", mask, wrapped)
     tasks = [asyncio.create_task(dispatcher.run()), asyncio.create_task(watcher.run())]
     try:
-        await wait_until(lambda: rig.root.is_dir(), 15)
+        # the observer is set once it watches: a file written now raises its events
+        await wait_until(lambda: rig.root.is_dir() and watcher._observer is not None, 15)
         yield rig
     finally:
         for t in tasks:
@@ -218,6 +224,14 @@ def processed(rig: Rig, name: str) -> bool:
 
 def quarantined(rig: Rig, name: str) -> bool:
     return (rig.root / ".quarantine" / (name + ".reason")).exists()
+
+
+def drop(path: Path, text: str) -> None:
+    """Write-then-rename: no close-write on the final name, so the file waits
+    ``settle_s`` like one found by a scan, and is read after those noticed before."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text)
+    part.rename(path)
 
 
 async def test_every_format_and_move_after(tmp_path: Path) -> None:
@@ -500,3 +514,322 @@ async def test_csv_broken_past_the_header_is_quarantined_after_its_rows(tmp_path
         reason = (rig.root / ".quarantine" / "hosts.csv.reason").read_text()
         assert "after 2 rows" in reason
         assert not (rig.root / ".processed" / "hosts.csv").exists()
+
+
+# --- CSV rows: every binding reads them all --------------------------------------------
+
+
+def _csv(rows: list[dict[str, str]]) -> str:
+    return "host,state\n" + "".join(f"{r['host']},{r['state']}\n" for r in rows)
+
+
+async def test_csv_rows_reach_every_binding(tmp_path: Path) -> None:
+    rows = [{"host": f"web{i}", "state": "up"} for i in range(50)]
+    passes: list[tuple[dict[str, str], list[dict[str, str]], list[dict[str, str]]]] = []
+    kept: list[Any] = []
+
+    def interleaved(ev: Event) -> None:
+        content = ev.payload["content"]
+        kept.append(content)
+        first = iter(content)
+        head = next(first)
+        whole = list(content)  # a second pass while the first is half read
+        passes.append((head, whole, list(first)))
+
+    async with watching(tmp_path, mask="*.csv") as rig:
+        rig.table.bind("file", "-|-", "*/inbox/*", interleaved)
+        (rig.root / "hosts.csv.part").write_text(_csv(rows))
+        (rig.root / "hosts.csv.part").rename(rig.root / "hosts.csv")
+        await wait_until(lambda: processed(rig, "hosts.csv"), 20)
+        assert rig.contents == [rows]  # the other binding (same file) saw every row too
+        assert passes == [(rows[0], rows, rows[1:])]
+        with pytest.raises(ValueError, match="processed"):
+            iter(kept[0])  # the rows are for the handlers, while they run
+
+
+async def test_broken_csv_with_two_bindings_is_quarantined_after_its_rows(
+    tmp_path: Path,
+) -> None:
+    from masterchief.ingestion.fileparse import CSV_FIELD_LIMIT
+
+    got: dict[str, list[dict[str, str]]] = {}
+
+    def collector(name: str) -> Callable[[Event], None]:
+        def collect(ev: Event) -> None:
+            rows = got.setdefault(name, [])
+            rows.extend(ev.payload["content"])  # raises at the broken row
+
+        return collect
+
+    async with watching(tmp_path, mask="*.nothing") as rig:
+        rig.table.bind("file", "-|-", "*.csv", collector("a"))
+        rig.table.bind("file", "-|-", "*/inbox/*", collector("b"))
+        body = "host,state\nweb-1,up\nweb-2,up\nweb-3," + "x" * (CSV_FIELD_LIMIT + 10) + "\n"
+        (rig.root / "hosts.csv.part").write_text(body)
+        (rig.root / "hosts.csv.part").rename(rig.root / "hosts.csv")
+        await wait_until(lambda: quarantined(rig, "hosts.csv"), 20)
+        two = [{"host": "web-1", "state": "up"}, {"host": "web-2", "state": "up"}]
+        assert got == {"a": two, "b": two}
+        reason = (rig.root / ".quarantine" / "hosts.csv.reason").read_text()
+        assert reason.strip() == "not valid CSV (after 2 rows)"
+
+
+# --- close-write -----------------------------------------------------------------------
+
+
+async def test_closed_file_is_read_without_waiting_to_settle(tmp_path: Path) -> None:
+    async with watching(tmp_path, settle_s=30) as rig:
+        (rig.root / "quick.json").write_text('{"closed": true}')
+        # well before settle_s: the close-write said the file is complete
+        await wait_until(lambda: len(rig.events) == 1, 15)
+        assert rig.contents == [{"closed": True}]
+
+
+async def test_append_after_close_is_read_in_its_final_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written and closed, then reopened and appended to before the watcher's
+    quiet tick: the close no longer counts, the file is read after its last close.
+
+    The real watchdog events of the file (created, modified, closed, modified)
+    are held until the append's has arrived and then handed to the watcher in
+    one go, so no tick can fall between the close and the append: the test
+    does not race the watcher's timer."""
+    async with watching(tmp_path, settle_s=30) as rig:
+        watch = rig.watcher.watches[0]
+        real = rig.watcher.notice
+        held: list[tuple[Path, bool]] = []
+        released = False
+
+        def notice(w: Any, path: Path, closed: bool = False) -> None:
+            nonlocal released
+            if released or path.name != "grow.json":
+                real(w, path, closed)
+                return
+            held.append((path, closed))
+            if not closed and any(c for _, c in held):
+                released = True
+                for p, c in held:
+                    real(w, p, c)
+
+        monkeypatch.setattr(rig.watcher, "notice", notice)
+        target = rig.root / "grow.json"
+        with target.open("w") as fh:
+            fh.write("[1,")
+        writer = target.open("a")
+        try:
+            writer.write("2")
+            writer.flush()
+            await wait_until(lambda: released, 15)
+            key = held[0][0]
+
+            def looked_at() -> bool:
+                p = watch.pending.get(key)
+                st = os.stat(target)
+                return p is None or p.sig == (st.st_size, st.st_mtime_ns)
+
+            await wait_until(looked_at, 15)  # a tick has seen the file as it is now
+            # a file closed now needs two more ticks: by the time it is read, the
+            # open grow.json would have been read (and quarantined) if it were ready
+            (rig.root / "probe.json").write_text("[0]")
+            await wait_until(lambda: len(rig.events) == 1, 15)
+            assert [Path(e.key).name for e in rig.events] == ["probe.json"]
+            assert target.exists() and not quarantined(rig, "grow.json")
+            writer.write("]")
+        finally:
+            writer.close()
+        await wait_until(lambda: len(rig.events) == 2, 15)
+        assert rig.contents[1] == [1, 2]
+        assert not quarantined(rig, "grow.json")
+
+
+# --- the ledger: identity before content -------------------------------------------------
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the files the watcher hashes."""
+    calls: list[int] = []
+
+    def counting(*data: bytes) -> Any:
+        calls.append(1)
+        return hashlib.sha256(*data)
+
+    monkeypatch.setattr(files_module, "_hasher", counting)
+    return calls
+
+
+async def test_known_identity_is_not_hashed_again(
+    tmp_path: Path, hashed: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    states: list[tuple[str, str]] = []
+    real_put = Store.file_ledger_put
+
+    async def spy(self: Store, watch: str, content_hash: str, **kw: Any) -> None:
+        states.append((content_hash, kw["state"]))
+        await real_put(self, watch, content_hash, **kw)
+
+    monkeypatch.setattr(Store, "file_ledger_put", spy)
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    async def stuck(rig: Rig, ev: Event) -> None:
+        rig.events.append(ev)
+        started.set()
+        await gate.wait()
+
+    rows = [{"host": "web1", "state": "up"}, {"host": "web2", "state": "down"}]
+    async with watching(tmp_path, stuck) as rig:
+        (rig.root / "hosts.csv").write_text(_csv(rows))
+        await asyncio.wait_for(started.wait(), 15)
+        digest = rig.events[0].payload["hash"]
+        assert hashed == [1]
+        assert states == [(digest, "seen"), (digest, "dispatched")]
+        # the "crash": the bot stops while the handler is still running
+    gate.set()
+    async with watching(tmp_path) as rig:
+        await wait_until(lambda: processed(rig, "hosts.csv"), 20)
+        assert hashed == [1]  # the restart's scan knew the file by its identity
+        assert [e.payload["redelivery"] for e in rig.events] == [True]
+        assert rig.events[0].payload["hash"] == digest
+        assert rig.contents == [rows]
+        assert states[2:] == [(digest, "dispatched"), (digest, "done")]
+        # a copy has a new identity: hashed, and known by its content
+        (rig.root / "copy.csv").write_text(_csv(rows))
+        await wait_until(lambda: processed(rig, "copy.csv"), 20)
+        assert hashed == [1, 1]
+        assert len(rig.events) == 1 and rig.watcher.watches[0].stats.duplicates == 1
+
+
+async def test_seen_row_found_by_identity_is_dispatched_after_restart(
+    tmp_path: Path, hashed: list[int]
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "seen.json").write_text('{"n": 1}')
+    (inbox / "reused.json").write_text('{"n": 2}')
+    store = await Store.open(tmp_path / "mc.db")
+    for name, digest, state in [("seen", "digest-seen", "seen"), ("reused", "digest-old", "done")]:
+        st = (inbox / f"{name}.json").stat()
+        await store.file_ledger_put(
+            "inbox",
+            digest,
+            dev=st.st_dev,
+            ino=st.st_ino,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            path=str(inbox / f"{name}.json"),
+            state=state,
+        )
+    await store.close()
+    at_handler: dict[str, str | None] = {}
+
+    async def check(rig: Rig, ev: Event) -> None:
+        rig.events.append(ev)
+        row = await rig.watcher._store.file_ledger_get("inbox", ev.payload["hash"])
+        at_handler[ev.payload["name"]] = row[0] if row else None
+
+    async with watching(tmp_path, check) as rig:
+        await wait_until(lambda: processed(rig, "seen.json") and processed(rig, "reused.json"), 20)
+        by_name = {e.payload["name"]: e.payload for e in rig.events}
+        # a "seen" identity is that file: its recorded digest, no hashing, a first delivery
+        assert by_name["seen.json"]["hash"] == "digest-seen"
+        assert by_name["seen.json"]["redelivery"] is False
+        # a "done" identity is not trusted alone (its inode may have been reused): hashed
+        assert by_name["reused.json"]["hash"] == hashlib.sha256(b'{"n": 2}').hexdigest()
+        assert hashed == [1]
+        assert at_handler == {"seen.json": "dispatched", "reused.json": "dispatched"}
+        row = await rig.watcher._store.file_ledger_get("inbox", "digest-seen")
+        assert row is not None and row[0] == "done"
+
+
+# --- hostile paths through the watcher ---------------------------------------------------
+
+
+async def test_symlinked_directory_to_outside_is_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secrets = {"early.json": '{"secret": 1}'}
+    (outside / "early.json").write_text(secrets["early.json"])
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "ext").symlink_to(outside, target_is_directory=True)  # at start
+    async with watching(tmp_path) as rig:
+        (rig.root / "later").symlink_to(outside, target_is_directory=True)  # while watching
+        secrets["late.json"] = '{"secret": 2}'
+        (outside / "late.json").write_text(secrets["late.json"])
+        secrets["via.json"] = '{"secret": 3}'
+        (rig.root / "ext" / "via.json").write_text(secrets["via.json"])
+        (rig.root / "linked.json").symlink_to(outside / "early.json")  # a symlinked file
+        await wait_until(lambda: quarantined(rig, "linked.json"), 20)
+        # paths settle in the order they are noticed: anything seen through the
+        # links would have been handled before this one
+        drop(rig.root / "sync.json", "{}")
+        await wait_until(lambda: processed(rig, "sync.json"), 20)
+        assert [Path(e.key).name for e in rig.events] == ["sync.json"]
+        assert {p.name: p.read_text() for p in outside.iterdir()} == secrets
+        assert sorted(p.name for p in (rig.root / ".quarantine").iterdir()) == [
+            "linked.json",
+            "linked.json.reason",
+        ]
+        assert (rig.root / ".quarantine" / "linked.json").is_symlink()
+        assert (rig.root / "ext").is_symlink() and (rig.root / "later").is_symlink()
+        assert len(rig.announced) == 1 and "symlinks are not read" in rig.announced[0][1]
+
+
+async def test_fifo_is_refused_without_blocking_the_watcher(tmp_path: Path) -> None:
+    async with watching(tmp_path) as rig:
+        os.mkfifo(rig.root / "x.json")
+        await wait_until(lambda: quarantined(rig, "x.json"), 20)
+        (rig.root / "after.json").write_text('"next"')  # the watcher was not blocked
+        await wait_until(lambda: len(rig.events) == 1, 20)
+        assert rig.contents == ["next"]
+        moved = rig.root / ".quarantine" / "x.json"
+        assert stat.S_ISFIFO(os.lstat(moved).st_mode)
+        assert (rig.root / ".quarantine" / "x.json.reason").read_text().strip() == (
+            "not a regular file"
+        )
+
+
+# --- small cases -------------------------------------------------------------------------
+
+
+async def test_not_recursive_ignores_subfolders(tmp_path: Path) -> None:
+    (tmp_path / "inbox" / "old").mkdir(parents=True)
+    (tmp_path / "inbox" / "old" / "a.json").write_text("[1]")  # found by no start scan
+    async with watching(tmp_path, recursive=False) as rig:
+        (rig.root / "new").mkdir()
+        (rig.root / "new" / "b.json").write_text("[2]")
+        (rig.root / "old" / "c.json").write_text("[3]")
+        drop(rig.root / "top.json", "[0]")  # read after anything noticed before it
+        await wait_until(lambda: processed(rig, "top.json"), 20)
+        assert rig.contents == [[0]]
+        for name in ("old/a.json", "new/b.json", "old/c.json"):
+            assert (rig.root / name).exists(), name
+
+
+async def test_yml_parses_like_yaml_and_path_is_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with watching(tmp_path, path=Path("inbox")) as rig:  # a relative folder
+        (rig.root / "hosts.yml").write_text("hosts: [web1, web2]\n")
+        await wait_until(lambda: len(rig.events) == 1, 20)
+        [ev] = rig.events
+        assert rig.contents == [{"hosts": ["web1", "web2"]}]
+        assert ev.payload["format"] == "yaml"
+        assert ev.payload["path"] == str(tmp_path.resolve() / "inbox" / "hosts.yml")
+        assert Path(ev.payload["path"]).is_absolute()
+
+
+async def test_refused_file_is_logged_at_warning_with_its_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="masterchief.files")
+    async with watching(tmp_path) as rig:
+        (rig.root / "bad.json").write_text("{nope")
+        await wait_until(lambda: quarantined(rig, "bad.json"), 20)
+    records = [
+        r for r in caplog.records if r.name == "masterchief.files" and "bad.json" in r.getMessage()
+    ]
+    assert [r.levelno for r in records] == [logging.WARNING]
+    assert "not valid JSON" in records[0].getMessage()
