@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import masterchief
@@ -32,9 +33,10 @@ from .bot.users import User, UserTable
 from .core.config import Config, load_config
 from .core.errors import ConfigError
 from .core.eventlog import EventLog, ReplayWorker
-from .core.modules import ModuleLoader, load_module_config
+from .core.modules import ModuleLoader, load_module_config, module_resolvers
 from .core.secrets import install_log_redaction
 from .core.store import Store
+from .core.vault import VaultClient
 from .deploy import commands as deploy_commands
 from .deploy.jobs import JobManager
 from .ingestion.files import FileWatcher
@@ -93,8 +95,17 @@ def irc_settings(config: Config) -> IrcSettings:
 
 
 class App:
-    def __init__(self, config: Config, store: Store, users: UserTable) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        users: UserTable,
+        *,
+        vault_client: VaultClient | None = None,
+    ) -> None:
         self.config = config
+        # None: ``${vault:...}`` uses vault.url (Azure); tests inject a fake.
+        self.vault_client = vault_client
         self.store = store
         self.users = users
         self.started = time.monotonic()
@@ -152,7 +163,7 @@ class App:
             say=self.output.privmsg,
             submit=self.dispatcher.submit,
             wants=self._wants_event,
-            module_config=lambda name: load_module_config(self.config, name),
+            module_config=self.module_config,
         )
         self.metrics = Metrics()
         self.metrics.add(self._metric_families)
@@ -174,10 +185,17 @@ class App:
         self._stop = asyncio.Event()
 
     @classmethod
-    async def create(cls, config: Config) -> App:
+    async def create(cls, config: Config, *, vault_client: VaultClient | None = None) -> App:
         store = await Store.open(config.store.path)
         users = await UserTable.load(store)
-        return cls(config, store, users)
+        return cls(config, store, users, vault_client=vault_client)
+
+    def module_config(self, name: str) -> dict[str, Any]:
+        """Module ``name``'s config under the running configuration, its
+        references resolved with the app's resolvers (fresh per call, so a
+        rotated vault secret is read at the next job)."""
+        resolvers = module_resolvers(self.config, vault_client=self.vault_client)
+        return load_module_config(self.config, name, resolvers=resolvers)
 
     def _wants_event(self, key: str) -> bool:
         """Whether an ``event`` binding matches ``key`` -- asked once per job
@@ -342,7 +360,9 @@ class App:
         if not global_file.is_file():  # built in memory (tests): nothing to re-read
             return
         try:
-            new = load_config(self.config.config_dir, self.config.env)
+            new = load_config(
+                self.config.config_dir, self.config.env, vault_client=self.vault_client
+            )
         except ConfigError as exc:
             report.config_error = str(exc)
             log.error("rehash: configuration invalid, keeping the running one: %s", exc)

@@ -612,14 +612,15 @@ def module_show(name: str, config_dir: Path, env: str) -> None:
 def module_validate(config_dir: Path, env: str) -> None:
     """Validate every module and its config for --env; exit 1 on any error."""
     config = _load(config_dir, env)
-    from masterchief.core.modules import load_module_config, load_modules
+    from masterchief.core.modules import load_module_config, load_modules, module_resolvers
 
     found = load_modules(config.deploy.modules)
     problems = [str(e) for e in found.errors]
     good = 0
+    resolvers = module_resolvers(config)  # one vault client for every module
     for mod in found.order:
         try:
-            load_module_config(config, mod.name)
+            load_module_config(config, mod.name, resolvers=resolvers)
         except ConfigError as exc:
             problems.append(str(exc))
             continue

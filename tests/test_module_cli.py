@@ -185,6 +185,54 @@ def test_validate(runner: CliRunner, proj: Path) -> None:
     assert "dependency cycle: loop-a -> loop-b -> loop-a" in cycle.stderr
 
 
+class _FakeVault:
+    """Stands for azure's SecretClient (what ``azure_client(url)`` returns)."""
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self.secrets = secrets
+        self.calls: list[str] = []
+
+    def get_secret(self, name: str) -> Any:
+        self.calls.append(name)
+        if name not in self.secrets:
+            raise LookupError(name)
+        return type("KeyVaultSecret", (), {"value": self.secrets[name]})()
+
+
+def test_show_and_validate_resolve_vault_references_in_module_config(
+    runner: CliRunner, proj: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``${vault:...}`` in config/modules uses the main config's vault.url."""
+    global_file = proj / "config" / "global" / "config.yaml"
+    global_file.write_text(global_file.read_text() + "vault: {url: 'https://kv.vault.azure.net'}\n")
+    (proj / "config" / "modules" / "dev").mkdir()
+    (proj / "config" / "modules" / "dev" / "web-app.yaml").write_text(
+        "db: {password: '${vault:web-db-pw}'}\n"
+    )
+    (proj / "config" / "modules" / "network-baseline.yaml").write_text("key: ${vault:net-key}\n")
+    made: list[str] = []
+    vault = _FakeVault({"web-db-pw": "vault-cli-value-55", "net-key": "vault-cli-value-66"})
+
+    def fake_client(url: str) -> _FakeVault:
+        made.append(url)
+        return vault
+
+    monkeypatch.setattr("masterchief.core.config.azure_client", fake_client)
+    shown = cli(runner, proj, "module", "show", "web-app")
+    assert shown.exit_code == 0, shown.output
+    assert "password: '***'" in shown.stdout and "vault-cli-value-55" not in shown.output
+    assert vault.calls == ["web-db-pw"]
+    made.clear()
+    valid = cli(runner, proj, "module", "validate")
+    assert valid.exit_code == 0, valid.output
+    assert "2 module(s) valid" in valid.stdout
+    assert made == ["https://kv.vault.azure.net"]  # one client for every module
+    del vault.secrets["net-key"]
+    broken = cli(runner, proj, "module", "validate")
+    assert broken.exit_code == 1
+    assert "config/modules/network-baseline.yaml: key: vault: cannot read net-key" in broken.stderr
+
+
 def test_add_then_remove(runner: CliRunner, proj: Path, tmp_path: Path) -> None:
     src = write_module(tmp_path / "incoming" / "cache", "cache")
     added = cli(runner, proj, "module", "add", str(src))

@@ -69,3 +69,34 @@ async def test_the_wanted_event_answer_follows_the_bindings(tmp_path: Path) -> N
         assert app._wants_event("deploy.progress") is False
     finally:
         await app.store.close()
+
+
+async def test_rehash_resolves_vault_references_with_the_apps_client(tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    (cfg / "global").mkdir(parents=True)
+    _write(
+        cfg,
+        """\
+        irc: {host: 127.0.0.1, channels: ["#ops"]}
+        vault: {url: "https://kv.vault.azure.net"}
+        webhooks: {github: {secret: "${vault:hook-secret}"}}
+        """,
+    )
+    calls: list[str] = []
+
+    class Vault:
+        def get_secret(self, name: str) -> object:
+            calls.append(name)
+            return type("S", (), {"value": f"rehash-vault-{len(calls)}"})()
+
+    vault = Vault()
+    app = await App.create(load_config(cfg, vault_client=vault), vault_client=vault)
+    try:
+        report = app.rehash()
+        assert report.config_error is None  # not "needs the azure extra"
+        assert calls == ["hook-secret", "hook-secret"]  # read again on rehash
+        assert app.config.webhooks.github is not None
+        secret = app.config.webhooks.github.secret
+        assert secret is not None and secret.reveal() == "rehash-vault-2"
+    finally:
+        await app.store.close()

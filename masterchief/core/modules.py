@@ -26,8 +26,14 @@ reloads when they move.
 
 Module config (``config/modules/<name>.yaml`` deep-merged with
 ``config/modules/<env>/<name>.yaml``) goes through the main config's merge
-and reference machinery: values built from ``${env:...}``/``${file:...}``
-come back as ``Secret`` and are registered for log redaction.
+and reference machinery: values built from ``${env:...}``, ``${file:...}``
+or ``${vault:...}`` come back as ``Secret`` and are registered for log
+redaction.  ``${vault:...}`` uses the main configuration's ``vault.url`` (or
+the client the caller injected), through ``module_resolvers``.
+
+A ``kubernetes`` module run by ``kubectl`` applies its manifests as they are:
+there is no values file to carry parameters, so a manifest declaring
+parameters is refused rather than silently dropping them.
 """
 
 from __future__ import annotations
@@ -68,9 +74,11 @@ from masterchief.core.config import (
     _model_in,
     _read_yaml,
     _resolve_tree,
+    config_resolvers,
 )
 from masterchief.core.errors import ConfigError, UserError
-from masterchief.core.secrets import REDACTOR, Redactor, Secret
+from masterchief.core.secrets import REDACTOR, Redactor, Resolver, Secret
+from masterchief.core.vault import VaultClient
 
 __all__ = [
     "MANIFEST_NAME",
@@ -90,6 +98,7 @@ __all__ = [
     "load_module",
     "load_module_config",
     "load_modules",
+    "module_resolvers",
     "remove_module",
 ]
 
@@ -503,6 +512,14 @@ def load_module(file: Path, *, display: str | Path | None = None) -> Module:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         raise _manifest_error(exc, shown) from None
+    k8s = manifest.kubernetes
+    if k8s is not None and k8s.tool == "kubectl" and manifest.parameters:
+        raise ModuleError(
+            "parameters are not supported for kubectl modules (kubectl applies the "
+            "manifests as they are); use tool: helm",
+            file=shown,
+            key="parameters",
+        )
     folder = file.parent.absolute()
     entry = _check_entry(manifest, folder, shown)
     if manifest.ansible is not None:
@@ -954,13 +971,39 @@ class ModuleLoader:
 # --- module config -------------------------------------------------------------------------
 
 
+def module_resolvers(
+    config: Config,
+    *,
+    environ: Mapping[str, str] | None = None,
+    vault_client: VaultClient | None = None,
+) -> dict[str, Resolver]:
+    """The reference resolvers for module config under ``config``: ``env`` and
+    ``file`` as in the main configuration, ``vault`` bound to its (already
+    resolved) ``vault.url`` or to ``vault_client`` when one is injected.
+
+    The vault client is made on the first ``${vault:...}`` only, and each
+    secret is fetched once per table: build one table per load (one job, one
+    ``module validate``) so a secret rotated in Key Vault is seen next time.
+    """
+    data: dict[str, Any] = {"vault": {"url": config.vault.url}} if config.vault.url else {}
+    origins: dict[KeyPath, str] = {("vault", "url"): "the main configuration"}
+    env = os.environ if environ is None else environ
+    return config_resolvers(data, origins, env, vault_client)
+
+
 def load_module_config(
-    config: Config, name: str, *, environ: Mapping[str, str] | None = None
+    config: Config,
+    name: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    resolvers: Mapping[str, Resolver] | None = None,
 ) -> dict[str, Any]:
     """``config/modules/<name>.yaml`` deep-merged with ``config/modules/<env>/<name>.yaml``.
 
     Missing files are fine (``{}``).  Values built from references are
-    ``Secret`` (registered with ``REDACTOR``).  Errors are ``ConfigError``
+    ``Secret`` (registered with ``REDACTOR``).  ``resolvers`` defaults to
+    ``module_resolvers(config, environ=environ)``; pass a table to share one
+    vault client across modules or to inject one.  Errors are ``ConfigError``
     naming the file and the key.
     """
     if not re.fullmatch(NAME_RE, name):
@@ -973,15 +1016,17 @@ def load_module_config(
             _merge(data, _read_yaml(file), str(file), origins, ())
     if not data:
         return {}
+    env = os.environ if environ is None else environ
     pieces: dict[int, Redactor] = {}
     resolved: dict[str, Any] = _resolve_tree(
         data,
         (),
         origins=origins,
-        environ=os.environ if environ is None else environ,
+        environ=env,
         base_dir=config.project_dir,
         ref_paths=set(),
         found=pieces,
+        resolvers=module_resolvers(config, environ=env) if resolvers is None else resolvers,
     )
     for secret in _secrets(resolved):
         REDACTOR.register(secret)

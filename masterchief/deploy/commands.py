@@ -100,7 +100,7 @@ def install(app: App, jobs: JobManager) -> None:
         if not ev.args:
             raise UserError("usage: !deny JOB [reason]")
         person, allowed = _who(app, ev)
-        await jobs.deny(ev.args[0], person, allowed, " ".join(ev.args[1:]))
+        ev.reply(_to(ev) + await jobs.deny(ev.args[0], person, allowed, " ".join(ev.args[1:])))
 
     async def cancel(ev: Event) -> None:
         if len(ev.args) != 1:

@@ -443,14 +443,16 @@ class JobManager:
         await self._tell_all(job, f"job {job.id} started: {job.command} by {job.requester.handle}")
         self._spawn(self._run(job, module))
 
-    async def _run(self, job: Job, module: Module) -> None:
-        spec = runners.RunSpec(
+    async def _spec(self, job: Job, module: Module) -> runners.RunSpec:
+        # Module config may call Key Vault: a worker thread keeps the loop free.
+        variables = await asyncio.to_thread(self._module_config, module.name)
+        return runners.RunSpec(
             job_id=job.id,
             module=module,
             env=job.env,
             mode=job.mode,
             params=job.params,
-            variables=dict(self._module_config(module.name)),
+            variables=dict(variables),
             work_dir=self.config.work_dir / job.id,
             timeout_s=module.manifest.timeout_s,
             kill_grace_s=self.config.kill_grace_s,
@@ -458,8 +460,13 @@ class JobManager:
             tail_lines=self.config.tail_lines,
             extra_env=self._passed_env(),
         )
+
+    async def _run(self, job: Job, module: Module) -> None:
         status, summary, code = "failed", "", None
         try:
+            # Inside the try: a module config that fails to load (a vault
+            # secret gone) still closes the job and releases the lease.
+            spec = await self._spec(job, module)
             result = await runners.run(
                 spec, lambda line: self._output(job, line), cancel=job.cancel
             )

@@ -10,8 +10,10 @@ argv.  They travel as data: a JSON vars file (``-e @vars.json``,
 ``MC_VAR_*`` environment variables.  So ``1.0; rm -rf /`` or
 ``--kubeconfig=/tmp/x`` as a parameter value is just a string in a file.
 
-The child environment is built from nothing: a fixed PATH (the resolved
-tools' folders and the venv's bin first), ``HOME`` and ``TMPDIR`` inside the
+Tools are found like an operator expects -- the venv's bin, then the bot's
+own ``PATH`` as it was when the job started, then ``SAFE_PATH`` -- and run by
+absolute path.  The child environment is built from nothing: a fixed PATH
+(the resolved tools' folders and the venv's bin first), ``HOME`` and ``TMPDIR`` inside the
 job's folder, ``LANG``, the kind's variables, the caller's explicit
 ``extra_env`` and ``MASTERCHIEF_JOB=<job id>``, the marker by which
 ``process.terminate`` finds every process of the job, even one that left the
@@ -70,6 +72,7 @@ __all__ = [
     "build_steps",
     "clean_text",
     "run",
+    "tool_path",
     "vars_path",
 ]
 
@@ -118,11 +121,13 @@ class RunSpec:
     ``params`` are validated parameters; a value the module declares secret
     must be passed as a ``Secret``.  ``variables`` is the merged module config
     (values may be ``Secret``); params override same-named variables.
-    ``tools`` maps an executable name to a path (tests point it at fakes);
-    ``extra_env`` is added to the tool's environment -- the one explicit way
-    to give it credentials such as ``KUBECONFIG``, since the bot's own
-    environment is not inherited (PATH, HOME, TMPDIR, LANG and the job marker
-    stay ours).
+    ``tools`` maps an executable name to a path (overrides the search);
+    otherwise a tool is looked up in the venv's bin, then ``search_path``
+    (the bot's ``PATH`` when the spec is made, i.e. at job start), then
+    ``SAFE_PATH``, and run by its absolute path.  ``extra_env`` is added to
+    the tool's environment -- the one explicit way to give it credentials
+    such as ``KUBECONFIG``, since the bot's own environment is not inherited
+    (PATH, HOME, TMPDIR, LANG and the job marker stay ours).
     """
 
     job_id: str
@@ -138,6 +143,7 @@ class RunSpec:
     tail_lines: int = 50
     tools: Mapping[str, str] = field(default_factory=dict)
     extra_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    search_path: str = field(default_factory=lambda: os.environ.get("PATH", ""))
 
     def __post_init__(self) -> None:
         if not _JOB_ID.fullmatch(self.job_id):
@@ -247,11 +253,23 @@ def _secret_values(value: Any) -> Iterator[str]:
             yield from _secret_values(v)
 
 
+def tool_path(spec: RunSpec) -> str:
+    """Where tools are looked for: the venv's bin (ansible-playbook), the bot's
+    PATH as an operator set it (terraform, helm, kubectl), then ``SAFE_PATH``.
+    Relative entries (``.``, empty) are dropped: they would name whatever
+    folder the bot was started in."""
+    dirs = [VENV_BIN, *spec.search_path.split(os.pathsep), *SAFE_PATH.split(":")]
+    return os.pathsep.join(dict.fromkeys(d for d in dirs if os.path.isabs(d)))
+
+
 def _tool(spec: RunSpec, name: str) -> str:
+    """The absolute path of tool ``name`` (the bare name when it is nowhere:
+    the run then fails with "cannot run NAME")."""
     override = spec.tools.get(name)
     if override:
         return override
-    return shutil.which(name, path=f"{VENV_BIN}:{SAFE_PATH}") or name
+    found = shutil.which(name, path=tool_path(spec))
+    return os.path.abspath(found) if found else name
 
 
 def _base_env(spec: RunSpec, tools: Sequence[str]) -> dict[str, str]:
@@ -277,7 +295,9 @@ def _k8s_tool(spec: RunSpec) -> str:
 
 
 def _k8s_name(spec: RunSpec, key: str, default: str) -> str:
-    value = str(spec.module.options.get(key, default))
+    # A manifest's kubernetes section holds None for an option it leaves out.
+    given = spec.module.options.get(key)
+    value = default if given is None else str(given)
     if not _K8S_NAME.fullmatch(value):
         raise _option_error(spec, key, f"invalid name {value!r} (lowercase letters, digits, -)")
     return value
@@ -351,6 +371,19 @@ def _kubernetes(spec: RunSpec, helm_diff: bool) -> list[Step]:
     cwd = spec.module.dir
     argv: tuple[str, ...]
     if tool_name == "kubectl":
+        # kubectl applies the manifests as they are: nothing could carry values
+        # (the manifest loader refuses declared parameters; this catches config).
+        if spec.params:
+            raise _option_error(
+                spec, "tool", "parameters are not supported for kubectl modules; use tool: helm"
+            )
+        if spec.variables:
+            raise _option_error(
+                spec,
+                "tool",
+                f"module config (config/modules/{spec.module.name}.yaml) is not supported "
+                "for kubectl modules; use tool: helm",
+            )
         if spec.mode == "deploy":
             argv = (tool, "apply", "-f", target, "--namespace", namespace)
             return [Step("kubectl apply", argv, env, cwd, output="kubectl")]

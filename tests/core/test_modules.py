@@ -114,6 +114,38 @@ def test_options_empty_when_section_absent_and_defaults_when_present(tmp_path: P
     assert kube.options == {"release": "masterchief", "namespace": None, "tool": "helm"}
 
 
+def test_kubectl_module_with_parameters_is_refused_naming_file_and_field(tmp_path: Path) -> None:
+    """kubectl applies manifests as they are: declared parameters would be dropped."""
+    (tmp_path / "modules" / "x" / "manifests").mkdir(parents=True)
+    err = load_error(
+        tmp_path,
+        manifest(
+            "x",
+            kind="kubernetes",
+            entry="manifests",
+            kubernetes={"tool": "kubectl"},
+            parameters={"image": {"type": "string"}},
+        ),
+    )
+    assert err.file == "modules/x/module.yaml" and err.key == "parameters"
+    assert str(err) == (
+        "modules/x/module.yaml: parameters: parameters are not supported for kubectl "
+        "modules (kubectl applies the manifests as they are); use tool: helm"
+    )
+    # the same module without parameters, or with helm, is fine
+    for over in ({"parameters": None}, {"kubernetes": {"tool": "helm"}}):
+        data = manifest(
+            "x",
+            kind="kubernetes",
+            entry="manifests",
+            kubernetes={"tool": "kubectl"},
+            parameters={"image": {"type": "string"}},
+        )
+        data.update(over)
+        file = write_module(tmp_path / "modules" / "x", manifest(**data), entry=None)
+        assert load_module(file).kind == "kubernetes"
+
+
 # --- manifest errors name the file and the field ----------------------------------------------
 
 

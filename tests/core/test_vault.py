@@ -1,4 +1,5 @@
-"""``${vault:name}`` references through an injected Key Vault client."""
+"""``${vault:name}`` references through an injected Key Vault client, in the
+main configuration and in module config."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from masterchief.core.config import build_config
+from masterchief.app import App
+from masterchief.core.config import Config, build_config
 from masterchief.core.errors import ConfigError
+from masterchief.core.modules import load_module_config, module_resolvers
 from masterchief.core.secrets import REDACTOR, Secret
 
 
@@ -117,3 +120,85 @@ def test_no_vault_reference_never_creates_a_client(tmp_path: Path) -> None:
     vault = FakeVault({})
     _config({"webhooks": {"github": {"secret": "plain-secret-value"}}}, vault, tmp_path)
     assert vault.calls == []
+
+
+# --- ${vault:...} in module config (config/modules/<name>.yaml) ----------------------
+
+
+def _module_project(tmp_path: Path, text: str, **data: object) -> Config:
+    (tmp_path / "config" / "modules" / "dev").mkdir(parents=True)
+    (tmp_path / "config" / "modules" / "web.yaml").write_text(text)
+    return build_config(data, project_dir=tmp_path)
+
+
+def test_module_config_vault_reference_uses_the_injected_client(tmp_path: Path) -> None:
+    config = _module_project(
+        tmp_path,
+        "db:\n  password: ${vault:db-pass}\n  dsn: 'postgres://app:${vault:db-pass}@db/app'\n",
+        vault={"url": "https://kv.vault.azure.net"},
+    )
+    vault = FakeVault({"db-pass": "module-vault-value-314"})
+    got = load_module_config(
+        config, "web", environ={}, resolvers=module_resolvers(config, vault_client=vault)
+    )
+    password = got["db"]["password"]
+    assert isinstance(password, Secret) and password.reveal() == "module-vault-value-314"
+    assert isinstance(got["db"]["dsn"], Secret)
+    assert vault.calls == ["db-pass"]  # fetched once for the whole file
+    assert REDACTOR.redact("dsn module-vault-value-314") == "dsn ***"
+
+
+def test_module_config_vault_errors_name_the_module_file_and_key(tmp_path: Path) -> None:
+    config = _module_project(tmp_path, "token: ${vault:boom}\n")
+    resolvers = module_resolvers(config, vault_client=FakeVault({}))
+    with pytest.raises(ConfigError) as info:
+        load_module_config(config, "web", environ={}, resolvers=resolvers)
+    text = str(info.value)
+    assert f"{tmp_path / 'config' / 'modules' / 'web.yaml'}: token" in text
+    assert "vault: cannot read boom (RuntimeError)" in text
+    assert "LEAKED-TOKEN" not in text
+
+
+def test_module_config_vault_without_url_or_client_says_so(tmp_path: Path) -> None:
+    config = _module_project(tmp_path, "token: ${vault:x}\n")
+    with pytest.raises(ConfigError, match=r"web\.yaml: token: vault references need vault\.url"):
+        load_module_config(config, "web", environ={})
+
+
+def test_module_config_vault_follows_the_main_vault_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No injected client: the client is made for the main config's vault.url
+    (what ``masterchief module show`` and the bot do in production)."""
+    config = _module_project(
+        tmp_path, "token: ${vault:api-token}\n", vault={"url": "https://kv.vault.azure.net"}
+    )
+    made: list[str] = []
+    vault = FakeVault({"api-token": "from-main-url-2718"})
+
+    def fake_azure_client(url: str) -> FakeVault:
+        made.append(url)
+        return vault
+
+    monkeypatch.setattr("masterchief.core.config.azure_client", fake_azure_client)
+    got = load_module_config(config, "web", environ={})
+    assert got["token"].reveal() == "from-main-url-2718"
+    assert made == ["https://kv.vault.azure.net"]
+
+
+async def test_the_app_resolves_module_config_with_its_vault_client(tmp_path: Path) -> None:
+    config = _module_project(
+        tmp_path,
+        "token: ${vault:deploy-token}\n",
+        store={"path": str(tmp_path / "mc.db")},
+        web={"enabled": False},
+    )
+    vault = FakeVault({"deploy-token": "app-vault-value-161"})
+    app = await App.create(config, vault_client=vault)
+    try:
+        got = app.module_config("web")
+        assert got["token"].reveal() == "app-vault-value-161"
+        app.module_config("web")
+        assert vault.calls == ["deploy-token", "deploy-token"]  # read again per job
+    finally:
+        await app.store.close()

@@ -397,13 +397,15 @@ def test_manifest_specifics() -> None:
     }
     service = found["restart-service"][1]["parameters"]["service"]
     assert service["required"] is True and service["type"] == "string"
+    assert service["pattern"] == "^[a-z0-9-]+$"  # the contract's, exactly (issue 5)
 
 
 PATTERN_CASES = [
     ("restart-service", "service", "nginx", True),
     ("restart-service", "service", "php8-fpm", True),
     ("restart-service", "service", "x; rm -rf /", False),
-    ("restart-service", "service", "-h", False),
+    ("restart-service", "service", "-h", True),  # the contract allows it; run.sh refuses it
+    ("restart-service", "service", "--now", True),
     ("restart-service", "service", "Nginx", False),
     ("restart-service", "service", "", False),
     ("restart-service", "service", "a" * 65, False),
@@ -459,7 +461,7 @@ def stub_path(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 def expected_command(service: str) -> str:
     if os.path.isdir("/run/systemd/system"):
-        return f"systemctl restart {service}"
+        return f"systemctl restart -- {service}"
     return f"service {service} restart"
 
 
@@ -487,7 +489,9 @@ def test_run_sh_dry_run_prints_the_plan(stub_path: tuple[dict[str, str], Path]) 
     assert not log.exists()  # nothing ran
 
 
-@pytest.mark.parametrize("value", ["x; rm -rf /", "$(touch pwned)", "-h", "ng inx", "a\nb", ""])
+@pytest.mark.parametrize(
+    "value", ["x; rm -rf /", "$(touch pwned)", "-h", "--now", "ng inx", "a\nb", ""]
+)
 def test_run_sh_refuses_bad_names_before_running_anything(
     stub_path: tuple[dict[str, str], Path], tmp_path: Path, value: str
 ) -> None:
@@ -534,6 +538,28 @@ def test_run_sh_honours_allowed_services(stub_path: tuple[dict[str, str], Path])
     )
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.stdout.splitlines()[-1] == f"would run: {expected_command('redis')}"
+
+
+@pytest.mark.parametrize("value", ["-h", "--now", "--status-all", "-"])
+def test_run_sh_refuses_a_leading_dash_the_pattern_allows(
+    stub_path: tuple[dict[str, str], Path], value: str
+) -> None:
+    """``^[a-z0-9-]+$`` lets ``--now`` through; run.sh must not hand it to
+    systemctl/service as an option."""
+    spec = manifests()["restart-service"][1]["parameters"]["service"]
+    assert param_accepts(spec, value)
+    env, log = stub_path
+    proc = run_script({**env, "MC_PARAM_SERVICE": value})
+    assert proc.returncode == 2
+    assert "must not start with '-'" in proc.stderr
+    assert not log.exists()
+
+
+def test_run_sh_puts_the_unit_after_double_dash_for_systemctl() -> None:
+    # The systemd branch only runs where systemd does; the text is checked everywhere.
+    text = RUN_SH.read_text(encoding="utf-8")
+    assert 'set -- systemctl restart -- "$service"' in text
+    assert 'systemctl is-active -- "$service"' in text
 
 
 def test_run_sh_rejects_extra_arguments(stub_path: tuple[dict[str, str], Path]) -> None:

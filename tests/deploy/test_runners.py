@@ -21,6 +21,7 @@ from masterchief.core.errors import ConfigError, UserError
 from masterchief.core.secrets import Redactor, Secret
 from masterchief.deploy.runners import (
     PLUGIN_DIR,
+    SAFE_PATH,
     VENV_BIN,
     OutputLine,
     RunResult,
@@ -28,6 +29,7 @@ from masterchief.deploy.runners import (
     build_steps,
     clean_text,
     run,
+    tool_path,
 )
 from tests.procs import job_pids
 
@@ -269,7 +271,8 @@ def test_build_steps_templates_per_kind(tmp_path: Path) -> None:
         (_module(tmp_path, "script", "run.sh"), "plan", False, [(f"{mods}/run.sh", "--dry-run")]),
     ]
     for module, mode, helm_diff, expected in cases:
-        spec = make_spec(tmp_path, module, job_id="j1", mode=mode, params=params, tools=tools)
+        given = {} if module.options.get("tool") == "kubectl" else params  # kubectl takes none
+        spec = make_spec(tmp_path, module, job_id="j1", mode=mode, params=given, tools=tools)
         steps = build_steps(spec, helm_diff=helm_diff)
         assert [s.argv for s in steps] == expected, (module.kind, mode, module.options)
         for step in steps:
@@ -295,6 +298,83 @@ def test_kubectl_diff_accepts_exit_1_and_terraform_announces_phases(tmp_path: Pa
     # entry naming a .tf file: the tool still runs in its folder
     tf_file = build_steps(make_spec(tmp_path, _module(tmp_path, "terraform", "main.tf")))
     assert {s.cwd for s in tf_file} == {tmp_path / "modules" / "web-app"}
+
+
+def _exe(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_tools_are_found_in_venv_then_the_bots_path_then_safe_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ops_bin = tmp_path / "opt" / "bin"
+    terraform = _exe(ops_bin, "terraform")
+    _exe(ops_bin, "ansible-playbook")  # the venv's own comes first
+    _exe(ops_bin, "sh")  # SAFE_PATH's /bin/sh comes after the bot's PATH
+    monkeypatch.chdir(tmp_path)
+    _exe(tmp_path, "helm")  # in the current folder: a relative PATH entry is not used
+    monkeypatch.setenv("PATH", f"{ops_bin}:.:")
+    spec = make_spec(tmp_path, _module(tmp_path, "terraform", "."), tools={})
+    assert spec.search_path == f"{ops_bin}:.:"  # the bot's PATH when the job starts
+    assert tool_path(spec).split(":")[:2] == [VENV_BIN, str(ops_bin)]
+    assert "." not in tool_path(spec).split(":") and "" not in tool_path(spec).split(":")
+    assert build_steps(spec)[0].argv[0] == str(terraform)
+    if ANSIBLE_PLAYBOOK.exists():
+        ansible = make_spec(tmp_path, _module(tmp_path, "ansible", "site.yml"), tools={})
+        assert build_steps(ansible)[0].argv[0] == str(ANSIBLE_PLAYBOOK)
+    helm = make_spec(tmp_path, _module(tmp_path, "kubernetes", "chart"), tools={})
+    found = build_steps(helm)[0].argv[0]
+    assert found != str(tmp_path / "helm") and found in (
+        "helm",
+        shutil.which("helm", path=SAFE_PATH),
+    )
+    monkeypatch.setenv("PATH", "/nonexistent")
+    later = make_spec(tmp_path, _module(tmp_path, "terraform", "."), tools={})
+    assert build_steps(later)[0].argv[0] != str(terraform)  # each job reads PATH anew
+    assert build_steps(spec)[0].argv[0] == str(terraform)
+
+
+async def test_a_tool_found_on_path_runs_with_the_scrubbed_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", f"{FAKEBIN}:{SAFE_PATH}")
+    monkeypatch.setenv("MC_TEST_LEAK", "should-not-leak")
+    folder = tmp_path / "modules" / "net"
+    folder.mkdir(parents=True)
+    module = FakeModule("net", "terraform", folder, folder)
+    result, out = await go(make_spec(tmp_path, module, mode="plan", tools={}))
+    assert result.status == "succeeded", out.texts()
+    assert result.changed == 2  # the fake plans two resources
+    calls = fake_calls(folder)
+    assert [c["argv"][0] for c in calls] == ["init", "workspace", "plan"]
+    assert all("MC_TEST_LEAK" not in c["env"] for c in calls)
+    assert calls[0]["env"]["PATH"].split(":")[:2] == [str(FAKEBIN), VENV_BIN]
+
+
+def test_kubectl_refuses_module_config_it_would_drop(tmp_path: Path) -> None:
+    module = _module(tmp_path, "kubernetes", "manifests", tool="kubectl")
+    with pytest.raises(ConfigError) as info:
+        build_steps(make_spec(tmp_path, module, variables={"replicas": 3}))
+    assert str(info.value) == (
+        f"{module.dir / 'module.yaml'}: kubernetes.tool: module config "
+        "(config/modules/web-app.yaml) is not supported for kubectl modules; use tool: helm"
+    )
+    with pytest.raises(ConfigError, match="parameters are not supported for kubectl"):
+        build_steps(make_spec(tmp_path, module, params={"image": "x"}))
+
+
+def test_kubernetes_options_left_out_of_the_manifest_take_their_defaults(
+    tmp_path: Path,
+) -> None:
+    # A manifest's kubernetes section dumps release/namespace as None when not given.
+    module = _module(tmp_path, "kubernetes", "chart", tool="helm", release=None, namespace=None)
+    (step,) = build_steps(make_spec(tmp_path, module))
+    assert step.argv[1:5] == ("upgrade", "--install", "web-app", str(module.entry))
+    assert step.argv[5:7] == ("--namespace", "default")
 
 
 def test_environment_is_built_from_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,10 +28,15 @@ case "$service" in
         echo "error: MC_PARAM_SERVICE is not set" >&2
         exit 2
         ;;
-    -* | *[!a-z0-9-]*)
+    *[!a-z0-9-]*)
         # The value itself is not echoed: it is not known to be printable.
-        # A leading '-' would be read as an option by systemctl/service.
-        echo "error: the service name must match ^[a-z0-9][a-z0-9-]*\$" >&2
+        echo "error: the service name must match ^[a-z0-9-]+\$" >&2
+        exit 2
+        ;;
+    -*)
+        # Allowed by the pattern, but service(8) has no "--" and would read
+        # it as an option (--help, --status-all); no real service starts so.
+        echo "error: the service name must not start with '-' (it would be read as an option)" >&2
         exit 2
         ;;
 esac
@@ -54,7 +59,7 @@ fi
 # systemd is running when /run/systemd/system exists (sd_booted(3)).
 if [ -d /run/systemd/system ]; then
     manager=systemd
-    set -- systemctl restart "$service"
+    set -- systemctl restart -- "$service"
 else
     manager=service
     set -- service "$service" restart
@@ -72,7 +77,7 @@ if ! "$@"; then
     exit 1
 fi
 if [ "$manager" = systemd ]; then
-    state="$(systemctl is-active "$service" || true)"
+    state="$(systemctl is-active -- "$service" || true)"
     if [ "$state" != active ]; then
         echo "error: $service is ${state:-unknown} after the restart" >&2
         exit 1
