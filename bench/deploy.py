@@ -517,7 +517,7 @@ def report(
     statuses: dict[str, int] = {}
     for j in run.jobs:
         statuses[j.status] = statuses.get(j.status, 0) + 1
-    script_lines = sum(j.lines for j in run.jobs) - len(run.jobs)  # minus one summary each
+    script_lines = run.job_lines - len(run.jobs)  # minus one summary each
     expected_lines = jobs * lines
     tokens_expected = jobs * (lines // TOKEN_EVERY)
 
