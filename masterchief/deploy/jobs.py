@@ -64,6 +64,26 @@ TERMINAL = frozenset(
 ACTIVE = ("awaiting_approval", "running")
 
 
+# A tick shows the task/step boundaries passed since the previous one, the
+# last STEPS_SHOWN of them (each cut to STEP_CHARS) and how many more.
+STEPS_SHOWN = 4
+STEP_CHARS = 60
+
+
+def _progress_text(job: Job) -> str:
+    """What a progress tick says of one job: the boundaries it passed since
+    the last tick (or the one it is in), then its newest output line."""
+    steps = job.boundary
+    if job.passed > 1:
+        more = job.passed - len(job.passed_names)
+        steps = (f"(+{more}) " if more > 0 else "") + " > ".join(job.passed_names)
+    job.passed = 0
+    job.passed_names.clear()
+    if steps and job.latest:
+        return f"{steps} | {job.latest}"
+    return steps or job.latest
+
+
 @dataclass(frozen=True, slots=True)
 class Person:
     """Who asked or approved: the user record's handle, and how they were seen."""
@@ -110,6 +130,9 @@ class Job:
     latest: str = ""
     boundary: str = ""
     fresh: bool = False  # something new to show since the last progress tick
+    # task/step boundaries passed since the last tick: how many, and the last few
+    passed: int = 0
+    passed_names: deque[str] = field(default_factory=lambda: deque(maxlen=STEPS_SHOWN))
 
     @property
     def command(self) -> str:
@@ -497,6 +520,8 @@ class JobManager:
         if line.kind in ("task", "step"):
             job.boundary = line.text
             job.latest = ""
+            job.passed += 1
+            job.passed_names.append(line.text[:STEP_CHARS])
         else:
             job.latest = line.text
         job.fresh = True
@@ -591,11 +616,9 @@ class JobManager:
             if job.status != "running" or not job.fresh:
                 continue
             job.fresh = False
-            what = job.latest or job.boundary
+            what = _progress_text(job)
             if not what:
                 continue
-            if job.boundary and job.latest:
-                what = f"{job.boundary} | {job.latest}"
             for target in self.targets(job):
                 news.setdefault(target, []).append((job, what))
         sent = 0

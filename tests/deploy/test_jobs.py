@@ -210,6 +210,31 @@ async def test_progress_tick_is_bounded_per_channel(rig: Rig) -> None:
         job.status = "succeeded"
 
 
+async def test_progress_tick_names_the_boundaries_passed_since_the_last(rig: Rig) -> None:
+    job = Job(
+        id="000010", module="base", module_version="1", env="dev", mode="deploy",
+        params={}, shown={}, digest="", requester=ALICE, channel="#ops", rule=None,
+        created_at=time.time(), status="running", started_at=time.time(),
+    )  # fmt: skip
+    rig.jobs.jobs[job.id] = job
+    try:
+        for n in range(6):
+            rig.jobs._output(job, OutputLine(text=f"TASK [t{n}]", kind="task"))
+            rig.jobs._output(job, OutputLine(text=f"ok: t{n}"))
+        assert rig.jobs.progress_tick() == 2  # #ops and #deploys
+        text = rig.said[0][1]
+        # six boundaries in one interval: the last four by name, two more counted
+        assert "(+2) TASK [t2] > TASK [t3] > TASK [t4] > TASK [t5] | ok: t5" in text
+        assert "TASK [t1]" not in text
+        rig.said.clear()
+        rig.jobs._output(job, OutputLine(text="still in t5"))
+        assert rig.jobs.progress_tick() == 2
+        # no boundary since: the task it is in, then the newest line
+        assert rig.said[0][1].endswith("TASK [t5] | still in t5")
+    finally:
+        job.status = "succeeded"
+
+
 async def test_recover_marks_stale_jobs_interrupted_and_frees_leases(rig: Rig) -> None:
     await rig.store.job_insert(
         {
