@@ -34,6 +34,12 @@ async def test_run_sighup_and_sigterm(tmp_path: Path, ircd, irc_client) -> None:
     )
     # the environment file wins over the global one (here: the right port)
     (cfg / "environments" / "staging.yaml").write_text(yaml.safe_dump({"irc": {"port": ircd.port}}))
+    # Only a rehash (SIGHUP, !rehash) fires `evnt rehash`; the 1 s script
+    # watcher's reload does not, so this line proves the signal was handled.
+    (tmp_path / "scripts" / "hup.py").write_text(
+        "from masterchief import bind, say\n"
+        'bind("evnt", "-|-", "rehash", lambda ev: say("#ops", "rehash seen"))\n'
+    )
     watcher = await irc_client()
     await watcher.join("#ops")
     log = (tmp_path / "bot.log").open("wb")
@@ -51,6 +57,7 @@ async def test_run_sighup_and_sigterm(tmp_path: Path, ircd, irc_client) -> None:
             'from masterchief import bind\nbind("pub", "-|-", "!late", lambda ev: ev.reply("late ok"))\n'
         )
         proc.send_signal(signal.SIGHUP)
+        await watcher.wait_for(rf"^:{nick}!\S+ PRIVMSG #ops :rehash seen$", timeout=15)
         await watcher.say("#ops", "!late")
         await watcher.wait_for(rf"^:{nick}!\S+ PRIVMSG #ops :late ok$", timeout=10)
         proc.send_signal(signal.SIGTERM)
