@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -116,6 +116,38 @@ HookSecret = Annotated[
     PlainSerializer(lambda _s: "***", return_type=str),
 ]
 """A webhook provider's secret: like ``SecretValue``, and never empty or blank."""
+
+
+_REF_START = re.compile(r"(?<!\$)\$\{")
+
+
+def _credential_position(value: str) -> bool:
+    """Whether a reference in ``value`` sits in a URL's query or fragment
+    (``?key=${env:K}``) or userinfo (``https://user:${env:P}@host``)."""
+    scheme = value.find("://")
+    if scheme < 0:
+        return False
+    rest = value[scheme + 3 :]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    for m in _REF_START.finditer(value):
+        at = m.start() - scheme - 3
+        if at < 0:
+            continue
+        if "@" in authority and at < len(authority) and at < authority.rindex("@"):
+            return True  # userinfo
+        if re.search(r"[?#]", rest[:at]):
+            return True  # query or fragment
+    return False
+
+
+def _redact_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return REDACTOR.redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_strings(v) for v in value]
+    return value
 
 
 def _reveal_all(value: Any) -> Any:
@@ -533,8 +565,9 @@ class Config(_Model):
     env: str = "dev"
 
     def redacted_dump(self) -> dict[str, Any]:
-        """Plain data for display: secrets as ``***``, paths as strings."""
-        return self.model_dump(mode="json")
+        """Plain data for display: secrets as ``***``, paths as strings, and
+        registered secret pieces masked inside plain values (a token in a URL)."""
+        return cast("dict[str, Any]", _redact_strings(self.model_dump(mode="json")))
 
 
 # --- loading --------------------------------------------------------------------
@@ -675,7 +708,13 @@ def _resolve_tree(
     ref_paths: set[KeyPath],
     found: dict[int, Redactor],
     resolvers: Mapping[str, Resolver] | None = None,
+    every: list[tuple[bool, Redactor, str]] | None = None,
 ) -> Any:
+    """Resolve the references in ``value``.  ``found`` gets the resolved
+    pieces of each value that stays a ``Secret``; ``every`` (when given) gets
+    ``(credential, pieces, whole resolved text)`` for every string with a reference, ``credential``
+    when a reference sits where URLs carry credentials (see
+    ``_credential_position``)."""
     if isinstance(value, dict):
         return {
             k: _resolve_tree(
@@ -687,6 +726,7 @@ def _resolve_tree(
                 ref_paths=ref_paths,
                 found=found,
                 resolvers=resolvers,
+                every=every,
             )
             for k, v in value.items()
         }
@@ -701,6 +741,7 @@ def _resolve_tree(
                 ref_paths=ref_paths,
                 found=found,
                 resolvers=resolvers,
+                every=every,
             )
             for i, v in enumerate(value)
         ]
@@ -717,6 +758,9 @@ def _resolve_tree(
         if isinstance(result, Secret):
             ref_paths.add(path)
             found[id(result)] = parts
+        if every is not None:
+            whole = result.reveal() if isinstance(result, Secret) else result
+            every.append((_credential_position(value), parts, whole))
         return result
     return value
 
@@ -740,6 +784,7 @@ def _build(
             )
     ref_paths: set[KeyPath] = set()
     pieces: dict[int, Redactor] = {}
+    every: list[tuple[bool, Redactor, str]] = []
     resolved = _resolve_tree(
         data,
         (),
@@ -749,17 +794,31 @@ def _build(
         ref_paths=ref_paths,
         found=pieces,
         resolvers=config_resolvers(data, origins, environ, vault_client),
+        every=every,
     )
     try:
         config = Config.model_validate(
             {**resolved, "project_dir": project_dir, "config_dir": config_dir, "env": env}
         )
     except ValidationError as exc:
-        raise _config_error(exc, origins, ref_paths) from None
+        # A validator may quote the value it refused: no resolved reference
+        # (a secret put in the wrong field) may reach the message.
+        hide = Redactor()
+        for _, parts, _ in every:
+            for piece in parts.values():
+                hide.register(piece)
+        raise _config_error(exc, origins, ref_paths, hide) from None
     for secret in _secrets_in(config):
         REDACTOR.register(secret)
         for piece in pieces.get(id(secret), Redactor()).values():
             REDACTOR.register(piece)
+    # A reference in a URL's query or userinfo is a credential even in a plain
+    # field (url: https://...?private_token=${env:T}); elsewhere in a plain
+    # field (host: ${env:IRC_HOST}, path: ${env:HOME}/inbox) it is a value.
+    for credential, parts, whole in every:
+        if credential:  # the token, not the whole URL (which stays readable)
+            for piece in parts.values() - {whole}:
+                REDACTOR.register(piece)
     return _absolute_paths(config, project_dir)
 
 
@@ -882,12 +941,18 @@ def _describe(err: Mapping[str, Any], loc: KeyPath, ref_paths: set[KeyPath]) -> 
 
 
 def _config_error(
-    exc: ValidationError, origins: Mapping[KeyPath, str], ref_paths: set[KeyPath]
+    exc: ValidationError,
+    origins: Mapping[KeyPath, str],
+    ref_paths: set[KeyPath],
+    hide: Redactor | None = None,
 ) -> ConfigError:
     lines: list[tuple[str, str, str]] = []
     for err in exc.errors(include_url=False):
         loc: KeyPath = tuple(err["loc"])
-        lines.append((_origin(origins, loc), _dotted(loc), _describe(err, loc, ref_paths)))
+        detail = _describe(err, loc, ref_paths)
+        if hide is not None:
+            detail = hide.redact(detail)
+        lines.append((_origin(origins, loc), _dotted(loc), detail))
     file, key, detail = lines[0]
     more = "".join(f"\n{f}: {k}: {d}" for f, k, d in lines[1:])
     return ConfigError(detail + more, file=file, key=key)

@@ -14,6 +14,7 @@ slipped into an exception message or a raw IRC line still never reaches a log.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import logging
 import re
@@ -96,8 +97,11 @@ class Redactor:
             if new <= self._values:
                 return
             self._values = self._values | new
+            # Tools print secrets base64-encoded too: a Kubernetes Secret
+            # rendered by `helm template` (b64enc), a Basic auth header.
+            masked = self._values.union(*(_base64_forms(v) for v in self._values))
             # Longest first, so a secret that contains another is masked whole.
-            ordered = sorted(self._values, key=len, reverse=True)
+            ordered = sorted(masked, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
     def redact(self, text: str) -> str:
@@ -117,6 +121,12 @@ class Redactor:
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+def _base64_forms(text: str) -> set[str]:
+    raw = text.encode("utf-8")
+    forms = {base64.b64encode(raw).decode("ascii"), base64.urlsafe_b64encode(raw).decode("ascii")}
+    return forms | {f.rstrip("=") for f in forms}
 
 
 REDACTOR = Redactor()

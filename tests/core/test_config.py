@@ -264,6 +264,37 @@ def test_secret_values_never_appear_in_validation_errors(tmp_path: Path) -> None
     assert "12345678" not in message
 
 
+def test_a_reference_in_a_url_query_or_userinfo_is_a_secret_piece(tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_path,
+        """
+        rest:
+          - {name: mrs, url: "https://gitlab.example/api/v4/mrs?state=opened&private_token=${env:GL_TOKEN}"}
+          - {name: cam, url: "https://bot:${env:CAM_PW}@cams.example/status"}
+          - {name: host, url: "https://${env:API_HOST}/health"}
+        """,
+    )
+    environ = {"GL_TOKEN": "glpat-q1w2e3r4t5", "CAM_PW": "cam-pw-77x", "API_HOST": "api.example"}
+    config = load_config(cfg, environ=environ)
+    assert config.rest[0].url.endswith("private_token=glpat-q1w2e3r4t5")  # the poller needs it
+    # ...but logs, IRC, the event log and `config show` never show it
+    assert REDACTOR.redact("GET ?private_token=glpat-q1w2e3r4t5") == "GET ?private_token=***"
+    assert REDACTOR.redact("login cam-pw-77x") == "login ***"
+    assert REDACTOR.redact("api.example") == "api.example"  # a host is a plain value
+    shown = str(config.redacted_dump())
+    assert "glpat-q1w2e3r4t5" not in shown and "cam-pw-77x" not in shown
+    assert "private_token=***" in shown and "api.example" in shown
+
+
+def test_a_validator_quoting_a_referenced_value_does_not_leak_it(tmp_path: Path) -> None:
+    # a secret put in the wrong place: pass_env wants variable NAMES
+    cfg = make_config(tmp_path, 'deploy: {pass_env: ["ARM_CLIENT_SECRET=${env:ARM}"]}')
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg, environ={"ARM": "Zq8~realAzureSecretValue"})
+    assert "deploy.pass_env" in str(info.value)
+    assert "Zq8~realAzureSecretValue" not in str(info.value)
+
+
 EMPTY_HOOK_SECRETS = [
     ('github: {secret: ""}', "webhooks.github.secret"),
     ('gitlab: {token: "   "}', "webhooks.gitlab.token"),

@@ -238,3 +238,17 @@ def test_resolver_table_is_extensible() -> None:
     out = resolve_refs("${vault:db}", environ={}, where=WHERE, resolvers=table, redactor=Redactor())
     assert isinstance(out, Secret)
     assert out.reveal() == "vault-value-for-db"
+
+
+def test_base64_forms_of_a_secret_are_masked_too() -> None:
+    import base64
+
+    r = Redactor()
+    r.register("db-Pa55word-zq81?")
+    raw = b"db-Pa55word-zq81?"
+    for form in (
+        base64.b64encode(raw).decode(),
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode(),
+    ):
+        assert r.redact(f"data: {form}") == "data: ***", form

@@ -4,6 +4,7 @@ terraform/helm/kubectl (tests/deploy/fakebin) and the real ansible-playbook."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import shutil
@@ -889,6 +890,19 @@ async def test_helm_plan_without_diff_plugin_templates(tmp_path: Path) -> None:
     ]
     assert f'  tag: "{INJECTIONS[0]}"' in out.texts()  # the value, rendered as data
     assert "NAME VERSION DESCRIPTION" not in out.texts()  # the probe is silent
+
+
+async def test_helm_template_never_shows_a_secret_base64_encoded(tmp_path: Path) -> None:
+    module = k8s_module(tmp_path, "helm")
+    secret = "db-Pa55word-zq81"
+    spec = make_spec(tmp_path, module, mode="plan", variables={"db_password": Secret(secret)})
+    result, out = await go(spec)
+    assert result.status == "succeeded"
+    encoded = base64.b64encode(secret.encode()).decode()
+    shown = "\n".join([*out.texts(), *result.tail])
+    assert "kind: Secret" in shown
+    assert secret not in shown and encoded not in shown
+    assert "  db_password: ***" in out.texts()
 
 
 async def test_helm_plan_with_diff_plugin_diffs(tmp_path: Path) -> None:
