@@ -37,6 +37,7 @@ import os
 import secrets
 import socket
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,13 +62,24 @@ Mode = Literal["deploy", "plan"]
 TERMINAL = frozenset(
     {"succeeded", "failed", "timed_out", "cancelled", "denied", "expired", "interrupted", "refused"}
 )
-ACTIVE = ("awaiting_approval", "running")
+# "starting": approved, lease and process on their way (never stored)
+ACTIVE = ("awaiting_approval", "starting", "running")
 
 
 # A tick shows the task/step boundaries passed since the previous one, the
 # last STEPS_SHOWN of them (each cut to STEP_CHARS) and how many more.
 STEPS_SHOWN = 4
 STEP_CHARS = 60
+
+
+def _printable(text: str) -> str:
+    """``text`` without control and format characters (IRC colours, CTCP
+    wrappers, bidi overrides, zero-width): human-typed text we repeat."""
+    return "".join(
+        " " if unicodedata.category(ch) == "Cc" else ch
+        for ch in text
+        if unicodedata.category(ch) != "Cf"
+    ).strip()
 
 
 def _progress_text(job: Job) -> str:
@@ -305,6 +317,9 @@ class JobManager:
             k: Secret(str(v)) if k in specs and specs[k].secret and not isinstance(v, Secret) else v
             for k, v in params.items()
         }
+        for value in params.values():
+            if isinstance(value, Secret):  # the command's text reaches the event log too
+                REDACTOR.register(value)
         job = Job(
             id=self._new_id(),
             module=module.name,
@@ -320,6 +335,17 @@ class JobManager:
             created_at=time.time(),
             tail=deque(maxlen=self.config.tail_lines),
         )
+        if rule is not None:
+            for other in self.live():
+                if (
+                    other.status == "awaiting_approval"
+                    and (other.module, other.env, other.mode) == (job.module, env, mode)
+                    and other.digest == job.digest
+                    and other.requester.same_as(requester)
+                ):
+                    raise UserError(
+                        f"job {other.id} ({other.command}) is already waiting for approval"
+                    )
         self.jobs[job.id] = job
         if rule is not None:
             job.status = "awaiting_approval"
@@ -360,6 +386,38 @@ class JobManager:
         self, job_id: str, approver: Person, allowed: Callable[[FlagMask, str | None], bool]
     ) -> str:
         job = self.get(job_id)
+        self._may_approve(job, approver, allowed)
+        current = self.modules.current.get(job.module)
+        changed = (
+            current is None
+            or await job_digest(current, job.env, job.mode, job.params) != job.digest
+        )
+        # Hashing awaited: another !approve, a !cancel or an expiry may have
+        # run meanwhile. Check again, then decide with no await in between, so
+        # a double-sent !approve can neither count twice nor start twice.
+        rule = self._may_approve(job, approver, allowed)
+        if changed:
+            await self._close(job, "cancelled", "the module changed since the request")
+            raise UserError(
+                f"job {job.id} cancelled: {job.module} changed since it was requested; "
+                "request it again"
+            )
+        job.approvals.append((approver, time.time()))
+        left = rule.approvers - len(job.approvals)
+        if left <= 0:
+            job.status = "starting"
+        await self.store.job_update(job.id, approvals=job.record()["approvals"])
+        self._event("deploy.approved", job, approver=approver.handle)
+        if left > 0:
+            return f"job {job.id}: approved by {approver.handle}, {left} more needed"
+        await self._start(job)
+        return f"job {job.id}: approved by {approver.handle}"
+
+    @staticmethod
+    def _may_approve(
+        job: Job, approver: Person, allowed: Callable[[FlagMask, str | None], bool]
+    ) -> ApprovalRule:
+        """The job's approval rule if ``approver`` may approve it now; else UserError."""
         if job.status != "awaiting_approval" or job.rule is None:
             raise UserError(f"job {job.id} is not waiting for approval ({job.status})")
         if approver.same_as(job.requester):
@@ -369,24 +427,7 @@ class JobManager:
             raise UserError(f"you need {mask.describe(job.channel)} to approve job {job.id}")
         if any(p.same_as(approver) for p, _ in job.approvals):
             raise UserError(f"you already approved job {job.id}")
-        current = self.modules.current.get(job.module)
-        if (
-            current is None
-            or await job_digest(current, job.env, job.mode, job.params) != job.digest
-        ):
-            await self._close(job, "cancelled", "the module changed since the request")
-            raise UserError(
-                f"job {job.id} cancelled: {job.module} changed since it was requested; "
-                "request it again"
-            )
-        job.approvals.append((approver, time.time()))
-        await self.store.job_update(job.id, approvals=job.record()["approvals"])
-        self._event("deploy.approved", job, approver=approver.handle)
-        if len(job.approvals) < job.rule.approvers:
-            left = job.rule.approvers - len(job.approvals)
-            return f"job {job.id}: approved by {approver.handle}, {left} more needed"
-        await self._start(job)
-        return f"job {job.id}: approved by {approver.handle}"
+        return job.rule
 
     async def deny(
         self,
@@ -401,6 +442,7 @@ class JobManager:
         mask = FlagMask.parse(job.rule.flags)
         if not who.same_as(job.requester) and not allowed(mask, job.channel):
             raise UserError(f"you need {mask.describe(job.channel)} to deny job {job.id}")
+        reason = _printable(reason)
         why = f"denied by {who.handle}" + (f": {REDACTOR.redact(reason)[:200]}" if reason else "")
         await self._close(job, "denied", why)
         return f"job {job.id} ({job.command}) {why}"
@@ -418,6 +460,7 @@ class JobManager:
         if job.status == "awaiting_approval":
             await self._close(job, "cancelled", f"cancelled by {who.handle}")
             return f"job {job.id} cancelled"
+        # starting or running: the runner stops at once (before or after exec)
         job.reason = f"cancelled by {who.handle}"
         job.cancel.set()
         return f"job {job.id}: cancelling (the process group gets SIGTERM, then SIGKILL)"
@@ -444,6 +487,8 @@ class JobManager:
 
     async def _start(self, job: Job) -> None:
         # Callers just computed (request) or checked (approve) the digest.
+        if job.status in TERMINAL or job.status == "running":
+            return  # closed meanwhile, or already started: never twice
         module = self.modules.current.get(job.module)
         if module is None:
             await self._close(job, "cancelled", "the module was removed")

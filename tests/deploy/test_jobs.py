@@ -13,7 +13,7 @@ from masterchief.bindings.event import Event
 from masterchief.core.config import DeployConfig
 from masterchief.core.errors import UserError
 from masterchief.core.modules import ModuleLoader
-from masterchief.core.secrets import Secret
+from masterchief.core.secrets import REDACTOR, Secret
 from masterchief.core.store import Store
 from masterchief.deploy.jobs import Job, JobManager, Person
 from masterchief.deploy.runners import OutputLine
@@ -85,8 +85,8 @@ def anyone(_mask: object, _chan: object) -> bool:
 
 
 async def finished(job: Job) -> None:
-    async with asyncio.timeout(10):
-        while job.status in ("running", "awaiting_approval"):
+    async with asyncio.timeout(15):
+        while job.status in ("running", "starting", "awaiting_approval"):
             await asyncio.sleep(0.01)
 
 
@@ -129,6 +129,8 @@ async def test_secret_parameters_are_shown_and_stored_as_stars(rig: Rig) -> None
     row = await rig.store.job_get(job.id)
     assert row is not None and row["params"]["token"] == "***"
     assert "param-secret-1234" not in repr(row) + repr(rig.announced)
+    # registered process-wide: the command's text in the event log and logs is masked
+    assert REDACTOR.redact("deploy base dev token=param-secret-1234") == "deploy base dev token=***"
 
 
 async def test_requires_must_have_succeeded_in_that_environment(rig: Rig) -> None:
@@ -163,6 +165,69 @@ async def test_two_approvers_needed_distinct_people(rig: Rig) -> None:
     assert job.status == "succeeded"
     row = await rig.store.job_get(job.id)
     assert row is not None and [a["handle"] for a in row["approvals"]] == ["bob", "carol"]
+
+
+DAVE = Person("dave", "dave", "dave")
+
+
+async def test_approvals_sent_at_the_same_moment_start_the_job_once(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    job = await rig.jobs.request(module, "prod", "deploy", {"service": "api"}, ALICE, "#ops")
+    # the same person double-sends: counted once
+    got = await asyncio.gather(
+        rig.jobs.approve(job.id, BOB, anyone),
+        rig.jobs.approve(job.id, BOB, anyone),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(g, UserError) and "already approved" in str(g) for g in got) == 1
+    assert [p.handle for p, _ in job.approvals] == ["bob"]
+    # two people give the last approval at once: one starts it, the other is told
+    got = await asyncio.gather(
+        rig.jobs.approve(job.id, CAROL, anyone),
+        rig.jobs.approve(job.id, DAVE, anyone),
+        return_exceptions=True,
+    )
+    refused = [g for g in got if isinstance(g, UserError)]
+    assert len(refused) == 1 and "not waiting for approval" in str(refused[0])
+    await finished(job)
+    assert job.status == "succeeded" and rig.jobs.stats["started"] == 1
+    assert len(job.approvals) == 2
+
+
+async def test_an_approval_racing_a_cancel_never_runs(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    job = await rig.jobs.request(module, "prod", "deploy", {"service": "api"}, ALICE, "#ops")
+    await rig.jobs.approve(job.id, BOB, anyone)
+    got = await asyncio.gather(
+        rig.jobs.approve(job.id, CAROL, anyone),
+        rig.jobs.cancel(job.id, ALICE, anyone),
+        return_exceptions=True,
+    )
+    assert isinstance(got[0], UserError) and "(cancelled)" in str(got[0])
+    assert got[1] == f"job {job.id} cancelled"
+    assert job.status == "cancelled" and job.started_at is None
+    assert rig.jobs.stats["started"] == 0
+
+
+async def test_the_same_request_twice_waits_once(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    first = await rig.jobs.request(module, "prod", "deploy", {"service": "api"}, ALICE, "#ops")
+    with pytest.raises(UserError, match=f"job {first.id} .* is already waiting for approval"):
+        await rig.jobs.request(module, "prod", "deploy", {"service": "api"}, ALICE, "#ops")
+    other = await rig.jobs.request(module, "prod", "deploy", {"service": "web"}, ALICE, "#ops")
+    assert other.id != first.id  # different parameters: a different job
+    for job in (first, other):
+        await rig.jobs.cancel(job.id, ALICE, anyone)
+
+
+async def test_a_deny_reason_loses_control_and_format_characters(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    job = await rig.jobs.request(module, "prod", "deploy", {"service": "api"}, ALICE, "#ops")
+    hostile = "\x02\x0304,01ALL CLEAR\x0f \u202eesrever\u200b \x01ACTION x\x01"
+    said = await rig.jobs.deny(job.id, BOB, anyone, hostile)
+    for bad in ("\x02", "\x03", "\x0f", "\x01", "\u202e", "\u200b"):
+        assert bad not in said and bad not in (job.reason or "") and bad not in job.summary
+    assert "ALL CLEAR" in said and "esrever" in said
 
 
 async def test_expiry_denial_and_cancel_of_waiting_jobs(rig: Rig) -> None:
