@@ -317,6 +317,7 @@ def events_replay(
     config = _load(config_dir, env)
     from masterchief.core import eventlog
 
+    event_ids = tuple(dict.fromkeys(event_ids))  # an id given twice is replayed once
     if dry_run:
         _replay_dry_run(config, event_ids)
         return
@@ -641,9 +642,11 @@ def module_add(path: Path, config_dir: Path, env: str) -> None:
     from masterchief.core.modules import ModuleError, add_module
 
     roots = config.deploy.modules
+    if not roots:
+        _fail("deploy.modules is empty: configure a modules folder to add into")
     try:
         added = add_module(path, roots[0], roots=roots)
-    except (ModuleError, OSError) as exc:
+    except (ModuleError, OSError, ValueError) as exc:  # ValueError: a NUL in the path
         _fail(str(exc))
     click.echo(f"added {added.name} {added.version} ({added.kind}) in {added.dir}")
 

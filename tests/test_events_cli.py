@@ -163,6 +163,19 @@ def test_dry_run_prints_bindings_and_changes_nothing(runner: CliRunner, project:
     assert not (project / "scripts" / "fired.txt").exists()  # no handler ran
 
 
+def test_an_id_given_twice_is_replayed_once(runner: CliRunner, project: Path) -> None:
+    hook = record("webhook", "github/push", source="github", payload={"ref": "main"})
+    seed(project, [hook], users=True)
+    result = cli(runner, project, "events", "replay", hook.id, hook.id, hook.id, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.output.count(f"{hook.id}  webhook  github/push") == 1
+    # a real request (no bot here: cancelled) is queued once, not three times
+    result = cli(runner, project, "events", "replay", hook.id, hook.id, "--timeout", "0.2")
+    assert result.exit_code == 1
+    assert result.output.count(f"{hook.id}: cancelled") == 1
+    assert counts(project)[1] == 1
+
+
 def test_dry_run_of_an_unknown_id_fails(runner: CliRunner, project: Path) -> None:
     result = cli(runner, project, "events", "replay", "feedfacecafebeef", "--dry-run")
     assert result.exit_code == 1

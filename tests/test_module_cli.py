@@ -127,6 +127,18 @@ def test_list_empty(runner: CliRunner, tmp_path: Path) -> None:
     assert "no modules" in result.output
 
 
+def test_add_without_a_modules_folder_is_a_one_line_error(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "nomods" / "config"
+    (cfg / "global").mkdir(parents=True)
+    (cfg / "global" / "config.yaml").write_text("store: {path: var/x.db}\ndeploy: {modules: []}\n")
+    result = runner.invoke(main, ["module", "add", str(tmp_path), "--config-dir", str(cfg)])
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "deploy.modules is empty" in result.output
+
+
 def test_show_with_config_for_env_and_secrets_masked(runner: CliRunner, proj: Path) -> None:
     result = cli(
         runner,

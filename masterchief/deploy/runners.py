@@ -659,7 +659,7 @@ class _Emitter:
 
     def _redact_data(self, value: Any) -> Any:
         if isinstance(value, str):
-            return self.redact(clean_text(value))
+            return self._mask_before_ellipses(self.redact(clean_text(value)))
         if isinstance(value, Mapping):
             return {self.redact(str(k)): self._redact_data(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -674,6 +674,15 @@ class _Emitter:
                     return text[:-size] + MASK
         return text
 
+    def _mask_before_ellipses(self, text: str) -> str:
+        """Tools shorten long values to ``start...`` (our Ansible callback
+        does, before we see the line): a secret cut there left its first
+        part right before the ``...``: mask it like a cut tail."""
+        if "..." not in text:
+            return text
+        parts = text.split("...")
+        return "...".join([*(self._mask_cut_tail(p) for p in parts[:-1]), parts[-1]])
+
     def emit(
         self,
         text: str,
@@ -683,7 +692,7 @@ class _Emitter:
         raw_cut: bool = False,
         keep: bool = True,
     ) -> None:
-        text = self.redact(clean_text(text))
+        text = self._mask_before_ellipses(self.redact(clean_text(text)))
         if raw_cut:
             text = self._mask_cut_tail(text)
         text, cut = _cut(text, self._max_bytes)

@@ -1036,3 +1036,21 @@ async def test_ansible_callback_with_real_ansible_playbook(tmp_path: Path) -> No
     assert (failed.changed, failed.failed) == (0, 1)
     assert failed_out.texts("error") == ["failed: [localhost] => broken on purpose"]
     assert "TASK [never reached]" not in failed_out.texts()
+
+
+def test_a_secret_cut_before_an_ellipsis_is_masked() -> None:
+    # our Ansible callback shortens msg to 500 characters + "..." before the
+    # runner sees the line: a secret straddling the cut left its first part
+    from masterchief.deploy.runners import _Emitter
+
+    secret = "ghp_Zz9AbCdEfGhIjKlMnOpQrStUvWxYz0123456"
+    redactor = Redactor()
+    redactor.register(secret)
+    got: list[OutputLine] = []
+    emitter = _Emitter(got.append, [redactor], max_bytes=65536, tail_lines=10)
+    cut = ("x" * 470 + " token=" + secret)[:497] + "..."
+    emitter.emit(f"fatal: [h]: FAILED! => {cut}", data={"msg": cut})
+    shown = got[0].text + repr(got[0].data)
+    assert "ghp_Zz9" not in shown and "***..." in got[0].text
+    emitter.emit("loading... done")  # an ordinary ellipsis is left alone
+    assert got[1].text == "loading... done"
