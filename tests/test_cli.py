@@ -186,6 +186,19 @@ def test_empty_list(runner: CliRunner, config_dir: Path) -> None:
         (["user", "chattr", "ghost", "+o"], "error: no such user 'ghost'"),
         (["user", "chattr", "alice", "+o", "--channel", "ops"], "error: invalid channel"),
         (["user", "add", "ALICE"], "error: handle 'ALICE' already exists"),
+        # colours, CTCP quoting and invisible marks: refused, quoted in the error
+        (
+            ["user", "chattr", "alice", "+o", "--channel", "#ops\u200b"],
+            "error: invalid channel name '#ops\\u200b': control or invisible characters",
+        ),
+        (
+            ["user", "chattr", "alice", "+o", "--channel", "#a\x01ACTION\x01"],
+            "error: invalid channel name '#a\\x01ACTION\\x01': control",
+        ),
+        (
+            ["user", "add", "eve", "--hostmask", "\x02evil\u202e!*@*"],
+            "error: invalid hostmask '\\x02evil\\u202e!*@*': control or invisible characters",
+        ),
     ],
 )
 def test_user_errors_are_one_line(
@@ -197,6 +210,25 @@ def test_user_errors_are_one_line(
     assert r.stdout == ""
     assert r.stderr.startswith(message)
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_hostile_names_are_not_stored(runner: CliRunner, config_dir: Path) -> None:
+    """A refused channel or hostmask leaves nothing for ``user list`` to print raw."""
+    assert cli(runner, config_dir, "user", "add", "alice").exit_code == 0
+    assert (
+        cli(
+            runner, config_dir, "user", "chattr", "alice", "+o", "--channel", "#ops\u200b"
+        ).exit_code
+        == 1
+    )
+    assert (
+        cli(runner, config_dir, "user", "add", "eve", "--hostmask", "\x02e\u202e!*@*").exit_code
+        == 1
+    )
+    users = bot_users(config_dir)
+    assert [(u.handle, dict(u.chanflags), u.hostmasks) for u in users.all()] == [("alice", {}, ())]
+    listed = cli(runner, config_dir, "user", "list")
+    assert listed.exit_code == 0 and listed.output.isascii()
 
 
 @pytest.mark.parametrize("command", [["run"], ["user", "list"], ["user", "add", "x"]])

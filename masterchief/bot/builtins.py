@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..bindings.event import Event
 from ..bindings.flags import FLAG_LETTERS, FlagError, apply_changes, implied
-from ..bindings.registry import Binding
+from ..bindings.masks import irc_lower
+from ..bindings.registry import BIND_TYPES, Binding
 from ..core.errors import UserError
+from .users import check_channel
 
 if TYPE_CHECKING:
     from ..app import App
@@ -126,6 +128,10 @@ def cmd_whoami(app: App, ev: Event) -> None:
 
 def cmd_binds(app: App, ev: Event) -> None:
     btype = ev.args[0] if ev.args else None
+    if btype is not None and btype not in BIND_TYPES:
+        # Quoted, like every echo of typed text: no raw colours or CTCP.
+        tell(app, ev, f"no bind type {btype[:40]!r}; types: {', '.join(BIND_TYPES)}")
+        return
     rows = app.table.binds(btype)
     tell(app, ev, f"{len(rows)} bindings{f' of type {btype}' if btype else ''}:")
     for b in rows[:40]:
@@ -175,7 +181,7 @@ async def cmd_adduser(app: App, ev: Event) -> None:
     handle, nick = ev.args
     seen = app.irc.lookup_nick(nick) if app.irc else None
     if seen is None:
-        ev.reply(f"I don't see {nick} on any of my channels")
+        ev.reply(f"I don't see {nick[:40]!r} on any of my channels")
         return
     account, user, host = seen
     try:
@@ -277,6 +283,12 @@ async def cmd_chattr(app: App, ev: Event) -> None:
         ev.reply(parsed)
         return
     handle, glob, on_chan, chan = parsed
+    try:
+        # Before any reply names it: refusals below echo the channel.
+        chan = check_channel(chan) if chan is not None else None
+    except UserError as exc:
+        ev.reply(str(exc))
+        return
     rec = app.users.get(handle)
     if rec is None:
         ev.reply(f"no such user {handle[:40]!r}")
@@ -313,7 +325,22 @@ async def cmd_chattr(app: App, ev: Event) -> None:
     if chan is not None:
         flags = rec.chan_flags(chan, app.casemapping) or "-"
         text = (text + ", " if text else f"{rec.handle} ") + f"on {chan}: +{flags}"
+        if not _on_channel(app, chan):
+            text += f" (note: I am not on {chan})"  # applied anyway, as in Eggdrop
     ev.reply(text)
+
+
+def _on_channel(app: App, chan: str) -> bool:
+    """Whether ``chan`` is one the bot is configured for or has joined.
+
+    Compared under the server's casemapping, so ``#OPS`` is ``#ops``.
+    """
+    if app.irc is None:
+        return False
+    mapping = app.casemapping
+    known = [name for name, _ in app.irc.settings.channels] + app.irc.channels
+    target = irc_lower(chan, mapping)
+    return any(irc_lower(name, mapping) == target for name in known)
 
 
 async def cmd_files(app: App, ev: Event) -> None:

@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -46,6 +47,7 @@ from masterchief.core.store import ConflictError, Store, UserRecord
 __all__ = [
     "User",
     "UserTable",
+    "check_channel",
     "hash_password",
     "normalize_hostmask",
     "valid_handle",
@@ -128,7 +130,23 @@ def _check_account(account: str | None) -> str | None:
     return account
 
 
-def _check_channel(channel: str) -> str:
+def _unprintable(text: str) -> bool:
+    """Whether ``text`` holds control (Cc) or format (Cf) characters.
+
+    Those are IRC colours and CTCP quoting (``\\x02``, ``\\x01``) and
+    invisible marks (zero-width space, bidi overrides): a name holding them
+    is stored apart from the one it looks like, and echoes as something else.
+    """
+    return any(unicodedata.category(c) in ("Cc", "Cf") for c in text)
+
+
+def check_channel(channel: str) -> str:
+    """``channel`` if it is a valid channel name, else ``UserError``.
+
+    The one place both ``!chattr`` and the CLI's ``--channel`` are checked.
+    """
+    if _unprintable(channel):
+        raise UserError(f"invalid channel name {channel[:70]!r}: control or invisible characters")
     if not _CHANNEL.fullmatch(channel):
         raise UserError(f"invalid channel name {channel[:70]!r}")
     return channel
@@ -143,6 +161,8 @@ def normalize_hostmask(mask: str) -> str:
     mask = mask.strip()
     if not mask or len(mask) > 255 or any(c.isspace() or c in "\x00," for c in mask):
         raise UserError(f"invalid hostmask {mask[:70]!r}")
+    if _unprintable(mask):
+        raise UserError(f"invalid hostmask {mask[:70]!r}: control or invisible characters")
     if "!" not in mask:
         if "@" in mask:
             mask = "*!" + mask
@@ -443,7 +463,7 @@ class UserTable:
                 return await self._save(
                     replace(user, flags=_flags(apply_changes, user.flags, changes))
                 )
-            _check_channel(channel)
+            check_channel(channel)
             key = _ascii_lower(channel)
             target = irc_lower(channel, casemapping)
             chanflags = dict(user.chanflags)

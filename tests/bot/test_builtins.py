@@ -255,8 +255,44 @@ async def test_global_master_and_owner_chattr(bot, irc_client) -> None:  # type:
     line = await ask(owner, me, "#ops", "!chattr victim +n", "victim: ")
     assert line.text == "victim: global +n"
     line = await ask(owner, me, "#ops", "!chattr victim +m #dev", "victim on ")
-    assert line.text == "victim on #dev: +m"
+    assert line.text == "victim on #dev: +m (note: I am not on #dev)"  # applied anyway
     del gm_handle
+
+
+async def test_hostile_arguments_are_refused_or_quoted(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
+    """Colours, CTCP quoting and invisible marks never come back raw, and a
+    lookalike channel (``#ops`` plus a zero-width space) is not stored."""
+    me = bot.irc.nickname
+    await bot.users.add_user("victim", hostmasks=("*!victim@nowhere.test",))
+    boss = await master(bot, irc_client)
+    for chan in ("#ops\u200b", "#a\x02\x01ACTION\x01"):
+        line = await ask(boss, me, "#ops", f"!chattr victim +o {chan}", "invalid channel")
+        assert line.text == f"invalid channel name {chan!r}: control or invisible characters"
+    # a channel master is refused the same way, before a refusal could echo it
+    _, cm = await member(bot, irc_client, ops="m")
+    line = await ask(cm, me, "#ops", "!chattr victim +o #x\x01VERSION\x01", "invalid channel")
+    assert (
+        line.text == "invalid channel name '#x\\x01VERSION\\x01': control or invisible characters"
+    )
+    victim = bot.users.get("victim")
+    assert victim is not None and dict(victim.chanflags) == {}
+    # a channel the bot is not on: applied, with a note; #ops in any case: no note
+    line = await ask(boss, me, "#ops", "!chattr victim +o #elsewhere", "victim on ")
+    assert line.text == "victim on #elsewhere: +o (note: I am not on #elsewhere)"
+    line = await ask(boss, me, "#ops", "!chattr victim +v #OPS", "victim on ")
+    assert line.text == "victim on #OPS: +v"
+    victim = bot.users.get("victim")
+    assert victim is not None and dict(victim.chanflags) == {"#elsewhere": "o", "#ops": "v"}
+    # typed text is echoed quoted and cut short
+    evil = "\x02\x0304evil\u202e\x01X\x01"
+    line = await ask(boss, me, "#ops", f"!adduser okh {evil}", "I don't see ")
+    assert line.text == f"I don't see {evil!r} on any of my channels"
+    line = await ask(boss, me, "#ops", "!adduser okh " + "N" * 300, "I don't see ")
+    assert line.text == f"I don't see {'N' * 40!r} on any of my channels"
+    line = await ask(boss, me, "#ops", "!binds \x01VERSION\x01", "no bind type ")
+    assert line.command == "NOTICE"
+    assert line.text.startswith("no bind type '\\x01VERSION\\x01'; types: pub, msg, ")
+    assert bot.users.get("okh") is None
 
 
 async def test_adduser_by_hostmask_without_account(bot, irc_client) -> None:  # type: ignore[no-untyped-def]

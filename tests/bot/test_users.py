@@ -11,6 +11,7 @@ import pytest
 from masterchief.bot.users import (
     User,
     UserTable,
+    check_channel,
     hash_password,
     normalize_hostmask,
     verify_password,
@@ -175,6 +176,20 @@ def test_invalid_hostmasks(mask: str) -> None:
         normalize_hostmask(mask)
 
 
+# Colours, CTCP quoting, zero-width and bidi marks: Unicode Cc and Cf.
+HOSTILE = ["\x02evil\u202e!*@*", "a\u200b!*@*", "*!*@h\x01ACTION\x01", "n!u\x0304@h"]
+
+
+@pytest.mark.parametrize("mask", HOSTILE)
+async def test_hostmasks_with_control_characters_are_refused(table: UserTable, mask: str) -> None:
+    with pytest.raises(UserError) as err:
+        normalize_hostmask(mask)
+    assert str(err.value) == f"invalid hostmask {mask!r}: control or invisible characters"
+    with pytest.raises(UserError, match="control or invisible"):
+        await table.add_user("eve", hostmasks=[mask])
+    assert table.get("eve") is None
+
+
 async def test_hostmask_add_remove(table: UserTable) -> None:
     await table.add_user("bob", hostmasks=["bob!*@*", "bob"])  # duplicates collapse
     assert table.get("bob") == User(
@@ -220,6 +235,22 @@ async def test_chattr_channel(table: UserTable) -> None:
     assert dict(user.chanflags) == {}  # an empty entry is dropped
     with pytest.raises(UserError, match="invalid channel"):
         await table.chattr("bob", "+o", channel="ops")
+
+
+@pytest.mark.parametrize(
+    "channel", ["#ops\u200b", "#a\x02\x01ACTION\x01", "#\u202espo", "#ops\ufeff", "#a\x7f"]
+)
+async def test_chattr_refuses_channels_with_control_characters(
+    table: UserTable, channel: str
+) -> None:
+    """``#ops`` plus a zero-width space would be a second, lookalike entry."""
+    await table.add_user("bob")
+    message = f"invalid channel name {channel!r}: control or invisible characters"
+    with pytest.raises(UserError) as err:
+        await table.chattr("bob", "+o", channel=channel)
+    assert str(err.value) == message
+    assert dict(table.all()[0].chanflags) == {}
+    assert check_channel("#ops") == "#ops"
 
 
 CASEMAPPING_CHANNEL_CASES = [
