@@ -33,7 +33,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -43,6 +42,7 @@ from masterchief.bindings.flags import FlagError, apply_changes
 from masterchief.bindings.masks import irc_lower, mask_match
 from masterchief.core.errors import UserError
 from masterchief.core.store import ConflictError, Store, UserRecord
+from masterchief.core.text import has_hidden
 
 __all__ = [
     "User",
@@ -130,22 +130,12 @@ def _check_account(account: str | None) -> str | None:
     return account
 
 
-def _unprintable(text: str) -> bool:
-    """Whether ``text`` holds control (Cc) or format (Cf) characters.
-
-    Those are IRC colours and CTCP quoting (``\\x02``, ``\\x01``) and
-    invisible marks (zero-width space, bidi overrides): a name holding them
-    is stored apart from the one it looks like, and echoes as something else.
-    """
-    return any(unicodedata.category(c) in ("Cc", "Cf") for c in text)
-
-
 def check_channel(channel: str) -> str:
     """``channel`` if it is a valid channel name, else ``UserError``.
 
     The one place both ``!chattr`` and the CLI's ``--channel`` are checked.
     """
-    if _unprintable(channel):
+    if has_hidden(channel):
         raise UserError(f"invalid channel name {channel[:70]!r}: control or invisible characters")
     if not _CHANNEL.fullmatch(channel):
         raise UserError(f"invalid channel name {channel[:70]!r}")
@@ -161,7 +151,7 @@ def normalize_hostmask(mask: str) -> str:
     mask = mask.strip()
     if not mask or len(mask) > 255 or any(c.isspace() or c in "\x00," for c in mask):
         raise UserError(f"invalid hostmask {mask[:70]!r}")
-    if _unprintable(mask):
+    if has_hidden(mask):
         raise UserError(f"invalid hostmask {mask[:70]!r}: control or invisible characters")
     if "!" not in mask:
         if "@" in mask:

@@ -49,7 +49,6 @@ import re
 import shutil
 import stat
 import tempfile
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +77,7 @@ from masterchief.core.config import (
 )
 from masterchief.core.errors import ConfigError, UserError
 from masterchief.core.secrets import REDACTOR, Redactor, Resolver, Secret
+from masterchief.core.text import has_hidden
 from masterchief.core.vault import VaultClient
 
 __all__ = [
@@ -140,10 +140,6 @@ class ModuleError(Exception):
 # --- the manifest ---------------------------------------------------------------
 
 
-def _has_control(text: str) -> bool:
-    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
-
-
 def _type_problem(kind: str, value: Any) -> str | None:
     """Why ``value`` is not of parameter type ``kind`` (None: it is)."""
     if kind == "string":
@@ -179,7 +175,7 @@ class ParamSpec(_Model):
     @field_validator("description")
     @classmethod
     def _plain_text(cls, value: str) -> str:
-        if _has_control(value):
+        if has_hidden(value):
             raise ValueError("control characters are not allowed")
         return value
 
@@ -247,7 +243,7 @@ class ParamSpec(_Model):
         if problem:
             return problem
         if isinstance(value, str):
-            if _has_control(value):
+            if has_hidden(value):
                 return "control characters are not allowed"
             if len(value) > self.max_length:
                 return f"is longer than {self.max_length} characters"
@@ -340,7 +336,7 @@ class Manifest(_Model):
     @field_validator("description")
     @classmethod
     def _plain_text(cls, value: str) -> str:
-        if _has_control(value):
+        if has_hidden(value):
             raise ValueError("control characters are not allowed")
         return value
 

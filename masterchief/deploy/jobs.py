@@ -37,7 +37,6 @@ import os
 import secrets
 import socket
 import time
-import unicodedata
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from ..core.errors import UserError
 from ..core.modules import ApprovalRule, Module, ModuleLoader, folder_digest
 from ..core.secrets import MASK, REDACTOR, Secret
 from ..core.store import Store
+from ..core.text import without_hidden
 from . import runners
 
 __all__ = ["TERMINAL", "Job", "JobManager", "Person"]
@@ -70,16 +70,6 @@ ACTIVE = ("awaiting_approval", "starting", "running")
 # last STEPS_SHOWN of them (each cut to STEP_CHARS) and how many more.
 STEPS_SHOWN = 4
 STEP_CHARS = 60
-
-
-def _printable(text: str) -> str:
-    """``text`` without control and format characters (IRC colours, CTCP
-    wrappers, bidi overrides, zero-width): human-typed text we repeat."""
-    return "".join(
-        " " if unicodedata.category(ch) == "Cc" else ch
-        for ch in text
-        if unicodedata.category(ch) != "Cf"
-    ).strip()
 
 
 def _progress_text(job: Job) -> str:
@@ -442,7 +432,7 @@ class JobManager:
         mask = FlagMask.parse(job.rule.flags)
         if not who.same_as(job.requester) and not allowed(mask, job.channel):
             raise UserError(f"you need {mask.describe(job.channel)} to deny job {job.id}")
-        reason = _printable(reason)
+        reason = without_hidden(reason)
         why = f"denied by {who.handle}" + (f": {REDACTOR.redact(reason)[:200]}" if reason else "")
         await self._close(job, "denied", why)
         return f"job {job.id} ({job.command}) {why}"

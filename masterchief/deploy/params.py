@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from masterchief.core.errors import UserError
 from masterchief.core.modules import Manifest, ParamSpec
+from masterchief.core.text import has_hidden
 
 __all__ = [
     "MAX_ARGS",
@@ -51,10 +51,6 @@ def _short(text: str) -> str:
     return shown + "..." if len(text) > _SHOWN else shown
 
 
-def _has_control(text: str) -> bool:
-    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
-
-
 def parse_args(words: Sequence[str]) -> dict[str, str]:
     """``["version=1.2.3", "replicas=3"]`` -> ``{"version": "1.2.3", "replicas": "3"}``.
 
@@ -77,7 +73,7 @@ def parse_args(words: Sequence[str]) -> dict[str, str]:
             raise UserError(f"{_short(word)} is not name=value; give parameters as name=value")
         if not key:
             raise UserError(f"parameter name missing before '=' in {_short(word)}")
-        if _has_control(key) or any(c.isspace() for c in key):
+        if has_hidden(key) or any(c.isspace() for c in key):
             raise UserError(f"invalid parameter name {_short(key)}")
         if key in out:
             raise UserError(f"parameter {_short(key)} given twice")
@@ -127,7 +123,7 @@ def _convert(key: str, spec: ParamSpec, text: str) -> Any:
         shown = "" if spec.secret else f" {_short(text)}"
         return UserError(f"parameter {key}:{shown} {problem}")
 
-    if _has_control(text):
+    if has_hidden(text):
         raise refuse("contains control characters (not allowed)")
     limit = spec.max_length if spec.type == "string" else MAX_SCALAR_CHARS
     if len(text) > limit:
