@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ConfigError", "InternalError", "UserError"]
+__all__ = ["ConfigError", "InternalError", "LocatedError", "UserError"]
 
 
 class UserError(Exception):
@@ -24,13 +24,9 @@ class InternalError(Exception):
     """Something failed on our side; show users only a reference id."""
 
 
-class ConfigError(Exception):
-    """Invalid configuration.  ``str(err)`` is ``file: key: detail``.
-
-    ``file`` and ``key`` are kept as attributes so callers can test them;
-    either may be ``None`` when unknown.  The message never contains the
-    value of a secret.
-    """
+class LocatedError(Exception):
+    """An error in a file the operator wrote: ``str(err)`` is ``file: key: detail``,
+    with ``file`` and ``key`` kept as attributes (either may be ``None``)."""
 
     def __init__(
         self, detail: str, *, file: str | Path | None = None, key: str | None = None
@@ -40,3 +36,12 @@ class ConfigError(Exception):
         self.key = key
         parts = [p for p in (self.file, key) if p]
         super().__init__(": ".join([*parts, detail]))
+
+
+class ConfigError(LocatedError):
+    """Invalid configuration.  ``str(err)`` is ``file: key: detail``.
+
+    ``file`` and ``key`` are kept as attributes so callers can test them;
+    either may be ``None`` when unknown.  The message never contains the
+    value of a secret.
+    """

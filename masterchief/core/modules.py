@@ -53,9 +53,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -75,7 +76,7 @@ from masterchief.core.config import (
     _resolve_tree,
     config_resolvers,
 )
-from masterchief.core.errors import ConfigError, UserError
+from masterchief.core.errors import ConfigError, LocatedError, UserError
 from masterchief.core.secrets import REDACTOR, Redactor, Resolver, Secret
 from masterchief.core.text import has_hidden
 from masterchief.core.vault import VaultClient
@@ -121,23 +122,24 @@ Kind = Literal["ansible", "terraform", "kubernetes", "script"]
 ParamType = Literal["string", "integer", "number", "boolean"]
 
 
-class ModuleError(Exception):
+class ModuleError(LocatedError):
     """A module that cannot be used.  ``str(err)`` is ``file: key: detail``.
 
     Shown on the console and in logs (it holds a path), not in a channel.
     """
 
-    def __init__(
-        self, detail: str, *, file: str | Path | None = None, key: str | None = None
-    ) -> None:
-        self.detail = detail
-        self.file = str(file) if file is not None else None
-        self.key = key
-        parts = [p for p in (self.file, key) if p]
-        super().__init__(": ".join([*parts, detail]))
-
 
 # --- the manifest ---------------------------------------------------------------
+
+
+def _plain_text(value: str) -> str:
+    if has_hidden(value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+"""Text a manifest shows to people (descriptions): no hidden characters."""
 
 
 def _type_problem(kind: str, value: Any) -> str | None:
@@ -162,7 +164,7 @@ class ParamSpec(_Model):
 
     # Field order matters: the validators of later fields read earlier ones.
     type: ParamType = "string"
-    description: str = Field(default="", max_length=200)
+    description: PlainText = Field(default="", max_length=200)
     required: bool = False
     pattern: str | None = None
     enum: tuple[Any, ...] | None = None
@@ -171,13 +173,6 @@ class ParamSpec(_Model):
     max_length: int = Field(default=256, ge=1, le=4096)
     secret: bool = False
     default: Any = None
-
-    @field_validator("description")
-    @classmethod
-    def _plain_text(cls, value: str) -> str:
-        if has_hidden(value):
-            raise ValueError("control characters are not allowed")
-        return value
 
     @field_validator("pattern")
     @classmethod
@@ -321,7 +316,7 @@ class Manifest(_Model):
     name: str = Field(pattern=NAME_RE)
     version: str = Field(pattern=VERSION_RE)
     kind: Kind
-    description: str = Field(default="", max_length=300)
+    description: PlainText = Field(default="", max_length=300)
     entry: str = Field(min_length=1)
     requires: tuple[str, ...] = ()
     environments: tuple[str, ...] = Field(min_length=1)
@@ -332,13 +327,6 @@ class Manifest(_Model):
     ansible: AnsibleOptions | None = None
     terraform: TerraformOptions | None = None
     kubernetes: KubernetesOptions | None = None
-
-    @field_validator("description")
-    @classmethod
-    def _plain_text(cls, value: str) -> str:
-        if has_hidden(value):
-            raise ValueError("control characters are not allowed")
-        return value
 
     @field_validator("entry")
     @classmethod
