@@ -41,7 +41,6 @@ from .deploy import commands as deploy_commands
 from .deploy.jobs import JobManager
 from .ingestion.files import FileWatcher
 from .ingestion.rest import RestPollers
-from .ingestion.status import LogRates
 from .ingestion.tail import LogTailers
 from .web import announce
 from .web.metrics import Family, Metrics
@@ -149,7 +148,6 @@ class App:
         self.files = FileWatcher(
             config.files, self.dispatcher.put, store, announce=self.outbox.announce
         )
-        self.log_rates = LogRates()  # for !files
         # Deploy modules and jobs (progress lines go straight to the pacer,
         # starts and summaries through the durable outbox).
         self.modules = ModuleLoader(list(config.deploy.modules))

@@ -348,7 +348,7 @@ async def cmd_files(app: App, ev: Event) -> None:
 
     live = app.logs.status()
     folders = await folder_rows(app.config, app.store)
-    logs = await log_rows(app.store, live, app.log_rates)
+    logs = await log_rows(app.store, live)
     for line in format_status(folders, logs)[:20]:
         tell(app, ev, line)
 

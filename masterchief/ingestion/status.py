@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import os
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ from ..core.config import Config, FilesConfig
 from ..core.store import Store
 from .files import ignored_name
 
-__all__ = ["LogRates", "as_of", "folder_rows", "format_status", "log_rows"]
+__all__ = ["as_of", "folder_rows", "format_status", "log_rows"]
 
 _SPECIAL = (".quarantine", ".processed")
 
@@ -89,22 +88,8 @@ def _size(path: str) -> int | None:
         return None
 
 
-class LogRates:
-    """Lines per second per tailed file, between two looks (or since creation)."""
-
-    def __init__(self) -> None:
-        self._since = time.monotonic()
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def rate(self, path: str, lines: int) -> float:
-        now = time.monotonic()
-        then, before = self._last.get(path, (self._since, 0))
-        self._last[path] = (now, lines)
-        return (lines - before) / max(now - then, 1e-3)
-
-
 async def log_rows(
-    store: Store, live: Iterable[dict[str, Any]] | None = None, rates: LogRates | None = None
+    store: Store, live: Iterable[dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """Stored offsets, overlaid with the running tailers' view when given."""
     rows = {(r["name"], r["path"]): dict(r) for r in await store.log_offsets()}
@@ -113,8 +98,8 @@ async def log_rows(
         row = rows.setdefault(key, {"name": st["name"], "path": st["path"]})
         row["offset"] = st.get("committed") if st.get("committed") is not None else st["offset"]
         row["lines"] = st.get("lines", 0)
-        if rates is not None:  # measured now: no "as of"
-            row["lines_per_s"] = rates.rate(str(st["path"]), int(st.get("lines", 0)))
+        if "lines_per_s" in st:  # the tailer's own last-minute rate, now: no "as of"
+            row["lines_per_s"] = st["lines_per_s"]
             row.pop("updated_at", None)
     for row in rows.values():
         row["size"] = await asyncio.to_thread(_size, str(row["path"]))

@@ -539,6 +539,7 @@ class FileFollower:
             "offset": self.offset,
             "committed": committed[1] if committed else None,
             "lines": self.lines,
+            "lines_per_s": round(self._lines_per_s(time.monotonic()), 1),
         }
 
 
