@@ -71,17 +71,10 @@ def _load(config_dir: Path, env: str) -> Config:
 def _with_users(config: Config, action: Callable[[UserTable], Awaitable[T]]) -> T:
     """Open the bot's store, load the user table, run ``action``, close."""
 
-    async def go() -> T:
-        store = await Store.open(config.store.path)
-        try:
-            return await action(await UserTable.load(store))
-        finally:
-            await store.close()
+    async def on_users(store: Store) -> T:
+        return await action(await UserTable.load(store))
 
-    try:
-        return asyncio.run(go())
-    except (UserError, StoreError) as exc:
-        _fail(str(exc))
+    return _with_store(config, on_users)
 
 
 def _flags_text(flags: str) -> str:
