@@ -29,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
+from masterchief.core.store import Store
 from tests.ircclient import TestClient
 from tests.servers import (
     Account,
@@ -249,3 +251,13 @@ def make_account(irc_network: IRCNetwork) -> AccountFactory:
         return await asyncio.to_thread(net.services.register, name, password)
 
     return factory
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store (SQLite file ``mc.db`` in the test's tmp_path), closed after."""
+    s = await Store.open(tmp_path / "mc.db")
+    try:
+        yield s
+    finally:
+        await s.close()

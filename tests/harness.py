@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,18 @@ async def running_bot(
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+@dataclass
+class Who:
+    """A dispatcher principal for tests: a handle with global and per-channel flags."""
+
+    handle: str
+    flags: str = ""
+    chans: dict[str, str] = field(default_factory=dict)
+
+    def global_flags(self) -> str:
+        return self.flags
+
+    def channel_flags(self, channel: str) -> str:
+        return self.chans.get(channel.lower(), "")

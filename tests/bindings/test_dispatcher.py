@@ -3,7 +3,6 @@ import re
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -11,7 +10,7 @@ from masterchief.bindings import dispatcher
 from masterchief.bindings.dispatcher import WATCHDOG_SIGNAL, Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
-from tests.harness import wait_until
+from tests.harness import Who, wait_until
 
 
 class Sink:
@@ -20,19 +19,6 @@ class Sink:
 
     def reply(self, event: Event, text: str) -> None:
         self.lines.append(text)
-
-
-@dataclass
-class Who:
-    handle: str
-    flags: str = ""
-    chans: dict[str, str] = field(default_factory=dict)
-
-    def global_flags(self) -> str:
-        return self.flags
-
-    def channel_flags(self, channel: str) -> str:
-        return self.chans.get(channel.lower(), "")
 
 
 def pub(text: str, sink: Sink, nick: str = "bob") -> tuple[Event, Event]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,15 +37,6 @@ class FakeClock:
 
 
 T0 = 1_800_000_000.0  # wall clock at the start of each test
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "mc.db")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 class Rig:

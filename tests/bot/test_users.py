@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from masterchief.bot.users import (
 )
 from masterchief.core.errors import UserError
 from masterchief.core.store import Store
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "mc.db")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

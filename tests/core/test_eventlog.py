@@ -7,7 +7,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,29 +33,7 @@ from masterchief.core.eventlog import (
 )
 from masterchief.core.secrets import Redactor, Secret
 from masterchief.core.store import EventLogRecord, Store, StoreError
-from tests.harness import wait_until
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "mc.db")
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@dataclass
-class Who:
-    handle: str
-    flags: str = ""
-    chans: dict[str, str] = field(default_factory=dict)
-
-    def global_flags(self) -> str:
-        return self.flags
-
-    def channel_flags(self, channel: str) -> str:
-        return self.chans.get(channel.lower(), "")
+from tests.harness import Who, wait_until
 
 
 def ev(type_: str, key: str, **kw: Any) -> Event:
