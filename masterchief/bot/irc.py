@@ -365,6 +365,11 @@ class IrcBot:
     def lower(self, text: str) -> str:
         return irc_lower(text, self.casemapping)
 
+    def shares_channel(self, nick: str) -> bool:
+        """Whether ``nick`` is on a channel the bot is on (so its QUIT reaches us)."""
+        c = self.client
+        return c is not None and c.connected and bool(self._common_channels(c, nick))
+
     def lookup_nick(self, nick: str) -> tuple[str | None, str, str] | None:
         """(account, user, host) of a nick the bot can see, else None."""
         c = self.client

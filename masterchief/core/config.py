@@ -517,6 +517,24 @@ class DeployConfig(_Model):
     # Names of the bot's environment variables a job may see (credentials for
     # the tools: ARM_CLIENT_ID, KUBECONFIG, SSH_AUTH_SOCK...); nothing else leaks.
     pass_env: tuple[str, ...] = ()
+    # Who may read job records (``!jobs all``, ``!job ID``): a flag mask
+    # checked against a user record; "-|-" is any known user, never a stranger.
+    job_flags: str = "-|-"
+    # A plan's "what would change" lines: this many in the channel; a longer
+    # plan goes to the asker privately, up to plan_private_lines.
+    plan_lines: int = Field(default=4, ge=0, le=20)
+    plan_private_lines: int = Field(default=20, ge=0, le=200)
+
+    @field_validator("job_flags")
+    @classmethod
+    def _check_job_flags(cls, value: str) -> str:
+        from ..bindings.flags import FlagError, FlagMask  # bindings/ imports this module
+
+        try:
+            FlagMask.parse(value)
+        except FlagError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("pass_env")
     @classmethod

@@ -6,7 +6,14 @@ manifest's ``flags`` are checked here against the caller's global flags and
 their flags on the channel the command came from (a private message counts
 global flags only).  Everything is validated before a job exists; every
 refusal is one line that says why, addressed to the caller.  Users without
-a user record are refused everything but ``!jobs``/``!job``/``!modules``.
+a user record are refused everything but ``!jobs`` (live jobs) and
+``!modules``; job records (``!jobs all``, ``!job ID``) need a user record
+holding ``deploy.job_flags`` (default ``-|-``: any known user).
+
+A request that waits for approval is kept only while its requester is on
+IRC as they were when asking; the ``sign``/``part``/``kick``/``account``
+bindings and the ``disconnect-server`` event below tell the job manager
+when that ends.
 """
 
 from __future__ import annotations
@@ -48,6 +55,19 @@ def _who(app: App, ev: Event) -> tuple[Person, Callable[[FlagMask, str | None], 
     return Person(who.handle, ev.nick, ev.account), allowed
 
 
+def _may_read_jobs(app: App, jobs: JobManager, ev: Event, what: str) -> None:
+    """Job records name people, modules and parameters: known users only."""
+    if app.resolve(ev) is None:
+        raise UserError(
+            f"{what} is for known users: no user record matches you ({ev.hostmask}); "
+            "ask an admin for one"
+        )
+    _, allowed = _who(app, ev)
+    mask = FlagMask.parse(jobs.config.job_flags)
+    if not allowed(mask, ev.channel):
+        raise UserError(f"you need {mask.describe(ev.channel)} for {what}")
+
+
 async def _request(app: App, jobs: JobManager, ev: Event, mode: str) -> None:
     usage = f"usage: !{mode} MODULE ENV [key=value ...]"
     if len(ev.args) < 2:
@@ -59,6 +79,13 @@ async def _request(app: App, jobs: JobManager, ev: Event, mode: str) -> None:
     if not allowed(mask, ev.channel):
         raise UserError(f"you need {mask.describe(ev.channel)} to {mode} {module.name}")
     params = validate_params(module.manifest, env, parse_args(words))
+    needs_approval = mode == "deploy" and env in module.manifest.approval
+    if needs_approval and ev.source == "irc" and ev.nick and not app.irc.shares_channel(ev.nick):
+        # Its QUIT would never reach the bot: the request could outlive them.
+        raise UserError(
+            f"join a channel I am on first: a request waiting for approval is kept "
+            f"only while I can see you ({env} needs approval)"
+        )
     job = await jobs.request(module, env, "plan" if mode == "plan" else "deploy", params,
                              person, ev.channel)  # fmt: skip
     if job.status == "awaiting_approval":
@@ -111,6 +138,7 @@ def install(app: App, jobs: JobManager) -> None:
     async def list_jobs(ev: Event) -> None:
         everything = bool(ev.args) and ev.args[0].lower() == "all"
         if everything:
+            _may_read_jobs(app, jobs, ev, "!jobs all")
             rows = await app.store.jobs_list(limit=10)
             if not rows:
                 tell(app, ev, "no jobs on record")
@@ -127,6 +155,7 @@ def install(app: App, jobs: JobManager) -> None:
     async def show_job(ev: Event) -> None:
         if len(ev.args) != 1:
             raise UserError("usage: !job JOB")
+        _may_read_jobs(app, jobs, ev, "!job")
         job_id = ev.args[0].lower()
         live = jobs.jobs.get(job_id)
         row = live.record() if live is not None else await app.store.job_get(job_id)
@@ -170,8 +199,25 @@ def install(app: App, jobs: JobManager) -> None:
         if ev.nick and ev.text:
             jobs.nick_changed(ev.nick, ev.text, app.irc.same_nick)
 
+    def on_sign(ev: Event) -> None:
+        if ev.nick:  # one event per shared channel; the first one cancels
+            jobs.requester_gone(ev.nick, "the requester quit IRC", app.irc.same_nick)
+
+    def on_leave(ev: Event) -> None:
+        gone = ev.nick if ev.type == "part" else (ev.payload or {}).get("target")
+        if isinstance(gone, str) and gone and not app.irc.shares_channel(gone):
+            why = "the requester left the channels I can see them on"
+            jobs.requester_gone(gone, why, app.irc.same_nick)
+
+    def on_disconnect(ev: Event) -> None:
+        jobs.connection_lost()
+
     table.bind("account", "-|-", "*", on_account, owner=OWNER)
     table.bind("nick", "-|-", "*", on_nick, owner=OWNER)
+    table.bind("sign", "-|-", "*", on_sign, owner=OWNER)
+    table.bind("part", "-|-", "*", on_leave, owner=OWNER)
+    table.bind("kick", "-|-", "*", on_leave, owner=OWNER)
+    table.bind("evnt", "-", "disconnect-server", on_disconnect, owner=OWNER)
 
 
 def _row_line(r: dict[str, Any]) -> str:

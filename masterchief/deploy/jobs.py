@@ -19,8 +19,12 @@ the approvals are complete the job is cancelled rather than run with what
 nobody approved.  Approvers must hold the rule's flags on the job's channel
 and be someone else than the requester (different handle and, where the
 network has accounts, a different account).  A job waiting for approval is
-cancelled when its TTL passes, when it is denied, and when the requester
-loses their account (logs out of services).
+cancelled when its TTL passes (an ``!approve`` that arrives later is refused
+and closes the job as expired, whatever the ticker's interval), when it is
+denied, and when the requester is no longer on IRC as they were when asking:
+they quit, leave (or are kicked from) the last channel they share with the
+bot, log out of services or switch accounts, or the bot itself loses its
+connection and cannot tell.  Nick changes are followed.
 
 Everything a job shows or stores has passed the redactor: secret parameters
 are shown as ``***`` and the runner redacts every output line.
@@ -376,6 +380,7 @@ class JobManager:
         self, job_id: str, approver: Person, allowed: Callable[[FlagMask, str | None], bool]
     ) -> str:
         job = self.get(job_id)
+        await self._refuse_if_expired(job)
         self._may_approve(job, approver, allowed)
         current = self.modules.current.get(job.module)
         changed = (
@@ -383,8 +388,10 @@ class JobManager:
             or await job_digest(current, job.env, job.mode, job.params) != job.digest
         )
         # Hashing awaited: another !approve, a !cancel or an expiry may have
-        # run meanwhile. Check again, then decide with no await in between, so
-        # a double-sent !approve can neither count twice nor start twice.
+        # run meanwhile, and the TTL may have passed. Check again, then decide
+        # with no await in between (an unexpired job's check does not suspend),
+        # so a double-sent !approve can neither count twice nor start twice.
+        await self._refuse_if_expired(job)
         rule = self._may_approve(job, approver, allowed)
         if changed:
             await self._close(job, "cancelled", "the module changed since the request")
@@ -402,6 +409,20 @@ class JobManager:
             return f"job {job.id}: approved by {approver.handle}, {left} more needed"
         await self._start(job)
         return f"job {job.id}: approved by {approver.handle}"
+
+    async def _refuse_if_expired(self, job: Job) -> None:
+        """An approval or denial that arrives after the TTL finds the job
+        expired: it is closed now (the ticker may not have run yet) and the
+        caller is told so."""
+        if job.status != "awaiting_approval" or job.expires_at is None:
+            return
+        if time.time() < job.expires_at:
+            return
+        await self._close(job, "expired", "no approval in time")
+        raise UserError(
+            f"job {job.id} expired at {_clock(job.expires_at)} (approvals are taken for "
+            f"{_age(job.rule.ttl_s if job.rule else 0)}); request it again"
+        )
 
     @staticmethod
     def _may_approve(
@@ -427,6 +448,7 @@ class JobManager:
         reason: str,
     ) -> str:
         job = self.get(job_id)
+        await self._refuse_if_expired(job)
         if job.status != "awaiting_approval" or job.rule is None:
             raise UserError(f"job {job.id} is not waiting for approval ({job.status})")
         mask = FlagMask.parse(job.rule.flags)
@@ -455,17 +477,47 @@ class JobManager:
         job.cancel.set()
         return f"job {job.id}: cancelling (the process group gets SIGTERM, then SIGKILL)"
 
+    # A request waiting for approval lives only while its requester is on IRC
+    # as they were when asking (see the module doc): these are the ways the
+    # bot learns that they no longer are.
+
     def account_changed(
         self, nick: str, account: str | None, same_nick: Callable[[str, str], bool]
     ) -> None:
         """The network says ``nick`` is now logged in as ``account`` (None: out).
         A waiting job whose requester lost the account it asked with is cancelled."""
-        for job in self.live():
+        for job in self._waiting_for(nick, same_nick):
             r = job.requester
-            if job.status != "awaiting_approval" or not r.account or not r.nick:
-                continue
-            if same_nick(r.nick, nick) and (account or "").casefold() != r.account.casefold():
-                self._spawn(self._close(job, "cancelled", "the requester lost their account"))
+            if r.account and (account or "").casefold() != r.account.casefold():
+                self._drop_waiting(job, "the requester lost their account")
+
+    def requester_gone(self, nick: str, why: str, same_nick: Callable[[str, str], bool]) -> None:
+        """``nick`` quit IRC or left the last channel the bot shares with them:
+        the jobs they are waiting on are cancelled (``why`` says which)."""
+        for job in self._waiting_for(nick, same_nick):
+            self._drop_waiting(job, why)
+
+    def connection_lost(self) -> None:
+        """The bot's own IRC connection ended: it can no longer tell whether a
+        requester is still there, so every waiting job is cancelled."""
+        for job in self.live():
+            if job.status == "awaiting_approval":
+                self._drop_waiting(job, "the bot lost its IRC connection; request it again")
+
+    def _waiting_for(self, nick: str, same_nick: Callable[[str, str], bool]) -> list[Job]:
+        return [
+            job
+            for job in self.live()
+            if job.status == "awaiting_approval"
+            and job.requester.nick
+            and same_nick(job.requester.nick, nick)
+        ]
+
+    def _drop_waiting(self, job: Job, reason: str) -> None:
+        # The status changes now, so that a second signal for the same
+        # requester (a QUIT seen on two channels) does not close it twice.
+        job.status = "cancelled"
+        self._spawn(self._close(job, "cancelled", reason))
 
     def nick_changed(self, old: str, new: str, same_nick: Callable[[str, str], bool]) -> None:
         for job in self.live():
@@ -516,7 +568,7 @@ class JobManager:
             kill_grace_s=self.config.kill_grace_s,
             max_line_bytes=self.config.max_output_line_bytes,
             tail_lines=self.config.tail_lines,
-            extra_env=self._passed_env(),
+            extra_env=self.passed_env(),
         )
 
     async def _run(self, job: Job, module: Module) -> None:
@@ -540,7 +592,7 @@ class JobManager:
         job.exit_code = code
         await self._close(job, status, job.reason, summary=summary)
 
-    def _passed_env(self) -> dict[str, str]:
+    def passed_env(self) -> dict[str, str]:
         """``deploy.pass_env``: variables of the bot's own environment that jobs
         get (cloud credentials, KUBECONFIG, SSH_AUTH_SOCK).  Their values are
         treated as secrets: never shown."""

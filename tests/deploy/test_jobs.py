@@ -335,3 +335,38 @@ async def test_many_updates_at_once_are_gathered_into_one_announcement(rig: Rig)
     for j in jobs:
         assert sum(f"job {j.id} (!deploy base prod service=" in t for t in lines) == 1
     assert all(len(t) <= 360 for t in lines)
+
+
+async def test_an_approval_after_the_ttl_is_refused_before_the_ticker_runs(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    job = await rig.jobs.request(module, "prod", "deploy", {"service": "api"}, ALICE, "#ops")
+    await rig.jobs.approve(job.id, BOB, anyone)
+    assert job.expires_at is not None
+    job.expires_at = time.time() - 0.001  # the TTL just passed; no expire() ran
+    with pytest.raises(UserError, match=f"job {job.id} expired at .*request it again"):
+        await rig.jobs.approve(job.id, CAROL, anyone)
+    assert job.status == "expired" and job.started_at is None
+    assert rig.jobs.stats["started"] == 0
+    await told(rig, f"job {job.id} base/prod deploy expired: no approval in time")
+    with pytest.raises(UserError, match=r"not waiting for approval \(expired\)"):
+        await rig.jobs.deny(job.id, CAROL, anyone, "late")
+
+
+async def test_a_requester_gone_from_irc_cancels_their_waiting_jobs_once(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    mine = await rig.jobs.request(module, "prod", "deploy", {"service": "a"}, ALICE, "#ops")
+    theirs = await rig.jobs.request(module, "prod", "deploy", {"service": "b"}, BOB, "#ops")
+
+    def same(a: str, b: str) -> bool:
+        return a.lower() == b.lower()
+
+    rig.jobs.requester_gone("ALICE", "the requester quit IRC", same)
+    rig.jobs.requester_gone("alice", "the requester quit IRC", same)  # seen on a 2nd channel
+    assert mine.status == "cancelled" and theirs.status == "awaiting_approval"
+    await told(rig, f"job {mine.id} base/prod deploy cancelled: the requester quit IRC")
+    await rig.jobs.shutdown()
+    ops = [t for target, t in rig.announced if target == "#ops" and f"job {mine.id} base" in t]
+    assert len(ops) == 1
+    rig.jobs.connection_lost()
+    assert theirs.status == "cancelled"
+    await told(rig, f"job {theirs.id} base/prod deploy cancelled: the bot lost its IRC")
