@@ -70,6 +70,7 @@ __all__ = [
     "SaslConfig",
     "SecretValue",
     "StoreConfig",
+    "UsersConfig",
     "VaultConfig",
     "WebConfig",
     "WebhooksConfig",
@@ -306,12 +307,29 @@ class IrcConfig(_Model):
         return self
 
 
+class FloodConfig(_Model):
+    """Eggdrop-style flood limits.  More than ``commands`` commands (pub/msg
+    bindings, built-ins included) from one user within ``per_s`` seconds:
+    told once, then ignored for ``ignore_s``.  CTCP requests are answered at
+    most ``ctcp_replies`` times per ``ctcp_per_s`` seconds for the whole bot."""
+
+    commands: int = Field(default=5, ge=1)
+    per_s: float = Field(default=10.0, gt=0)
+    ignore_s: float = Field(default=60.0, ge=0)
+    ctcp_replies: int = Field(default=3, ge=0)
+    ctcp_per_s: float = Field(default=60.0, gt=0)
+
+
 class BotConfig(_Model):
     scripts: tuple[Path, ...] = (Path("scripts"),)
     timezone: str = "UTC"
     handler_timeout_s: float = Field(default=30.0, gt=0)
     command_prefix: str = Field(default="!", min_length=1, max_length=8, pattern=r"^\S+$")
     queue_size: int = Field(default=10000, ge=1)
+    flood: FloodConfig = FloodConfig()
+    # How private answers (!help, !binds, !jobs ...) go: PRIVMSG opens a query
+    # window in common clients; NOTICE often lands in the status window.
+    private_replies: Literal["privmsg", "notice"] = "privmsg"
 
     @field_validator("timezone")
     @classmethod
@@ -325,6 +343,16 @@ class BotConfig(_Model):
     @property
     def tzinfo(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+class UsersConfig(_Model):
+    """Who the user table trusts.  ``hostmask_flags_on_account_networks``:
+    on a network with services accounts, a record matched by hostmask (one
+    without an account) carries flags above +v and may approve deploys.  Off
+    by default: there an account is proof, a hostmask only a claim.  Weak
+    hostmasks (``*!carol@*``) never carry them, either way."""
+
+    hostmask_flags_on_account_networks: bool = False
 
 
 class StoreConfig(_Model):
@@ -380,8 +408,14 @@ class PagerDutyHook(_Hook):
 
 
 class GenericHook(_Hook):
+    """``POST /webhooks/generic/<name>``, signed the Standard Webhooks way
+    (``secret``: ``whsec_<base64>`` or any string, whose bytes are the key).
+    ``legacy_signature: true`` takes the old ``X-Signature``/``X-Timestamp``
+    form instead, deduplicated by what it signs (its X-Request-Id is not)."""
+
     name: str = Field(pattern=_NAME)
     secret: HookSecret | None = None
+    legacy_signature: bool = False
 
 
 class WebhooksConfig(_Model):
@@ -568,6 +602,7 @@ class Config(_Model):
 
     irc: IrcConfig = IrcConfig()
     bot: BotConfig = BotConfig()
+    users: UsersConfig = UsersConfig()
     store: StoreConfig = StoreConfig()
     web: WebConfig = WebConfig()
     webhooks: WebhooksConfig = WebhooksConfig()

@@ -18,12 +18,18 @@ passed:
 2. UTF-8 and JSON parsing (400),
 3. provider-specific validation, e.g. Alertmanager ``version`` "4" (400),
 4. the event name (``github/<X-GitHub-Event>`` ...), printable and short (400),
-5. the dedup key: the provider's delivery-id header when it has one, else
-   a hash of the body (generic: of ``X-Timestamp`` and the body, what the
-   signature covers; Alertmanager: of groupKey and each alert's
-   fingerprint, status and startsAt — so a notification Alertmanager repeats
-   unchanged after ``repeat_interval`` is a duplicate, while a resolve or a
-   re-fire is new),
+5. the dedup key: what the signature covers, so that nobody without the
+   secret can make a captured delivery look new.  Standard Webhooks (generic,
+   GitLab with ``signing_secret``): the signed ``webhook-id``.  GitHub and
+   PagerDuty sign the body alone, and their delivery-id headers are not
+   signed: a hash of the body (their payloads carry the event's own id and
+   times, so two real deliveries never share a body).  Legacy generic: a
+   hash of ``X-Timestamp`` and the body (``X-Request-Id`` is not signed).
+   Token providers (GitLab token, Jenkins): their delivery-id header, since
+   whoever holds the token can send anything anyway.  Alertmanager: a hash
+   of groupKey and each alert's fingerprint, status and startsAt — so a
+   notification Alertmanager repeats unchanged after ``repeat_interval`` is
+   a duplicate, while a resolve or a re-fire is new,
 6. the headers worth keeping (they become Event tags).
 
 It returns an ``Accepted`` (what the server stores and dispatches) or a
@@ -56,6 +62,7 @@ __all__ = [
     "Accepted",
     "Headers",
     "Provider",
+    "ProviderConfigError",
     "Rejection",
     "build_providers",
     "intake",
@@ -116,6 +123,15 @@ class Provider:
     # have no key to check (GitLab's webhook-signature without signing_secret).
     # The server says so once, so nobody believes it is verified.
     unchecked: tuple[tuple[str, str], ...] = ()
+
+
+class ProviderConfigError(ValueError):
+    """A webhook config that cannot work; ``key`` is the dotted config key
+    at fault.  The message never holds the secret."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def _bad(reason: str) -> Rejection:
@@ -201,8 +217,9 @@ def _alertmanager_dedup(payload: Any) -> str:
 
 
 def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
-    """The enabled providers, keyed by route name.  Raises ``ValueError`` for
-    a config that cannot work (a GitLab signing secret that is not base64)."""
+    """The enabled providers, keyed by route name.  Raises
+    ``ProviderConfigError`` for a config that cannot work (a ``whsec_``
+    secret that is not base64)."""
     table: dict[str, Provider] = {}
 
     gh = config.github
@@ -217,7 +234,8 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
                 else _open
             ),
             event_name=_github_event,
-            id_headers=("X-GitHub-Delivery",),
+            # X-GitHub-Delivery is not signed: a replay with a new one would
+            # pass as new.  The body is what the signature covers.
             keep_headers=(
                 "X-GitHub-Event",
                 "X-GitHub-Delivery",
@@ -233,7 +251,10 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
     token = _reveal(gl.token) if gl is not None else None
     signing = _reveal(gl.signing_secret) if gl is not None else None
     if gl is not None and (token is not None or signing is not None or gl.insecure):
-        key = verify.standard_webhooks_key(signing) if signing is not None else None
+        try:
+            key = verify.standard_webhooks_key(signing) if signing is not None else None
+        except ValueError as exc:
+            raise ProviderConfigError(str(exc), "webhooks.gitlab.signing_secret") from None
         secured = token is not None or key is not None
         table["gitlab"] = Provider(
             name="gitlab",
@@ -255,7 +276,12 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
                 else _open
             ),
             event_name=_gitlab_event,
-            id_headers=("Idempotency-Key", "X-Gitlab-Event-UUID", "webhook-id"),
+            # the signed webhook-id first when we check signatures
+            id_headers=(
+                ("webhook-id", "Idempotency-Key", "X-Gitlab-Event-UUID")
+                if key is not None
+                else ("Idempotency-Key", "X-Gitlab-Event-UUID", "webhook-id")
+            ),
             keep_headers=(
                 "X-Gitlab-Event",
                 "X-Gitlab-Event-UUID",
@@ -330,7 +356,7 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
                 else _open
             ),
             event_name=_pagerduty_event,
-            id_headers=("X-Webhook-Id",),
+            # X-Webhook-Id is not signed (like GitHub): dedup by the body
             keep_headers=("X-Webhook-Id", "X-Webhook-Subscription"),
             validate=_object,
             insecure=not secrets,
@@ -340,24 +366,72 @@ def build_providers(config: WebhooksConfig) -> dict[str, Provider]:
         hook_secret = _reveal(hook.secret)
         if hook_secret is None and not hook.insecure:
             continue
-        table[f"generic/{hook.name}"] = _generic(hook.name, hook_secret)
+        if hook_secret is None:
+            table[f"generic/{hook.name}"] = _generic_open(hook.name)
+        elif hook.legacy_signature:
+            table[f"generic/{hook.name}"] = _generic_legacy(hook.name, hook_secret)
+        else:
+            table[f"generic/{hook.name}"] = _generic(hook.name, hook_secret)
     return table
 
 
-def _generic(name: str, secret: str | None) -> Provider:
+def _standard_webhooks(key: bytes) -> Check:
+    """The one Standard Webhooks check over a request's headers."""
+
     def check(h: Headers, b: bytes, now: float) -> Verdict:
-        assert secret is not None
-        return verify.generic(secret, b, h.get("X-Signature"), h.get("X-Timestamp"), now=now)
+        return verify.standard_webhooks(
+            key,
+            b,
+            h.get("webhook-id"),
+            h.get("webhook-timestamp"),
+            h.get("webhook-signature"),
+            now=now,
+        )
+
+    return check
+
+
+def _generic(name: str, secret: str) -> Provider:
+    try:
+        key = verify.standard_webhooks_key(secret, plain_is_raw=True)
+    except ValueError as exc:
+        raise ProviderConfigError(f"{exc} (generic webhook {name!r})", "webhooks.generic") from None
+    return Provider(
+        name=f"generic/{name}",
+        source="generic",
+        check=_standard_webhooks(key),
+        event_name=_fixed(name),
+        id_headers=("webhook-id",),  # signed, and required by the check
+        keep_headers=("webhook-id", "webhook-timestamp"),
+    )
+
+
+def _generic_legacy(name: str, secret: str) -> Provider:
+    def check(h: Headers, b: bytes, now: float) -> Verdict:
+        return verify.legacy_generic(secret, b, h.get("X-Signature"), h.get("X-Timestamp"), now=now)
 
     return Provider(
         name=f"generic/{name}",
         source="generic",
-        check=check if secret is not None else _open,
+        check=check,
         event_name=_fixed(name),
-        id_headers=("X-Request-Id",),
+        # X-Request-Id is not signed: dedup by what is (timestamp and body),
+        # so a captured delivery re-posted with a new id is a duplicate.
         hash_headers=("X-Timestamp",),
         keep_headers=("X-Request-Id", "X-Timestamp"),
-        insecure=secret is None,
+    )
+
+
+def _generic_open(name: str) -> Provider:
+    return Provider(
+        name=f"generic/{name}",
+        source="generic",
+        check=_open,
+        event_name=_fixed(name),
+        id_headers=("webhook-id", "X-Request-Id"),
+        hash_headers=("X-Timestamp",),
+        keep_headers=("webhook-id", "X-Request-Id", "X-Timestamp"),
+        insecure=True,
     )
 
 

@@ -70,7 +70,15 @@ from masterchief.bindings.event import Event
 from masterchief.core.config import ConfigError, WebConfig, WebhooksConfig
 from masterchief.core.store import DeliveryRecord, Store
 
-from .providers import PROVIDERS, Accepted, Provider, Rejection, build_providers, intake
+from .providers import (
+    PROVIDERS,
+    Accepted,
+    Provider,
+    ProviderConfigError,
+    Rejection,
+    build_providers,
+    intake,
+)
 from .writer import DeliveryWriter, reraise_if_cancelling
 
 __all__ = [
@@ -154,8 +162,8 @@ class WebServer:
         self.dispatcher = dispatcher
         try:
             self.providers: dict[str, Provider] = build_providers(hooks)
-        except ValueError as exc:
-            raise ConfigError(str(exc), key="webhooks.gitlab.signing_secret") from None
+        except ProviderConfigError as exc:
+            raise ConfigError(str(exc), key=exc.key) from None
         self.writer = DeliveryWriter(store)
         self.port: int | None = None
         self.started = asyncio.Event()

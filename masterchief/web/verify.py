@@ -22,7 +22,15 @@ that not even their length leaks through timing.
 | Jenkins        | ``Authorization: Bearer <token>`` or ``X-Jenkins-Token`` (no query) |
 | Alertmanager   | ``Authorization: Bearer`` or ``Basic``; payload ``version`` "4"     |
 | PagerDuty      | ``X-PagerDuty-Signature: v1=<hex>[,v1=<hex>...]``, any secret       |
-| generic        | ``X-Signature: sha256=<hex HMAC(secret, "<X-Timestamp>.<body>")>``  |
+| generic        | Standard Webhooks: ``webhook-id``, ``webhook-timestamp``,          |
+|                | ``webhook-signature: v1,<base64 HMAC(key, "id.timestamp.body")>``   |
+| generic legacy | ``X-Signature: sha256=<hex HMAC(secret, "<X-Timestamp>.<body>")>``  |
+|                | (only with ``legacy_signature: true``: its ``X-Request-Id`` is not  |
+|                | signed, so only the timestamp and body identify a delivery)         |
+
+GitLab's signing secret and generic hooks share one Standard Webhooks check
+(``standard_webhooks``); what a delivery is deduplicated by is chosen in
+``providers`` from what the check covers.
 """
 
 from __future__ import annotations
@@ -42,11 +50,11 @@ __all__ = [
     "Verdict",
     "alertmanager_auth",
     "alertmanager_payload",
-    "generic",
     "github",
     "gitlab",
     "hmac_sha256_hex",
     "jenkins",
+    "legacy_generic",
     "pagerduty",
     "reject",
     "standard_webhooks",
@@ -137,12 +145,17 @@ def github(secret: str, body: bytes, signature: str | None) -> Verdict:
 # --- GitLab and Standard Webhooks ----------------------------------------------------
 
 
-def standard_webhooks_key(secret: str) -> bytes:
+def standard_webhooks_key(secret: str, *, plain_is_raw: bool = False) -> bytes:
     """The HMAC key of a Standard Webhooks secret (``whsec_<base64>``).
 
-    Raises ``ValueError`` (without the secret in the message) when the part
-    after ``whsec_`` is not base64."""
-    text = secret.strip().removeprefix("whsec_")
+    Without the ``whsec_`` prefix the secret is base64 too (GitLab shows it
+    that way), or, with ``plain_is_raw``, its UTF-8 bytes are the key (a
+    generic hook's sender may sign with any string).  Raises ``ValueError``
+    (without the secret in the message) when base64 is expected and absent."""
+    text = secret.strip()
+    if plain_is_raw and not text.startswith("whsec_"):
+        return _b(text)
+    text = text.removeprefix("whsec_")
     try:
         key = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -327,7 +340,7 @@ def pagerduty(secrets: Sequence[str], body: bytes, signature: str | None) -> Ver
 # --- generic ---------------------------------------------------------------------------
 
 
-def generic(
+def legacy_generic(
     secret: str,
     body: bytes,
     signature: str | None,
@@ -337,7 +350,10 @@ def generic(
     tolerance: float = TIMESTAMP_TOLERANCE_S,
 ) -> Verdict:
     """``X-Signature: sha256=<hex>`` of ``<X-Timestamp>.<body>``; the
-    timestamp (epoch seconds) must be within ``tolerance`` of ``now``."""
+    timestamp (epoch seconds) must be within ``tolerance`` of ``now``.
+
+    The form generic hooks used before Standard Webhooks, kept for senders
+    that cannot change (``legacy_signature: true``)."""
     digest = _sha256_prefixed("X-Signature", signature)
     if isinstance(digest, Verdict):
         return digest

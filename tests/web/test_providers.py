@@ -187,11 +187,13 @@ def test_bad_event_names(name: str, headers: dict[str, str], payload: Any, reaso
 
 def test_dedup_keys() -> None:
     body = b"{}"
+    by_body = "body-sha256:" + hashlib.sha256(body).hexdigest()
+    # GitHub and PagerDuty sign only the body: their id headers do not count
     gh = _one("github", OPEN, {"X-GitHub-Event": "push", "X-GitHub-Delivery": "abc-1"}, body)
-    assert gh.dedup_key == "abc-1"
+    assert gh.dedup_key == by_body
     nodelivery = _one("github", OPEN, {"X-GitHub-Event": "push"}, body)
-    assert nodelivery.dedup_key == "body-sha256:" + hashlib.sha256(body).hexdigest()
-    weird = _one("github", OPEN, {"X-GitHub-Event": "push", "X-GitHub-Delivery": "a b"}, body)
+    assert nodelivery.dedup_key == by_body
+    weird = _one("generic/release", OPEN, {"X-Request-Id": "a b"}, body)
     assert weird.dedup_key.startswith("hdr-sha256:")
     gl = _one(
         "gitlab",
@@ -202,8 +204,9 @@ def test_dedup_keys() -> None:
     assert gl.dedup_key == "k1"
     gl = _one("gitlab", OPEN, {"X-Gitlab-Event-UUID": "u1"}, b'{"object_kind": "push"}')
     assert gl.dedup_key == "u1"
-    pd = _one("pagerduty", OPEN, {"X-Webhook-Id": "w1"}, b'{"event": {"event_type": "x.y"}}')
-    assert pd.dedup_key == "w1"
+    pd_body = b'{"event": {"event_type": "x.y"}}'
+    pd = _one("pagerduty", OPEN, {"X-Webhook-Id": "w1"}, pd_body)
+    assert pd.dedup_key == "body-sha256:" + hashlib.sha256(pd_body).hexdigest()
     jk = _one("jenkins", OPEN, {"X-Request-Id": "r1"}, body)
     assert jk.dedup_key == "r1"
     # generic without X-Request-Id: the timestamp is part of what is hashed
@@ -211,6 +214,101 @@ def test_dedup_keys() -> None:
     g2 = _one("generic/release", OPEN, {"X-Timestamp": "2"}, body)
     g1again = _one("generic/release", OPEN, {"X-Timestamp": "1"}, body)
     assert g1.dedup_key == g1again.dedup_key != g2.dedup_key
+
+
+GEN_SECRET = "gen-secret-value"
+
+
+def _standard(body: bytes, msg_id: str, ts: int = int(NOW)) -> dict[str, str]:
+    mac = hmac.new(GEN_SECRET.encode(), f"{msg_id}.{ts}.".encode() + body, "sha256").digest()
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+    }
+
+
+def _legacy(body: bytes, request_id: str, ts: int = int(NOW)) -> dict[str, str]:
+    mac = sig(GEN_SECRET, f"{ts}.".encode() + body)
+    return {"X-Timestamp": str(ts), "X-Signature": "sha256=" + mac, "X-Request-Id": request_id}
+
+
+def test_a_replay_with_a_new_unsigned_id_keeps_its_dedup_key() -> None:
+    """What identifies a delivery is what its signature covers: changing an
+    unsigned id header does not make a captured delivery new."""
+    body = b'{"version": "1.2.3"}'
+    secured = {
+        "github": {"secret": GEN_SECRET},
+        "pagerduty": {"secrets": [GEN_SECRET]},
+        "generic": [
+            {"name": "std", "secret": GEN_SECRET},
+            {"name": "old", "secret": GEN_SECRET, "legacy_signature": True},
+        ],
+    }
+    gh = {"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + sig(GEN_SECRET, body)}
+    first = _one("github", secured, {**gh, "X-GitHub-Delivery": "d-1"}, body)
+    again = _one("github", secured, {**gh, "X-GitHub-Delivery": "d-2"}, body)
+    assert isinstance(first, Accepted) and isinstance(again, Accepted)
+    assert first.dedup_key == again.dedup_key
+    pd = {"X-PagerDuty-Signature": "v1=" + sig(GEN_SECRET, body)}
+    first = _one(
+        "pagerduty", secured, {**pd, "X-Webhook-Id": "w-1"}, b'{"event": {"event_type": "a.b"}}'
+    )
+    assert isinstance(first, Rejection)  # signed a different body: 401
+    pd_body = b'{"event": {"event_type": "a.b"}}'
+    pd = {"X-PagerDuty-Signature": "v1=" + sig(GEN_SECRET, pd_body)}
+    first = _one("pagerduty", secured, {**pd, "X-Webhook-Id": "w-1"}, pd_body)
+    again = _one("pagerduty", secured, {**pd, "X-Webhook-Id": "w-2"}, pd_body)
+    assert isinstance(first, Accepted) and isinstance(again, Accepted)
+    assert first.dedup_key == again.dedup_key
+    first = _one("generic/old", secured, _legacy(body, "r-1"), body)
+    again = _one("generic/old", secured, _legacy(body, "r-2"), body)
+    without = _one("generic/old", secured, {**_legacy(body, "r-1"), "X-Request-Id": ""}, body)
+    assert isinstance(first, Accepted) and isinstance(again, Accepted)
+    assert isinstance(without, Accepted)
+    assert first.dedup_key == again.dedup_key == without.dedup_key
+    assert first.headers["x-request-id"] == "r-1"  # still kept as a tag
+    # Standard Webhooks: the id is signed, so it is the dedup key, and a new
+    # id under the old signature does not verify
+    std = _one("generic/std", secured, _standard(body, "msg_1"), body)
+    assert isinstance(std, Accepted) and std.dedup_key == "msg_1"
+    forged = _one("generic/std", secured, {**_standard(body, "msg_1"), "webhook-id": "msg_2"}, body)
+    assert isinstance(forged, Rejection) and forged.status == 401
+
+
+def test_generic_takes_the_legacy_form_only_when_enabled() -> None:
+    body = b'{"version": "1.2.3"}'
+    config = {
+        "generic": [
+            {"name": "std", "secret": GEN_SECRET},
+            {"name": "old", "secret": GEN_SECRET, "legacy_signature": True},
+        ]
+    }
+    legacy_to_std = _one("generic/std", config, _legacy(body, "r-1"), body)
+    assert isinstance(legacy_to_std, Rejection) and legacy_to_std.status == 401
+    assert "webhook-id" in legacy_to_std.reason
+    std_to_legacy = _one("generic/old", config, _standard(body, "msg_1"), body)
+    assert isinstance(std_to_legacy, Rejection) and std_to_legacy.status == 401
+    assert "X-Signature" in std_to_legacy.reason
+    old = _one("generic/std", config, _standard(body, "msg_1", ts=int(NOW) - 301), body)
+    assert isinstance(old, Rejection) and "window" in old.reason
+
+
+def test_generic_whsec_secret_is_the_base64_key_and_bad_base64_is_refused() -> None:
+    key = b"k" * 24
+    secret = "whsec_" + base64.b64encode(key).decode()
+    body = b"{}"
+    mac = hmac.new(key, f"msg_1.{int(NOW)}.".encode() + body, "sha256").digest()
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(int(NOW)),
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+    }
+    got = _one("generic/k", {"generic": [{"name": "k", "secret": secret}]}, headers, body)
+    assert isinstance(got, Accepted)
+    with pytest.raises(ValueError, match="whsec_") as err:
+        build_providers(hooks(generic=[{"name": "k", "secret": "whsec_!!notbase64"}]))
+    assert "notbase64" not in str(err.value)
 
 
 def test_alertmanager_dedup_key() -> None:

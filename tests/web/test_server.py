@@ -43,6 +43,7 @@ from masterchief.core.secrets import Secret
 from masterchief.core.store import Store
 from masterchief.web.server import MAX_BACKLOG, WebServer
 from tests.harness import bot_config_data, wait_until
+from tests.web.signing import standard_webhooks_headers
 
 PAYLOADS = Path(__file__).parent / "payloads"
 
@@ -95,13 +96,29 @@ def gitlab_signed(body: bytes) -> dict[str, str]:
     }
 
 
-def generic_headers(body: bytes, ts: float | None = None) -> dict[str, str]:
+def generic_headers(
+    body: bytes, ts: float | None = None, msg_id: str | None = None
+) -> dict[str, str]:
+    """A generic hook's Standard Webhooks headers (REL_SECRET's bytes are the key)."""
+    return standard_webhooks_headers(REL_SECRET, body, ts=ts, msg_id=msg_id)
+
+
+def legacy_headers(body: bytes, ts: float | None = None) -> dict[str, str]:
+    """The old generic form (``legacy_signature: true``)."""
     stamp = str(int(time.time() if ts is None else ts))
     return {
         "X-Timestamp": stamp,
         "X-Signature": "sha256=" + hexmac(REL_SECRET, stamp.encode() + b"." + body),
         "X-Request-Id": str(uuid.uuid4()),
     }
+
+
+def fresh_push() -> bytes:
+    """A GitHub push no other test delivery shares (GitHub deliveries are
+    deduplicated by their signed body: each real event's body is its own)."""
+    push = json.loads(payload("github_push"))
+    push["after"] = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+    return json.dumps(push).encode()
 
 
 @dataclass
@@ -222,7 +239,8 @@ async def test_signed_github_push_is_stored_dispatched_and_marked_done(web: Web)
     assert ev.tags["provider"] == "github"
     assert ev.tags["x-github-delivery"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
     assert ev.tags["x-github-event"] == "push"
-    assert ev.tags["dedup"] == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    # the delivery id is not signed: the body (what the signature covers) is the key
+    assert ev.tags["dedup"] == "body-sha256:" + hashlib.sha256(body).hexdigest()
     assert abs(ev.time.timestamp() - time.time()) < 30
     await wait_until(lambda: web.server.depths()["webhook_inflight"] == 0, 15)
     await wait_until(lambda: web.server.writer.backlog == 0, 15)
@@ -286,7 +304,7 @@ async def test_generic_event_tags_and_jenkins_without_phase(web: Web) -> None:
     assert set(keys) == {"jenkins/build", "generic/release"}
     gen = keys["generic/release"]
     assert gen.tags["provider"] == "generic/release"
-    assert gen.tags["x-request-id"] == headers["X-Request-Id"]
+    assert gen.tags["webhook-id"] == gen.tags["dedup"] == headers["webhook-id"]
 
 
 # --- rejections ----------------------------------------------------------------------------
@@ -350,7 +368,9 @@ def _rejections() -> list[tuple[str, str, bytes, dict[str, str], int, str, str]]
         ("generic replayed after 10 minutes", "/webhooks/generic/release", rel,
          generic_headers(rel, ts=time.time() - 600), 401, "unauthorized", "5-minute window"),
         ("generic unsigned", "/webhooks/generic/release", rel, {}, 401, "unauthorized",
-         "missing X-Signature"),
+         "missing webhook-id"),
+        ("generic in the legacy form, not enabled", "/webhooks/generic/release", rel,
+         legacy_headers(rel), 401, "unauthorized", "missing webhook-id"),
     ]  # fmt: skip
 
 
@@ -416,6 +436,7 @@ def _empty_key_deliveries() -> list[tuple[str, bytes, dict[str, str]]]:
         ("/webhooks/pagerduty", pd, {"X-PagerDuty-Signature": "v1=" + hexmac("", pd)}),
         ("/webhooks/generic/release", rel,
          {"X-Timestamp": stamp, "X-Signature": "sha256=" + hexmac("", f"{stamp}.".encode() + rel)}),
+        ("/webhooks/generic/release", rel, standard_webhooks_headers(b"", rel)),
     ]  # fmt: skip
 
 
@@ -571,9 +592,10 @@ async def test_duplicate_delivery_is_200_and_dispatched_once(web: Web) -> None:
     second = await web.post("/webhooks/github", body, headers)
     assert first[0] == 202 and second == (200, {"duplicate": True})
     # concurrent duplicates of a new delivery: one wins
-    headers2 = github_headers(body)
+    body2 = fresh_push()
+    headers2 = github_headers(body2)
     results = await asyncio.gather(
-        *(web.post("/webhooks/github", body, headers2) for _ in range(5))
+        *(web.post("/webhooks/github", body2, headers2) for _ in range(5))
     )
     assert sorted(s for s, _ in results) == [200, 200, 200, 200, 202]
     await web.dispatcher.drain(5)
@@ -593,30 +615,75 @@ async def test_gitlab_and_pagerduty_dedup_headers(web: Web) -> None:
     headers = {"X-PagerDuty-Signature": f"v1={hexmac(PD_SECRETS[0], pd)}", "X-Webhook-Id": "w1"}
     assert (await web.post("/webhooks/pagerduty", pd, headers))[0] == 202
     assert (await web.post("/webhooks/pagerduty", pd, headers))[0] == 200
+    # X-Webhook-Id is not signed: a new one on the same signed body is a duplicate
+    replay = {**headers, "X-Webhook-Id": "w2"}
+    assert await web.post("/webhooks/pagerduty", pd, replay) == (200, {"duplicate": True})
 
 
-async def test_generic_request_id_repeated_is_2xx_and_dispatched_once(web: Web) -> None:
+async def test_generic_webhook_id_repeated_is_2xx_and_dispatched_once(web: Web) -> None:
     rel = payload("generic_release")
     first = generic_headers(rel)
-    # the sender's retry: same X-Request-Id, signed again a second later (so
-    # the body hash differs: only the request id can tell it is the same)
-    retry = {**generic_headers(rel, ts=time.time() + 1), "X-Request-Id": first["X-Request-Id"]}
-    assert retry["X-Signature"] != first["X-Signature"]
+    # the sender's retry: same webhook-id, signed again a second later
+    retry = generic_headers(rel, ts=time.time() + 1, msg_id=first["webhook-id"])
+    assert retry["webhook-signature"] != first["webhook-signature"]
     status, data = await web.post("/webhooks/generic/release", rel, first)
     assert status == 202
     assert await web.post("/webhooks/generic/release", rel, retry) == (200, {"duplicate": True})
     assert await web.post("/webhooks/generic/release", rel, first) == (200, {"duplicate": True})
-    other = generic_headers(rel)  # a new request id is a new delivery
+    # a new id under the old signature does not verify; no id at all neither
+    forged = {**first, "webhook-id": "msg_replayed"}
+    status, err = await web.post("/webhooks/generic/release", rel, forged)
+    assert status == 401 and "does not match" in err["error"]
+    bare = {k: v for k, v in first.items() if k != "webhook-id"}
+    status, err = await web.post("/webhooks/generic/release", rel, bare)
+    assert status == 401 and "missing webhook-id" in err["error"]
+    other = generic_headers(rel)  # a new signed id is a new delivery
     assert (await web.post("/webhooks/generic/release", rel, other))[0] == 202
     await wait_until(lambda: len(web.events) == 2, 15)
     await web.dispatcher.drain(5)
-    assert [ev.tags["x-request-id"] for ev in web.events] == [
-        first["X-Request-Id"],
-        other["X-Request-Id"],
+    assert [ev.tags["webhook-id"] for ev in web.events] == [
+        first["webhook-id"],
+        other["webhook-id"],
     ]
     assert web.events[0].tags["delivery"] == str(data["id"])
-    assert web.server.counters()["generic/release"] == {"accepted": 2, "duplicate": 2}
+    assert web.server.counters()["generic/release"] == {
+        "accepted": 2,
+        "duplicate": 2,
+        "unauthorized": 2,
+    }
     assert await count_rows(web.store) == 2
+
+
+async def test_legacy_generic_replayed_with_a_new_request_id_is_a_duplicate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hooks = {"generic": [{"name": "release", "secret": REL_SECRET, "legacy_signature": True}]}
+    caplog.set_level(logging.INFO, "masterchief.web")
+    async with serving(tmp_path, hooks) as w:
+        rel = payload("generic_release")
+        first = legacy_headers(rel)
+        assert (await w.post("/webhooks/generic/release", rel, first))[0] == 202
+        # the captured delivery again: new X-Request-Id, none, the same one
+        for request_id in (str(uuid.uuid4()), None, first["X-Request-Id"]):
+            replay = dict(first)
+            if request_id is None:
+                del replay["X-Request-Id"]
+            else:
+                replay["X-Request-Id"] = request_id
+            got = await w.post("/webhooks/generic/release", rel, replay)
+            assert got == (200, {"duplicate": True}), request_id
+        # Standard Webhooks headers are not taken on a legacy endpoint
+        status, _ = await w.post("/webhooks/generic/release", rel, generic_headers(rel))
+        assert status == 401
+        await wait_until(lambda: w.events, 15)
+        await w.dispatcher.drain(5)
+        assert len(w.events) == 1
+        assert w.server.counters()["generic/release"] == {
+            "accepted": 1,
+            "duplicate": 3,
+            "unauthorized": 1,
+        }
+        assert sum("duplicate delivery" in r.getMessage() for r in caplog.records) == 3
 
 
 async def test_alertmanager_dedup_by_group_and_alerts(web: Web) -> None:
@@ -658,9 +725,9 @@ async def test_202_is_fast_while_handlers_are_slow(web: Web) -> None:
         await release.wait()
 
     web.table.bind("webhook", "-|-", "github/*", slow)
-    body = payload("github_push")
     t0 = time.monotonic()
     for _ in range(3):
+        body = fresh_push()
         status, _ = await web.post("/webhooks/github", body, github_headers(body))
         assert status == 202
     assert time.monotonic() - t0 < 2.0  # handler_timeout_s is 5: they would not be done
@@ -686,10 +753,8 @@ async def test_full_dispatch_queue_backlogs_then_feeds(tmp_path: Path) -> None:
         w.table.bind("webhook", "-|-", "github/*", blocker)
         runner = asyncio.create_task(small.run())
         try:
-            body = payload("github_push")
-            results = [
-                await w.post("/webhooks/github", body, github_headers(body)) for _ in range(5)
-            ]
+            bodies = [fresh_push() for _ in range(5)]
+            results = [await w.post("/webhooks/github", b, github_headers(b)) for b in bodies]
             assert [s for s, _ in results] == [202] * 5
             await wait_until(lambda: w.server.depths()["webhook_backlog"] > 0, 15)
             gate.set()
@@ -716,9 +781,9 @@ async def test_full_dispatch_backlog_is_503_and_the_retry_is_taken(tmp_path: Pat
         w.table.bind("webhook", "-|-", "github/*", blocker)
         runner = asyncio.create_task(small.run())
         try:
-            body = payload("github_push")
             accepted = 0
             for _ in range(10):  # one running, one queued, 2 backlogged, maybe 1 in hand
+                body = fresh_push()
                 headers = github_headers(body)
                 status, data = await w.post("/webhooks/github", body, headers)
                 if status == 503:

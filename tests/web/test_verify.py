@@ -149,6 +149,14 @@ def test_standard_webhooks_key_accepts_plain_base64() -> None:
     assert verify.standard_webhooks_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") == SW_KEY
 
 
+def test_standard_webhooks_key_for_any_string_when_plain_is_raw() -> None:
+    # a generic hook: whsec_ is still base64, anything else is its own bytes
+    assert verify.standard_webhooks_key(SW_SECRET, plain_is_raw=True) == SW_KEY
+    assert verify.standard_webhooks_key("any string!", plain_is_raw=True) == b"any string!"
+    with pytest.raises(ValueError, match="whsec_"):
+        verify.standard_webhooks_key("whsec_not base64!", plain_is_raw=True)
+
+
 GITLAB_CASES: list[tuple[str, str | None, bytes | None, dict[str, Any], str | None]] = [
     # name, token, signing key, delivery, want
     ("token ok", "gl-tok", None, {"gitlab_token": "gl-tok"}, None),
@@ -340,9 +348,11 @@ GENERIC_CASES: list[tuple[str, str | None, str | None, float, str | None]] = [
 
 
 @pytest.mark.parametrize(("name", "sig", "ts", "now", "want"), GENERIC_CASES)
-def test_generic(name: str, sig: str | None, ts: str | None, now: float, want: str | None) -> None:
+def test_legacy_generic(
+    name: str, sig: str | None, ts: str | None, now: float, want: str | None
+) -> None:
     _assert_case(
-        lambda: verify.generic("gen-secret", BODY, sig, ts, now=now),
+        lambda: verify.legacy_generic("gen-secret", BODY, sig, ts, now=now),
         want,
         ("gen-secret", gsig().removeprefix("sha256=")),
     )
