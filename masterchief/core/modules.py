@@ -82,6 +82,7 @@ from masterchief.core.text import has_hidden
 from masterchief.core.vault import VaultClient
 
 __all__ = [
+    "BOT_HOST_SETTING",
     "MANIFEST_NAME",
     "AnsibleOptions",
     "ApprovalRule",
@@ -93,14 +94,17 @@ __all__ = [
     "ModuleSet",
     "ParamSpec",
     "ReloadResult",
+    "ScriptOptions",
     "TerraformOptions",
     "add_module",
+    "allows_bot_host",
     "discover",
     "load_module",
     "load_module_config",
     "load_modules",
     "module_resolvers",
     "remove_module",
+    "tool_variables",
 ]
 
 log = logging.getLogger("masterchief.modules")
@@ -293,6 +297,15 @@ class TerraformOptions(_Model):
     workspace: bool = False
 
 
+class ScriptOptions(_Model):
+    """``changes_bot_host``: a script always runs on the bot's host; unless its
+    author states here that it only acts elsewhere (calls an API, connects to
+    other machines), it counts as changing that host, which needs
+    ``allow_bot_host`` in its module config and an owner (+n) to run it."""
+
+    changes_bot_host: bool = True
+
+
 class KubernetesOptions(_Model):
     """``entry`` is a chart folder (helm) or a manifests folder (kubectl)."""
 
@@ -327,6 +340,7 @@ class Manifest(_Model):
     ansible: AnsibleOptions | None = None
     terraform: TerraformOptions | None = None
     kubernetes: KubernetesOptions | None = None
+    script: ScriptOptions | None = None
 
     @field_validator("entry")
     @classmethod
@@ -368,7 +382,7 @@ class Manifest(_Model):
                 raise ValueError(f"{name!r} is not a parameter name ({PARAM_RE})")
         return value
 
-    @field_validator("ansible", "terraform", "kubernetes")
+    @field_validator("ansible", "terraform", "kubernetes", "script")
     @classmethod
     def _matches_kind(cls, value: Any, info: ValidationInfo) -> Any:
         kind = info.data.get("kind")
@@ -1000,6 +1014,7 @@ def load_module_config(
             _merge(data, _read_yaml(file), str(file), origins, ())
     if not data:
         return {}
+    _check_settings(data, origins)
     env = os.environ if environ is None else environ
     pieces: dict[int, Redactor] = {}
     resolved: dict[str, Any] = _resolve_tree(
@@ -1017,6 +1032,32 @@ def load_module_config(
         for piece in pieces.get(id(secret), Redactor()).values():
             REDACTOR.register(piece)
     return resolved
+
+
+BOT_HOST_SETTING = "allow_bot_host"
+"""Module config key: this module may run against the bot's own host (with
+an owner's request).  A setting of the bot, never a variable of the tool."""
+_SETTINGS = frozenset({BOT_HOST_SETTING})
+
+
+def tool_variables(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Module config without the bot's own settings: what the tool gets."""
+    return {k: v for k, v in config.items() if k not in _SETTINGS}
+
+
+def allows_bot_host(config: Mapping[str, Any]) -> bool:
+    """Whether module config says ``allow_bot_host: true`` (literally)."""
+    return config.get(BOT_HOST_SETTING) is True
+
+
+def _check_settings(data: Mapping[str, Any], origins: Mapping[KeyPath, str]) -> None:
+    value = data.get(BOT_HOST_SETTING)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(
+            "should be true or false (a literal, not a reference)",
+            file=origins.get((BOT_HOST_SETTING,)),
+            key=BOT_HOST_SETTING,
+        )
 
 
 def _secrets(value: Any) -> Iterator[Secret]:

@@ -5,10 +5,13 @@ builds the commands of a run (terraform: init, workspace, plan, apply; the
 other kinds: one command).  Each argv is a fixed template of the tool path,
 flags, the module's own paths and names checked against strict patterns, and
 the paths of files we write; parameters and module config never appear in an
-argv.  They travel as data: a JSON vars file (``-e @vars.json``,
-``-var-file``, ``-f values.json``) or, for scripts, ``MC_PARAM_*`` /
-``MC_VAR_*`` environment variables.  So ``1.0; rm -rf /`` or
-``--kubeconfig=/tmp/x`` as a parameter value is just a string in a file.
+argv.  They travel as data: a vars file (``-e @vars.yml`` with every string
+tagged ``!unsafe`` so Ansible never renders Jinja in it, ``-var-file`` JSON,
+which Terraform does not interpolate, ``-f values.json``, never ``--set``)
+or, for scripts, ``MC_PARAM_*`` / ``MC_VAR_*`` environment variables (no
+shell).  So ``1.0; rm -rf /``, ``--kubeconfig=/tmp/x``, ``{{ lookup('pipe',
+'id') }}``, ``${file("/etc/passwd")}`` or ``a,b=c`` as a parameter value is
+just a string in a file.
 
 Tools are found like an operator expects -- the venv's bin, then the bot's
 own ``PATH`` as it was when the job started, then ``SAFE_PATH`` -- and run by
@@ -54,7 +57,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import yaml
+
 from masterchief.core.errors import ConfigError, UserError
+from masterchief.core.modules import tool_variables
 from masterchief.core.secrets import MASK, REDACTOR, Redactor, Secret
 from masterchief.deploy.process import run_process
 
@@ -69,8 +75,11 @@ __all__ = [
     "RunSpec",
     "Status",
     "Step",
+    "ansible_inventory",
+    "ansible_vars_yaml",
     "build_steps",
     "clean_text",
+    "find_tool",
     "run",
     "tool_path",
     "vars_path",
@@ -208,7 +217,7 @@ class Step:
 # --- pure: files, environment, argv -------------------------------------------
 
 _VARS_FILE = {
-    "ansible": "vars.json",
+    "ansible": "vars.yml",
     "terraform": "vars.tfvars.json",
     "kubernetes": "values.json",
     "script": "vars.json",
@@ -225,8 +234,54 @@ def vars_path(spec: RunSpec) -> Path | None:
 
 
 def merged_vars(spec: RunSpec) -> dict[str, Any]:
-    """Module config with the parameters on top (secrets still wrapped)."""
-    return {**spec.variables, **spec.params}
+    """Module config with the parameters on top (secrets still wrapped).
+    The bot's own settings in module config (``allow_bot_host``) are not
+    variables of the tool and are left out."""
+    return {**tool_variables(spec.variables), **spec.params}
+
+
+class _Unsafe(str):
+    """A string written with Ansible's ``!unsafe`` tag."""
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    """Writes every string -- values and keys, at any depth -- as ``!unsafe "..."``."""
+
+
+def _represent_unsafe(dumper: yaml.SafeDumper, value: _Unsafe) -> yaml.Node:
+    return dumper.represent_scalar("!unsafe", str(value), style='"')
+
+
+_UnsafeDumper.add_representer(_Unsafe, _represent_unsafe)
+
+
+def _mark_unsafe(value: Any) -> Any:
+    if isinstance(value, str):
+        return _Unsafe(value)
+    if isinstance(value, Mapping):
+        return {_mark_unsafe(str(k)): _mark_unsafe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mark_unsafe(v) for v in value]
+    return value
+
+
+def ansible_vars_yaml(data: Mapping[str, Any]) -> str:
+    """Extra vars for ``-e @vars.yml`` that Ansible never templates.
+
+    Ansible renders Jinja in extra vars (``{{ lookup('pipe', 'id') }}`` in
+    a JSON vars file runs ``id``, ``{{ api_token | reverse }}`` reads another
+    variable), except in values tagged ``!unsafe``.  Every string here is,
+    keys included, so parameters and module config arrive as plain data.
+    ASCII-only output with escapes: no character can end the quoting.
+    """
+    return yaml.dump(
+        _mark_unsafe(_plain(dict(data))),
+        Dumper=_UnsafeDumper,
+        allow_unicode=False,
+        default_flow_style=False,
+        sort_keys=True,
+        width=1 << 20,
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -258,18 +313,25 @@ def tool_path(spec: RunSpec) -> str:
     PATH as an operator set it (terraform, helm, kubectl), then ``SAFE_PATH``.
     Relative entries (``.``, empty) are dropped: they would name whatever
     folder the bot was started in."""
-    dirs = [VENV_BIN, *spec.search_path.split(os.pathsep), *SAFE_PATH.split(":")]
+    return _tool_dirs(spec.search_path)
+
+
+def _tool_dirs(search_path: str) -> str:
+    dirs = [VENV_BIN, *search_path.split(os.pathsep), *SAFE_PATH.split(":")]
     return os.pathsep.join(dict.fromkeys(d for d in dirs if os.path.isabs(d)))
 
 
-def _tool(spec: RunSpec, name: str) -> str:
-    """The absolute path of tool ``name`` (the bare name when it is nowhere:
-    the run then fails with "cannot run NAME")."""
-    override = spec.tools.get(name)
-    if override:
-        return override
-    found = shutil.which(name, path=tool_path(spec))
+def find_tool(name: str, search_path: str | None = None) -> str:
+    """The absolute path of tool ``name`` as a run would find it (``search_path``:
+    the bot's PATH, by default the current one); the bare name when it is
+    nowhere (running it then fails with "cannot run NAME")."""
+    path = os.environ.get("PATH", "") if search_path is None else search_path
+    found = shutil.which(name, path=_tool_dirs(path))
     return os.path.abspath(found) if found else name
+
+
+def _tool(spec: RunSpec, name: str) -> str:
+    return spec.tools.get(name) or find_tool(name, spec.search_path)
 
 
 def _base_env(spec: RunSpec, tools: Sequence[str]) -> dict[str, str]:
@@ -309,6 +371,14 @@ def _option_error(spec: RunSpec, key: str, detail: str) -> ConfigError:
     )
 
 
+def ansible_inventory(module: ModuleLike, env: str) -> Path | None:
+    """The inventory an Ansible module uses in ``env`` (None: it has none and
+    runs with ``-i localhost, -c local``, i.e. on the bot's host)."""
+    inventories = module.options.get("inventory") or {}
+    inventory = inventories.get(env) if isinstance(inventories, Mapping) else None
+    return Path(os.path.normpath(module.dir / str(inventory))) if inventory else None
+
+
 def _ansible(spec: RunSpec, helm_diff: bool) -> list[Step]:
     playbook = _tool(spec, "ansible-playbook")
     env = _base_env(spec, [playbook])
@@ -321,16 +391,20 @@ def _ansible(spec: RunSpec, helm_diff: bool) -> list[Step]:
         ANSIBLE_LOCAL_TEMP=str(spec.work_dir / "tmp" / "ansible"),
         PYTHONUNBUFFERED="1",
     )
-    inventories = spec.module.options.get("inventory") or {}
-    inventory = inventories.get(spec.env) if isinstance(inventories, Mapping) else None
+    inventory = ansible_inventory(spec.module, spec.env)
     target: tuple[str, ...]
-    if inventory:
-        target = ("-i", os.path.normpath(spec.module.dir / str(inventory)))
+    if inventory is not None:
+        target = ("-i", str(inventory))
     else:
         target = ("-i", "localhost,", "-c", "local")
     check = ("--check", "--diff") if spec.mode == "plan" else ()
     vars_file = spec.work_dir / _VARS_FILE["ansible"]
-    argv = (playbook, *target, str(spec.module.entry), "-e", f"@{vars_file}", *check)
+    # --limit all: only hosts the inventory lists.  Without it a play whose
+    # pattern comes out as "localhost" (hosts: "{{ limit }}" with
+    # limit=localhost) gets Ansible's implicit localhost -- the bot's host,
+    # through a local connection -- whatever the inventory says.
+    argv = (playbook, *target, "--limit", "all", str(spec.module.entry), "-e", f"@{vars_file}")
+    argv = (*argv, *check)
     return [Step("ansible-playbook", argv, env, spec.module.dir, output="ansible")]
 
 
@@ -377,7 +451,7 @@ def _kubernetes(spec: RunSpec, helm_diff: bool) -> list[Step]:
             raise _option_error(
                 spec, "tool", "parameters are not supported for kubectl modules; use tool: helm"
             )
-        if spec.variables:
+        if tool_variables(spec.variables):
             raise _option_error(
                 spec,
                 "tool",
@@ -431,7 +505,7 @@ def _script(spec: RunSpec, helm_diff: bool) -> list[Step]:
         MC_VARS_FILE=str(spec.work_dir / _VARS_FILE["script"]),
     )
     for prefix, values, error in (
-        ("MC_VAR_", spec.variables, ConfigError),
+        ("MC_VAR_", tool_variables(spec.variables), ConfigError),
         ("MC_PARAM_", spec.params, UserError),
     ):
         for name, value in values.items():
@@ -733,8 +807,13 @@ def _prepare(spec: RunSpec) -> None:
     spec.work_dir.chmod(0o700)
     (spec.work_dir / "tmp").mkdir(mode=0o700, exist_ok=True)
     target = vars_path(spec)
-    if target is not None:
-        _write_private(target, json.dumps(_plain(merged_vars(spec)), indent=2, sort_keys=True))
+    if target is None:
+        return
+    data = merged_vars(spec)
+    if spec.module.kind == "ansible":
+        _write_private(target, ansible_vars_yaml(data))
+    else:
+        _write_private(target, json.dumps(_plain(data), indent=2, sort_keys=True))
 
 
 def _cleanup(spec: RunSpec) -> None:
