@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import signal
 import sys
@@ -21,15 +22,16 @@ from zoneinfo import ZoneInfo
 import masterchief
 
 from .bindings.clock import Clock
-from .bindings.dispatcher import Dispatcher, Principal
+from .bindings.dispatcher import Dispatcher
 from .bindings.event import Event
 from .bindings.registry import BindingTable
 from .bindings.scripts import LoadResult, ScriptManager
 from .bot import builtins
+from .bot.flood import FloodPolicy
 from .bot.irc import IrcBot, IrcSettings, SaslFailed
 from .bot.outbox import Outbox
 from .bot.output import OutputQueue
-from .bot.users import User, UserTable
+from .bot.users import Identity, UserTable
 from .core.config import Config, load_config
 from .core.errors import ConfigError
 from .core.eventlog import EventLog, ReplayWorker
@@ -43,6 +45,7 @@ from .ingestion.files import FileWatcher
 from .ingestion.rest import RestPollers
 from .ingestion.tail import LogTailers
 from .web import announce
+from .web.health import ComponentHealth, HealthInfo
 from .web.metrics import Family, Metrics
 from .web.server import WebServer
 
@@ -51,29 +54,10 @@ __all__ = ["App", "RehashReport", "run_bot"]
 log = logging.getLogger("masterchief")
 
 
-class _Who:
-    """A user record seen through the server's case mapping."""
-
-    __slots__ = ("_casemapping", "_user")
-
-    def __init__(self, user: User, casemapping: str) -> None:
-        self._user = user
-        self._casemapping = casemapping
-
-    @property
-    def handle(self) -> str:
-        return self._user.handle
-
-    def global_flags(self) -> str:
-        return self._user.flags
-
-    def channel_flags(self, channel: str) -> str:
-        return self._user.chan_flags(channel, self._casemapping)
-
-
 def irc_settings(config: Config) -> IrcSettings:
     irc = config.irc
     sasl = irc.sasl
+    flood = config.bot.flood
     return IrcSettings(
         host=irc.host,
         port=irc.port,
@@ -90,6 +74,9 @@ def irc_settings(config: Config) -> IrcSettings:
         rejoin_on_kick=irc.rejoin_on_kick,
         reconnect_min_s=irc.reconnect_min_s,
         reconnect_max_s=irc.reconnect_max_s,
+        flood=FloodPolicy(flood.commands, flood.per_s, flood.ignore_s),
+        ctcp_replies=flood.ctcp_replies,
+        ctcp_per_s=flood.ctcp_per_s,
     )
 
 
@@ -158,7 +145,7 @@ class App:
             store,
             self.modules,
             announce=self.outbox.announce,
-            say=self.output.privmsg,
+            say=functools.partial(self.output.privmsg, priority="alert"),  # deploy lines' lane
             submit=self.dispatcher.submit,
             wants=self._wants_event,
             module_config=self.module_config,
@@ -213,17 +200,19 @@ class App:
     def casemapping(self) -> str:
         return self.irc.casemapping
 
-    def resolve(self, ev: Event) -> Principal | None:
+    def resolve(self, ev: Event) -> Identity | None:
+        """The user record an Event's origin matches, with the flags that
+        match may carry (``Identity``: the one place that is decided)."""
         if ev.nick is None and ev.account is None:
             return None
-        user = self.users.match(
+        return self.users.identify(
             ev.nick,
             ev.uhost,
             ev.account,
             accounts_available=self.irc.accounts_available,
             casemapping=self.casemapping,
+            hostmask_flags=self.config.users.hostmask_flags_on_account_networks,
         )
-        return _Who(user, self.casemapping) if user is not None else None
 
     def _metric_families(self) -> list[Family]:
         """Queues and counters for /metrics (read at scrape time)."""
@@ -328,19 +317,34 @@ class App:
             )
         return fams
 
-    def _health(self) -> dict[str, object]:
-        """What /healthz shows besides the web server's own numbers."""
-        return {
-            "irc_connected": self.irc.connected.is_set(),
-            "queues": {"output": sum(self.output.depths().values())},
-        }
+    def _health(self) -> HealthInfo:
+        """What /healthz shows besides the web server's own view (store, web)."""
+        irc = self.irc.status()
+        failing = sorted(p.name for p in self.rest.pollers if p.failing)
+        return HealthInfo(
+            components={
+                "irc": (
+                    ComponentHealth()
+                    if irc.connected
+                    else ComponentHealth.down(irc.reason or "not registered")
+                ),
+                # an outside API failing is not the bot's outage: degraded, not down
+                "sources": (
+                    ComponentHealth.degraded("REST poller(s) failing: " + ", ".join(failing))
+                    if failing
+                    else ComponentHealth()
+                ),
+            },
+            queues={"output": sum(self.output.depths().values())},
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
     def rehash(self) -> RehashReport:
         """Reload the configuration (an invalid one is reported and the running
-        one kept), the deploy modules and the scripts."""
+        one kept), the deploy modules, the scripts and the users."""
         report = RehashReport(scripts=[])
+        self.users.request_reload()  # the users watcher re-reads the store at once
         self._reload_config(report)
         self._reload_modules(report)
         report.scripts = self.scripts.load_all()
@@ -410,6 +414,7 @@ class App:
                 tg.create_task(self.files.run(), name="files")  # stops its observer
                 tg.create_task(self.modules.watch(), name="modules")
                 tg.create_task(self.jobs.run(), name="jobs")  # cancels running jobs on stop
+                tg.create_task(self.users.watch(), name="users")  # CLI changes within ~0.5 s
                 if self.web is not None:
                     tg.create_task(self.web.run(), name="web")
                 tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group

@@ -19,7 +19,14 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from masterchief.bot.users import User, UserTable
+from masterchief.bot.users import (
+    User,
+    UserTable,
+    WeakHostmask,
+    check_hostmask_strength,
+    is_weak_hostmask,
+    unprivileged,
+)
 from masterchief.core.config import Config, ConfigError, load_config
 from masterchief.core.errors import UserError
 from masterchief.core.store import EventLogRecord, ReplayRequest, Store, StoreError
@@ -374,6 +381,11 @@ def user() -> None:
     is_flag=True,
     help=f"Set a partyline password (prompted; or taken from ${PASSWORD_ENV}).",
 )
+@click.option(
+    "--allow-weak",
+    is_flag=True,
+    help="Store a weak hostmask (e.g. *!carol@*) anyway; it never carries flags above +v.",
+)
 @_config_options
 def user_add(
     handle: str,
@@ -381,11 +393,26 @@ def user_add(
     account: str | None,
     flags: str,
     ask_password: bool,
+    allow_weak: bool,
     config_dir: Path,
     env: str,
 ) -> None:
-    """Add a user."""
+    """Add a user.
+
+    Handles and accounts are compared the way IRC servers compare nicks under
+    rfc1459 (the loosest common rule: ERIN{1} is erin[1]), so two such names
+    cannot both exist whatever the server's CASEMAPPING.  A hostmask must pin
+    the host (*!ident@host.example): nick and ident are anyone's to choose.
+    """
     config = _load(config_dir, env)
+    try:
+        for mask in hostmasks:
+            if not allow_weak:
+                check_hostmask_strength(mask)
+    except WeakHostmask as exc:
+        _fail(f"{exc} (--allow-weak stores it anyway, without flags above +v)")
+    except UserError as exc:
+        _fail(str(exc))
     password: str | None = None
     if ask_password:
         password = os.environ.get(PASSWORD_ENV) or click.prompt(
@@ -406,6 +433,12 @@ def user_add(
     if added.password_hash:
         details.append("password set")
     click.echo(f"added {added.handle}: " + "; ".join(details))
+    if added.hostmasks and not added.account and unprivileged(added.flags) != added.flags:
+        click.echo(
+            "note: where the network has services accounts, a record without one carries no "
+            "flags above +v unless users.hostmask_flags_on_account_networks is true "
+            "(add --account NAME)"
+        )
 
 
 @user.command("list")
@@ -429,7 +462,8 @@ def user_list(config_dir: Path, env: str) -> None:
                 u.handle,
                 _flags_text(u.flags),
                 u.account or "-",
-                ",".join(u.hostmasks) or "-",
+                ",".join(m + (" (weak)" if is_weak_hostmask(m) else "") for m in u.hostmasks)
+                or "-",
                 chans or "-",
             )
         )

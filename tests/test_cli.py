@@ -97,7 +97,7 @@ def test_add_list_chattr_round_trip(runner: CliRunner, config_dir: Path) -> None
     assert r.exit_code == 0, r.output
     assert r.output.startswith("added alice: flags +mo; account AliceAcct")
 
-    r = cli(runner, config_dir, "user", "add", "bob", "--hostmask", "bob")
+    r = cli(runner, config_dir, "user", "add", "bob", "--hostmask", "*!bob@bob.example")
     assert r.exit_code == 0, r.output
 
     r = cli(runner, config_dir, "user", "chattr", "alice", "+o", "--channel", "#Ops")
@@ -119,15 +119,16 @@ def test_add_list_chattr_round_trip(runner: CliRunner, config_dir: Path) -> None
         "*!~al@laptop.example,alice!*@*.example.com",
         "#ops:+o",
     ]
-    assert lines[2].split() == ["bob", "+v", "-", "bob!*@*", "-"]
+    assert lines[2].split() == ["bob", "+v", "-", "*!bob@bob.example", "-"]
 
     # the bot, loading the same config, sees the same users
     users = bot_users(config_dir)
     alice = users.match("x", "y@z", "aliceacct", accounts_available=True)
     assert alice is not None and alice.handle == "alice"
     assert alice.chan_flags("#OPS") == "o"
-    bob = users.match("bob", "b@anywhere", None, accounts_available=False)
+    bob = users.match("anynick", "bob@bob.example", None, accounts_available=False)
     assert bob is not None and bob.flags == "v"
+    assert users.match("anynick", "bob@elsewhere.example", None, accounts_available=False) is None
     assert (config_dir.parent / "var" / "masterchief.db").is_file()
 
 
@@ -275,3 +276,62 @@ def test_run_calls_run_bot_and_exits_with_its_code(
     [config] = seen
     assert config.env == "prod"
     assert config.store.path == config_dir.resolve().parent / "var" / "prod.db"
+
+
+# --- weak hostmasks and names equal under IRC case rules (issue 8, items 2 and 8) --------
+
+
+@pytest.mark.parametrize("mask", ["*!carol@*", "carol!*@*", "carol", "*!*@*", "*!carol@*.com"])
+def test_weak_hostmasks_are_refused(runner: CliRunner, config_dir: Path, mask: str) -> None:
+    r = cli(runner, config_dir, "user", "add", "carol", "--hostmask", mask, "--flags", "m")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: hostmask ") and " is weak: " in r.stderr
+    assert "--allow-weak" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert bot_users(config_dir).get("carol") is None
+
+
+def test_allow_weak_stores_it_marked_and_powerless(runner: CliRunner, config_dir: Path) -> None:
+    r = cli(runner, config_dir, "user", "add", "carol", "--hostmask", "*!carol@*", "--flags", "m",
+            "--allow-weak")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "users.hostmask_flags_on_account_networks" in r.output  # the note about accounts
+    listed = cli(runner, config_dir, "user", "list").output.splitlines()
+    assert listed[1].split()[:5] == ["carol", "+m", "-", "*!carol@*", "(weak)"]
+    # a stranger with ident carol matches the record, but without its +m
+    who = bot_users(config_dir).identify("x", "carol@evil.example", None, accounts_available=False)
+    assert who is not None and who.handle == "carol"
+    assert (who.global_flags(), who.approval_refusal() is not None) == ("v", True)  # +m gives +v
+
+
+def test_a_specific_hostmask_is_accepted_without_a_note_for_plain_users(
+    runner: CliRunner, config_dir: Path
+) -> None:
+    r = cli(runner, config_dir, "user", "add", "dave", "--hostmask", "*!~dave@10.1.2.3",
+            "--flags", "v")  # fmt: skip
+    assert (r.exit_code, r.output) == (0, "added dave: flags +v; hostmasks *!~dave@10.1.2.3\n")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("erin[1]", "ERIN{1}"), ("a\\b", "A|B"), ("Bob", "bOB")],
+)
+def test_handles_equal_under_rfc1459_cannot_coexist(
+    runner: CliRunner, config_dir: Path, first: str, second: str
+) -> None:
+    assert cli(runner, config_dir, "user", "add", first).exit_code == 0
+    r = cli(runner, config_dir, "user", "add", second)
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"error: handle {second!r} already exists")
+    assert [u.handle for u in bot_users(config_dir).all()] == [first]
+
+
+def test_accounts_equal_under_rfc1459_cannot_coexist(runner: CliRunner, config_dir: Path) -> None:
+    assert cli(runner, config_dir, "user", "add", "erin", "--account", "erin[1]").exit_code == 0
+    r = cli(runner, config_dir, "user", "add", "other", "--account", "ERIN{1}")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: account 'ERIN{1}' already belongs to erin as 'erin[1]'")
+    users = bot_users(config_dir)
+    assert users.get("other") is None
+    # ...and the bot finds erin by the account as the server spells it
+    found = users.identify("E", "e@h", "ERIN{1}", accounts_available=True)
+    assert found is not None and found.handle == "erin" and found.via == "account"

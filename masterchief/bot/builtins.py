@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,15 +35,18 @@ from ..bindings.flags import FLAG_LETTERS, FlagError, apply_changes, implied
 from ..bindings.masks import irc_lower
 from ..bindings.registry import BIND_TYPES, Binding
 from ..core.errors import UserError
-from .users import check_channel
+from .output import PRIORITIES
+from .paging import page_lines, split_page, wrap_words
+from .users import check_channel, check_hostmask_strength
 
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["chattr_refusal", "install", "tell"]
+__all__ = ["chattr_refusal", "install", "tell", "tell_page"]
 
 OWNER = "builtin:core"
 VERSION = "MasterChief 0.1"
+_HELP_LINE_CHARS = 350  # command names per !help line: one IRC line's worth
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +69,25 @@ def _fmt_age(seconds: float) -> str:
 
 
 def tell(app: App, ev: Event, text: str) -> None:
-    """Answer privately (to the nick) — for long or personal replies."""
+    """Answer privately (to the nick) — for long or personal replies.
+
+    By PRIVMSG, which clients show in a query window, unless
+    ``bot.private_replies`` is ``notice``."""
     if ev.nick and app.irc is not None:
-        app.irc.output.notice(ev.nick, text) if ev.channel else app.irc.say(ev.nick, text)
+        if app.config.bot.private_replies == "notice":
+            app.irc.output.notice(ev.nick, text)
+        else:
+            app.irc.output.privmsg(ev.nick, text)
     else:
         ev.reply(text)
+
+
+def tell_page(app: App, ev: Event, lines: Sequence[str], page: int, more: str) -> None:
+    """Tell *page* of a listing (at most ``PAGE_LINES`` lines); *more* is the
+    command and arguments that ask for another page, without the prefix."""
+    prefix = app.command_prefix if ev.channel else ""
+    for line in page_lines(lines, page, prefix + more):
+        tell(app, ev, line)
 
 
 # -- the commands ---------------------------------------------------------------
@@ -82,7 +99,8 @@ def cmd_help(app: App, ev: Event) -> None:
     chan = who.channel_flags(ev.channel) if who and ev.channel else ""
     btype = "pub" if ev.channel else "msg"
     prefix = app.command_prefix if ev.channel else ""
-    wanted = ev.args[0].lstrip(app.command_prefix).lower() if ev.args else None
+    args, page = split_page(ev.args, 0)
+    wanted = args[0].lstrip(app.command_prefix).lower() if args else None
     usable: list[Binding] = []
     seen: set[str] = set()
     for b in app.table.binds(btype):
@@ -99,9 +117,9 @@ def cmd_help(app: App, ev: Event) -> None:
                 return
         tell(app, ev, f"no command {wanted!r} that you may use; try {prefix}help")
         return
-    names = " ".join(sorted(b.mask for b in usable))
-    tell(app, ev, f"commands you may use: {names}")
-    tell(app, ev, f"{prefix}help <command> for details")
+    names = sorted(b.mask for b in usable)
+    lines = wrap_words(names, _HELP_LINE_CHARS, first="commands you may use: ")
+    tell_page(app, ev, [*lines, f"{prefix}help <command> for details"], page, "help")
 
 
 def _describe(app: App, b: Binding, prefix: str) -> str:
@@ -119,25 +137,31 @@ def cmd_whoami(app: App, ev: Event) -> None:
     if who is None:
         ev.reply(f"{ev.nick}: no user record matches you ({ev.hostmask}, account {acct})")
         return
-    flags = who.global_flags() or "-"
-    text = f"{ev.nick}: you are {who.handle} (account {acct}), global flags +{flags}"
+    glob = who.global_flags()
+    text = f"{ev.nick}: you are {who.handle} (account {acct}), "
+    text += f"global flags +{glob}" if glob else "no global flags"
     if ev.channel:
-        text += f", on {ev.channel} +{who.channel_flags(ev.channel) or '-'}"
+        chan = who.channel_flags(ev.channel)
+        text += f", on {ev.channel} +{chan}" if chan else f", no flags on {ev.channel}"
+    if who.restricted is not None:
+        text += f"; you matched {who.restricted}, so flags above +v and approvals do not count"
     ev.reply(text)
 
 
 def cmd_binds(app: App, ev: Event) -> None:
-    btype = ev.args[0] if ev.args else None
+    args, page = split_page(ev.args, 1)
+    if len(args) == 1 and args[0].isdecimal():  # "!binds 2": a page of all types
+        args, page = [], max(1, int(args[0][:6]))
+    btype = args[0] if args else None
     if btype is not None and btype not in BIND_TYPES:
         # Quoted, like every echo of typed text: no raw colours or CTCP.
         tell(app, ev, f"no bind type {btype[:40]!r}; types: {', '.join(BIND_TYPES)}")
         return
     rows = app.table.binds(btype)
-    tell(app, ev, f"{len(rows)} bindings{f' of type {btype}' if btype else ''}:")
-    for b in rows[:40]:
-        tell(app, ev, f"{b.type:<6} {b.flags.text:<5} {b.mask:<24} {b.hits:>6} {b.handler_name}")
-    if len(rows) > 40:
-        tell(app, ev, f"... and {len(rows) - 40} more (use a type: binds pub)")
+    lines = [f"{len(rows)} bindings{f' of type {btype}' if btype else ''}:"]
+    for b in rows:
+        lines.append(f"{b.type:<6} {b.flags.text:<5} {b.mask:<24} {b.hits:>6} {b.handler_name}")
+    tell_page(app, ev, lines, page, f"binds {btype}" if btype else "binds")
 
 
 def cmd_rehash(app: App, ev: Event) -> None:
@@ -164,7 +188,7 @@ def cmd_status(app: App, ev: Event) -> None:
     out = app.irc.output.depths() if app.irc else {}
     server = f"{app.irc.settings.host}:{app.irc.settings.port}" if app.irc else "-"
     state = "connected" if app.irc and app.irc.connected.is_set() else "disconnected"
-    depths = " ".join(f"{q} {out.get(q, 0)}" for q in ("mode", "server", "help"))
+    depths = " ".join(f"{q} {out.get(q, 0)}" for q in PRIORITIES)
     failures = d.stats.errors + d.stats.timeouts
     ev.reply(
         f"up {_fmt_age(time.monotonic() - app.started)}, {state} to {server}; "
@@ -189,9 +213,16 @@ async def cmd_adduser(app: App, ev: Event) -> None:
             rec = await app.users.add_user(handle, account=account)
             ev.reply(f"added {rec.handle} identified by account {account}")
         else:
-            mask = f"*!{user}@{host}"
+            # ident and host as the server shows them: never a weak mask.
+            mask = check_hostmask_strength(f"*!{user}@{host}")
             rec = await app.users.add_user(handle, hostmasks=(mask,))
-            ev.reply(f"added {rec.handle} with hostmask {mask}")
+            note = ""
+            if not app.config.users.hostmask_flags_on_account_networks and (
+                app.irc is not None and app.irc.accounts_available
+            ):
+                note = f" ({nick} is not logged in: until the record has an account, "
+                note += "it carries no flags above +v here)"
+            ev.reply(f"added {rec.handle} with hostmask {mask}{note}")
     except UserError as exc:
         ev.reply(str(exc))
 
@@ -346,24 +377,24 @@ def _on_channel(app: App, chan: str) -> bool:
 async def cmd_files(app: App, ev: Event) -> None:
     from ..ingestion.status import folder_rows, format_status, log_rows
 
+    _, page = split_page(ev.args, 0)
     live = app.logs.status()
     folders = await folder_rows(app.config, app.store)
     logs = await log_rows(app.store, live)
-    for line in format_status(folders, logs)[:20]:
-        tell(app, ev, line)
+    tell_page(app, ev, format_status(folders, logs), page, "files")
 
 
 BUILTINS: tuple[Command, ...] = (
-    Command("help", "-|-", "[command]", "list the commands you may use", cmd_help),
+    Command("help", "-|-", "[command|page]", "list the commands you may use", cmd_help),
     Command("whoami", "-|-", "", "show which user record you match", cmd_whoami),
     # Eggdrop's .binds, .rehash and .adduser need global +m: +m on one channel
     # must not reload the bot or add users; chattr checks the rest itself.
-    Command("binds", "m", "[type]", "list bindings with hit counts", cmd_binds),
+    Command("binds", "m", "[type] [page]", "list bindings with hit counts", cmd_binds),
     Command("rehash", "m", "", "reload config, modules and scripts", cmd_rehash),
     Command("status", "-|-", "", "uptime, queue depths, binds, users", cmd_status),
     Command("adduser", "m", "HANDLE NICK", "add a user by their account or hostmask", cmd_adduser),
     Command("chattr", "m|m", "HANDLE FLAGS [#chan]", "change a user's flags", cmd_chattr),
-    Command("files", "o|o", "", "watched folders and tailed logs", cmd_files),
+    Command("files", "o|o", "[page]", "watched folders and tailed logs", cmd_files),
 )
 BUILTIN_HELP = {c.name: c for c in BUILTINS}
 
@@ -393,9 +424,11 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 
 
 def _ctcp(app: App) -> None:
+    # The only CTCP answers the bot gives (pydle's own are switched off), by
+    # NOTICE and within the bot-wide budget (bot.flood.ctcp_replies).
     def reply(ev: Event, text: str) -> None:
         if ev.nick and app.irc is not None:
-            app.irc.output.notice(ev.nick, f"\x01{ev.key} {text}\x01".replace(" \x01", "\x01"))
+            app.irc.ctcp_reply(ev.nick, ev.key, text)
 
     def version(ev: Event) -> None:
         reply(ev, VERSION)

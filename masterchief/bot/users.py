@@ -1,11 +1,14 @@
 """The user table: who someone on IRC is, and which flags they hold.
 
 How this works.  ``UserTable`` keeps an immutable index (handles, accounts,
-hostmasks) built from the store.  Lookups (``match``, ``get``) are plain
-synchronous reads of that index -- the dispatcher calls ``match`` for every
-event.  Mutators write through to the store first and then build a new index
-and swap the reference, so a reader sees the old table or the new one, never
-half of a change, and a failed write changes nothing.
+hostmasks) built from the store.  Lookups (``identify``, ``match``, ``get``)
+are plain synchronous reads of that index -- the dispatcher calls
+``identify`` for every event.  Mutators write through to the store first and
+then build a new index and swap the reference, so a reader sees the old
+table or the new one, never half of a change, and a failed write changes
+nothing.  ``watch`` polls the store's ``users_version`` (bumped by triggers on
+every write, from any process) and reloads when it moves, so a user added
+with the CLI is seen within a second.
 
 Matching policy (security-relevant):
 
@@ -15,14 +18,23 @@ Matching policy (security-relevant):
   match by hostmask.
 * No accounts on the network: ``nick!user@host`` against every record's
   hostmasks; the nick part is compared under the server's CASEMAPPING.
-* Several hostmasks match: the most specific mask (most literal characters)
-  wins; ties go to the handle that sorts first.
+* Several hostmasks match: strong masks before weak ones, then the most
+  specific mask (most literal characters); ties go to the handle that sorts
+  first.
 
-Account names compare ASCII-case-insensitively and channel keys are stored
-ASCII-lower-cased: the narrowest folding, so that a name that differs only
-in ``[`` / ``{`` never matches by accident.  Where the server's CASEMAPPING
-makes such names equal, ``User.chan_flags`` and ``UserTable.chattr`` take the
-casemapping and treat them as one.
+Effective flags (``Identity``), the one place this is decided: a match by
+account carries the record's flags.  A match by hostmask carries only
+unprivileged ones (``+v`` and the restricting ``d k q r``), and may approve
+no deploy, when the mask is weak (``is_weak_hostmask``: its host pins
+nothing, and nick and ident are the client's choice), or when the network
+has accounts and ``users.hostmask_flags_on_account_networks`` is off.
+
+Names: handles and accounts compare under rfc1459 case folding (``ERIN{1}``
+is ``erin[1]``), the coarsest standard CASEMAPPING, and are unique under it
+(a store index), so no server can see two records as one name; an account
+found that way must also be equal under the server's own CASEMAPPING.
+Channel keys are stored ASCII-lower-cased; ``User.chan_flags`` and
+``UserTable.chattr`` take the casemapping and treat equal names as one.
 """
 
 from __future__ import annotations
@@ -31,28 +43,38 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from types import MappingProxyType
+from typing import Literal
 
-from masterchief.bindings.flags import FlagError, apply_changes
+from masterchief.bindings.flags import FlagError, apply_changes, implied
 from masterchief.bindings.masks import irc_lower, mask_match
 from masterchief.core.errors import UserError
-from masterchief.core.store import ConflictError, Store, UserRecord
+from masterchief.core.store import ConflictError, Store, StoreError, UserRecord
 from masterchief.core.text import has_hidden
 
 __all__ = [
+    "Identity",
     "User",
     "UserTable",
+    "WeakHostmask",
     "check_channel",
+    "check_hostmask_strength",
     "hash_password",
+    "is_weak_hostmask",
+    "name_key",
     "normalize_hostmask",
+    "unprivileged",
     "valid_handle",
     "verify_password",
 ]
+
+log = logging.getLogger(__name__)
 
 _HANDLE = re.compile(r"[A-Za-z0-9_\-\[\]\\^{}|`]{1,32}")
 _ACCOUNT = re.compile(r"[^\s,]{1,64}")
@@ -67,6 +89,18 @@ PASSWORD_MAX = 1024
 
 def _ascii_lower(text: str) -> str:
     return irc_lower(text, "ascii")
+
+
+def name_key(name: str) -> str:
+    """A handle or account folded under rfc1459: equal keys are one name.
+
+    rfc1459 is the coarsest standard CASEMAPPING (it makes ``[]\\~`` the
+    upper case of ``{}|^``; strict-rfc1459 and ascii make fewer names equal),
+    so names kept apart under it are apart on every server -- the CLI, which
+    has no server to ask, can decide alone.  The store's unique indexes use
+    the same folding.
+    """
+    return irc_lower(name, "rfc1459")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +200,67 @@ def normalize_hostmask(mask: str) -> str:
     user, _, host = rest.partition("@")
     if not nick or not user or not host:
         raise UserError(f"invalid hostmask {mask[:70]!r}")
+    return mask
+
+
+_LABEL_SEPARATORS = frozenset(".:/")  # DNS names, IPv4/IPv6, cloaks (user/carol)
+
+
+def _host_labels(host: str) -> list[tuple[str, bool]]:
+    """``host`` split at ``. : /`` into (label, has a wildcard) -- ``\\x`` is literal."""
+    labels: list[tuple[str, bool]] = []
+    text, wild = "", False
+    i = 0
+    while i < len(host):
+        c = host[i]
+        if c == "\\" and i + 1 < len(host):
+            text += host[i + 1]
+            i += 2
+            continue
+        if c in _LABEL_SEPARATORS:
+            labels.append((text, wild))
+            text, wild = "", False
+        elif c in _WILDCARDS:
+            text, wild = text + c, True
+        else:
+            text += c
+        i += 1
+    labels.append((text, wild))
+    return labels
+
+
+def is_weak_hostmask(mask: str) -> bool:
+    """Whether a ``nick!user@host`` mask can be matched by anyone who wants to.
+
+    The nick and the user (ident) are the client's to choose -- an ident that
+    identd answered comes from the user's own machine -- so only the host,
+    which the server sets, pins someone down.  A mask is weak when its host
+    part has a wildcard and fewer than two whole labels (parts between
+    ``.``, ``:`` or ``/``) without one: ``*``, ``*.*``, ``*.com``, ``10.*``,
+    ``user/*``, ``*home*``.  ``host.example``, ``*.corp.example``,
+    ``192.168.*``, ``2001:db8:*`` and ``user/carol`` are not weak.
+    """
+    host = mask.rpartition("@")[2]
+    labels = _host_labels(host)
+    if not any(wild for _, wild in labels):
+        return not any(ch.isalnum() for text, _ in labels for ch in text)
+    whole = sum(1 for text, wild in labels if text and not wild)
+    return whole < 2
+
+
+class WeakHostmask(UserError):
+    """A hostmask refused because it is weak (``is_weak_hostmask``)."""
+
+
+def check_hostmask_strength(mask: str) -> str:
+    """``mask`` (normalized) if it is not weak, else ``WeakHostmask`` saying
+    why (``UserError`` if it is no hostmask at all)."""
+    mask = normalize_hostmask(mask)
+    if is_weak_hostmask(mask):
+        raise WeakHostmask(
+            f"hostmask {mask} is weak: its host part pins nobody, and nick and ident are "
+            "anyone's to choose; give the host (*!ident@host.example) or an account"
+        )
     return mask
 
 
@@ -272,15 +367,83 @@ def _check_password(password: str) -> str:
     return password
 
 
+# --- effective flags ----------------------------------------------------------------------
+
+# What a match that cannot be trusted with privileges keeps: voice, and the
+# flags that only take something away (Eggdrop: d deop, k kick, q quiet,
+# r dehalfop), so demoting a record never frees it from a restriction.
+_UNPRIVILEGED = frozenset("v")
+_RESTRICTING = frozenset("dkqr")
+
+
+def unprivileged(flags: str) -> str:
+    """What is left of ``flags`` without privileges: ``+v`` (also when implied,
+    ``o`` gives ``v``) and the restricting flags ``d k q r``."""
+    kept = (implied(flags) & _UNPRIVILEGED) | (set(flags) & _RESTRICTING)
+    return "".join(sorted(kept))
+
+
+Via = Literal["account", "hostmask"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A user record as matched for one origin -- the principal whose flags
+    the dispatcher, the built-ins and the deploy commands check.
+
+    ``restricted`` says why the match is not trusted with privileges (None:
+    it is); then ``global_flags``/``channel_flags`` are ``unprivileged`` and
+    ``approval_refusal`` refuses every approval.
+    """
+
+    user: User
+    via: Via
+    casemapping: str = "rfc1459"
+    mask: str | None = None  # the hostmask that matched (via "hostmask")
+    restricted: str | None = None
+
+    @property
+    def handle(self) -> str:
+        return self.user.handle
+
+    def global_flags(self) -> str:
+        flags = self.user.flags
+        return flags if self.restricted is None else unprivileged(flags)
+
+    def channel_flags(self, channel: str) -> str:
+        flags = self.user.chan_flags(channel, self.casemapping)
+        return flags if self.restricted is None else unprivileged(flags)
+
+    def approval_refusal(self) -> str | None:
+        """Why this match may not approve anything, or None."""
+        if self.restricted is None:
+            return None
+        return f"you matched {self.handle} {self.restricted}, which cannot approve deploys"
+
+
+def _restriction(
+    via: Via, mask: str | None, weak: bool, accounts_available: bool, hostmask_flags: bool
+) -> str | None:
+    if via == "account":
+        return None
+    if weak:
+        return f"by the weak hostmask {mask} (anyone can choose its nick and ident)"
+    if accounts_available and not hostmask_flags:
+        return f"by hostmask ({mask}) on a network with services accounts"
+    return None
+
+
 # --- the index ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class _MaskEntry:
     user: User
+    mask: str
     nick_mask: str  # as written; lowered per casemapping at match time
     rest_mask: str  # already a mask_match pattern
     score: int
+    weak: bool
 
 
 class _Index:
@@ -291,22 +454,41 @@ class _Index:
     def __init__(self, users: Iterable[User]) -> None:
         ordered = sorted(users, key=lambda u: _ascii_lower(u.handle))
         self.users: tuple[User, ...] = tuple(ordered)
-        self.by_handle: dict[str, User] = {_ascii_lower(u.handle): u for u in ordered}
+        self.by_handle: dict[str, User] = {name_key(u.handle): u for u in ordered}
         self.by_account: dict[str, User] = {
-            _ascii_lower(u.account): u for u in ordered if u.account is not None
+            name_key(u.account): u for u in ordered if u.account is not None
         }
         entries: list[_MaskEntry] = []
         for u in ordered:
             for mask in u.hostmasks:
                 nick, _, rest = mask.partition("!")
-                entries.append(_MaskEntry(u, nick, _host_pattern(rest), _specificity(mask)))
-        # Best first: most specific mask, then handle order (sort is stable).
-        entries.sort(key=lambda e: -e.score)
+                entries.append(
+                    _MaskEntry(
+                        u,
+                        mask,
+                        nick,
+                        _host_pattern(rest),
+                        _specificity(mask),
+                        is_weak_hostmask(mask),
+                    )
+                )
+        # Best first: strong masks, the most specific, then handle order (sort
+        # is stable) -- a weak mask never shadows a strong one that matches.
+        entries.sort(key=lambda e: (e.weak, -e.score))
         self.masks: tuple[_MaskEntry, ...] = tuple(entries)
+
+    def match_account(self, account: str, casemapping: str) -> User | None:
+        found = self.by_account.get(name_key(account))
+        if found is None or found.account is None:
+            return None
+        # Unique under rfc1459; the server's own mapping may tell more apart.
+        if irc_lower(found.account, casemapping) != irc_lower(account, casemapping):
+            return None
+        return found
 
     def match_host(
         self, nick: str, uhost: str, casemapping: str, *, skip_with_account: bool
-    ) -> User | None:
+    ) -> _MaskEntry | None:
         nick_l = irc_lower(nick, casemapping)
         for entry in self.masks:
             if skip_with_account and entry.user.account is not None:
@@ -314,7 +496,7 @@ class _Index:
             if not mask_match(_nick_pattern(entry.nick_mask, casemapping), nick_l):
                 continue
             if mask_match(entry.rest_mask, uhost):
-                return entry.user
+                return entry
         return None
 
 
@@ -354,6 +536,8 @@ class UserTable:
         self._store = store
         self._index = _Index(())
         self._lock = asyncio.Lock()  # one mutation at a time; readers never wait
+        self._version: int | None = None  # the store's users_version the index is at
+        self._wake = asyncio.Event()  # request_reload(): reload now, version or not
 
     @classmethod
     async def load(cls, store: Store) -> UserTable:
@@ -364,10 +548,70 @@ class UserTable:
     async def reload(self) -> None:
         """Re-read every user from the store (after another process changed it)."""
         async with self._lock:
-            records = await self._store.load_users()
+            version, records = await self._store.load_users_versioned()
             self._index = _Index(_user(r) for r in records)
+            self._version = version
+        _warn_weak(self._index.users)
+
+    async def refresh(self) -> bool:
+        """Reload if the store's users changed since the last load; True if it did."""
+        if await self._store.users_version() == self._version:
+            return False
+        await self.reload()
+        return True
+
+    def request_reload(self) -> None:
+        """Make ``watch`` reload at once, changed or not (``!rehash``, SIGHUP)."""
+        self._wake.set()
+
+    async def watch(self, interval_s: float = 0.5) -> None:
+        """Poll the store every ``interval_s`` and reload on a change, until
+        cancelled.  A store error is logged and retried at the next tick."""
+        while True:
+            try:
+                async with asyncio.timeout(interval_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            forced = self._wake.is_set()
+            self._wake.clear()
+            try:
+                if forced:
+                    await self.reload()
+                elif await self.refresh():
+                    log.info("user table reloaded: %d users (changed in the store)", len(self))
+            except StoreError as exc:
+                log.warning("cannot re-read users (will retry): %s", exc)
 
     # --- lookups (synchronous) ---
+
+    def identify(
+        self,
+        nick: str | None,
+        uhost: str | None,
+        account: str | None,
+        *,
+        accounts_available: bool,
+        casemapping: str = "rfc1459",
+        hostmask_flags: bool = False,
+    ) -> Identity | None:
+        """Who someone on IRC is, with the flags that match may carry.
+
+        ``hostmask_flags`` is ``users.hostmask_flags_on_account_networks``.
+        See the module doc for the policy.
+        """
+        index = self._index
+        if accounts_available and account is not None and account not in _NOT_LOGGED_IN:
+            found = index.match_account(account, casemapping)
+            if found is not None:
+                return Identity(found, "account", casemapping)
+        if nick is None or uhost is None:
+            return None
+        entry = index.match_host(nick, uhost, casemapping, skip_with_account=accounts_available)
+        if entry is None:
+            return None
+        why = _restriction("hostmask", entry.mask, entry.weak, accounts_available, hostmask_flags)
+        return Identity(entry.user, "hostmask", casemapping, entry.mask, why)
 
     def match(
         self,
@@ -378,18 +622,16 @@ class UserTable:
         accounts_available: bool,
         casemapping: str = "rfc1459",
     ) -> User | None:
-        """The user record for someone on IRC, or None.  See the module doc."""
-        index = self._index
-        if accounts_available and account is not None and account not in _NOT_LOGGED_IN:
-            found = index.by_account.get(_ascii_lower(account))
-            if found is not None:
-                return found
-        if nick is None or uhost is None:
-            return None
-        return index.match_host(nick, uhost, casemapping, skip_with_account=accounts_available)
+        """The user record for someone on IRC, or None (``identify`` without
+        the effective flags)."""
+        found = self.identify(
+            nick, uhost, account, accounts_available=accounts_available, casemapping=casemapping
+        )
+        return found.user if found is not None else None
 
     def get(self, handle: str) -> User | None:
-        return self._index.by_handle.get(_ascii_lower(handle))
+        """The record whose handle equals ``handle`` under rfc1459 folding."""
+        return self._index.by_handle.get(name_key(handle))
 
     def all(self) -> tuple[User, ...]:
         """Every user, ordered by handle."""
@@ -417,8 +659,9 @@ class UserTable:
         if password is not None:
             pw_hash = await asyncio.to_thread(hash_password, _check_password(password))
         async with self._lock:
-            if self.get(handle) is not None:
-                raise UserError(f"handle {handle!r} already exists")
+            taken = self.get(handle)
+            if taken is not None:
+                raise UserError(f"handle {handle!r} already exists{_as(handle, taken.handle)}")
             self._check_account_free(account, handle)
             user = User(
                 handle=handle,
@@ -521,9 +764,10 @@ class UserTable:
     def _check_account_free(self, account: str | None, handle: str) -> None:
         if account is None:
             return
-        owner = self._index.by_account.get(_ascii_lower(account))
-        if owner is not None and _ascii_lower(owner.handle) != _ascii_lower(handle):
-            raise UserError(f"account {account!r} already belongs to {owner.handle}")
+        owner = self._index.by_account.get(name_key(account))
+        if owner is not None and name_key(owner.handle) != name_key(handle):
+            same = _as(account, str(owner.account))
+            raise UserError(f"account {account!r} already belongs to {owner.handle}{same}")
 
     async def _save(self, user: User) -> User:
         try:
@@ -533,10 +777,30 @@ class UserTable:
                 f"cannot save {user.handle}: it conflicts with another user in the store"
             ) from None
         self._index = _Index(
-            user if _ascii_lower(u.handle) == _ascii_lower(user.handle) else u
-            for u in self._index.users
+            user if name_key(u.handle) == name_key(user.handle) else u for u in self._index.users
         )
         return user
+
+
+def _as(wanted: str, existing: str) -> str:
+    """For a refusal: why ``wanted`` is taken when it is spelled differently."""
+    if wanted == existing:
+        return ""
+    return f" as {existing!r} (to IRC they are one name: case, and [ ] \\ ~ are {{ }} | ^)"
+
+
+def _warn_weak(users: Iterable[User]) -> None:
+    """Log records whose weak hostmasks would carry privileges if they could."""
+    for u in users:
+        weak = [m for m in u.hostmasks if is_weak_hostmask(m)]
+        held = set(u.flags).union(*u.chanflags.values())
+        if weak and unprivileged("".join(held)) != "".join(sorted(held)):
+            log.warning(
+                "user %s: hostmask %s is weak, so it never carries flags above +v; "
+                "replace it with *!ident@host or set an account",
+                u.handle,
+                ", ".join(weak),
+            )
 
 
 def _flags(fn: Callable[..., str], *args: str) -> str:

@@ -47,6 +47,7 @@ from masterchief.core.secrets import REDACTOR, RESOLVERS, Redactor, Resolver, Se
 from masterchief.core.vault import VaultClient, azure_client, vault_resolver
 
 __all__ = [
+    "AdminConfig",
     "AlertmanagerHook",
     "BasicAuthConfig",
     "BotConfig",
@@ -364,13 +365,46 @@ class StoreConfig(_Model):
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
+def _to_token(value: Any) -> Secret:
+    secret = _to_secret(value)
+    if not secret.reveal().strip():
+        raise ValueError("is empty: set a value, or remove the key")
+    return secret
+
+
+Token = Annotated[
+    Secret,
+    PlainValidator(_to_token),
+    PlainSerializer(lambda _s: "***", return_type=str),
+]
+"""A bearer token we check: like ``SecretValue``, and never empty or blank."""
+
+
+class AdminConfig(_Model):
+    """``/metrics`` and ``/healthz``: on a listener of their own (``port``;
+    the webhook port then serves only ``/webhooks/*``), behind
+    ``Authorization: Bearer <token>``, or both.  ``port: 0`` picks one."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^\S+$")
+    port: int | None = Field(default=None, ge=0, le=65535)
+    token: Token | None = None
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> AdminConfig:
+        if self.port is None and self.token is None:
+            raise ValueError("needs a port (a listener of its own), a token, or both")
+        return self
+
+
 class WebConfig(_Model):
-    """The HTTP server for webhooks and the API.  ``port: 0`` picks a free port."""
+    """The HTTP server for webhooks and the API.  ``port: 0`` picks a free port.
+    Without ``admin``, ``/metrics`` and ``/healthz`` are open on this port."""
 
     enabled: bool = True
     host: str = Field(default="127.0.0.1", min_length=1, pattern=r"^\S+$")
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    admin: AdminConfig | None = None
 
 
 class _Hook(_Model):

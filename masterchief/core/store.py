@@ -221,6 +221,58 @@ MIGRATIONS.append(
     ("ALTER TABLE log_offsets ADD COLUMN lines_per_s REAL",)
 )
 
+MIGRATIONS.append(
+    # Users, two rules:
+    # 1. Handles and accounts are unique under rfc1459 case folding, the
+    #    coarsest standard CASEMAPPING (ascii and strict-rfc1459 make fewer
+    #    names equal), so no server can see two records as one name.  The
+    #    folding is lower() (ASCII only in SQLite, like ``irc_lower``) with
+    #    []\~ made {}|^.  Rows that already collide are made distinct first,
+    #    failing closed: the later handle gets a ``_<rowid>`` suffix, the later
+    #    account is cleared.
+    # 2. ``users_version`` counts every change to the user tables -- by
+    #    trigger, so any writer (the CLI, another instance, a hand-run sqlite3)
+    #    bumps it -- and the running bot polls it to reload its table.  (SQLite
+    #    trigger syntax: a PostgreSQL backend needs its own trigger function.)
+    (
+        "UPDATE users SET handle = handle || '_' || rowid WHERE rowid NOT IN"
+        " (SELECT MIN(rowid) FROM users GROUP BY"
+        " replace(replace(replace(replace(lower(handle),"
+        " '[', '{'), ']', '}'), '\\', '|'), '~', '^'))",
+        "UPDATE users SET account = NULL WHERE account IS NOT NULL AND rowid NOT IN"
+        " (SELECT MIN(rowid) FROM users WHERE account IS NOT NULL GROUP BY"
+        " replace(replace(replace(replace(lower(account),"
+        " '[', '{'), ']', '}'), '\\', '|'), '~', '^'))",
+        "CREATE UNIQUE INDEX users_handle_rfc1459 ON users"
+        " (replace(replace(replace(replace(lower(handle),"
+        " '[', '{'), ']', '}'), '\\', '|'), '~', '^'))",
+        "CREATE UNIQUE INDEX users_account_rfc1459 ON users"
+        " (replace(replace(replace(replace(lower(account),"
+        " '[', '{'), ']', '}'), '\\', '|'), '~', '^'))",
+        "CREATE TABLE users_version"
+        " (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
+        "INSERT INTO users_version (id, version) VALUES (1, 1)",
+        "CREATE TRIGGER users_insert_bumps_version AFTER INSERT ON users"
+        " BEGIN UPDATE users_version SET version = version + 1 WHERE id = 1; END",
+        "CREATE TRIGGER users_update_bumps_version AFTER UPDATE ON users"
+        " BEGIN UPDATE users_version SET version = version + 1 WHERE id = 1; END",
+        "CREATE TRIGGER users_delete_bumps_version AFTER DELETE ON users"
+        " BEGIN UPDATE users_version SET version = version + 1 WHERE id = 1; END",
+        "CREATE TRIGGER user_hostmasks_insert_bumps_version AFTER INSERT ON user_hostmasks"
+        " BEGIN UPDATE users_version SET version = version + 1 WHERE id = 1; END",
+        "CREATE TRIGGER user_hostmasks_update_bumps_version AFTER UPDATE ON user_hostmasks"
+        " BEGIN UPDATE users_version SET version = version + 1 WHERE id = 1; END",
+        "CREATE TRIGGER user_hostmasks_delete_bumps_version AFTER DELETE ON user_hostmasks"
+        " BEGIN UPDATE users_version SET version = version + 1 WHERE id = 1; END",
+        "CREATE TRIGGER user_chanflags_insert_bumps_version AFTER INSERT ON user_chanflags"
+        " BEGIN UPDATE users_version SET version = version + 1 WHERE id = 1; END",
+        "CREATE TRIGGER user_chanflags_update_bumps_version AFTER UPDATE ON user_chanflags"
+        " BEGIN UPDATE users_version SET version = version + 1 WHERE id = 1; END",
+        "CREATE TRIGGER user_chanflags_delete_bumps_version AFTER DELETE ON user_chanflags"
+        " BEGIN UPDATE users_version SET version = version + 1 WHERE id = 1; END",
+    )
+)
+
 
 class StoreError(Exception):
     """The store could not be opened or used; the message names the file."""
@@ -454,21 +506,31 @@ class Store:
 
     async def load_users(self) -> list[UserRecord]:
         """Every user with hostmasks and channel flags, ordered by handle."""
-        users = await self._fetchall(
-            "SELECT handle, account, flags, info, password_hash, created_at"
-            " FROM users ORDER BY lower(handle)"
-        )
-        masks: dict[str, list[str]] = {}
-        for handle, mask in await self._fetchall(
-            "SELECT handle, mask FROM user_hostmasks ORDER BY handle, mask"
-        ):
-            masks.setdefault(handle, []).append(mask)
-        chans: dict[str, dict[str, str]] = {}
-        for handle, channel, flags in await self._fetchall(
-            "SELECT handle, channel, flags FROM user_chanflags ORDER BY handle, channel"
-        ):
-            chans.setdefault(handle, {})[channel] = flags
-        return [
+        return (await self.load_users_versioned())[1]
+
+    async def load_users_versioned(self) -> tuple[int, list[UserRecord]]:
+        """``(users_version, every user)`` read from one snapshot, so the
+        version is exactly the one these records are at."""
+        async with self._transaction() as tx:
+            version = await self._users_version(tx)
+            async with tx.execute(
+                "SELECT handle, account, flags, info, password_hash, created_at"
+                " FROM users ORDER BY lower(handle)"
+            ) as cur:
+                users = list(await cur.fetchall())
+            masks: dict[str, list[str]] = {}
+            async with tx.execute(
+                "SELECT handle, mask FROM user_hostmasks ORDER BY handle, mask"
+            ) as cur:
+                for handle, mask in await cur.fetchall():
+                    masks.setdefault(handle, []).append(mask)
+            chans: dict[str, dict[str, str]] = {}
+            async with tx.execute(
+                "SELECT handle, channel, flags FROM user_chanflags ORDER BY handle, channel"
+            ) as cur:
+                for handle, channel, flags in await cur.fetchall():
+                    chans.setdefault(handle, {})[channel] = flags
+        return version, [
             UserRecord(
                 handle=handle,
                 account=account,
@@ -481,6 +543,18 @@ class Store:
             )
             for handle, account, flags, info, password_hash, created_at in users
         ]
+
+    async def users_version(self) -> int:
+        """A number that changes with every write to the user tables (by any
+        process: triggers keep it).  Cheap: one row; poll it."""
+        [(version,)] = await self._fetchall("SELECT version FROM users_version WHERE id = 1")
+        return int(version)
+
+    @staticmethod
+    async def _users_version(conn: aiosqlite.Connection) -> int:
+        async with conn.execute("SELECT version FROM users_version WHERE id = 1") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row is not None else 0
 
     async def insert_user(self, user: UserRecord) -> UserRecord:
         """Add a new user; ``ConflictError`` if the handle or account is taken."""

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..bindings.event import Event
 from ..bindings.flags import FlagMask
-from ..bot.builtins import tell
+from ..bot.builtins import tell, tell_page
+from ..bot.paging import split_page
 from ..core.errors import UserError
 from ..core.secrets import REDACTOR
+from . import bothost
 from .jobs import JobManager, Person
 from .params import parse_args, validate_params
 
@@ -36,17 +38,25 @@ if TYPE_CHECKING:
 __all__ = ["OWNER", "install"]
 
 OWNER = "builtin:deploy"
+BOT_HOST_FLAGS = FlagMask.parse("n")
+"""Who may run a module on the bot's own host (with ``allow_bot_host``): a global owner."""
 
 
 def _to(ev: Event) -> str:
     return f"{ev.nick}: " if ev.nick and ev.channel else ""
 
 
-def _who(app: App, ev: Event) -> tuple[Person, Callable[[FlagMask, str | None], bool]]:
-    """The caller as a Person, and a check of their flags on a channel."""
+def _who(
+    app: App, ev: Event, *, approving: bool = False
+) -> tuple[Person, Callable[[FlagMask, str | None], bool]]:
+    """The caller as a Person, and a check of their flags on a channel.
+    ``approving``: also refused when the match may not approve at all
+    (a hostmask match the user table does not trust with privileges)."""
     who = app.resolve(ev)
     if who is None:
         raise UserError(f"no user record matches you ({ev.hostmask}); ask an admin for one")
+    if approving and (why := who.approval_refusal()) is not None:
+        raise UserError(why)
 
     def allowed(mask: FlagMask, channel: str | None) -> bool:
         chan = who.channel_flags(channel) if channel else ""
@@ -79,6 +89,11 @@ async def _request(app: App, jobs: JobManager, ev: Event, mode: str) -> None:
     if not allowed(mask, ev.channel):
         raise UserError(f"you need {mask.describe(ev.channel)} to {mode} {module.name}")
     params = validate_params(module.manifest, env, parse_args(words))
+    await bothost.check(
+        module, env, params, lambda: app.module_config(module.name),
+        owner=allowed(BOT_HOST_FLAGS, None), project_dir=app.config.project_dir,
+        extra_env=jobs.passed_env(),
+    )  # fmt: skip
     needs_approval = mode == "deploy" and env in module.manifest.approval
     if needs_approval and ev.source == "irc" and ev.nick and not app.irc.shares_channel(ev.nick):
         # Its QUIT would never reach the bot: the request could outlive them.
@@ -120,7 +135,7 @@ def install(app: App, jobs: JobManager) -> None:
     async def approve(ev: Event) -> None:
         if len(ev.args) != 1:
             raise UserError("usage: !approve JOB")
-        person, allowed = _who(app, ev)
+        person, allowed = _who(app, ev, approving=True)
         ev.reply(_to(ev) + await jobs.approve(ev.args[0], person, allowed))
 
     async def deny(ev: Event) -> None:
@@ -136,36 +151,36 @@ def install(app: App, jobs: JobManager) -> None:
         ev.reply(_to(ev) + await jobs.cancel(ev.args[0], person, allowed))
 
     async def list_jobs(ev: Event) -> None:
+        # Paged (!jobs 2, !jobs all 2): a few lines per request, privately.
         everything = bool(ev.args) and ev.args[0].lower() == "all"
+        _, page = split_page(ev.args, 1 if everything else 0)
         if everything:
             _may_read_jobs(app, jobs, ev, "!jobs all")
-            rows = await app.store.jobs_list(limit=10)
+            rows = await app.store.jobs_list(limit=20)
             if not rows:
                 tell(app, ev, "no jobs on record")
-            for r in rows:
-                tell(app, ev, _row_line(r))
+            tell_page(app, ev, [_row_line(r) for r in rows], page, "jobs all")
             return
         live = jobs.live()
         if not live:
             ev.reply(_to(ev) + "no jobs running or waiting (!jobs all for history)")
             return
-        for job in live[:10]:
-            tell(app, ev, _row_line(job.record()))
+        tell_page(app, ev, [_row_line(job.record()) for job in live[:20]], page, "jobs")
 
     async def show_job(ev: Event) -> None:
-        if len(ev.args) != 1:
-            raise UserError("usage: !job JOB")
+        args, page = split_page(ev.args, 1)
+        if len(args) != 1:
+            raise UserError("usage: !job JOB [page]")
         _may_read_jobs(app, jobs, ev, "!job")
-        job_id = ev.args[0].lower()
+        job_id = args[0].lower()
         live = jobs.jobs.get(job_id)
         row = live.record() if live is not None else await app.store.job_get(job_id)
         if row is None:
             raise UserError(f"no job {job_id[:16]!r}")
-        tell(app, ev, _row_line(row))
         approvals = ", ".join(a["handle"] for a in row["approvals"]) or "none"
-        tell(app, ev, f"approvals: {approvals}; reason: {row['reason'] or '-'}")
-        for line in list(row["tail"])[-10:]:
-            tell(app, ev, f"| {line}")
+        lines = [_row_line(row), f"approvals: {approvals}; reason: {row['reason'] or '-'}"]
+        lines += [f"| {line}" for line in list(row["tail"])[-10:]]
+        tell_page(app, ev, lines, page, f"job {job_id[:16]}")
 
     async def modules(ev: Event) -> None:
         current = app.modules.current

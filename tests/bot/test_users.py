@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -10,13 +13,18 @@ import pytest
 from masterchief.bot.users import (
     User,
     UserTable,
+    WeakHostmask,
     check_channel,
+    check_hostmask_strength,
     hash_password,
+    is_weak_hostmask,
     normalize_hostmask,
+    unprivileged,
     verify_password,
 )
 from masterchief.core.errors import UserError
 from masterchief.core.store import Store
+from tests.harness import wait_until
 
 
 @pytest.fixture
@@ -377,3 +385,207 @@ async def test_remove_user(table: UserTable) -> None:
     assert table.match("bob", "b@h", None, accounts_available=False) is None
     with pytest.raises(UserError, match="no such user"):
         await table.remove_user("bob")
+
+
+# --- weak hostmasks and effective flags (issue 8, item 2) ---------------------------------
+
+WEAK = ["*!carol@*", "carol!*@*", "*!*@*", "*!~carol@*", "*!carol@*.*", "*!carol@*.com",
+        "*!carol@10.*", "*!*@user/*", "*!carol@*home*", "*!carol@?*", "*!carol@*:*"]  # fmt: skip
+STRONG = ["*!carol@host.example", "*!*@*.corp.example", "*!carol@192.168.*", "*!*@2001:db8:*",
+          "*!*@user/carol", "*!carol@localhost", "*!carol@127.0.0.1", "*!x@gw\\*.example.org"]  # fmt: skip
+
+
+@pytest.mark.parametrize("mask", WEAK)
+def test_weak_hostmasks(mask: str) -> None:
+    assert is_weak_hostmask(mask)
+    with pytest.raises(WeakHostmask, match=r"is weak: its host part pins nobody"):
+        check_hostmask_strength(mask)
+
+
+@pytest.mark.parametrize("mask", STRONG)
+def test_strong_hostmasks(mask: str) -> None:
+    assert not is_weak_hostmask(mask)
+    assert check_hostmask_strength(mask) == mask
+
+
+def test_check_hostmask_strength_still_validates() -> None:
+    with pytest.raises(UserError, match="invalid hostmask") as err:
+        check_hostmask_strength("a b")
+    assert not isinstance(err.value, WeakHostmask)
+
+
+@pytest.mark.parametrize(
+    ("flags", "kept"),
+    [("", ""), ("n", "v"), ("mo", "v"), ("v", "v"), ("l", "v"), ("t", ""), ("p", ""),
+     ("od", "dv"), ("kq", "kq"), ("r", "r"), ("fAZ", "")],
+)  # fmt: skip
+def test_unprivileged_keeps_voice_and_restrictions(flags: str, kept: str) -> None:
+    assert unprivileged(flags) == kept
+
+
+@pytest.fixture
+async def carol(table: UserTable) -> UserTable:
+    """carol: a strong and a weak mask and +m; erin: an account with rfc1459 characters."""
+    await table.add_user("carol", hostmasks=["*!carol@*", "*!carol@home.example"], flags="m")
+    await table.chattr("carol", "+o", channel="#ops")
+    await table.add_user("erin", account="erin[1]", flags="m")
+    await table.chattr("erin", "+o", channel="#ops")
+    return table
+
+
+IDENTIFY_CASES = [
+    # (nick, uhost, account, accounts available, hostmask_flags) -> via, restricted?, flags
+    # no accounts on the network: a strong mask carries the flags, a weak one never
+    ("c", "carol@home.example", None, False, False, "hostmask", False, "m"),
+    ("c", "carol@evil.example", None, False, False, "hostmask", True, "v"),
+    # accounts on the network: a hostmask match is restricted unless configured...
+    ("c", "carol@home.example", None, True, False, "hostmask", True, "v"),
+    ("c", "carol@home.example", None, True, True, "hostmask", False, "m"),
+    # ...and a weak mask stays restricted even then
+    ("c", "carol@evil.example", None, True, True, "hostmask", True, "v"),
+    # an account match is trusted
+    ("e", "e@h", "erin[1]", True, False, "account", False, "m"),
+]
+
+
+@pytest.mark.parametrize(
+    ("nick", "uhost", "account", "available", "hostmask_flags", "via", "restricted", "flags"),
+    IDENTIFY_CASES,
+)
+async def test_identify_effective_flags(
+    carol: UserTable,
+    nick: str,
+    uhost: str,
+    account: str | None,
+    available: bool,
+    hostmask_flags: bool,
+    via: str,
+    restricted: bool,
+    flags: str,
+) -> None:
+    who = carol.identify(
+        nick, uhost, account, accounts_available=available, hostmask_flags=hostmask_flags
+    )
+    assert who is not None and who.via == via
+    assert (who.restricted is not None) == restricted
+    assert who.global_flags() == flags
+    assert who.channel_flags("#OPS") == ("v" if restricted else "o")
+    assert (who.approval_refusal() is not None) == restricted
+    assert who.user.flags == "m"  # the record itself is untouched
+
+
+async def test_a_strong_mask_wins_over_a_more_specific_weak_one(table: UserTable) -> None:
+    await table.add_user(
+        "u", hostmasks=["verylongnick!verylongident@*", "*!*@h.example"], flags="o"
+    )
+    who = table.identify("verylongnick", "verylongident@h.example", None, accounts_available=False)
+    assert who is not None and who.mask == "*!*@h.example" and who.restricted is None
+
+
+async def test_restriction_reasons_name_the_mask(carol: UserTable) -> None:
+    weak = carol.identify("c", "carol@x.example", None, accounts_available=False)
+    assert weak is not None and weak.restricted == (
+        "by the weak hostmask *!carol@* (anyone can choose its nick and ident)"
+    )
+    acct_net = carol.identify("c", "carol@home.example", None, accounts_available=True)
+    assert acct_net is not None and acct_net.restricted == (
+        "by hostmask (*!carol@home.example) on a network with services accounts"
+    )
+    assert acct_net.approval_refusal() == (
+        "you matched carol by hostmask (*!carol@home.example) on a network with services "
+        "accounts, which cannot approve deploys"
+    )
+
+
+# --- CASEMAPPING for accounts and handles (issue 8, item 8) -------------------------------
+
+ACCOUNT_CASES = [
+    ("ERIN{1}", "rfc1459", True),
+    ("Erin{1}", "strict-rfc1459", True),
+    ("erin[1]", "ascii", True),
+    ("ERIN[1]", "ascii", True),
+    ("ERIN{1}", "ascii", False),  # ascii: { is not the lower case of [
+    ("erin{1}", "rfc1459", True),
+    ("erin{2}", "rfc1459", False),
+]
+
+
+@pytest.mark.parametrize(("account", "casemapping", "found"), ACCOUNT_CASES)
+async def test_accounts_compare_under_the_casemapping(
+    carol: UserTable, account: str, casemapping: str, found: bool
+) -> None:
+    who = carol.identify(None, None, account, accounts_available=True, casemapping=casemapping)
+    assert (who.handle if who else None) == ("erin" if found else None)
+
+
+async def test_tilde_and_caret_are_one_under_rfc1459_only(table: UserTable) -> None:
+    await table.add_user("t", account="a~b")
+    hit = table.identify(None, None, "A^B", accounts_available=True, casemapping="rfc1459")
+    assert hit is not None and hit.handle == "t"
+    miss = table.identify(None, None, "A^B", accounts_available=True, casemapping="strict-rfc1459")
+    assert miss is None
+
+
+@pytest.mark.parametrize(("first", "second"), [("erin[1]", "ERIN{1}"), ("x\\y", "X|Y")])
+async def test_handles_equal_under_rfc1459_cannot_coexist(
+    table: UserTable, first: str, second: str
+) -> None:
+    await table.add_user(first)
+    with pytest.raises(UserError) as err:
+        await table.add_user(second)
+    assert str(err.value).startswith(f"handle {second!r} already exists as {first!r}")
+    assert table.get(second) is not None and table.get(second).handle == first  # type: ignore[union-attr]
+    # and the store refuses it too, for a table that did not know
+    with pytest.raises(UserError, match="already in the store"):
+        await UserTable(table._store).add_user(second)
+
+
+async def test_accounts_equal_under_rfc1459_cannot_coexist(table: UserTable) -> None:
+    await table.add_user("erin", account="erin[1]")
+    with pytest.raises(UserError, match=r"already belongs to erin as 'erin\[1\]'"):
+        await table.add_user("other", account="ERIN{1}")
+    await table.add_user("other")
+    with pytest.raises(UserError, match="already belongs to erin"):
+        await table.set_account("other", "Erin{1}")
+
+
+# --- seeing other writers (issue 8, item 10) ----------------------------------------------
+
+
+async def test_refresh_reloads_only_on_a_change(tmp_path: Path, table: UserTable) -> None:
+    assert await table.refresh() is False
+    async with await Store.open(tmp_path / "mc.db") as other_store:
+        other = await UserTable.load(other_store)
+        await other.add_user("newbie", account="newbie", flags="o")
+    assert table.get("newbie") is None
+    assert await table.refresh() is True
+    user = table.get("newbie")
+    assert user is not None and user.flags == "o"
+    assert await table.refresh() is False
+
+
+async def test_watch_sees_changes_and_reload_requests(tmp_path: Path, table: UserTable) -> None:
+    async with await Store.open(tmp_path / "mc.db") as other_store:
+        other = await UserTable.load(other_store)
+        task = asyncio.create_task(table.watch(0.05))
+        try:
+            await other.add_user("late", flags="v")
+            await wait_until(lambda: table.get("late") is not None, 15)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        # A change the counter does not show (say a backup restored over the
+        # file, counter and all): polling cannot see it, a reload request does.
+        version = await other_store.users_version()
+        await other.add_user("hidden")
+        with closing(sqlite3.connect(tmp_path / "mc.db")) as conn, conn:
+            conn.execute("UPDATE users_version SET version = ?", (version,))
+        assert await table.refresh() is False
+        assert table.get("hidden") is None
+        task = asyncio.create_task(table.watch(0.05))
+        try:
+            table.request_reload()
+            await wait_until(lambda: table.get("hidden") is not None, 15)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
