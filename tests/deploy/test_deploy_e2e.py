@@ -24,6 +24,9 @@ from tests.procs import job_pids
 from tests.servers import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
+# The test people are hostmask records (no services account): on this network,
+# which has accounts, they carry flags only when the config says so.
+TRUST = {"hostmask_flags_on_account_networks": True}
 FAKEBIN = Path(__file__).resolve().parent / "fakebin"
 SECRET = "tok-3f9a-very-secret-value"
 
@@ -39,6 +42,16 @@ case "$svc" in
   leak) echo "connecting with token=$MC_VAR_TOKEN"; exit 3 ;;
   fork) sleep 300 & setsid sleep 301 & echo "forked"; wait ;;
   hang) while :; do sleep 0.1; done ;;
+  fork4)
+    d="$MC_VAR_GATE.$MC_JOB_ID"; mkdir -p "$d"
+    /bin/sh -c 'echo $$ > "$1/background"; exec sleep 300' sh "$d" &
+    setsid /bin/sh -c 'echo $$ > "$1/setsid"; exec sleep 300' sh "$d" &
+    setsid env -i /bin/sh -c 'echo $$ > "$1/setsid_env_i"; exec sleep 300' sh "$d" &
+    nohup /bin/sh -c 'echo $$ > "$1/nohup"; exec sleep 300' sh "$d" >/dev/null 2>&1 &
+    for n in background setsid setsid_env_i nohup; do
+      while [ ! -s "$d/$n" ]; do sleep 0.02; done
+    done
+    echo "forked 4"; while :; do sleep 0.1; done ;;
 esac
 echo "done $svc"
 """
@@ -53,6 +66,7 @@ environments: [dev, qa, prod]
 flags: "o|o"
 approval: {{prod: {{approvers: 1, flags: "m|m", ttl_s: {ttl}}}}}
 timeout_s: {timeout}
+script: {{changes_bot_host: false}}  # a test script: not the rule for the bot's host
 parameters:
   service: {{type: string, pattern: '^[a-z0-9-]+$', required: true}}
   version: {{type: string, pattern: '^[0-9]+\\.[0-9]+\\.[0-9]+$'}}
@@ -101,7 +115,7 @@ def deploy_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
 @pytest.fixture
 async def bot(tmp_path: Path, ircd, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:  # type: ignore[no-untyped-def]
     deploy = deploy_project(tmp_path, monkeypatch)
-    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy) as app:
+    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy, users=TRUST) as app:
         yield app
 
 
@@ -239,6 +253,49 @@ async def test_cancel_kills_the_whole_process_group(bot, irc_client) -> None:  #
     assert (await bot.store.job_get(job))["status"] == "cancelled"
 
 
+FORMS = ("background", "setsid", "setsid_env_i", "nohup")
+
+
+def _grandchildren(tmp_path: Path, job: str) -> dict[str, int]:
+    """The pids the fork4 case's grandchildren wrote (one per way of leaving)."""
+    folder = tmp_path / f"gate.{job}"
+    return {n: int((folder / n).read_text()) for n in FORMS if (folder / n).exists()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+async def test_cancel_and_timeout_reach_every_grandchild(
+    bot, irc_client, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """``cmd &``, ``setsid cmd``, ``setsid env -i cmd`` (out of the group and
+    without the job's marker) and ``nohup cmd &``: all gone after !cancel and
+    after the timeout."""
+    write_module(tmp_path / "modules", "forks", timeout=6)
+    await wait_until(lambda: bot.modules.current.get("forks") is not None, 20)
+    boss = await person(bot, irc_client, "m")
+    for how in ("cancel", "timeout"):
+        module = "svc" if how == "cancel" else "forks"
+        line = await say(boss, f"!deploy {module} dev service=fork4", r"job [0-9a-f]{6} started")
+        job = job_id(line.text)
+        await boss.wait_for(rf"PRIVMSG #ops :\[{job} {module}/dev \S+\] .*forked 4", 20)
+        pids = _grandchildren(tmp_path, job)
+        assert sorted(pids) == sorted(FORMS) and all(_alive(p) for p in pids.values())
+        if how == "cancel":
+            await say(boss, f"!cancel {job}", f"{boss.nick}: job {job}: cancelling")
+            end = "cancelled"
+        else:
+            end = "timed out"
+        await boss.wait_for(rf"PRIVMSG #ops :job {job} {module}/dev deploy {end}", 20)
+        assert {n: p for n, p in pids.items() if _alive(p)} == {}, how
+        assert job_pids(job) == set()
+
+
 async def test_timeout_stops_the_job(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
     boss = await person(bot, irc_client, "m")
     line = await say(boss, "!deploy hang dev service=hang", r"job [0-9a-f]{6} started")
@@ -357,6 +414,7 @@ async def test_plan_baseline_dev_runs_ansible_check_mode_on_localhost(
             "work_dir": str(tmp_path / "jobs"),
             "progress_interval_s": 1,
         },
+        users=TRUST,
     ) as app:
         assert app.modules.current.get("baseline") is not None, app.modules.current.errors
         op = await person(app, irc_client, "o", chan="#ops")
@@ -442,7 +500,7 @@ async def test_rehash_reloads_an_edited_module_without_a_restart(
     # the test sees is the !rehash.
     monkeypatch.setattr(ModuleLoader, "watch", _no_polling)
     deploy = deploy_project(tmp_path, monkeypatch)
-    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy) as app:
+    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy, users=TRUST) as app:
         boss = await person(app, irc_client, "m")
         line = await say(boss, "!deploy svc test service=nginx", f"{boss.nick}: ")
         assert line.text.endswith("svc has no environment 'test' (environments: dev, qa, prod)")
@@ -519,7 +577,7 @@ async def tool_bot(tmp_path: Path, ircd, monkeypatch: pytest.MonkeyPatch) -> Asy
         "progress_interval_s": 0.5,
         "kill_grace_s": 1,
     }
-    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy) as app:
+    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy, users=TRUST) as app:
         yield app
 
 
