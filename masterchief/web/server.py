@@ -1,9 +1,16 @@
-"""The web server: webhook intake (verified, durable, deduplicated) and /healthz.
+"""The web server: webhook intake (verified, durable, deduplicated), /healthz
+and /metrics.
 
 How this works
 --------------
 Routes (aiohttp): ``POST /webhooks/{github,gitlab,jenkins,alertmanager,
-pagerduty}``, ``POST /webhooks/generic/{name}`` and ``GET /healthz``.  A
+pagerduty}``, ``POST /webhooks/generic/{name}``, ``GET /healthz`` and
+``GET /metrics``.  The last two are the admin routes: with ``web.admin.port``
+they are served on a listener of their own (``web.admin.host``) and the
+webhook port answers them 404, so the port the providers reach serves only
+``/webhooks/*``; with ``web.admin.token`` they need ``Authorization: Bearer
+<token>`` (compared in constant time; 401 otherwise).  /healthz answers 503
+while a component is down (see ``health``).  A
 provider without a secret is not in the table and answers 404 like an
 unknown one; ``insecure: true`` without a secret opens it, and that is
 logged as a warning every time the server starts (with a secret configured,
@@ -70,6 +77,8 @@ from masterchief.bindings.event import Event
 from masterchief.core.config import ConfigError, WebConfig, WebhooksConfig
 from masterchief.core.store import DeliveryRecord, Store
 
+from . import verify
+from .health import ComponentHealth, HealthInfo, probe_store, summarize
 from .providers import (
     PROVIDERS,
     Accepted,
@@ -98,7 +107,8 @@ MAX_BACKLOG = 10_000
 """Deliveries stored but waiting for room in the dispatch queue; beyond this, 503."""
 RECOVER_LIMIT = 100_000
 
-HealthInfo = Callable[[], Mapping[str, Any]]
+Health = Callable[[], HealthInfo]
+"""The running bot's components and queues for /healthz (read per request)."""
 
 
 class WebServerError(Exception):
@@ -152,7 +162,7 @@ class WebServer:
         store: Store,
         dispatcher: Dispatcher,
         *,
-        health: HealthInfo | None = None,
+        health: Health | None = None,
         metrics: Callable[[], bytes] | None = None,
         clock: Callable[[], float] = time.time,
         max_backlog: int = MAX_BACKLOG,
@@ -166,6 +176,7 @@ class WebServer:
             raise ConfigError(str(exc), key=exc.key) from None
         self.writer = DeliveryWriter(store)
         self.port: int | None = None
+        self.admin_port: int | None = None  # the admin listener's, when it has one
         self.started = asyncio.Event()
         self._health = health
         self._metrics = metrics
@@ -177,7 +188,8 @@ class WebServer:
         self._backlog_ready = asyncio.Event()
         self._inflight: set[int] = set()
         self._noted: set[tuple[str, str]] = set()  # (provider, header) said to be unchecked
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
+        self._listen_error: str | None = None  # why the webhook port is not served
 
     # -- counters --------------------------------------------------------------
 
@@ -197,13 +209,22 @@ class WebServer:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def _app(self) -> web.Application:
+    @property
+    def _separate_admin(self) -> bool:
+        admin = self.config.admin
+        return admin is not None and admin.port is not None
+
+    def _hooks_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/webhooks/generic/{name}", self._on_generic)
         app.router.add_post("/webhooks/{provider}", self._on_provider)
+        if not self._separate_admin:
+            self._add_admin_routes(app)
+        return app
+
+    def _add_admin_routes(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self._on_healthz)
         app.router.add_get("/metrics", self._on_metrics)
-        return app
 
     async def run(self) -> None:
         """Recover pending deliveries, listen, and serve until cancelled.
@@ -219,10 +240,7 @@ class WebServer:
                 reraise_if_cancelling()
                 log.error("webhooks: cannot read pending deliveries: %s", type(exc).__name__)
                 pending = []
-            try:
-                await self._listen()
-            except WebServerError as exc:
-                log.error("web: %s; webhooks and /healthz are unavailable", exc)
+            await self._listen_all()
             self._recover(pending)
             self.started.set()
             async with asyncio.TaskGroup() as tg:
@@ -242,9 +260,41 @@ class WebServer:
             if name not in self.providers:
                 log.info("webhooks: %s disabled (no secret configured)", name)
 
-    async def _listen(self) -> None:
+    async def _listen_all(self) -> None:
+        admin = self.config.admin
+        try:
+            self.port = await self._listen(self._hooks_app(), self.config.host, self.config.port)
+        except WebServerError as exc:
+            self._listen_error = str(exc)
+            what = "webhooks" if self._separate_admin else "webhooks, /healthz and /metrics"
+            log.error("web: %s; %s are unavailable", exc, what)
+        else:
+            what = "/webhooks/*" if self._separate_admin else "/webhooks/*, /healthz, /metrics"
+            log.info("web: listening on %s:%s (%s)", self.config.host, self.port, what)
+        if admin is not None and admin.port is not None:
+            app = web.Application()
+            self._add_admin_routes(app)
+            try:
+                self.admin_port = await self._listen(app, admin.host, admin.port)
+            except WebServerError as exc:
+                log.error("web: %s; /healthz and /metrics are unavailable", exc)
+            else:
+                log.info(
+                    "web: /healthz and /metrics on %s:%s%s",
+                    admin.host,
+                    self.admin_port,
+                    " (bearer token)" if admin.token is not None else "",
+                )
+        elif admin is None:
+            log.info(
+                "web: /healthz and /metrics are open on the webhook port"
+                " (web.admin moves them to their own port or puts a token on them)"
+            )
+
+    async def _listen(self, app: web.Application, host: str, port: int) -> int:
+        """Serve ``app`` on host:port; the bound port.  Raises WebServerError."""
         runner = web.AppRunner(
-            self._app(),
+            app,
             access_log=None,
             handle_signals=False,
             shutdown_timeout=5.0,
@@ -252,21 +302,18 @@ class WebServer:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.config.host, self.config.port)
+            site = web.TCPSite(runner, host, port)
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise WebServerError(
-                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
-            ) from None
-        self._runner = runner
+            raise WebServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self._runners.append(runner)
         addresses = runner.addresses
-        self.port = int(addresses[0][1]) if addresses else self.config.port
-        log.info("web: listening on %s:%s", self.config.host, self.port)
+        return int(addresses[0][1]) if addresses else port
 
     async def _stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
+        runners, self._runners = self._runners, []
+        for runner in runners:
             await runner.cleanup()
         await self.writer.close()
         self.started.clear()
@@ -448,21 +495,58 @@ class WebServer:
         )
         return _json(rej.status, {"error": rej.reason})
 
-    async def _on_metrics(self, _request: web.Request) -> web.Response:
+    def _refused(self, request: web.Request) -> web.Response | None:
+        """401 unless the admin token is configured and presented (or none is)."""
+        admin = self.config.admin
+        if admin is None or admin.token is None:
+            return None
+        presented = request.headers.get("Authorization", "")
+        scheme, _, value = presented.strip().partition(" ")
+        if scheme.lower() == "bearer" and verify.token_matches(admin.token.reveal(), value.strip()):
+            return None
+        log.warning(
+            "web: %s from %s refused (401): %s",
+            request.path,
+            request.remote,
+            "wrong bearer token" if presented else "no bearer token",
+        )
+        return web.json_response(
+            {"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    async def _on_metrics(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
         if self._metrics is None:
             return _json(404, {"error": "metrics are not enabled"})
         return web.Response(
             body=self._metrics(), headers={"Content-Type": "text/plain; version=0.0.4"}
         )
 
-    async def _on_healthz(self, _request: web.Request) -> web.Response:
-        info = dict(self._health()) if self._health is not None else {}
-        queues = {"dispatch": self.dispatcher.queue.qsize(), **self.depths()}
-        extra = info.pop("queues", None)
-        if isinstance(extra, Mapping):
-            queues.update(extra)
-        body = {"status": "ok", **info, "queues": queues, "webhooks": self.counters()}
-        return _json(200, body)
+    async def _on_healthz(self, request: web.Request) -> web.Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        info = self._health() if self._health is not None else HealthInfo()
+        components = {
+            **info.components,
+            "store": await probe_store(self.store.outbox_count),
+            "web": self._web_health(),
+        }
+        status, body = summarize(components)
+        body["queues"] = {
+            "dispatch": self.dispatcher.queue.qsize(),
+            **self.depths(),
+            **info.queues,
+        }
+        body["webhooks"] = self.counters()
+        return _json(status, body)
+
+    def _web_health(self) -> ComponentHealth:
+        if self._listen_error is not None:
+            return ComponentHealth.down(self._listen_error)
+        if len(self._backlog) >= self._max_backlog:
+            return ComponentHealth.down("webhook dispatch backlog full (answering 503)")
+        return ComponentHealth()
 
 
 def _json(status: int, body: Mapping[str, Any]) -> web.Response:

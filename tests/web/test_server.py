@@ -31,6 +31,7 @@ from masterchief.bindings import BindingTable, Dispatcher, Event
 from masterchief.core.config import (
     AlertmanagerHook,
     BasicAuthConfig,
+    ConfigError,
     GenericHook,
     GithubHook,
     GitlabHook,
@@ -176,6 +177,7 @@ async def serving(
     *,
     webhooks: WebhooksConfig | None = None,
     max_backlog: int = MAX_BACKLOG,
+    metrics: Callable[[], bytes] | None = None,
     **web: Any,
 ) -> AsyncIterator[Web]:
     """A WebServer on a free port; ``webhooks`` (e.g. built without
@@ -197,6 +199,7 @@ async def serving(
         store,
         dispatcher,
         max_backlog=max_backlog,
+        metrics=metrics,
     )
     tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
@@ -814,8 +817,107 @@ async def test_healthz(web: Web) -> None:
         assert resp.status == 200
         data = await resp.json()
     assert data["status"] == "ok"
+    assert data["components"] == {"store": {"status": "ok"}, "web": {"status": "ok"}}
     assert {"dispatch", "webhook_backlog", "webhook_inflight"} <= set(data["queues"])
     assert data["webhooks"]["github"] == {"accepted": 1, "unauthorized": 1}
+
+
+async def test_healthz_is_503_naming_the_store_when_it_does_not_answer(web: Web) -> None:
+    await web.store.close()
+    async with web.session.get(web.base + "/healthz") as resp:
+        assert resp.status == 503
+        data = await resp.json()
+    assert data["status"] == "unhealthy" and data["unhealthy"] == ["store"]
+    assert data["components"]["store"]["status"] == "down"
+    assert data["reason"].startswith("store down: read failed")
+    assert str(web.store.path) not in json.dumps(data)  # an exception's type, not its text
+
+
+# --- /metrics and /healthz away from the webhook port (web.admin) -------------------------
+
+ADMIN_TOKEN = "admin-test-token-9f3c"
+
+
+async def _get(
+    session: aiohttp.ClientSession, url: str, token: str | None = None
+) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    async with session.get(url, headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_admin_port_serves_metrics_and_healthz_and_the_webhook_port_only_webhooks(
+    tmp_path: Path,
+) -> None:
+    admin = {"host": "127.0.0.1", "port": 0}
+    async with serving(tmp_path, metrics=lambda: b"mc_up 1\n", admin=admin) as w:
+        assert w.server.admin_port and w.server.admin_port != w.server.port
+        admin_base = f"http://127.0.0.1:{w.server.admin_port}"
+        for path in ("/metrics", "/healthz"):
+            assert (await _get(w.session, w.base + path))[0] == 404, path
+        assert await _get(w.session, admin_base + "/metrics") == (200, "mc_up 1\n")
+        status, text = await _get(w.session, admin_base + "/healthz")
+        assert status == 200 and json.loads(text)["status"] == "ok"
+        # the admin listener takes no webhooks; the webhook port still does
+        body = payload("github_push")
+        async with w.session.post(
+            admin_base + "/webhooks/github", data=body, headers=github_headers(body)
+        ) as resp:
+            assert resp.status == 404
+        assert (await w.post("/webhooks/github", body, github_headers(body)))[0] == 202
+
+
+async def test_admin_token_guards_metrics_and_healthz(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "masterchief.web")
+    admin = {"token": ADMIN_TOKEN}  # on the webhook port, behind the token
+    async with serving(tmp_path, metrics=lambda: b"mc_up 1\n", admin=admin) as w:
+        assert w.server.admin_port is None
+        for path in ("/metrics", "/healthz"):
+            for token in (None, "", "wrong", ADMIN_TOKEN + "x", ADMIN_TOKEN[:-1]):
+                status, text = await _get(w.session, w.base + path, token)
+                assert status == 401, (path, token)
+                assert ADMIN_TOKEN not in text and "mc_up" not in text
+            async with w.session.get(
+                w.base + path, headers={"Authorization": f"Basic {ADMIN_TOKEN}"}
+            ) as resp:
+                assert resp.status == 401
+                assert resp.headers["WWW-Authenticate"] == "Bearer"
+        assert await _get(w.session, w.base + "/metrics", ADMIN_TOKEN) == (200, "mc_up 1\n")
+        status, text = await _get(w.session, w.base + "/healthz", ADMIN_TOKEN)
+        assert status == 200 and json.loads(text)["status"] == "ok"
+        # webhooks are not behind the admin token
+        body = payload("github_push")
+        assert (await w.post("/webhooks/github", body, github_headers(body)))[0] == 202
+    refused = [r.getMessage() for r in caplog.records if "refused (401)" in r.getMessage()]
+    assert len(refused) == 12 and all(ADMIN_TOKEN not in m for m in refused)
+
+
+async def test_admin_port_and_token_together(tmp_path: Path) -> None:
+    admin = {"host": "127.0.0.1", "port": 0, "token": ADMIN_TOKEN}
+    async with serving(tmp_path, metrics=lambda: b"mc_up 1\n", admin=admin) as w:
+        admin_base = f"http://127.0.0.1:{w.server.admin_port}"
+        assert (await _get(w.session, admin_base + "/metrics"))[0] == 401
+        assert await _get(w.session, admin_base + "/metrics", ADMIN_TOKEN) == (200, "mc_up 1\n")
+        assert (await _get(w.session, w.base + "/metrics", ADMIN_TOKEN))[0] == 404
+
+
+def test_admin_config_needs_a_port_or_a_token_and_a_token_is_never_empty(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"web\.admin: needs a port"):
+        build_config({"web": {"admin": {"host": "127.0.0.1"}}}, project_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"web\.admin\.token: is empty"):
+        build_config({"web": {"admin": {"token": "  "}}}, project_dir=tmp_path)
+    config = build_config(
+        {"web": {"admin": {"token": "${env:ADMIN_TOKEN}"}}},
+        project_dir=tmp_path,
+        environ={"ADMIN_TOKEN": "from-the-environment"},
+    )
+    assert config.web.admin is not None and config.web.admin.token is not None
+    assert config.web.admin.token.reveal() == "from-the-environment"
+    assert config.redacted_dump()["web"]["admin"]["token"] == "***"
 
 
 async def test_done_deliveries_older_than_7_days_are_pruned_at_start(tmp_path: Path) -> None:
@@ -881,12 +983,17 @@ async def test_app_bind_webhook_receives_event_with_payload_and_delivery_id(
             async with session.post(url, data=body, headers=github_headers(body)) as resp:
                 assert resp.status == 202
                 delivery = (await resp.json())["id"]
+            await asyncio.wait_for(app.irc.connected.wait(), 15)  # else /healthz is 503
             async with session.get(f"http://127.0.0.1:{app.web.port}/healthz") as resp:
                 health = await resp.json()
         await wait_until(lambda: got, 15)
         assert got[0].payload["ref"] == "refs/heads/main"
         assert got[0].tags["delivery"] == str(delivery)
-        assert isinstance(health["irc_connected"], bool) and "output" in health["queues"]
+        assert health["status"] == "ok", health
+        assert "output" in health["queues"]
+        assert health["components"] == {
+            name: {"status": "ok"} for name in ("irc", "sources", "store", "web")
+        }
 
 
 async def test_app_redispatches_pending_deliveries_after_a_crash(tmp_path: Path, ircd: Any) -> None:
