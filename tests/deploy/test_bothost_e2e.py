@@ -6,7 +6,6 @@ the bot's host, and a module aimed at the bot's host needs
 from __future__ import annotations
 
 import shutil
-import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
