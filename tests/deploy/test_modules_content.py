@@ -6,8 +6,9 @@ script, each described by a ``module.yaml``.  These tests check them without
 IRC and without touching anything outside this machine:
 
 - the playbook runs in check mode (``--check --diff``) against this machine
-  through ``inventories/dev.ini`` and must finish with ``failed=0``; it also
-  passes ``--syntax-check`` with every inventory, and ``limit`` narrows plays;
+  (an inventory the test writes: the shipped ones never name it) and must
+  finish with ``failed=0``; it also passes ``--syntax-check`` with every
+  inventory, and ``limit`` narrows plays;
 - every role variable a role uses is defined (defaults, register, set_fact);
 - every ``module.yaml`` has the manifest fields, valid values and an entry
   that exists; parameter patterns accept and refuse what they should;
@@ -19,7 +20,8 @@ IRC and without touching anything outside this machine:
 - the Helm chart: Chart.yaml fields, every ``.Values.a.b`` path a template
   reads exists in values.yaml, balanced template actions, and the chart's
   MasterChief configuration validates against the real ``Config`` model;
-- ``config/modules`` files belong to a module and name only known variables.
+- ``config/modules`` files belong to a module and name only known variables;
+  none lets a module run on the bot's own host (``allow_bot_host``).
 """
 
 from __future__ import annotations
@@ -118,10 +120,16 @@ RECAP = re.compile(
 
 @pytest.mark.timeout(120)
 def test_playbook_check_mode_against_this_machine(tmp_path: Path) -> None:
+    # The test's own inventory: the shipped dev.ini is empty on purpose.
+    inventory = tmp_path / "this-machine.ini"
+    inventory.write_text(
+        "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"
+        "[docker]\n[kubernetes]\n"
+    )
     proc = run_ansible(
         tmp_path,
         "-i",
-        str(INVENTORIES / "dev.ini"),
+        str(inventory),
         str(PLAYBOOK),
         "--check",
         "--diff",
@@ -849,3 +857,11 @@ def test_script_module_config_and_parameters_reach_run_sh() -> None:
             assert f"MC_VAR_{key.upper()}" in text, (path, key)
     for param in manifests()["restart-service"][1]["parameters"]:
         assert f"MC_PARAM_{param.upper()}" in text
+
+
+def test_no_shipped_module_may_run_on_the_bot_host() -> None:
+    for name in manifests():
+        for path in module_config_files(name):
+            assert "allow_bot_host" not in load_yaml(path), path
+    # restart-service changes the bot's host: it must not claim otherwise
+    assert "script" not in manifests()["restart-service"][1]
