@@ -123,6 +123,7 @@ def write_module(root: Path, envs: list[str], lines: int) -> Path:
         f"environments: [{', '.join(envs)}]\n"
         'flags: "o|o"\n'
         "timeout_s: 600\n"
+        "script: {changes_bot_host: false}\n"  # a load generator: not the bot-host rule
     )
     (mod / "run.sh").write_text(RUN_SH)
     (mod / "run.sh").chmod(0o755)
