@@ -1,29 +1,34 @@
 """Run one tool process in its own process group; stream its lines; kill it whole.
 
-How this works.  ``run_process`` starts the argv with
-``asyncio.create_subprocess_exec`` (never a shell) and ``start_new_session``,
-so the child leads a new session and process group whose id is its pid.
-stdout and stderr are one pipe; a pump task reads it in chunks and a
-``LineSplitter`` (pure, below) turns the bytes into lines of at most
-``max_line_bytes``: a longer line is cut there and flagged, and the rest of it
-up to the newline is discarded as it arrives, so memory stays bounded whatever
-the tool prints.  Lines are decoded as UTF-8 with replacement.
+How this works.  ``run_process`` starts the launcher (``reaper.py``, a child
+subreaper) with ``asyncio.create_subprocess_exec`` (never a shell) and
+``start_new_session``, so the launcher leads a new session and process group
+whose id is its pid; the launcher spawns the argv in that group and tells us
+on a status pipe when it started (or why it could not) and when it exited.
+Every process of the run is a descendant of the launcher for as long as the
+launcher lives -- an orphan is re-parented to it, not to PID 1 -- however it
+left the group or changed its environment.  stdout and stderr are one
+pipe; a pump task reads it in chunks and a ``LineSplitter`` (pure, below)
+turns the bytes into lines of at most ``max_line_bytes``: a longer line is
+cut there and flagged, and the rest of it up to the newline is discarded as
+it arrives, so memory stays bounded whatever the tool prints.  Lines are
+decoded as UTF-8 with replacement.
 
-Stopping (timeout or ``cancel``) and cleaning up (after a normal exit) are
+Stopping (timeout or ``cancel``) and cleaning up (after the tool exited) are
 the same sweep, ``terminate``: it finds the processes that belong to the run
--- members of the child's process group, plus any process whose environment
-carries the run's ``marker`` entry (``MASTERCHIEF_JOB=<id>``), which catches a
-grandchild that called ``setsid`` to leave the group -- sends them SIGTERM
-(and SIGCONT, so a stopped one can act on it), waits up to ``kill_grace_s``
-for them to go, and SIGKILLs whatever is left.  Zombies do not count: they
-are already dead, and in a container PID 1 may never reap them.  The search
-reads ``/proc``; a process that both left the group and replaced its
-environment escapes it -- that takes intent, and the pipe drain below is
-bounded so even that cannot hang the run.
+-- the launcher's descendants (read from ``/proc``), members of the process
+group, and any process whose environment carries the run's ``marker`` entry
+(``MASTERCHIEF_JOB=<id>``) -- sends them SIGTERM (and SIGCONT, so a stopped
+one can act on it), waits up to ``kill_grace_s`` for them to go, and SIGKILLs
+whatever is left, again and again while any is found.  The launcher is spared
+until then (it ignores SIGTERM; while it lives no orphan can slip away to
+PID 1); it exits by itself when its last child is reaped, and is killed if it
+does not.  Zombies do not count: they are already dead.
 
 Process ids are signalled only while they are known to be ours: the group id
-is reserved by the kernel for as long as any member lives, and each marked
-pid was seen carrying the marker a moment before.
+is reserved by the kernel for as long as any member lives, a descendant of
+the live launcher is ours, and each marked pid was seen carrying the marker
+a moment before.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +64,7 @@ LineSink = Callable[[str, bool], None]
 
 Outcome = Literal["exited", "timed_out", "cancelled"]
 
+LAUNCHER = str(Path(__file__).resolve().with_name("reaper.py"))
 READ_CHUNK = 65536
 POLL_S = 0.05
 KILL_WAIT_S = 5.0
@@ -145,8 +152,8 @@ def decode_line(raw: bytes, cut: bool) -> str:
 # --- finding and killing a run's processes ------------------------------------
 
 
-def _stat(pid: str) -> tuple[str, int] | None:
-    """(state, process group) of ``pid`` from /proc, or None if it is gone."""
+def _stat(pid: str) -> tuple[str, int, int] | None:
+    """(state, parent, process group) of ``pid`` from /proc, or None if gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
@@ -156,7 +163,7 @@ def _stat(pid: str) -> tuple[str, int] | None:
     fields = data[data.rfind(b")") + 2 :].split()
     if len(fields) < 3:
         return None
-    return fields[0].decode("ascii", "replace"), int(fields[2])
+    return fields[0].decode("ascii", "replace"), int(fields[1]), int(fields[2])
 
 
 def _has_marker(pid: str, marker: bytes) -> bool:
@@ -168,8 +175,13 @@ def _has_marker(pid: str, marker: bytes) -> bool:
     return marker in environ.split(b"\0")
 
 
-def _scan(pgid: int, marker: str | None) -> tuple[set[int], bool]:
-    """Live (non-zombie) members of the run, and whether the group has any."""
+def _scan(pgid: int, marker: str | None, root: int | None = None) -> tuple[set[int], bool]:
+    """Live (non-zombie) members of the run, and whether the group has any.
+
+    Members: descendants of ``root`` (the launcher), processes in group
+    ``pgid`` and processes carrying ``marker`` -- never ``root`` itself,
+    which the caller stops last.
+    """
     marker_bytes = marker.encode() if marker else None
     me = os.getpid()
     try:
@@ -181,6 +193,7 @@ def _scan(pgid: int, marker: str | None) -> tuple[set[int], bool]:
             return set(), False
         return {pgid}, True
     found: set[int] = set()
+    children: dict[int, list[int]] = {}
     group_alive = False
     for name in names:
         if not name.isdigit() or int(name) == me:
@@ -188,20 +201,30 @@ def _scan(pgid: int, marker: str | None) -> tuple[set[int], bool]:
         st = _stat(name)
         if st is None or st[0] in ("Z", "X", "x"):
             continue
-        if st[1] == pgid:
+        pid = int(name)
+        children.setdefault(st[1], []).append(pid)
+        if st[2] == pgid:
             group_alive = True
-            found.add(int(name))
+            found.add(pid)
         elif marker_bytes is not None and _has_marker(name, marker_bytes):
-            found.add(int(name))
+            found.add(pid)
+    if root is not None:
+        todo = list(children.get(root, ()))
+        while todo:
+            pid = todo.pop()
+            found.add(pid)
+            todo.extend(children.pop(pid, ()))  # popped: each subtree is walked once
+        found.discard(root)
     return found, group_alive
 
 
-def find_members(pgid: int, marker: str | None) -> set[int]:
-    """Live (non-zombie) processes in group ``pgid`` or carrying ``marker``.
+def find_members(pgid: int, marker: str | None, root: int | None = None) -> set[int]:
+    """Live (non-zombie) processes in group ``pgid``, carrying ``marker`` or
+    descending from ``root`` (``root`` itself excluded).
 
     Blocking (reads /proc); call it through ``asyncio.to_thread``.
     """
-    return _scan(pgid, marker)[0]
+    return _scan(pgid, marker, root)[0]
 
 
 def _signal_all(pgid: int, scan: tuple[set[int], bool], sig: signal.Signals) -> None:
@@ -214,41 +237,47 @@ def _signal_all(pgid: int, scan: tuple[set[int], bool], sig: signal.Signals) -> 
             os.kill(pid, sig)
 
 
-async def _wait_gone(pgid: int, marker: str | None, timeout_s: float) -> tuple[set[int], bool]:
+async def _wait_gone(
+    pgid: int, marker: str | None, root: int | None, timeout_s: float
+) -> tuple[set[int], bool]:
     """Poll until no member is left or ``timeout_s`` passes; the last scan."""
     deadline = time.monotonic() + timeout_s
     while True:
-        scan = await asyncio.to_thread(_scan, pgid, marker)
+        scan = await asyncio.to_thread(_scan, pgid, marker, root)
         if not scan[0] or time.monotonic() >= deadline:
             return scan
         await asyncio.sleep(POLL_S)
 
 
-async def terminate(pgid: int, marker: str | None, grace_s: float) -> int:
+async def terminate(pgid: int, marker: str | None, grace_s: float, root: int | None = None) -> int:
     """SIGTERM every member of the run, SIGKILL the ones alive after ``grace_s``.
 
-    Returns how many processes were found at the start (0: nothing to do).
+    ``root`` (the launcher) is not signalled here: the caller stops it once
+    this returned.  Returns how many processes were found at the start (0:
+    nothing to do).
     """
-    found = await asyncio.to_thread(_scan, pgid, marker)
+    found = await asyncio.to_thread(_scan, pgid, marker, root)
     if not found[0]:
         return 0
     _signal_all(pgid, found, signal.SIGTERM)
     _signal_all(pgid, found, signal.SIGCONT)
-    left = await _wait_gone(pgid, marker, grace_s)
+    left = await _wait_gone(pgid, marker, root, grace_s)
     deadline = time.monotonic() + KILL_WAIT_S
     while left[0]:  # a member may fork while we kill: repeat until none is left
         log.info("process group %d: %d process(es) outlived SIGTERM, killing", pgid, len(left[0]))
         _signal_all(pgid, left, signal.SIGKILL)
-        left = await _wait_gone(pgid, marker, POLL_S * 4)
+        left = await _wait_gone(pgid, marker, root, POLL_S * 4)
         if time.monotonic() >= deadline:
             log.warning("process group %d: %d process(es) survived SIGKILL", pgid, len(left[0]))
             break
     return len(found[0])
 
 
-def _kill_now(pgid: int, marker: str | None) -> None:
+def _kill_now(pgid: int, marker: str | None, root: int) -> None:
     """Synchronous last resort when our own task is being cancelled."""
-    _signal_all(pgid, _scan(pgid, marker), signal.SIGKILL)
+    _signal_all(pgid, _scan(pgid, marker, root), signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(root, signal.SIGKILL)
 
 
 # --- running -------------------------------------------------------------------
@@ -300,20 +329,37 @@ async def run_process(
             raise ValueError("the marker must be an entry of env")
     loop = asyncio.get_running_loop()
     started = loop.time()
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=dict(env),
-        cwd=cwd,
-        start_new_session=True,
-    )
-    pgid = proc.pid
+    status_r, status_w = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            # -I -S: nothing of the environment or site-packages; stdlib only
+            sys.executable, "-I", "-S", LAUNCHER, str(status_w), *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            pass_fds=(status_w,),
+        )  # fmt: skip
+    except BaseException:
+        os.close(status_r)
+        raise
+    finally:
+        os.close(status_w)
+    pgid = launcher = proc.pid
     assert proc.stdout is not None
+    status = _StatusReader(status_r)
+    try:
+        await status.started()
+    except BaseException:
+        status.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.communicate(), KILL_WAIT_S)
+        raise
     pump = asyncio.create_task(_pump(proc.stdout, max_line_bytes, on_line))
-    waiter = asyncio.create_task(proc.wait())  # done when it exited *and* the pipe closed
-    exited = asyncio.create_task(_exited(proc))  # done when it exited
+    waiter = asyncio.create_task(proc.wait())  # the launcher exited and the pipe closed
+    exited = asyncio.create_task(status.exited())  # the tool exited
     stopper = asyncio.create_task(cancel.wait()) if cancel is not None else None
     tasks = [t for t in (pump, waiter, exited, stopper) if t is not None]
     outcome: Outcome = "exited"
@@ -324,20 +370,26 @@ async def run_process(
         )
         if waiter not in done and exited not in done:
             outcome = "cancelled" if stopper is not None and stopper in done else "timed_out"
-        stragglers = await terminate(pgid, marker, kill_grace_s)
+        stragglers = await terminate(pgid, marker, kill_grace_s, root=launcher)
+        # No child left: the launcher exits by itself; if it does not, kill it.
+        await asyncio.wait({waiter}, timeout=KILL_WAIT_S)
+        if not waiter.done():
+            with contextlib.suppress(OSError):
+                os.kill(launcher, signal.SIGKILL)
         # All we found is dead now, so the pipe reaches EOF.
         await asyncio.wait({pump}, timeout=KILL_WAIT_S)
         if not pump.done():
             # Something we could not find still holds the pipe open.
             log.warning("process %d: output pipe still open after the run; closing it", pgid)
             _close_transport(proc)
-        await asyncio.wait({waiter}, timeout=KILL_WAIT_S)
-        exit_code = proc.returncode
+        await asyncio.wait({waiter, exited}, timeout=KILL_WAIT_S)
+        exit_code = status.exit_code if status.exit_code is not None else proc.returncode
     except BaseException:
-        _kill_now(pgid, marker)
+        _kill_now(pgid, marker, launcher)
         _close_transport(proc)
         raise
     finally:
+        status.close()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -349,37 +401,62 @@ async def run_process(
     )
 
 
-async def _exited(proc: asyncio.subprocess.Process) -> None:
-    """Returns once the child has exited.
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
-    ``Process.wait()`` also waits for the output pipe to close, which a
-    background grandchild may hold open for ever; a pidfd becomes readable
-    the moment the child exits.  Without pidfd support (Linux < 5.3) this
-    never returns and ``Process.wait()`` alone decides -- a straggler holding
-    the pipe then lasts until the timeout.
-    """
-    if proc.returncode is not None:
-        return
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:  # already reaped
-        return
-    except (AttributeError, OSError):
-        await asyncio.Event().wait()
-        return
-    loop = asyncio.get_running_loop()
-    gone: asyncio.Future[None] = loop.create_future()
 
-    def readable() -> None:
-        if not gone.done():
-            gone.set_result(None)
+class _StatusReader:
+    """The launcher's status pipe: ``started PID`` / ``error ERRNO``, then
+    ``exit CODE`` (see ``reaper.py``).  EOF without them means the launcher
+    itself died."""
 
-    loop.add_reader(fd, readable)
-    try:
-        await gone
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buf = b""
+        self._eof = False
+        self.exit_code: int | None = None
+
+    async def _line(self) -> str | None:
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self._buf and not self._eof:
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(self._fd, _set_once, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(self._fd)
+            data = os.read(self._fd, 256)
+            self._eof = not data
+            self._buf += data
+        if b"\n" not in self._buf:
+            return None
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode("ascii", "replace")
+
+    async def started(self) -> None:
+        """Returns once the tool runs; raises ``OSError`` if it could not start."""
+        line = await self._line()
+        word, _, value = (line or "").partition(" ")
+        if word == "started":
+            return
+        if word == "error" and value.isdigit():
+            code = int(value)
+            raise OSError(code, os.strerror(code))
+        raise OSError(f"the job launcher failed ({line or 'no status'})")
+
+    async def exited(self) -> None:
+        """Returns once the tool exited (``exit_code`` set) or the launcher
+        died (``exit_code`` stays None: the launcher's own code stands)."""
+        line = await self._line()
+        word, _, value = (line or "").partition(" ")
+        if word == "exit":
+            self.exit_code = int(value)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _close_transport(proc: asyncio.subprocess.Process) -> None:

@@ -126,7 +126,9 @@ async def person(
     (``record`` alone: a known user without any flags)."""
     ident = unique_name("u")[:10]
     if flags or chan or record:
-        await app.users.add_user(ident, hostmasks=(f"*!{ident}@*",), flags="" if chan else flags)
+        await app.users.add_user(
+            ident, hostmasks=(f"*!{ident}@127.0.0.1",), flags="" if chan else flags
+        )
         if chan:
             await app.users.chattr(ident, "+" + flags, channel=chan, casemapping=app.casemapping)
     c = await irc_client(username=ident)
@@ -270,12 +272,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-async def test_cancel_and_timeout_reach_every_grandchild(
-    bot, irc_client, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+async def test_cancel_and_timeout_reach_every_grandchild(bot, irc_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """``cmd &``, ``setsid cmd``, ``setsid env -i cmd`` (out of the group and
     without the job's marker) and ``nohup cmd &``: all gone after !cancel and
     after the timeout."""
+    conf = tmp_path / "config" / "modules"
+    (conf / "forks.yaml").write_text((conf / "svc.yaml").read_text())
     write_module(tmp_path / "modules", "forks", timeout=6)
     await wait_until(lambda: bot.modules.current.get("forks") is not None, 20)
     boss = await person(bot, irc_client, "m")

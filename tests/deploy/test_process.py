@@ -323,3 +323,92 @@ async def test_huge_line_is_cut_flagged_and_memory_bounded(tmp_path: Path) -> No
     assert lines.items == [("before", False), ("x" * 4096, True), ("after", False)]
     # An 8 MiB line went through; it was never held whole.
     assert peak < 2 * 1024 * 1024
+
+
+# --- every descendant, however it left (the launcher is a child subreaper) -------------
+
+# The four ways a job's tool leaves a process behind.  Each grandchild writes
+# its own pid (``$$`` of a shell that then execs sleep) to a file: with
+# ``env -i`` it carries no marker, and ``setsid`` takes it out of the group.
+FORMS = {
+    "background": "/bin/sh -c 'echo $$ > {d}/background; exec sleep 300' &",
+    "setsid": "setsid /bin/sh -c 'echo $$ > {d}/setsid; exec sleep 300' &",
+    "setsid_env_i": "setsid env -i /bin/sh -c 'echo $$ > {d}/setsid_env_i; exec sleep 300' &",
+    "nohup": "nohup /bin/sh -c 'echo $$ > {d}/nohup; exec sleep 300' >/dev/null 2>&1 &",
+}
+
+
+def _forking_tool(folder: Path, then: str) -> list[str]:
+    """A shell tool that starts the four forms, waits until each wrote its
+    pid, says ``ready``, then runs ``then`` (``exit 0``, or a long wait)."""
+    lines = ["set -e", *(f.format(d=folder) for f in FORMS.values())]
+    names = " ".join(FORMS)
+    lines += [
+        f"for n in {names}; do while [ ! -s {folder}/$n ]; do sleep 0.01; done; done",
+        "echo ready",
+        then,
+    ]
+    return ["/bin/sh", "-c", "\n".join(lines)]
+
+
+def _grandchildren(folder: Path) -> dict[str, int]:
+    return {name: int((folder / name).read_text()) for name in FORMS}
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel", "exit"])
+async def test_every_form_of_grandchild_is_gone_after_the_run(tmp_path: Path, how: str) -> None:
+    folder = tmp_path / "pids"
+    folder.mkdir()
+    cancel = asyncio.Event()
+    seen: dict[str, int] = {}
+
+    def on_line(text: str, cut: bool) -> None:
+        if text == "ready":
+            seen.update(_grandchildren(folder))
+            assert all(_alive(pid) for pid in seen.values())
+            if how == "cancel":
+                cancel.set()
+
+    then = "exit 0" if how == "exit" else "while :; do sleep 0.1; done"
+    marker, env = _marker()
+    result = await run_process(
+        _forking_tool(folder, then),
+        env=env,
+        cwd=tmp_path,
+        on_line=on_line,
+        marker=marker,
+        timeout_s=3.0 if how == "timeout" else 20.0,
+        kill_grace_s=1.0,
+        cancel=cancel,
+    )
+    expected = {"timeout": "timed_out", "cancel": "cancelled", "exit": "exited"}[how]
+    assert result.outcome == expected
+    assert sorted(seen) == sorted(FORMS)  # every form started and was seen alive
+    alive = {name: pid for name, pid in seen.items() if _alive(pid)}
+    assert alive == {}
+    assert result.stragglers >= len(FORMS)
+    if how == "exit":
+        assert result.exit_code == 0
+
+
+async def test_find_members_walks_the_tree_below_a_root(tmp_path: Path) -> None:
+    folder = tmp_path / "pids"
+    folder.mkdir()
+    # A stand-in root that is not in the group and carries no marker.
+    tool = _forking_tool(folder, "while :; do sleep 0.1; done")
+    proc = await asyncio.create_subprocess_exec(
+        *tool, env={"PATH": "/usr/bin:/bin"}, stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await _wait_for(
+            lambda: all((folder / n).exists() and (folder / n).read_text() for n in FORMS)
+        )
+        pids = _grandchildren(folder)
+        members = find_members(-1, None, root=proc.pid)
+        # still the shell's children (it has not exited): all reached by the walk
+        assert set(pids.values()) <= members and proc.pid not in members
+    finally:
+        for pid in find_members(-1, None, root=proc.pid):
+            os.kill(pid, 9)
+        proc.kill()
+        await proc.wait()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from masterchief.app import App
-from tests.deploy.test_deploy_e2e import bot, deploy_project, job_id, person, say
+from tests.deploy.test_deploy_e2e import TRUST, bot, deploy_project, job_id, person, say
 from tests.harness import running_bot, wait_until
 
 __all__ = ["bot"]  # the shared fixture, imported for pytest
@@ -25,7 +25,7 @@ async def slow_ticker_bot(  # type: ignore[no-untyped-def]
     """The ticker (which also expires requests) runs every 60 s: only the
     check when ``!approve`` arrives can refuse a late approval."""
     deploy = {**deploy_project(tmp_path, monkeypatch), "progress_interval_s": 60}
-    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy) as app:
+    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy, users=TRUST) as app:
         yield app
 
 
@@ -142,7 +142,7 @@ async def test_job_flags_are_configurable(  # type: ignore[no-untyped-def]
     tmp_path: Path, ircd, irc_client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deploy = {**deploy_project(tmp_path, monkeypatch), "job_flags": "o|o"}
-    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy) as app:
+    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy, users=TRUST) as app:
         known = await person(app, irc_client, record=True)
         line = await say(known, "!jobs all", f"{known.nick}: ")
         assert line.text.endswith("you need global +o or +o on #ops for !jobs all")
