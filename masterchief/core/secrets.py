@@ -83,10 +83,15 @@ class Redactor:
 
     MIN_LENGTH = 4
 
-    def __init__(self) -> None:
+    def __init__(self, *, variants: bool = False) -> None:
+        """``variants``: also mask each value in any letter case, reversed, and
+        with one separator between its characters (``S.E.C.R.E.T``) -- what a
+        module's own template can do to a secret it holds.  Dearer per line
+        with many values: meant for one job's few secrets, not the global set."""
         self._lock = threading.Lock()
         self._values: frozenset[str] = frozenset()
         self._pattern: re.Pattern[str] | None = None
+        self._variants = variants
 
     def register(self, value: str | Secret) -> None:
         text = value.reveal() if isinstance(value, Secret) else value
@@ -102,7 +107,11 @@ class Redactor:
             masked = self._values.union(*(_base64_forms(v) for v in self._values))
             # Longest first, so a secret that contains another is masked whole.
             ordered = sorted(masked, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            parts = [re.escape(v) for v in ordered]
+            if self._variants:
+                longest = sorted(self._values, key=len, reverse=True)
+                parts = [*(_variant_pattern(v) for v in longest), *parts]
+            self._pattern = re.compile("|".join(parts))
 
     def redact(self, text: str) -> str:
         pattern = self._pattern
@@ -127,6 +136,16 @@ def _base64_forms(text: str) -> set[str]:
     raw = text.encode("utf-8")
     forms = {base64.b64encode(raw).decode("ascii"), base64.urlsafe_b64encode(raw).decode("ascii")}
     return forms | {f.rstrip("=") for f in forms}
+
+
+def _variant_pattern(text: str) -> str:
+    """``text`` or its reverse, in any case, with at most one non-alphanumeric
+    character between two of its characters."""
+
+    def spaced(chars: str) -> str:
+        return r"[\W_]?".join(re.escape(c) for c in chars)
+
+    return f"(?i:{spaced(text)}|{spaced(text[::-1])})"
 
 
 REDACTOR = Redactor()

@@ -787,9 +787,13 @@ class _Emitter:
 
 
 def _run_redactor(spec: RunSpec) -> Redactor:
-    """A redactor for this run's secret values, also in their JSON-escaped form."""
-    redactor = Redactor()
-    for value in (*_secret_values(spec.variables), *_secret_values(spec.params)):
+    """A redactor for this run's secret values -- module config, parameters and
+    the credentials in ``extra_env``, the only secrets a tool is given -- also
+    JSON-escaped, and in the forms a template could turn them into (any case,
+    reversed, characters separated).  Few values: those forms stay cheap."""
+    redactor = Redactor(variants=True)
+    values = (*_secret_values(spec.variables), *_secret_values(spec.params))
+    for value in (*values, *spec.extra_env.values()):
         redactor.register(value)
         redactor.register(json.dumps(value)[1:-1])
     return redactor

@@ -252,3 +252,27 @@ def test_base64_forms_of_a_secret_are_masked_too() -> None:
         base64.urlsafe_b64encode(raw).decode(),
     ):
         assert r.redact(f"data: {form}") == "data: ***", form
+
+
+@pytest.mark.parametrize(
+    ("shown", "expected"),
+    [
+        ("tok-Zq81-api", "x *** y"),
+        ("TOK-ZQ81-API", "x *** y"),
+        ("tok-zq81-api", "x *** y"),
+        ("ipa-18qZ-kot", "x *** y"),  # reversed
+        ("IPA-18QZ-KOT", "x *** y"),
+        ("t.o.k.-.Z.q.8.1.-.a.p.i", "x *** y"),  # | list | join('.')
+        ("t o k - Z q 8 1 - a p i", "x *** y"),
+        ("i,p,a,-,1,8,q,Z,-,k,o,t", "x *** y"),
+        ("tok-Zq8", "x tok-Zq8 y"),  # a prefix is not the secret
+        ("t..o..k-Zq81-api", "x t..o..k-Zq81-api y"),  # two separators
+    ],
+)
+def test_variants_of_a_job_secret_are_masked(shown: str, expected: str) -> None:
+    r = Redactor(variants=True)
+    r.register("tok-Zq81-api")
+    assert r.redact(f"x {shown} y") == expected
+    plain = Redactor()  # the global redactor masks the exact forms only
+    plain.register("tok-Zq81-api")
+    assert (plain.redact(f"x {shown} y") == "x *** y") == (shown == "tok-Zq81-api")

@@ -262,3 +262,31 @@ async def test_script_parameters_arrive_byte_for_byte_through_no_shell(tmp_path:
     for key, value in values.items():
         assert f"{key}={value}" in texts
     assert "var=$(id) `id` ${HOME}" in texts
+
+
+@pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="ansible-core is not installed")
+async def test_a_module_printing_its_own_secret_transformed_is_masked(tmp_path: Path) -> None:
+    # The playbook's author, not a parameter, transforms the secret: the
+    # job's redactor masks the forms a template makes easy.
+    folder = tmp_path / "modules" / "leak"
+    folder.mkdir(parents=True)
+    (folder / "site.yml").write_text(
+        textwrap.dedent(
+            """\
+            - hosts: all
+              gather_facts: false
+              tasks:
+                - debug: {msg: "r={{ api_token | reverse }}"}
+                - debug: {msg: "u={{ api_token | upper }}"}
+                - debug: {msg: "j={{ api_token | list | join('.') }}"}
+                - debug: {msg: "b={{ api_token | b64encode }}"}
+            """
+        )
+    )
+    module = FakeModule("leak", "ansible", folder, folder / "site.yml")
+    spec = make_spec(tmp_path, module, variables={"api_token": Secret(TOKEN)}, tools={})
+    result, out = await go(spec)
+    assert result.status == "succeeded", out.texts()
+    assert [t.split(" => ")[1] for t in out.texts("step")] == ["r=***", "u=***", "j=***", "b=***"]
+    for form in (TOKEN, TOKEN[::-1], TOKEN.upper(), ".".join(TOKEN)):
+        assert_secret_hidden(form, out, result)
