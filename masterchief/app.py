@@ -89,6 +89,8 @@ class App:
         *,
         vault_client: VaultClient | None = None,
     ) -> None:
+        if config.unresolved:  # a partial load (offline commands) holds stand-ins
+            raise ConfigError("the bot needs the whole configuration, every reference resolved")
         self.config = config
         # None: ``${vault:...}`` uses vault.url (Azure); tests inject a fake.
         self.vault_client = vault_client

@@ -27,7 +27,7 @@ from masterchief.bot.users import (
     is_weak_hostmask,
     unprivileged,
 )
-from masterchief.core.config import Config, ConfigError, load_config
+from masterchief.core.config import Config, ConfigError, load_config, require_environment
 from masterchief.core.errors import UserError
 from masterchief.core.store import EventLogRecord, ReplayRequest, Store, StoreError
 
@@ -68,9 +68,27 @@ def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
-def _load(config_dir: Path, env: str) -> Config:
+STORE_ONLY = ("store",)
+"""What the offline store commands resolve: user, jobs, events need the store
+path and nothing else, so they work without the bot's IRC or webhook secrets."""
+
+
+def _load(
+    config_dir: Path, env: str, *, sections: Sequence[str] | None = None, lenient: bool = False
+) -> Config:
+    """The configuration; ``sections``: resolve references only there (see
+    ``load_config``), ``lenient``: keep an unresolvable one as unresolved.
+    An environment named by ``--env`` or ``MASTERCHIEF_ENV`` must have its
+    file; the default (dev) may have none."""
+    ctx = click.get_current_context(silent=True)
+    named = ctx is not None and ctx.get_parameter_source("env") not in (
+        None,
+        click.core.ParameterSource.DEFAULT,
+    )
     try:
-        return load_config(config_dir, env)
+        if named:
+            require_environment(config_dir, env)
+        return load_config(config_dir, env, sections=sections, lenient=lenient)
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG)
 
@@ -123,7 +141,7 @@ def config_show(config_dir: Path, env: str) -> None:
     YAML, with every secret as ***."""
     import yaml
 
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, lenient=True)
     data = config.redacted_dump()
     header = f"# effective configuration: {config.config_dir} --env {config.env}\n"
     click.echo(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
@@ -139,7 +157,7 @@ def files() -> None:
 def files_status(config_dir: Path, env: str) -> None:
     """Each watched folder (pending, processed, quarantined) and tailed log (file, offset,
     lines/s as stored by the bot, with when it was measured)."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=("store", "files"))
     from masterchief.ingestion.status import folder_rows, format_status, log_rows
 
     async def report() -> list[str]:
@@ -200,7 +218,7 @@ def _utc(ts: float | None) -> str:
 @_config_options
 def jobs_list(config_dir: Path, env: str, statuses: tuple[str, ...], limit: int) -> None:
     """Jobs, newest first: id, status, mode, module, env, requester, times."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=STORE_ONLY)
     rows = _with_store(config, lambda st: st.jobs_list(limit=limit, statuses=statuses or None))
     if not rows:
         click.echo("no jobs")
@@ -222,7 +240,7 @@ def jobs_list(config_dir: Path, env: str, statuses: tuple[str, ...], limit: int)
 @_config_options
 def jobs_show(config_dir: Path, env: str, job_id: str) -> None:
     """Everything recorded about one job (parameters with secrets as ***)."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=STORE_ONLY)
     row = _with_store(config, lambda st: st.job_get(job_id.lower()))
     if row is None:
         _fail(f"no job {job_id!r}")
@@ -276,7 +294,7 @@ def events_list(
     env: str,
 ) -> None:
     """Logged events, newest first: time, id, type, key, origin, outcome, replay-of."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=STORE_ONLY)
     from masterchief.core import eventlog
 
     try:
@@ -314,7 +332,8 @@ def events_replay(
 
     A replay uses the payload as logged, which is redacted (secrets are ***).
     Requests the bot has not taken within --timeout are cancelled."""
-    config = _load(config_dir, env)
+    # a dry run builds the App (scripts and bindings): the whole configuration
+    config = _load(config_dir, env, sections=None if dry_run else STORE_ONLY)
     from masterchief.core import eventlog
 
     event_ids = tuple(dict.fromkeys(event_ids))  # an id given twice is replayed once
@@ -404,7 +423,7 @@ def user_add(
     cannot both exist whatever the server's CASEMAPPING.  A hostmask must pin
     the host (*!ident@host.example): nick and ident are anyone's to choose.
     """
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=STORE_ONLY)
     try:
         for mask in hostmasks:
             if not allow_weak:
@@ -445,7 +464,7 @@ def user_add(
 @_config_options
 def user_list(config_dir: Path, env: str) -> None:
     """List users with their flags, account, hostmasks and channel flags."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=STORE_ONLY)
 
     async def action(users: UserTable) -> tuple[User, ...]:
         return users.all()
@@ -480,7 +499,7 @@ def user_list(config_dir: Path, env: str) -> None:
 @_config_options
 def user_chattr(handle: str, changes: str, channel: str | None, config_dir: Path, env: str) -> None:
     """Change a user's flags: FLAGS like +mo-v (global, or on --channel)."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=STORE_ONLY)
 
     async def action(users: UserTable) -> User:
         return await users.chattr(handle, changes, channel=channel)
@@ -528,7 +547,7 @@ def module() -> None:
 @_config_options
 def module_list(config_dir: Path, env: str) -> None:
     """List deploy modules; those that fail to load are listed after (exit 1)."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=("deploy",))
     from masterchief.core.modules import load_modules
 
     found = load_modules(config.deploy.modules)
@@ -561,7 +580,7 @@ def module_list(config_dir: Path, env: str) -> None:
 @_config_options
 def module_show(name: str, config_dir: Path, env: str) -> None:
     """A module's manifest, parameters, entry, digest and its config for --env."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=("deploy", "vault"))
     import yaml
 
     from masterchief.core.modules import load_module_config, load_modules
@@ -639,7 +658,7 @@ def module_show(name: str, config_dir: Path, env: str) -> None:
 @_config_options
 def module_validate(config_dir: Path, env: str) -> None:
     """Validate every module and its config for --env; exit 1 on any error."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=("deploy", "vault"))
     from masterchief.core.modules import load_module_config, load_modules, module_resolvers
 
     found = load_modules(config.deploy.modules)
@@ -665,7 +684,7 @@ def module_validate(config_dir: Path, env: str) -> None:
 @_config_options
 def module_add(path: Path, config_dir: Path, env: str) -> None:
     """Validate the module folder PATH and copy it into the first modules folder."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=("deploy",))
     from masterchief.core.modules import ModuleError, add_module
 
     roots = config.deploy.modules
@@ -683,7 +702,7 @@ def module_add(path: Path, config_dir: Path, env: str) -> None:
 @_config_options
 def module_remove(name: str, config_dir: Path, env: str) -> None:
     """Move module NAME's folder to .removed/ (nothing is deleted)."""
-    config = _load(config_dir, env)
+    config = _load(config_dir, env, sections=("deploy",))
     from masterchief.core.modules import ModuleError, remove_module
 
     try:

@@ -24,8 +24,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Annotated, Any, Literal, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -77,7 +78,9 @@ __all__ = [
     "WebhooksConfig",
     "build_config",
     "config_resolvers",
+    "environments",
     "load_config",
+    "require_environment",
 ]
 
 Key = str | int
@@ -627,7 +630,10 @@ class VaultConfig(_Model):
     url: str | None = Field(default=None, pattern=r"^https://\S+$")
 
 
-_RESERVED = ("project_dir", "config_dir", "env")
+_RESERVED = ("project_dir", "config_dir", "env", "unresolved")
+
+Unresolved = tuple[tuple[KeyPath, str], ...]
+"""References a partial load left unresolved: (key path, how to show it)."""
 
 
 class Config(_Model):
@@ -650,26 +656,93 @@ class Config(_Model):
     project_dir: Path = Path()
     config_dir: Path = Path("config")
     env: str = "dev"
+    # Set by a partial load (``load_config(sections=..., lenient=...)``): the
+    # references left unresolved.  Their fields hold an unguessable stand-in,
+    # so such a Config is for reading only; the App refuses it.
+    unresolved: Unresolved = ()
 
     def redacted_dump(self) -> dict[str, Any]:
-        """Plain data for display: secrets as ``***``, paths as strings, and
-        registered secret pieces masked inside plain values (a token in a URL)."""
-        return cast("dict[str, Any]", _redact_strings(self.model_dump(mode="json")))
+        """Plain data for display: secrets as ``***``, paths as strings,
+        registered secret pieces masked inside plain values (a token in a URL),
+        and an unresolved reference as written, with why (``${env:NAME} (not
+        set)``)."""
+        data = cast("dict[str, Any]", _redact_strings(self.model_dump(mode="json")))
+        del data["unresolved"]
+        for path, shown in self.unresolved:
+            _put(data, path, shown)
+        return data
+
+
+def _holds(data: Any, key: Key, *, new: bool = False) -> bool:
+    """Whether ``data[key]`` exists (or, with ``new``, may be set in a dict)."""
+    if isinstance(data, dict):
+        return new or key in data
+    return isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data)
+
+
+def _put(data: Any, path: KeyPath, value: Any) -> None:
+    """Set ``value`` at ``path`` in plain data, if the path's parent exists."""
+    if not path:
+        return
+    for part in path[:-1]:
+        if not _holds(data, part):
+            return
+        data = data[part]
+    if _holds(data, path[-1], new=True):
+        data[path[-1]] = value
 
 
 # --- loading --------------------------------------------------------------------
 
 _ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+DEFAULT_ENV = "dev"
+
+
+def environments(config_dir: Path) -> list[str]:
+    """The environments ``config_dir`` defines: an ``environments/<name>.yaml``
+    or a folder of deploy module settings, ``modules/<name>/``."""
+    config_dir = Path(config_dir)
+    found = {p.stem for p in config_dir.glob("environments/*.yaml") if p.is_file()}
+    found |= {p.name for p in config_dir.glob("modules/*") if p.is_dir()}
+    return sorted(n for n in found if _ENV_NAME.fullmatch(n))
+
+
+def require_environment(config_dir: Path, env: str) -> None:
+    """A ``ConfigError`` listing the known environments (``environments``)
+    unless ``env`` is one of them: for an ``--env`` someone typed, where a
+    typo must not quietly run with the global configuration alone."""
+    known = environments(config_dir)
+    if env in known:
+        return
+    env_file = Path(config_dir) / "environments" / f"{env}.yaml"
+    raise ConfigError(
+        f"unknown environment {env!r}: there is no {env_file}"
+        f" (known environments: {', '.join(known) or 'none'})"
+    )
 
 
 def load_config(
     config_dir: Path,
-    env: str = "dev",
+    env: str = DEFAULT_ENV,
     environ: Mapping[str, str] | None = None,
     *,
     vault_client: VaultClient | None = None,
+    sections: Collection[str] | None = None,
+    lenient: bool = False,
 ) -> Config:
-    """Read, merge, resolve and validate the configuration in ``config_dir``."""
+    """Read, merge, resolve and validate the configuration in ``config_dir``.
+
+    ``environments/<env>.yaml`` is merged over the global file when it
+    exists (``require_environment`` is for an environment someone named).
+
+    Partial loads, for commands that need only part of the configuration
+    (``masterchief user list`` needs only the store): ``sections`` resolves
+    references only in those top-level sections, and ``lenient`` turns a
+    reference that cannot be resolved (an unset variable) into an entry of
+    ``Config.unresolved`` instead of an error.  Either way the fields of an
+    unresolved reference hold an unguessable stand-in, never a usable value,
+    and ``App`` refuses such a Config: ``masterchief run`` loads it whole.
+    """
     if not _ENV_NAME.fullmatch(env):
         raise ConfigError(f"invalid environment name {env!r}")
     config_dir = Path(config_dir)
@@ -690,7 +763,33 @@ def load_config(
         env=env,
         environ=os.environ if environ is None else environ,
         vault_client=vault_client,
+        partial=_Partial(sections, lenient) if sections is not None or lenient else None,
     )
+
+
+class _Partial:
+    """Which references a partial load resolves, and the ones it left."""
+
+    def __init__(self, sections: Collection[str] | None, lenient: bool) -> None:
+        self.sections = None if sections is None else frozenset(sections)
+        self.lenient = lenient
+        self.left: dict[KeyPath, str] = {}
+
+    def wanted(self, path: KeyPath) -> bool:
+        return self.sections is None or (bool(path) and path[0] in self.sections)
+
+    def leave(self, path: KeyPath, written: str, why: str) -> Secret:
+        """Record a reference left unresolved; its stand-in value."""
+        self.left[path] = f"{written} ({why})"
+        return Secret("unresolved-" + token_urlsafe(24))  # matches nothing anyone knows
+
+
+def _why_unresolved(exc: ConfigError) -> str:
+    detail = exc.detail
+    for ending, short in ((" is not set", "not set"), (" is empty", "empty")):
+        if detail.endswith(ending):
+            return short
+    return detail
 
 
 def build_config(
@@ -796,11 +895,13 @@ def _resolve_tree(
     found: dict[int, Redactor],
     resolvers: Mapping[str, Resolver] | None = None,
     every: list[tuple[bool, Redactor, str]] | None = None,
+    partial: _Partial | None = None,
 ) -> Any:
-    """Resolve the references in ``value``.  ``found`` gets the resolved
-    pieces of each value that stays a ``Secret``; ``every`` (when given) gets
-    ``(credential, pieces, whole resolved text)`` for every string with a reference, ``credential``
-    when a reference sits where URLs carry credentials (see
+    """Resolve the references in ``value`` (those ``partial`` wants, if
+    given).  ``found`` gets the resolved pieces of each value that stays a
+    ``Secret``; ``every`` (when given) gets ``(credential, pieces, whole
+    resolved text)`` for every string with a reference, ``credential`` when a
+    reference sits where URLs carry credentials (see
     ``_credential_position``)."""
     if isinstance(value, dict):
         return {
@@ -814,6 +915,7 @@ def _resolve_tree(
                 found=found,
                 resolvers=resolvers,
                 every=every,
+                partial=partial,
             )
             for k, v in value.items()
         }
@@ -829,19 +931,27 @@ def _resolve_tree(
                 found=found,
                 resolvers=resolvers,
                 every=every,
+                partial=partial,
             )
             for i, v in enumerate(value)
         ]
     if isinstance(value, str) and "${" in value:
+        if partial is not None and not partial.wanted(path):
+            return partial.leave(path, value, "not resolved")
         parts = Redactor()  # this value's resolved pieces, registered if it stays secret
-        result = resolve_refs(
-            value,
-            environ=environ,
-            where=f"{_origin(origins, path)}: {_dotted(path)}",
-            base_dir=base_dir,
-            redactor=parts,
-            resolvers=resolvers,
-        )
+        try:
+            result = resolve_refs(
+                value,
+                environ=environ,
+                where=f"{_origin(origins, path)}: {_dotted(path)}",
+                base_dir=base_dir,
+                redactor=parts,
+                resolvers=resolvers,
+            )
+        except ConfigError as exc:
+            if partial is None or not partial.lenient:
+                raise
+            return partial.leave(path, value, _why_unresolved(exc))
         if isinstance(result, Secret):
             ref_paths.add(path)
             found[id(result)] = parts
@@ -861,6 +971,7 @@ def _build(
     env: str,
     environ: Mapping[str, str],
     vault_client: VaultClient | None = None,
+    partial: _Partial | None = None,
 ) -> Config:
     for name in _RESERVED:
         if name in data:
@@ -882,11 +993,13 @@ def _build(
         found=pieces,
         resolvers=config_resolvers(data, origins, environ, vault_client),
         every=every,
+        partial=partial,
     )
+    loader = {"project_dir": project_dir, "config_dir": config_dir, "env": env}
+    if partial is not None:
+        loader["unresolved"] = tuple(partial.left.items())
     try:
-        config = Config.model_validate(
-            {**resolved, "project_dir": project_dir, "config_dir": config_dir, "env": env}
-        )
+        config = _validate({**resolved, **loader}, partial)
     except ValidationError as exc:
         # A validator may quote the value it refused: no resolved reference
         # (a secret put in the wrong field) may reach the message.
@@ -907,6 +1020,34 @@ def _build(
             for piece in parts.values() - {whole}:
                 REDACTOR.register(piece)
     return _absolute_paths(config, project_dir)
+
+
+def _validate(data: dict[str, Any], partial: _Partial | None) -> Config:
+    """``Config.model_validate``; in a partial load a stand-in that a field
+    refuses (``port: ${env:PORT}``) is dropped, so the field takes its default
+    (the display still shows the reference)."""
+    for _ in range(16):
+        try:
+            return Config.model_validate(data)
+        except ValidationError as exc:
+            left = partial.left if partial is not None else {}
+            at = [tuple(e["loc"]) for e in exc.errors(include_url=False)]
+            under = [[p for p in left if loc[: len(p)] == p] for loc in at]
+            if not all(under):  # an error that is not a stand-in's: report it
+                raise
+            for paths in under:
+                for path in paths:
+                    _drop(data, path)
+    return Config.model_validate(data)
+
+
+def _drop(data: Any, path: KeyPath) -> None:
+    for part in path[:-1]:
+        if not _holds(data, part):
+            return
+        data = data[part]
+    if isinstance(data, dict) and path:
+        data.pop(path[-1], None)
 
 
 def config_resolvers(

@@ -15,7 +15,9 @@ from masterchief.core.config import (
     Config,
     ConfigError,
     build_config,
+    environments,
     load_config,
+    require_environment,
 )
 from masterchief.core.secrets import REDACTOR, Secret
 
@@ -147,7 +149,107 @@ def test_merge_rules(
 def test_environment_file_is_optional_and_chosen_by_env(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, "irc: {port: 6667}", "irc: {port: 7000}", env="staging")
     assert load_config(cfg, "staging", environ={}).irc.port == 7000
-    assert load_config(cfg, "prod", environ={}).irc.port == 6667
+    # load_config itself takes a missing file (a rehash of the default env);
+    # an environment someone named is checked with require_environment
+    assert load_config(cfg, "dev", environ={}).irc.port == 6667
+
+
+def test_require_environment_lists_the_known_ones(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, "", "{}", env="staging")
+    (cfg / "environments" / "prod.yaml").write_text("{}")
+    (cfg / "environments" / "notes.txt").write_text("not an environment")
+    assert environments(cfg) == ["prod", "staging"]
+    require_environment(cfg, "staging")
+    for name in ("prodd", "dev", "../global/config"):
+        with pytest.raises(ConfigError) as info:
+            require_environment(cfg, name)
+        assert f"unknown environment {name!r}" in str(info.value)
+        assert "(known environments: prod, staging)" in str(info.value)
+    bare = make_config(tmp_path / "bare", "")
+    with pytest.raises(ConfigError, match=r"known environments: none"):
+        require_environment(bare, "prod")
+    # a folder of deploy module settings names an environment too
+    (bare / "modules" / "qa").mkdir(parents=True)
+    (bare / "modules" / "web.yaml").write_text("{}")
+    assert environments(bare) == ["qa"]
+    require_environment(bare, "qa")
+
+
+# --- partial loads: what an offline command needs (issue 8, item 11) --------------------------
+
+PARTIAL = """\
+irc:
+  port: "${env:IRC_PORT}"
+  sasl: {username: bot, password: "${env:SASL_PW}"}
+webhooks:
+  github: {secret: "${env:GH_SECRET}"}
+  generic: [{name: rel, secret: "${env:REL_SECRET}"}]
+store: {path: "${env:VAR_DIR}/mc.db"}
+"""
+
+
+def test_sections_resolve_only_their_references(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, PARTIAL)
+    environ = {"VAR_DIR": "/srv/mc", "GH_SECRET": "never-read-here"}
+    config = load_config(cfg, environ=environ, sections=["store"])
+    assert config.store.path == Path("/srv/mc/mc.db")
+    left = dict(config.unresolved)
+    assert left == {
+        ("irc", "port"): "${env:IRC_PORT} (not resolved)",
+        ("irc", "sasl", "password"): "${env:SASL_PW} (not resolved)",
+        ("webhooks", "github", "secret"): "${env:GH_SECRET} (not resolved)",
+        ("webhooks", "generic", 0, "secret"): "${env:REL_SECRET} (not resolved)",
+    }
+    assert config.irc.port == 6667  # the stand-in is no port: the default
+    # the stand-ins are unguessable values, never the reference text, empty,
+    # or what the environment holds (GH_SECRET was there, and was not read)
+    assert config.irc.sasl is not None
+    stand_ins = [config.irc.sasl.password.reveal()]
+    assert config.webhooks.github is not None and config.webhooks.github.secret is not None
+    stand_ins.append(config.webhooks.github.secret.reveal())
+    again = load_config(cfg, environ=environ, sections=["store"])
+    assert again.irc.sasl is not None
+    stand_ins.append(again.irc.sasl.password.reveal())
+    assert len(set(stand_ins)) == 3
+    for value in stand_ins:
+        assert len(value) >= 32 and "${" not in value and value != "never-read-here"
+
+
+def test_a_section_that_is_wanted_must_resolve(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, PARTIAL)
+    with pytest.raises(ConfigError, match=r"store\.path: environment variable VAR_DIR is not set"):
+        load_config(cfg, environ={}, sections=["store"])
+    with pytest.raises(ConfigError, match="environment variable IRC_PORT is not set"):
+        load_config(cfg, environ={"VAR_DIR": "/srv"})  # the whole config: strict
+
+
+def test_lenient_load_shows_unset_references_as_written(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, PARTIAL)
+    environ = {"VAR_DIR": "/srv/mc", "GH_SECRET": "gh-secret-for-lenient", "SASL_PW": ""}
+    config = load_config(cfg, environ=environ, lenient=True)
+    dump = config.redacted_dump()
+    assert dump["irc"]["port"] == "${env:IRC_PORT} (not set)"
+    assert dump["irc"]["sasl"]["password"] == "${env:SASL_PW} (empty)"
+    assert dump["webhooks"]["github"]["secret"] == "***"
+    assert dump["webhooks"]["generic"][0]["secret"] == "${env:REL_SECRET} (not set)"
+    assert dump["store"]["path"] == "/srv/mc/mc.db"
+    assert "unresolved" not in dump
+    assert "gh-secret-for-lenient" not in repr(dump)
+
+
+async def test_the_app_refuses_a_partial_config(tmp_path: Path) -> None:
+    from masterchief.app import App
+    from masterchief.bot.users import UserTable
+    from masterchief.core.store import Store
+
+    cfg = make_config(tmp_path, PARTIAL)
+    config = load_config(cfg, environ={"VAR_DIR": str(tmp_path)}, sections=["store"])
+    store = await Store.open(config.store.path)
+    try:
+        with pytest.raises(ConfigError, match="every reference resolved"):
+            App(config, store, await UserTable.load(store))
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize("env", ["../global/config", "a/b", "", ".hidden"])
