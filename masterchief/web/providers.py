@@ -452,8 +452,10 @@ def _parse(body: bytes) -> Any | Rejection:
 
 
 def _dedup(provider: Provider, headers: Headers, payload: Any, body: bytes) -> str:
+    # Header values are stripped as the checks strip them: " msg_1" verifies
+    # like "msg_1", so it must not be a different delivery.
     for name in provider.id_headers:
-        value = headers.get(name)
+        value = headers.get(name, "").strip()
         if value:
             if _HEADER_ID.fullmatch(value):
                 return value
@@ -464,7 +466,7 @@ def _dedup(provider: Provider, headers: Headers, payload: Any, body: bytes) -> s
         return provider.dedup_payload(payload)
     digest = hashlib.sha256()
     for name in provider.hash_headers:
-        digest.update(headers.get(name, "").encode("utf-8", "surrogatepass") + b"\x00")
+        digest.update(headers.get(name, "").strip().encode("utf-8", "surrogatepass") + b"\x00")
     digest.update(body)
     return "body-sha256:" + digest.hexdigest()
 

@@ -272,6 +272,13 @@ def test_a_replay_with_a_new_unsigned_id_keeps_its_dedup_key() -> None:
     # id under the old signature does not verify
     std = _one("generic/std", secured, _standard(body, "msg_1"), body)
     assert isinstance(std, Accepted) and std.dedup_key == "msg_1"
+    # whitespace the check strips does not make it another delivery
+    padded = {**_standard(body, "msg_1"), "webhook-id": " msg_1\t"}
+    again = _one("generic/std", secured, padded, body)
+    assert isinstance(again, Accepted) and again.dedup_key == "msg_1"
+    padded = {**_legacy(body, "r-9"), "X-Timestamp": f" {int(NOW)} "}
+    again = _one("generic/old", secured, padded, body)
+    assert isinstance(again, Accepted) and again.dedup_key == first.dedup_key
     forged = _one("generic/std", secured, {**_standard(body, "msg_1"), "webhook-id": "msg_2"}, body)
     assert isinstance(forged, Rejection) and forged.status == 401
 
