@@ -32,6 +32,24 @@ Identity: the ``account`` of an Event comes from the IRCv3 ``account`` tag
 when the server offers account-tag (no tag then means "not logged in"), else
 from what pydle learnt through extended-join, account-notify and WHOX.
 
+Every byte the bot writes is paced or counted: once registered, the lines
+pydle sends by itself (WHO and MODE after a JOIN, MONITOR, CAP) go into the
+``OutputQueue``; PING/PONG/QUIT and registration are written at once and
+charged to its bucket (``_Client._send``).  pydle's own CTCP VERSION reply
+and its WHOIS on every nick change are switched off: CTCP is answered by
+the bot's ``ctcp`` bindings through ``ctcp_reply()``, at most
+``ctcp_replies`` per ``ctcp_per_s`` for the whole bot.
+
+Command floods: a pub/msg line that some binding answers counts against its
+sender's ``FloodGate`` (keyed by account, else user@host); one too many and
+the sender is told once by NOTICE and ignored for ``ignore_s`` -- every
+line from them is dropped before it becomes an Event.  Global +f, +m (and
++n) and +b are exempt.
+
+Reconnects: see ``run()``.  ``status()`` says whether the bot is registered
+and, if not, why (the server's ERROR text, the connect error, the SASL
+failure) and when it tries again.
+
 Replies go through the paced ``OutputQueue``; its ``run()`` task lives for
 one connection and is restarted after a reconnect, so what was queued while
 the server was away goes out afterwards, in order (after the JOINs, which
@@ -54,6 +72,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,10 +83,12 @@ import pydle.connection
 
 from ..bindings.dispatcher import Dispatcher
 from ..bindings.event import Event
+from ..bindings.flags import implied
 from ..bindings.masks import irc_lower
-from .output import WORST_NICK, OutputQueue
+from .flood import FloodGate, FloodPolicy, Verdict, Window
+from .output import WORST_NICK, OutputQueue, Priority
 
-__all__ = ["IrcBot", "IrcSettings", "SaslFailed"]
+__all__ = ["IrcBot", "IrcSettings", "IrcStatus", "SaslFailed"]
 
 log = logging.getLogger("masterchief.irc")
 
@@ -97,6 +118,32 @@ class IrcSettings:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 300.0
     regain_interval_s: float = 30.0
+    flood: FloodPolicy = field(default_factory=FloodPolicy)
+    ctcp_replies: int = 3  # CTCP requests answered per ctcp_per_s, for the whole bot
+    ctcp_per_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class IrcStatus:
+    """Whether the bot is registered on IRC and, when it is not, why."""
+
+    connected: bool
+    reason: str  # "" when connected
+
+
+# A connection that registered and then lasted less than this is "short";
+# several short ones in a row bring the backoff back (see IrcBot.run).
+SHORT_CONNECTION_S = 30.0
+QUICK_RECONNECTS = 2  # short connections in a row that still reconnect at once
+
+# Global flags whose holders no command flood limit applies to (Eggdrop
+# exempts friends and bots; masters and owners run the bot).
+FLOOD_EXEMPT = frozenset("fmb")
+
+# Commands pydle sends by itself once registered and the lane they take.
+# PING and PONG are written at once (charged to the pacer's bucket): a PONG
+# that waited behind replies would get the bot pinged out.
+_DIRECT = frozenset({"PING", "PONG", "QUIT"})
 
 
 def split_source(source: str | None) -> tuple[str | None, str | None]:
@@ -175,6 +222,9 @@ class _Client(pydle.Client):  # type: ignore[misc]
         self.sasl_ok = False
         self.was_registered = False
         self.ready = False  # on_connect ran (end of MOTD) for this connection
+        self.paced = False  # the OutputQueue sends for this connection: write through it
+        self.registered_at: float | None = None  # loop time of end-of-MOTD
+        self.error: str | None = None  # the server's ERROR text, when it closes on us
         self.line_tasks: set[asyncio.Task[Any]] = set()
 
     # -- connection ------------------------------------------------------------
@@ -195,6 +245,56 @@ class _Client(pydle.Client):  # type: ignore[misc]
     async def on_disconnect(self, expected: bool) -> None:
         # The supervisor in IrcBot.run() decides about reconnecting.
         return None
+
+    # -- every byte we write ---------------------------------------------------
+
+    async def _send(self, input: Any) -> None:
+        """Every line pydle writes by itself passes here.
+
+        Once the pacer runs for this connection, lines go into its queue
+        (pydle's WHO/MODE after a JOIN, MONITOR, CAP ...); PING, PONG and
+        QUIT, and everything before registration, are written at once but
+        charged to the pacer's bucket, so the server's flood budget counts
+        every byte.
+        """
+        text = input.decode(self.encoding) if isinstance(input, bytes) else str(input)
+        line = text.rstrip("\r\n")
+        command = line.split(" ", 1)[0].upper()
+        if self.paced and command not in _DIRECT:
+            if not self.bot.output.raw(line, "mode"):
+                log.warning("output queue refused a %s line from the IRC library", command)
+            return
+        await self.write_now(line)
+
+    async def write_now(self, line: str) -> None:
+        """Write one line (no CRLF) to the socket now, charged to the pacer."""
+        data = line + "\r\n"
+        self.bot.output.charge(len(data.encode(self.encoding)))
+        await super()._send(data)
+
+    # -- pydle features that would write behind the pacer's back ---------------
+
+    async def on_ctcp_version(self, by: str, target: str, contents: str) -> None:
+        # pydle answers VERSION itself, unpaced: 30 clients x 10 VERSION got
+        # the bot quit with "RecvQ exceeded".  The bot's own ctcp bindings
+        # answer, within the bot-wide CTCP budget (IrcBot.ctcp_reply).
+        return None
+
+    async def whois(self, nickname: str) -> None:
+        # pydle asks WHOIS on every nick change (to refresh the account) and
+        # for each new user on servers without WHOX: an attacker changing nick
+        # in a loop would make the bot flood itself.  Accounts come from
+        # account-tag, extended-join, account-notify and WHOX instead.
+        return None
+
+    async def _rename_user(self, user: str, new: str) -> None:
+        # A nick change does not change the account; pydle forgets it (and
+        # would WHOIS to learn it again).
+        info = self.users.get(user) or {}
+        keep = {k: info[k] for k in ("account", "identified") if k in info}
+        await super()._rename_user(user, new)
+        if keep and new in self.users:
+            self.users[new].update(keep)
 
     async def on_connect(self) -> None:
         if self.ready:  # a second end-of-MOTD (someone made us send MOTD)
@@ -332,6 +432,12 @@ class IrcBot:
         self._channel_keys: dict[str, str | None] = dict(settings.channels)
         self._regaining = False
         self.hooks_connected: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.flood = FloodGate(settings.flood)
+        self._ctcp_budget = Window(settings.ctcp_replies, settings.ctcp_per_s)
+        self._down = "not connected yet"  # why we are not registered, for status()
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("ctcp_answered", "ctcp_unanswered", "flood_dropped", "flood_warned"), 0
+        )
 
     # -- state the rest of the bot reads ----------------------------------------
 
@@ -380,6 +486,12 @@ class IrcBot:
         return (acct if isinstance(acct, str) and acct else None,
                 str(info.get("username") or "*"), str(info["hostname"]))  # fmt: skip
 
+    def status(self) -> IrcStatus:
+        """Registered on IRC now, and if not, why (for ``/healthz``)."""
+        if self.connected.is_set():
+            return IrcStatus(True, "")
+        return IrcStatus(False, self._down)
+
     # -- reply sink ------------------------------------------------------------
 
     def reply(self, event: Event, text: str) -> None:
@@ -389,8 +501,20 @@ class IrcBot:
             return
         self.output.privmsg(target, text)
 
-    def say(self, target: str, text: str) -> int:
-        return self.output.privmsg(target, text)
+    def say(self, target: str, text: str, priority: Priority = "server") -> int:
+        return self.output.privmsg(target, text, priority)
+
+    def ctcp_reply(self, nick: str, keyword: str, text: str = "") -> bool:
+        """Answer a CTCP request by NOTICE, within the bot-wide CTCP budget
+        (``ctcp_replies`` per ``ctcp_per_s``); whether it was answered."""
+        if not self._ctcp_budget.allow(time.monotonic()):
+            self.stats["ctcp_unanswered"] += 1
+            return False
+        body = f"{keyword} {text}".strip()
+        # CTCP framing: no \x01 inside; output.notice drops CR/LF/NUL.
+        self.output.notice(nick, "\x01" + body.replace("\x01", "") + "\x01")
+        self.stats["ctcp_answered"] += 1
+        return True
 
     # -- supervisor ------------------------------------------------------------
 
@@ -400,38 +524,51 @@ class IrcBot:
         return float(cap * self._rng.uniform(0.5, 1.0))
 
     async def run(self) -> None:
-        """Stay connected until cancelled; raises SaslFailed on a fatal login error."""
+        """Stay connected until cancelled; raises SaslFailed on a fatal login error.
+
+        Backoff: a server that refuses us (connect error, TLS error, closed
+        before registering) is retried after a capped, jittered, doubling
+        delay.  A connection that registered restarts that schedule, so a
+        blip is followed by a reconnect within ``reconnect_min_s``, however
+        soon after the last one it comes; only a server that drops us within
+        ``SHORT_CONNECTION_S`` of registering more than ``QUICK_RECONNECTS``
+        times in a row is backed off from again.
+        """
         attempt = 0
+        short = 0  # registered connections in a row that ended quickly
         loop = asyncio.get_running_loop()
+        where = f"{self.settings.host}:{self.settings.port}"
         while True:
             client = _Client(self, self.settings)
             self.client = client
-            started = loop.time()
+            # A new connection: the server's flood budget starts full, and
+            # registration lines are charged to it (write_now).
+            self.output.reset_budget()
+            why = "connection closed"
             try:
                 await client.start()
             except (OSError, TimeoutError, ssl.SSLError) as exc:
-                log.warning(
-                    "IRC connection to %s:%s failed: %s",
-                    self.settings.host,
-                    self.settings.port,
-                    exc,
-                )
+                why = f"connection failed: {exc}"
+                log.warning("IRC connection to %s failed: %s", where, exc)
             except Exception:  # a pydle bug must not end the bot: reconnect
-                log.exception(
-                    "IRC connection to %s:%s ended by an unexpected error",
-                    self.settings.host,
-                    self.settings.port,
-                )
+                why = "connection ended by an unexpected error"
+                log.exception("IRC connection to %s ended by an unexpected error", where)
             finally:
+                registered_at = client.registered_at
                 await self._on_disconnected(client)
+            if client.error:
+                why = f"closed by the server: {client.error}"
+            self._down = f"{where}: {self.fatal or why}"
             if self.fatal:
                 raise SaslFailed(self.fatal)
             if self.stopping:
                 return
-            if client.was_registered and loop.time() - started > 30:
-                attempt = 0
+            if registered_at is not None:
+                short = short + 1 if loop.time() - registered_at < SHORT_CONNECTION_S else 0
+                attempt = max(0, short - QUICK_RECONNECTS)
             delay = self.backoff(attempt)
             attempt += 1
+            self._down = f"{where}: {why}; reconnecting in {delay:.1f}s"
             log.info("reconnecting in %.2fs (attempt %d)", delay, attempt)
             await asyncio.sleep(delay)
 
@@ -447,7 +584,7 @@ class IrcBot:
         if c is None or not c.connected:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(c.raw(f"QUIT :{reason}\r\n"), 2)
+            await asyncio.wait_for(c.write_now(f"QUIT :{reason}"), 2)
         with contextlib.suppress(Exception):
             await c.disconnect(expected=True)
 
@@ -473,7 +610,7 @@ class IrcBot:
         if c is None or not c.connected:
             raise ConnectionError("not connected")
         try:
-            await c.raw(line + "\r\n")
+            await c.write_now(line)
         except (AttributeError, RuntimeError) as exc:  # pydle after a reset
             raise ConnectionError(str(exc)) from exc
 
@@ -481,11 +618,13 @@ class IrcBot:
         if client is not self.client:
             return
         self.connects += 1
-        self.output.reset_budget()
+        client.registered_at = asyncio.get_running_loop().time()
         user, host = self._self_userhost(client)
         if user and host:  # else keep what 001 told us (or the worst case)
             self.output.set_self(client.nickname, user, host)
         self._spawn(self.output.run(self._send))
+        client.paced = True  # from now on pydle's own lines queue too
+        self._down = ""
         for chan, key in self._channel_keys.items():
             line = f"JOIN {chan} {key}" if key else f"JOIN {chan}"
             self.output.raw(line, "mode")
@@ -502,6 +641,7 @@ class IrcBot:
     async def _on_disconnected(self, client: _Client) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        self._down = f"{self.settings.host}:{self.settings.port}: connection lost"
         self.account = None
         self._regaining = False
         # Until the next registration we do not know the nick, user and host
@@ -610,6 +750,9 @@ class IrcBot:
                     source="irc",
                 )
             )
+        if cmd == "ERROR":  # the server closes the link: keep why, for status()
+            client.error = params[-1] if params else "ERROR"
+            return
         if cmd == "001":
             # pydle learns its nick from 001 in a task that may yield before the
             # next lines are handled; set it now so echo filtering and
@@ -726,6 +869,10 @@ class IrcBot:
 
     def _message(self, cmd: str, chan: str | None, text: str, common: dict[str, Any]) -> None:
         submit = self.dispatcher.submit
+        who = self._flood_key(common)
+        if self.flood.ignored(who, time.monotonic()):
+            self.stats["flood_dropped"] += 1
+            return  # an ignored user: nothing they say reaches a binding
         if len(text) >= 2 and text.startswith("\x01"):
             body = text.strip("\x01")
             keyword, _, rest = body.partition(" ")
@@ -738,15 +885,44 @@ class IrcBot:
         word, _, rest = text.strip().partition(" ")
         rest = rest.strip()
         if chan is not None:
-            submit(
-                Event(type="pubm", key=f"{chan} {text}", channel=chan, text=text, **common),
-                Event(type="pub", key=word, channel=chan, text=rest, **common),
-            )
+            line = Event(type="pubm", key=f"{chan} {text}", channel=chan, text=text, **common)
+            command = Event(type="pub", key=word, channel=chan, text=rest, **common)
         else:
-            submit(
-                Event(type="msgm", key=text, text=text, **common),
-                Event(type="msg", key=word, text=rest, **common),
-            )
+            line = Event(type="msgm", key=text, text=text, **common)
+            command = Event(type="msg", key=word, text=rest, **common)
+        if not self._command_allowed(command, who):
+            return
+        submit(line, command)
+
+    def _flood_key(self, common: dict[str, Any]) -> str:
+        """Who a line is from, for flood limits: the account, else user@host
+        (never the nick: a nick change must not reset the count)."""
+        account = common.get("account")
+        if account:
+            return "account:" + self.lower(str(account))
+        return "host:" + self.lower(str(common.get("uhost") or common.get("nick") or ""))
+
+    def _command_allowed(self, ev: Event, who: str) -> bool:
+        """Count a command (a pub/msg line some binding answers) against its
+        sender's flood limit; False drops it (and the line it came with)."""
+        if not self.dispatcher.table.snapshot.match(ev):
+            return True  # chat, not a command
+        principal = self.dispatcher.resolver(ev)
+        if principal is not None and implied(principal.global_flags()) & FLOOD_EXEMPT:
+            return True
+        verdict = self.flood.hit(who, time.monotonic())
+        if verdict is Verdict.OK:
+            return True
+        self.stats["flood_dropped"] += 1
+        if verdict is Verdict.WARN and ev.nick:
+            self.stats["flood_warned"] += 1
+            log.warning(
+                "ignoring %s (%s) for %gs: more than %d commands in %gs",
+                ev.nick, who, self.settings.flood.ignore_s,
+                self.settings.flood.commands, self.settings.flood.per_s,
+            )  # fmt: skip
+            self.output.notice(ev.nick, self.settings.flood.notice_text())
+        return False
 
     @staticmethod
     def _mode_changes(client: _Client, args: list[str]) -> list[tuple[str, str]]:

@@ -8,11 +8,13 @@ start loads every row left in the table. It also keeps the row in memory, per
 target in id order, and wakes the feeder.
 
 The feeder (``run()``, a task in the App's TaskGroup) hands announcements to
-the paced ``OutputQueue`` while IRC is connected, and only a little at a
-time: as long as the queue would send everything in it within ``lead``
-seconds (about one token interval). The rest waits here, where it can still
-be folded, and command replies never wait behind a long backlog. Targets take
-turns, one unit each. A unit is what one ``privmsg`` carries:
+the paced ``OutputQueue``'s ``alert`` lane while IRC is connected, and only a
+little at a time: as long as the queue would send what goes before them
+(the mode and alert lanes, and the replies the alert lane's fair share lets
+in; command replies waiting in the ``server`` lane do not count) within
+``lead`` seconds (about one token interval). The rest waits here, where it
+can still be folded. Targets take turns, one unit each. A unit is what one
+``privmsg`` carries:
 
 1. all rows of a target older than ``expire_after_s``: one line, "[delayed]
    42 older announcements expired while I was away: 30 github, 12 alerts
@@ -427,7 +429,7 @@ class Outbox:
 
     def _feed(self) -> float | None:
         while self._turns:
-            wait = self._output.drain_time() - self._lead
+            wait = self._output.drain_time(priority="alert") - self._lead
             if wait >= 0:
                 # A line of ours going out wakes us; if none is queued, the tokens will.
                 return None if self._handed else wait + 1e-3
@@ -491,7 +493,7 @@ class Outbox:
         """Seconds until *target*'s waiting rows would all be sent one per line."""
         mine = len(self._pending.get(target, ()))
         share = sum(min(len(q), mine) for q in self._pending.values())
-        return self._output.drain_time(share)
+        return self._output.drain_time(share, priority="alert")
 
     def _send(self, target: str, text: str | list[str], records: Sequence[OutboxRecord]) -> None:
         """Hand *text* to the output queue (a list: several lines, a summary)."""
@@ -499,7 +501,11 @@ class Outbox:
         self._handed.append(unit)
         try:
             queued = self._output.privmsg(
-                target, text, on_sent=lambda line: self._on_sent(unit, line), owner=self
+                target,
+                text,
+                "alert",
+                on_sent=lambda line: self._on_sent(unit, line),
+                owner=self,
             )
         except ValueError as exc:  # cannot ever be sent: do not block the others
             log.error("outbox: dropped an announcement for %s: %s", target, exc)

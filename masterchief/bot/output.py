@@ -4,9 +4,18 @@ How this works
 --------------
 Everything the bot says goes through one ``OutputQueue``. Callers
 (``privmsg``/``notice``/``raw``) are synchronous: they validate, sanitise and
-split the text into wire lines and append them to one of three bounded FIFO
-queues, Eggdrop style: ``mode`` (highest), ``server``, ``help`` (only when the
-other two are empty). Nothing here touches a socket.
+split the text into wire lines and append them to one of four bounded FIFO
+queues (lanes), Eggdrop style with one lane added: ``mode`` (protocol lines:
+JOIN, NICK, MONITOR, WHO), ``alert`` (announcements: the outbox, storm
+summaries, deploy lines), ``server`` (command replies and scripts' ``say``),
+``help`` (only when the others are empty). Nothing here touches a socket.
+
+Lanes: a higher lane goes first, so no number of command replies waiting in
+``server`` delays an alert by more than the line being sent. So that an
+alert storm cannot starve replies for good, ``server`` gets a fair share:
+after ``ALERT_SHARE`` alert lines in a row while replies wait, one reply
+goes (the outbox's storm folding already bounds how many alert lines there
+are).
 
 A message text is one message, whatever is in it: CR, LF and CRLF become a
 space and NUL is dropped, so a handler's ``"x\\r\\nQUIT :bye"`` is the one
@@ -27,6 +36,11 @@ The cost of a line is also paced by bytes so the server's receive queue
 one token is worth at most ``recvq / 2 / burst`` bytes, so a full bucket
 never stands for more than half the recvq. With the defaults a token is worth
 585 bytes, more than any 512-byte line, so every line costs exactly 1.
+
+Lines the bot must write at once, outside the queues (a PONG to the
+server's PING, registration before the queues run), still cost what the
+server will charge: ``charge()`` takes their tokens from the bucket, so
+every byte written is counted.
 
 ``run(send)`` is the thin I/O adapter: it sends while ``pop()`` gives lines
 and otherwise sleeps exactly until the next token is due, or until a line is
@@ -84,9 +98,12 @@ log = logging.getLogger("masterchief.output")
 SentCallback = Callable[[str], None]
 """Called with the wire line (no CRLF) once it was written to the server."""
 
-Priority = Literal["mode", "server", "help"]
+Priority = Literal["mode", "alert", "server", "help"]
 
-PRIORITIES: Final[tuple[Priority, ...]] = ("mode", "server", "help")  # highest first
+PRIORITIES: Final[tuple[Priority, ...]] = ("mode", "alert", "server", "help")  # highest first
+
+# Alert lines that may go in a row while command replies wait; then one reply.
+ALERT_SHARE: Final = 4
 
 # Worst-case lengths of the parts of our own prefix before set_self() tells us
 # the real ones (InspIRCd defaults: maxnick 30, maxuser 10; 63 for a hostname).
@@ -240,7 +257,7 @@ class _Overflow:
 
 
 class OutputQueue:
-    """Three bounded priority queues drained through one token bucket.
+    """Four bounded priority lanes drained through one token bucket.
 
     *burst* tokens at most, refilled at *rate* per second; each queue holds
     *max_queue* lines; *max_line_bytes* is the IRC line limit including CRLF
@@ -283,6 +300,7 @@ class OutputQueue:
         self._tokens = self._burst
         self._stamp = clock()
         self._queues: dict[Priority, deque[_Entry]] = {p: deque() for p in PRIORITIES}
+        self._alert_streak = 0  # alert lines sent in a row while replies waited
         self._overflow: dict[Priority, dict[str, _Overflow]] = {p: {} for p in PRIORITIES}
         self._prefix_len = WORST_NICK + 1 + WORST_USER + 1 + WORST_HOST
         self._wakeup: asyncio.Event | None = None
@@ -421,10 +439,14 @@ class OutputQueue:
     # -- sans-I/O core ----------------------------------------------------
 
     def _head(self) -> _Entry | None:
-        for priority in PRIORITIES:
-            queue = self._queues[priority]
-            if queue:
-                return queue[0]
+        q = self._queues
+        if q["mode"]:
+            return q["mode"][0]
+        if q["alert"] and (not q["server"] or self._alert_streak < ALERT_SHARE):
+            return q["alert"][0]
+        for priority in ("server", "alert", "help"):
+            if q[priority]:
+                return q[priority][0]
         return None
 
     def _tokens_now(self) -> tuple[float, float]:
@@ -464,6 +486,10 @@ class OutputQueue:
         self._tokens = tokens - head.cost
         self._stamp = now
         self._queues[head.priority].popleft()
+        if head.priority == "alert" and self._queues["server"]:
+            self._alert_streak += 1
+        elif head.priority in ("alert", "server"):
+            self._alert_streak = 0
         self._flush_overflow(head.priority)
         return head
 
@@ -504,13 +530,35 @@ class OutputQueue:
         it sent to is gone, and the next ``run()`` has not started yet."""
         self._stop_hooks.append(hook)
 
-    def drain_time(self, extra_lines: int = 0) -> float:
+    def drain_time(self, extra_lines: int = 0, priority: Priority | None = None) -> float:
         """Seconds until every queued line, and *extra_lines* more one-token
         lines, would have been sent at the paced rate (0.0 when the tokens
-        available now cover them)."""
-        queued = sum(e.cost for q in self._queues.values() for e in q) + extra_lines
+        available now cover them).
+
+        With a *priority*, only what goes before (or with) a line of that
+        lane counts: the lanes above it, its own, and for ``alert`` the
+        replies its fair share lets in between.
+        """
+        if priority is None:
+            lanes: tuple[Priority, ...] = PRIORITIES
+        else:
+            self._queue(priority)  # validates
+            lanes = PRIORITIES[: PRIORITIES.index(priority) + 1]
+        queued = sum(e.cost for p in lanes for e in self._queues[p]) + extra_lines
+        if priority == "alert" and self._queues["server"]:
+            ahead = len(self._queues["alert"]) + extra_lines
+            let_in = min(len(self._queues["server"]), math.ceil(ahead / ALERT_SHARE))
+            queued += sum(e.cost for e in list(self._queues["server"])[:let_in])
         tokens, _ = self._tokens_now()
         return max(0.0, queued - tokens) / self._rate
+
+    def charge(self, wire_bytes: int) -> None:
+        """Take the cost of a line written outside the queues (a PONG, a
+        registration line) from the bucket: the server counts it too.  The
+        bucket may go below zero; the next queued line then waits longer."""
+        tokens, now = self._tokens_now()
+        self._tokens = max(-self._burst, tokens - self._cost(wire_bytes))
+        self._stamp = now
 
     def text_budget(self, target: str, command: str = "PRIVMSG") -> int:
         """Bytes of text that fit one *command* line to *target* (as split now)."""
@@ -598,7 +646,7 @@ class OutputQueue:
     # -- measurement ------------------------------------------------------
 
     def depths(self) -> dict[str, int]:
-        """Lines waiting in each queue: ``{"mode": n, "server": n, "help": n}``."""
+        """Lines waiting in each lane: ``{"mode": n, "alert": n, "server": n, "help": n}``."""
         return {p: len(self._queues[p]) for p in PRIORITIES}
 
     def stats(self) -> dict[str, int]:

@@ -261,7 +261,7 @@ def _app_announce(app: AppLike) -> Announce:
             log.warning("no outbox: announcements go straight to IRC and are not durable")
         output = getattr(app, "output", None)
         if output is not None:
-            output.privmsg(target, text)
+            output.privmsg(target, text, "alert")
 
     return announce
 

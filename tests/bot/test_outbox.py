@@ -19,7 +19,7 @@ import pytest
 from masterchief.bindings.event import Event
 from masterchief.bot import outbox as outbox_mod
 from masterchief.bot.outbox import Outbox, current_outbox, delayed_prefix, expired_line, human_age
-from masterchief.bot.output import OutputQueue, split_message
+from masterchief.bot.output import ALERT_SHARE, OutputQueue, split_message
 from masterchief.bot.storm import parse_summary
 from masterchief.core.store import OutboxRecord, Store
 from tests.harness import wait_until
@@ -212,18 +212,21 @@ async def test_when_the_connection_ends_unconfirmed_lines_go_out_again_in_order(
     # the connection drops: output.run() ends and calls its stop hooks
     connected.clear()
     rig.output._stop_hooks[0]()
-    assert rig.output.depths()["server"] == 1  # our "news 3" withdrawn, the reply kept
+    assert rig.output.depths()["alert"] == 0  # our "news 3" withdrawn
+    assert rig.output.depths()["server"] == 1  # the reply kept
     assert rig.outbox.stats()["requeued"] == 3
     rig.wall.advance(120)
     connected.set()
-    assert texts(await rig.deliver_all()) == [
-        "a reply",
+    sent = texts(await rig.deliver_all())
+    # announcements in their own (alert) lane, in order; the reply in its own
+    assert [t for t in sent if t != "a reply"] == [
         "[delayed 2m] news 1",
         "[delayed 2m] news 2",
         "[delayed 2m] news 3",
         "[delayed 2m] news 4",
         "[delayed 2m] news 5",
     ]
+    assert sent.count("a reply") == 1
     assert await store.outbox_count() == 0
 
 
@@ -298,12 +301,12 @@ async def test_only_what_the_pacer_sends_within_a_second_is_handed_over(store: S
     for i in range(20):
         await rig.outbox.announce("#ops", f"news {i}")
     await rig.outbox.step()
-    assert rig.output.depths()["server"] == 8  # 7 tokens now + 1 due within a second
+    assert rig.output.depths()["alert"] == 8  # 7 tokens now + 1 due within a second
     assert rig.outbox.stats()["pending"] == 12
-    # a command reply waits behind at most those
+    # a command reply waits behind at most the alert lane's fair share of those
     rig.output.privmsg("#ops", "pong")
     lines = texts(rig.pop_all())
-    assert lines[8] == "pong"
+    assert lines[ALERT_SHARE] == "pong"
 
 
 async def test_nothing_is_handed_over_while_disconnected(store: Store) -> None:

@@ -202,7 +202,7 @@ def test_bad_target_is_refused(target: str) -> None:
         q.privmsg(target, "hi")
     with pytest.raises(ValueError, match="target"):
         q.notice(target, "hi")
-    assert q.depths() == {"mode": 0, "server": 0, "help": 0}
+    assert q.depths() == {"mode": 0, "alert": 0, "server": 0, "help": 0}
 
 
 @pytest.mark.parametrize("target", ["#ops", "alice", "#a,#b", "&local", "#日本"])
@@ -288,7 +288,7 @@ def test_priority_order_and_fifo() -> None:
     q.privmsg("#s", "server 2")
     q.raw("MODE #s +v a", "mode")
     q.raw("MODE #s +v b", "mode")
-    assert q.depths() == {"mode": 2, "server": 2, "help": 2}
+    assert q.depths() == {"mode": 2, "alert": 0, "server": 2, "help": 2}
     assert q.pop() == "MODE #s +v a"
     q.raw("MODE #s +v c", "mode")  # a late mode line still overtakes server/help
     assert drain(q) == [
@@ -299,6 +299,85 @@ def test_priority_order_and_fifo() -> None:
         "PRIVMSG #h :help 1",
         "PRIVMSG #h :help 2",
     ]
+
+
+def test_alerts_overtake_any_number_of_replies() -> None:
+    # 50 replies queued, then an alert: it is the next line after the mode
+    # lane, not the 51st (issue 8, item 4: the FIFO put alerts 93 s late).
+    q = OutputQueue(burst=100)
+    for i in range(50):
+        q.privmsg("#ops", f"reply {i}")
+    q.privmsg("#ops", "FIRING HighCPU", "alert")
+    q.raw("JOIN #x", "mode")
+    assert drain(q)[:3] == ["JOIN #x", "PRIVMSG #ops :FIRING HighCPU", "PRIVMSG #ops :reply 0"]
+
+
+@pytest.mark.parametrize(
+    ("alerts", "replies", "expected"),
+    [
+        # (alert lines, reply lines) queued -> lanes in the order sent
+        (3, 0, "AAA"),
+        (0, 3, "RRR"),
+        (4, 2, "AAAARR"),
+        (6, 2, "AAAARAAR"),
+        (10, 3, "AAAARAAAARAAR"),
+        (9, 0, "AAAAAAAAA"),  # no reply waiting: no share is taken
+    ],
+)
+def test_replies_get_a_fair_share_of_an_alert_storm(
+    alerts: int, replies: int, expected: str
+) -> None:
+    q = OutputQueue(burst=100)
+    for i in range(alerts):
+        q.privmsg("#ops", f"A{i}", "alert")
+    for i in range(replies):
+        q.privmsg("#ops", f"R{i}")
+    got = "".join(line.split(":", 1)[1][0] for line in drain(q))
+    assert got == expected
+
+
+def test_the_share_counts_only_alerts_sent_while_replies_wait() -> None:
+    q = OutputQueue(burst=100)
+    for i in range(6):
+        q.privmsg("#ops", f"A{i}", "alert")
+    assert [q.pop() for _ in range(3)] == [f"PRIVMSG #ops :A{i}" for i in range(3)]
+    q.privmsg("#ops", "R0")  # from now on replies wait: four alerts, then R0
+    got = [line.split(":", 1)[1] for line in drain(q)]
+    assert got == ["A3", "A4", "A5", "R0"]
+
+
+def test_drain_time_of_a_lane_ignores_the_replies_below_it() -> None:
+    clock = FakeClock()
+    q = OutputQueue(burst=1, rate=1.0, clock=clock)
+    assert q.pop() is None
+    for i in range(60):
+        q.privmsg("#ops", f"reply {i}")
+    q.pop()  # the bucket is empty now
+    assert q.drain_time() == pytest.approx(59.0)
+    assert q.drain_time(priority="alert") == 0.0
+    q.privmsg("#ops", "alert", "alert")
+    # the alert, plus the one reply its fair share lets in
+    assert q.drain_time(priority="alert") == pytest.approx(2.0)
+    assert q.drain_time(3, priority="alert") == pytest.approx(5.0)
+    assert q.drain_time(priority="mode") == 0.0
+    with pytest.raises(ValueError, match="priority"):
+        q.drain_time(priority="urgent")  # type: ignore[arg-type]
+
+
+def test_charge_takes_tokens_for_lines_written_outside_the_queue() -> None:
+    clock = FakeClock()
+    q = OutputQueue(burst=3, rate=1.0, clock=clock)
+    q.charge(len(b"PONG :irc.test\r\n"))
+    q.charge(len(b"PONG :irc.test\r\n"))
+    q.privmsg("#ops", "a")
+    q.privmsg("#ops", "b")
+    assert q.pop() == "PRIVMSG #ops :a"
+    assert q.pop() is None  # the two PONGs took their tokens
+    assert q.next_delay() == pytest.approx(1.0)
+    # charging past empty makes the next line wait longer, down to -burst
+    for _ in range(10):
+        q.charge(10)
+    assert q.next_delay() == pytest.approx(4.0)
 
 
 def test_help_waits_until_others_are_empty() -> None:
