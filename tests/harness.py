@@ -41,7 +41,12 @@ def bot_config_data(
             # the session server has no flood limits; don't make tests wait
             "output": {"burst": 200, "rate": 1000.0, "recvq": 1048576},
         },
-        "bot": {"scripts": [str(tmp / "scripts")], "handler_timeout_s": 2},
+        "bot": {
+            "scripts": [str(tmp / "scripts")],
+            "handler_timeout_s": 2,
+            # tests type commands faster than people; flood tests set their own
+            "flood": {"commands": 1000},
+        },
         "store": {"path": str(tmp / "mc.db")},
         "web": {"port": 0},  # never contend for 8080
     }
@@ -111,3 +116,18 @@ class Who:
 
     def channel_flags(self, channel: str) -> str:
         return self.chans.get(channel.lower(), "")
+
+
+# Test clients connect from 127.0.0.1 and the test ircd does not resolve
+# hostnames (inspircd.conf: resolvehostnames="no"), so this is their host.
+CLIENT_HOST = "127.0.0.1"
+
+# ``running_bot(..., users=TRUST_HOSTMASKS)``: the session network has
+# services accounts, where a hostmask record otherwise carries no flags above +v.
+TRUST_HOSTMASKS: dict[str, Any] = {"hostmask_flags_on_account_networks": True}
+
+
+def client_mask(ident: str) -> str:
+    """A strong hostmask for a test client connected with ``username=ident``
+    (``*!ident@*`` is weak: it never carries flags above +v)."""
+    return f"*!{ident}@{CLIENT_HOST}"

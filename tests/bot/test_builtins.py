@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from masterchief.bot.builtins import chattr_refusal
-from tests.harness import running_bot, wait_until
+from tests.harness import TRUST_HOSTMASKS, client_mask, running_bot, wait_until
 from tests.servers import unique_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 async def bot(tmp_path: Path, ircd):  # type: ignore[no-untyped-def]
-    async with running_bot(tmp_path, ircd.host, ircd.port) as app:
+    async with running_bot(tmp_path, ircd.host, ircd.port, users=TRUST_HOSTMASKS) as app:
         yield app
 
 
 async def master(app, irc_client):  # type: ignore[no-untyped-def]
     ident = unique_name("m")[:10]
-    await app.users.add_user(ident, hostmasks=(f"*!{ident}@*",), flags="m")
+    await app.users.add_user(ident, hostmasks=(client_mask(ident),), flags="m")
     c = await irc_client(username=ident)
     await c.join("#ops")
     return c
@@ -33,7 +33,7 @@ async def master(app, irc_client):  # type: ignore[no-untyped-def]
 async def member(app, irc_client, flags: str = "", **chan_flags: str):  # type: ignore[no-untyped-def]
     """A hostmask user on #ops: (handle, client).  ``ops="m"`` gives +m on #ops."""
     ident = unique_name("u")[:10]
-    await app.users.add_user(ident, hostmasks=(f"*!{ident}@*",), flags=flags)
+    await app.users.add_user(ident, hostmasks=(client_mask(ident),), flags=flags)
     for chan, cflags in chan_flags.items():
         await app.users.chattr(ident, "+" + cflags, channel="#" + chan)
     c = await irc_client(username=ident)
@@ -43,11 +43,11 @@ async def member(app, irc_client, flags: str = "", **chan_flags: str):  # type: 
 
 async def refused(client, me: str, text: str, answer: str) -> None:  # type: ignore[no-untyped-def]
     """``text`` said in #ops is refused: the bot's first reply is ``answer``,
-    by NOTICE to the asker only.  Not drained first, so a second line left
+    by PRIVMSG to the asker only.  Not drained first, so a second line left
     over from the previous command would be taken here and fail."""
     await client.say("#ops", text)
     line = await client.wait_for(rf"^:{me}!\S+ (PRIVMSG|NOTICE) (#ops|{client.nick}) :")
-    assert (line.command, line.target, line.text) == ("NOTICE", client.nick, answer), text
+    assert (line.command, line.target, line.text) == ("PRIVMSG", client.nick, answer), text
 
 
 async def ask(client, me: str, target: str, text: str, answer: str = "", *, timeout: float = 10):  # type: ignore[no-untyped-def]
@@ -84,11 +84,13 @@ async def test_binds_status_and_refusal(bot, irc_client) -> None:  # type: ignor
     assert line.text.endswith("for !binds (no user record matches you)")
     boss = await master(bot, irc_client)
     line = await ask(boss, me, "#ops", "!binds pub", r"\d+ bindings of type pub")
-    rows = await boss.collect(rf"^:{me}!\S+ NOTICE {boss.nick} :pub ", within=1.0)
-    assert any("!binds" in r.text and r.text.split()[3] == "1" for r in rows)  # its own hit
+    # the header and 4 rows a page: row i of the listing is line i + 1
+    page = ([b.mask for b in bot.table.binds("pub")].index("!binds") + 1) // 4 + 1
+    row = await ask(boss, me, "#ops", f"!binds pub {page}", "pub +m +!binds ")
+    assert row.text.split()[3] == "2"  # its own hits
     line = await ask(anon, me, "#ops", "!status", "up ")
     assert "connected to" in line.text and "queues: dispatch" in line.text
-    assert "output mode 0 server" in line.text and "binds " in line.text
+    assert "output mode 0 alert 0 server 0 help 0" in line.text and "binds " in line.text
 
 
 async def test_adduser_and_chattr_grant_access(bot, irc_client, make_account) -> None:  # type: ignore[no-untyped-def]
@@ -290,7 +292,7 @@ async def test_hostile_arguments_are_refused_or_quoted(bot, irc_client) -> None:
     line = await ask(boss, me, "#ops", "!adduser okh " + "N" * 300, "I don't see ")
     assert line.text == f"I don't see {'N' * 40!r} on any of my channels"
     line = await ask(boss, me, "#ops", "!binds \x01VERSION\x01", "no bind type ")
-    assert line.command == "NOTICE"
+    assert (line.command, line.target) == ("PRIVMSG", boss.nick)
     assert line.text.startswith("no bind type '\\x01VERSION\\x01'; types: pub, msg, ")
     assert bot.users.get("okh") is None
 
@@ -383,3 +385,68 @@ async def test_example_scripts(tmp_path: Path, ircd, irc_client) -> None:  # typ
         await b.wait_for(rf"^:{me}!\S+ PRIVMSG {b.nick} :\x01VERSION\x01")
         await b.notice(me, "\x01VERSION TestClient 9\x01")
         await a.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :{b.nick} runs TestClient 9")
+
+
+# --------------------------------------------------------------------------- item 14
+
+
+async def test_listings_go_by_privmsg_a_page_at_a_time(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
+    # Issue 8, item 14: !help and !binds answered by NOTICE (the status window
+    # in common clients) and !binds dripped 40 lines.  Now PRIVMSG to the
+    # asker, and at most 5 lines per request with a page line.
+    me = bot.irc.nickname
+    for i in range(12):
+        bot.table.bind("pub", "-|-", f"!extra{i:02d}", lambda ev: None, owner="test")
+    boss = await master(bot, irc_client)
+    private = rf"^:{me}!\S+ (PRIVMSG|NOTICE) {boss.nick} :"
+    boss.drain()
+    await boss.say("#ops", "!binds pub")
+    await boss.say("#ops", "!binds pub 2")
+    lines = await boss.wait_for_many(private, 10)
+    # replies leave in order: had page 1 more than 5 lines, line 6 would be its
+    assert {ln.command for ln in lines} == {"PRIVMSG"}
+    n = len(bot.table.binds("pub"))
+    pages = -(-(n + 1) // 4)  # the header and n rows, 4 a page
+    assert lines[0].text == f"{n} bindings of type pub:"
+    assert lines[4].text == f"page 1/{pages}, !binds pub 2 for more"
+    assert lines[9].text == f"page 2/{pages}, !binds pub 3 for more"
+    rows = [ln.text.split()[2] for ln in (*lines[1:4], *lines[5:9])]
+    assert rows == [b.mask for b in bot.table.binds("pub")][:7]
+    await boss.expect_none(private, within=0.5)
+    # every page, in private without the prefix, shows every binding once
+    seen: list[str] = []
+    for page in range(1, pages + 1):
+        boss.drain()
+        await boss.say(me, f"binds pub {page}")
+        got = await boss.wait_for_many(private, min(5, n + 1 - (page - 1) * 4 + 1), 10)
+        assert len(got) <= 5
+        seen += [ln.text.split()[2] for ln in got if not ln.text.startswith(("page ", f"{n} "))]
+        if page < pages:
+            assert got[-1].text == f"page {page}/{pages}, binds pub {page + 1} for more"
+        else:
+            assert got[-1].text == f"page {pages}/{pages}"
+    assert seen == [b.mask for b in bot.table.binds("pub")]
+    line = await ask(boss, me, "#ops", f"!binds pub {pages + 1}", "there are ")
+    assert line.text == f"there are {pages} pages (!binds pub {pages} is the last)"
+    # !help: privately, by PRIVMSG
+    anon = await irc_client()
+    await anon.join("#ops")
+    line = await ask(anon, me, "#ops", "!help", "commands you may use: ")
+    assert (line.command, line.target) == ("PRIVMSG", anon.nick)
+    line = await ask(anon, me, "#ops", "!help 2", "there is only one page")
+    assert line.text == "there is only one page (!help)"
+
+
+async def test_private_replies_notice_is_kept_for_who_wants_it(  # type: ignore[no-untyped-def]
+    tmp_path: Path, ircd, irc_client
+) -> None:
+    async with running_bot(
+        tmp_path, ircd.host, ircd.port, bot={"private_replies": "notice"}
+    ) as app:
+        me = app.irc.nickname  # type: ignore[union-attr]
+        anon = await irc_client()
+        await anon.join("#ops")
+        line = await ask(anon, me, "#ops", "!help", "commands you may use: ")
+        assert (line.command, line.target) == ("NOTICE", anon.nick)
+        line = await ask(anon, me, me, "help", "commands you may use: ")
+        assert (line.command, line.target) == ("NOTICE", anon.nick)

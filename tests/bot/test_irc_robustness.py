@@ -122,6 +122,53 @@ async def test_reconnects_with_backoff_after_server_killed(  # type: ignore[no-u
     assert any(d < min(1.0, 0.2 * 2 ** (a - 1)) * 0.99 for a, d in delays), delays
 
 
+@pytest.mark.timeout(90)
+async def test_a_connection_that_registered_reconnects_at_once_however_soon_it_drops(  # type: ignore[no-untyped-def]
+    tmp_path: Path, ircd_factory, irc_client, caplog
+) -> None:
+    # Issue 8, item 13: after a blip (the server refused the bot a few times,
+    # so the backoff grew), a connection that registered and dropped again
+    # within 30 s waited the grown backoff (~2 min with the defaults).  A
+    # connection that registered restarts the backoff: two KILLs within 30 s
+    # are each followed by a reconnect within a few seconds.  status() says
+    # why the bot is not connected meanwhile.
+    caplog.set_level(logging.INFO, logger="masterchief")
+    server = ircd_factory("unlimited", services=False, extra_config=OPER_CONFIG)
+    irc = {"reconnect_min_s": 0.2, "reconnect_max_s": 120}
+    async with running_bot(tmp_path, server.host, server.port, irc=irc) as app:
+        assert app.irc is not None
+        bot = app.irc
+        assert bot.status().connected and bot.status().reason == ""
+        # the blip: five refused attempts grow the backoff to 3.2-6.4 s
+        await asyncio.to_thread(server.kill)
+        await wait_until(lambda: len(reconnect_delays(caplog)) >= 5, 30)
+        down = bot.status()
+        assert not down.connected
+        assert "connection failed" in down.reason and "reconnecting in" in down.reason
+        assert f"{server.host}:{server.port}" in down.reason
+        await asyncio.to_thread(server.start)
+        await wait_until(lambda: bot.connects == 2, 30)
+        oper = await irc_client(server=server)
+        await oper.send_raw("OPER tester operpass")
+        await oper.wait_for(r" 381 ")
+        loop = asyncio.get_running_loop()
+        for round_ in (3, 4):  # two drops within 30 s of registering
+            nick = me(app)
+            killed = loop.time()
+            await oper.send_raw(f"KILL {nick} :blip {round_}")
+            await wait_until(lambda: not bot.status().connected, 10)
+            await wait_until(lambda: "Killed" in bot.status().reason, 10)
+            await wait_until(lambda: bot.connects == round_, 15)  # noqa: B023
+            took = loop.time() - killed
+            assert took < 3.0, f"reconnect {round_} took {took:.1f}s"
+            assert bot.status() == type(bot.status())(True, "")
+        await wait_until(lambda: "#ops" in bot.channels, 10)
+        c = await irc_client(server=server)
+        await c.join("#ops")
+        bind_ping(app)
+        await ping_pong(app, c)
+
+
 async def test_lines_queued_while_disconnected_arrive_in_order(  # type: ignore[no-untyped-def]
     tmp_path: Path, ircd_factory, irc_client
 ) -> None:

@@ -319,7 +319,7 @@ async def test_a_secret_printed_by_a_failing_job_is_masked_everywhere(
     hint = await boss.wait_for(rf"PRIVMSG #ops :{boss.nick}: your deploy of svc to dev failed", 10)
     assert hint.text.endswith(f"!job {job} shows the last lines")  # scripts/deploy_alerts.py
     await boss.say("#ops", f"!job {job}")
-    shown = await boss.wait_for(rf"NOTICE {boss.nick} :\| connecting with token=", 10)
+    shown = await boss.wait_for(rf"PRIVMSG {boss.nick} :\| connecting with token=", 10)
     assert shown.text.endswith("token=***")
     # the job record: its tail holds the line, masked
     row = await bot.store.job_get(job)
@@ -442,7 +442,7 @@ async def test_modules_lists_every_module_with_version_kind_and_environments(
         "3 modules: hang 1.0.0 (script: dev,qa,prod); quick 1.0.0 (script: dev,qa,prod); "
         "svc 1.0.0 (script: dev,qa,prod)"
     )
-    assert line.raw.split()[1] == "NOTICE"  # told privately
+    assert line.raw.split()[1:3] == ["PRIVMSG", someone.nick]  # told privately
 
 
 async def test_jobs_shows_live_jobs_and_jobs_all_the_history(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
@@ -455,14 +455,14 @@ async def test_jobs_shows_live_jobs_and_jobs_all_the_history(bot, irc_client) ->
     line = await say(boss, "!deploy svc prod service=api", r"job [0-9a-f]{6} .*needs 1 approval")
     waiting = job_id(line.text)
     line = await say(boss, "!jobs", rf"{waiting} ")
-    assert line.raw.split()[1] == "NOTICE"
+    assert line.raw.split()[1:3] == ["PRIVMSG", boss.nick]  # privately
     assert f"{waiting} awaiting_approval" in line.text
     assert "deploy svc prod service=api" in line.text and f"by {boss.handle} at" in line.text
     await say(boss, "!modules", "3 modules: ")  # answered after the whole !jobs list
-    assert not any(f"NOTICE {boss.nick} :{done} " in ln for ln in boss.lines)  # done: not live
+    assert not any(f"PRIVMSG {boss.nick} :{done} " in ln for ln in boss.lines)  # done: not live
     boss.drain()
     await boss.say("#ops", "!jobs all")
-    rows = await boss.wait_for_many(rf"NOTICE {boss.nick} :[0-9a-f]{{6}} ", 2, 15)
+    rows = await boss.wait_for_many(rf"PRIVMSG {boss.nick} :[0-9a-f]{{6}} ", 2, 15)
     assert rows[0].text.startswith(f"{waiting} awaiting_approval")  # newest first
     assert rows[1].text.startswith(f"{done} succeeded")
     assert "deploy svc dev service=nginx" in rows[1].text and " — succeeded in " in rows[1].text

@@ -18,7 +18,7 @@ from masterchief.core.config import LogConfig
 from masterchief.core.store import Store
 from masterchief.ingestion.status import as_of
 from masterchief.ingestion.tail import LogTailer
-from tests.harness import running_bot, wait_until
+from tests.harness import TRUST_HOSTMASKS, client_mask, running_bot, wait_until
 
 
 def _layout(tmp: Path) -> tuple[Path, Path]:
@@ -153,16 +153,16 @@ async def test_files_command_in_the_bot(tmp_path: Path, ircd: Any, irc_client: A
         "files": [{"name": "inbox", "path": str(inbox), "settle_s": 0.1}],
         "logs": [{"name": "app", "path": str(log), "start_at": "beginning"}],
     }
-    async with running_bot(tmp_path, ircd.host, ircd.port, **over) as app:
+    async with running_bot(tmp_path, ircd.host, ircd.port, users=TRUST_HOSTMASKS, **over) as app:
         ident = "filesop"
-        await app.users.add_user(ident, hostmasks=(f"*!{ident}@*",), flags="o")
+        await app.users.add_user(ident, hostmasks=(client_mask(ident),), flags="o")
         c = await irc_client(username=ident)
         await c.join("#ops")
         me = app.irc.nickname  # type: ignore[union-attr]
         await c.say("#ops", "!files")
-        folder = await c.wait_for(rf"^:{me}!\S+ NOTICE {c.nick} :folder inbox ")
+        folder = await c.wait_for(rf"^:{me}!\S+ PRIVMSG {c.nick} :folder inbox ")
         assert "0 pending" in folder.text and "1 quarantined" in folder.text
-        tail = await c.wait_for(rf"^:{me}!\S+ NOTICE {c.nick} :log app ")
+        tail = await c.wait_for(rf"^:{me}!\S+ PRIVMSG {c.nick} :log app ")
         assert str(log) in tail.text and "lines/s" in tail.text
         anon = await irc_client()
         await anon.join("#ops")
