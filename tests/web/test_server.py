@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -892,6 +893,22 @@ async def test_admin_token_guards_metrics_and_healthz(
         assert (await w.post("/webhooks/github", body, github_headers(body)))[0] == 202
     refused = [r.getMessage() for r in caplog.records if "refused (401)" in r.getMessage()]
     assert len(refused) == 12 and all(ADMIN_TOKEN not in m for m in refused)
+
+
+async def test_healthz_on_the_admin_port_names_web_when_the_webhook_port_is_taken(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        admin = {"host": "127.0.0.1", "port": 0}
+        async with serving(tmp_path, port=port, admin=admin) as w:
+            assert w.server.admin_port
+            status, text = await _get(w.session, f"http://127.0.0.1:{w.server.admin_port}/healthz")
+    data = json.loads(text)
+    assert status == 503 and data["unhealthy"] == ["web"]
+    assert data["components"]["web"]["reason"].startswith(f"cannot listen on 127.0.0.1:{port}")
 
 
 async def test_admin_port_and_token_together(tmp_path: Path) -> None:
