@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from masterchief.bindings.event import Event
-from tests.harness import running_bot, wait_until
+from tests.harness import TRUST_HOSTMASKS, client_mask, running_bot, wait_until
 
 WANTED = (
     "account-tag",
@@ -31,7 +31,7 @@ WANTED = (
 
 @pytest.fixture
 async def bot(tmp_path: Path, ircd):  # type: ignore[no-untyped-def]
-    async with running_bot(tmp_path, ircd.host, ircd.port) as app:
+    async with running_bot(tmp_path, ircd.host, ircd.port, users=TRUST_HOSTMASKS) as app:
         yield app
 
 
@@ -72,7 +72,7 @@ async def test_account_notify_login_after_join(bot, irc_client, make_account) ->
     bot.table.bind("account", "-|-", "#ops *", accounts.append)
     bot.table.bind("join", "-|-", "#ops *", joins.append)
     boss_ident = "boss" + acct.name[-6:]
-    await bot.users.add_user("boss", hostmasks=(f"*!{boss_ident}@*",), flags="m")
+    await bot.users.add_user("boss", hostmasks=(client_mask(boss_ident),), flags="m")
     boss, c = await asyncio.gather(irc_client(username=boss_ident), irc_client())
     await boss.join("#ops")
     joined = await c.join("#ops")

@@ -67,7 +67,9 @@ async def test_flag_matrix(tmp_path: Path, ircd, irc_client, accounts) -> None: 
         await expect(bob, "#dev", "!deploy api", "deploying for bob")
         await expect(bob, "#ops", "!deploy api", need_ops.format("#ops"))
         await expect(carol, "#dev", "!deploy api", "deploying for carol")  # +m implies +o
-        await expect(dave, "#ops", "!deploy api", "deploying for dave")  # hostmask user
+        # a hostmask record on a network with accounts: found, but without +o
+        await expect(dave, "#ops", "!deploy api", need_ops.format("#ops"))
+        await expect(dave, "#ops", "!hi", "hi dave")
         await expect(
             mallory,
             "#ops",
@@ -111,3 +113,32 @@ async def test_whoami_and_identification_in_private(
         await c.say(me, "whoami")
         line = await c.wait_for(rf"^:{me}!\S+ PRIVMSG {c.nick} :")
         assert line.text == f"{c.nick}: you are ops1 (account {acct.name}), global flags +o"
+
+
+async def test_whoami_without_flags_prints_no_plus_minus(
+    tmp_path: Path, ircd, irc_client, make_account
+) -> None:  # type: ignore[no-untyped-def]
+    plain, chanop = await asyncio.gather(make_account(), make_account())
+    async with running_bot(tmp_path, ircd.host, ircd.port) as app:
+        await app.users.add_user("plain", account=plain.name)
+        await app.users.add_user("chanop", account=chanop.name)
+        await app.users.chattr("chanop", "+o", channel="#ops")
+        me = app.irc.nickname
+        a, b = await asyncio.gather(
+            irc_client(plain.name + "_", sasl=(plain.name, plain.password)),
+            irc_client(chanop.name + "_", sasl=(chanop.name, chanop.password)),
+        )
+        await asyncio.gather(a.join("#ops"), b.join("#ops"))
+
+        async def whoami(c, where: str) -> str:  # type: ignore[no-untyped-def]
+            c.drain()
+            await c.say(where, "!whoami" if where.startswith("#") else "whoami")
+            line = await c.wait_for(rf"^:{me}!\S+ PRIVMSG (#ops|{c.nick}) :{c.nick}: ")
+            assert "+-" not in line.text
+            return str(line.text)
+
+        head = f"{a.nick}: you are plain (account {plain.name})"
+        assert await whoami(a, "#ops") == f"{head}, no global flags, no flags on #ops"
+        assert await whoami(a, me) == f"{head}, no global flags"
+        head = f"{b.nick}: you are chanop (account {chanop.name})"
+        assert await whoami(b, "#ops") == f"{head}, no global flags, on #ops +o"
