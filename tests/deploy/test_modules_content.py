@@ -865,3 +865,10 @@ def test_no_shipped_module_may_run_on_the_bot_host() -> None:
             assert "allow_bot_host" not in load_yaml(path), path
     # restart-service changes the bot's host: it must not claim otherwise
     assert "script" not in manifests()["restart-service"][1]
+
+
+def test_chart_never_templates_values() -> None:
+    # Values carry parameters (image_tag): `tpl` would render them as templates.
+    for path in sorted((CHART / "templates").rglob("*")):
+        if path.is_file():
+            assert not re.search(r"\btpl\b", path.read_text(encoding="utf-8")), path
