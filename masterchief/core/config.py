@@ -1042,11 +1042,17 @@ def _validate(data: dict[str, Any], partial: _Partial | None) -> Config:
 
 
 def _drop(data: Any, path: KeyPath) -> None:
+    """Remove the key at ``path``; inside a list, the list's own key (an item
+    cannot go without shifting the others), so the field takes its default."""
+    keys = [i for i, part in enumerate(path) if isinstance(part, str)]
+    if not keys:
+        return
+    path = path[: keys[-1] + 1]
     for part in path[:-1]:
         if not _holds(data, part):
             return
         data = data[part]
-    if isinstance(data, dict) and path:
+    if isinstance(data, dict):
         data.pop(path[-1], None)
 
 

@@ -237,6 +237,26 @@ def test_lenient_load_shows_unset_references_as_written(tmp_path: Path) -> None:
     assert "gh-secret-for-lenient" not in repr(dump)
 
 
+def test_stand_ins_a_field_refuses_fall_back_to_the_default(tmp_path: Path) -> None:
+    cfg = make_config(
+        tmp_path,
+        """\
+        irc: {channels: ["#ops", "${env:CHAN}"], port: "${env:PORT}"}
+        vault: {url: "${env:VAULT_URL}"}
+        """,
+    )
+    config = load_config(cfg, environ={}, sections=["store"])
+    assert [c.name for c in config.irc.channels] == ["#ops"]  # the default list
+    assert config.irc.port == 6667 and config.vault.url is None
+    shown = load_config(cfg, environ={}, lenient=True).redacted_dump()
+    assert shown["irc"]["port"] == "${env:PORT} (not set)"
+    assert shown["vault"]["url"] == "${env:VAULT_URL} (not set)"
+    # a plain error elsewhere is still reported
+    bad = make_config(tmp_path / "bad", 'irc: {port: 99999, nick: "${env:NICK}"}')
+    with pytest.raises(ConfigError, match="less than or equal to 65535"):
+        load_config(bad, environ={}, sections=["store"])
+
+
 async def test_the_app_refuses_a_partial_config(tmp_path: Path) -> None:
     from masterchief.app import App
     from masterchief.bot.users import UserTable
