@@ -373,7 +373,9 @@ def _replay_dry_run(config: Config, event_ids: Sequence[str]) -> None:
     for result in app.scripts.load_all():
         if not result.ok:
             click.echo(f"note: {result} (its bindings are not shown)", err=True)
-    resolve = eventlog.offline_resolver(users)
+    resolve = eventlog.offline_resolver(
+        users, hostmask_flags=config.users.hostmask_flags_on_account_networks
+    )
     for rec in found:
         for line in eventlog.explain(rec, app.table.snapshot, resolve):
             click.echo(line)

@@ -654,16 +654,10 @@ def format_record(rec: EventLogRecord) -> str:
     return f"{line}  replay-of={rec.replay_of}" if rec.replay_of else line
 
 
-class _UserLike(Protocol):
-    @property
-    def handle(self) -> str: ...
-    @property
-    def flags(self) -> str: ...
-    def chan_flags(self, channel: str, casemapping: str = ...) -> str: ...
-
-
 class _UserLookup(Protocol):
-    def match(
+    """The user table as the offline resolver needs it (``UserTable.identify``)."""
+
+    def identify(
         self,
         nick: str | None,
         uhost: str | None,
@@ -671,33 +665,26 @@ class _UserLookup(Protocol):
         *,
         accounts_available: bool,
         casemapping: str = ...,
-    ) -> Any: ...
+        hostmask_flags: bool = ...,
+    ) -> Principal | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Principal:
-    user: _UserLike
-
-    @property
-    def handle(self) -> str:
-        return self.user.handle
-
-    def global_flags(self) -> str:
-        return self.user.flags
-
-    def channel_flags(self, channel: str) -> str:
-        return self.user.chan_flags(channel)
-
-
-def offline_resolver(users: _UserLookup) -> Resolver:
+def offline_resolver(users: _UserLookup, *, hostmask_flags: bool = False) -> Resolver:
     """The user an Event's stored origin resolves to, without IRC: by account
-    when the origin has one (the network offered accounts), else by hostmask."""
+    when the origin has one (the network offered accounts), else by hostmask
+    -- with the flags that match carries, as the running bot decides them
+    (``hostmask_flags``: ``users.hostmask_flags_on_account_networks``)."""
 
     def resolve(ev: Event) -> Principal | None:
         if ev.nick is None and ev.account is None:
             return None
-        user = users.match(ev.nick, ev.uhost, ev.account, accounts_available=ev.account is not None)
-        return _Principal(user) if user is not None else None
+        return users.identify(
+            ev.nick,
+            ev.uhost,
+            ev.account,
+            accounts_available=ev.account is not None,
+            hostmask_flags=hostmask_flags,
+        )
 
     return resolve
 
