@@ -1019,16 +1019,23 @@ async def test_without_outbox_lines_go_to_the_output_queue(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sent: list[tuple[str, str]] = []
+    lanes: list[str] = []
+
+    def privmsg(target: str, text: str, priority: str = "server") -> None:
+        sent.append((target, text))
+        lanes.append(priority)
+
     app = SimpleNamespace(
         table=BindingTable(),
         config=build_config(CONFIG, project_dir=tmp_path),
-        output=SimpleNamespace(privmsg=lambda target, text: sent.append((target, text))),
+        output=SimpleNamespace(privmsg=privmsg),
     )
     announcer = announce.install(app)
     with caplog.at_level(logging.WARNING, "masterchief.announce"):
         await announcer.handle(webhook("pagerduty/incident.resolved", "pagerduty/resolved.json"))
         await announcer.handle(webhook("pagerduty/incident.resolved", "pagerduty/resolved.json"))
     assert [t for t, _ in sent] == ["#oncall", "#oncall"]
+    assert lanes == ["alert", "alert"]  # announcements take the alert lane
     assert caplog.text.count("no outbox") == 1
 
 
