@@ -15,25 +15,36 @@ and matches each stage against the current immutable ``Snapshot``.  Flags are
 checked per binding; a refused *command* (pub, msg, dcc) is answered with a
 short reason, logged and counted, other refused types are skipped silently.
 
-When every matched handler is a plain function the chain runs inline — no
-task per event, which is what keeps the hot path fast.  Otherwise the chain
-runs in its own task, tracked in ``self._tasks`` and limited by
-``max_inflight``; each async handler runs under ``handler_timeout_s``.  A
-handler that raises or times out is logged with a reference id, and the user
-sees only ``!cmd failed (ref 1a2b3c)``.  Nothing a handler does (raise,
-``sys.exit()``, hang) stops the worker.
+Where a handler runs.  The bot's own plain handlers (owner ``builtin:...``)
+are short, touch state that lives on the event loop and run inline: a chain
+whose handlers are all built-in runs in the worker itself -- no task per
+event, which keeps the hot path fast.  Every other chain runs in its own
+task, tracked in ``self._tasks`` and limited by ``max_inflight``: ``async
+def`` handlers are awaited there under ``handler_timeout_s``, and a script's
+plain ``def`` handler goes to the ``HandlerLane`` (lane.py): a thread that
+runs such calls in order and hands its queue to another thread once a call
+blocks for ``takeover_s``.  So a ``def`` handler that blocks never stops the
+loop, and the calls behind it wait at most ``takeover_s``; its ``ev.reply``
+reaches the loop through ``call_soon_threadsafe`` (in order, before the
+handler's result), and its return value decides as before (a pubm's True
+skips the pub stage, a ctcp's True the built-in reply).  At
+``handler_timeout_s`` the call is abandoned: reported like an async timeout,
+its later replies dropped, and ``HandlerTimeout`` raised into it at its next
+Python instruction.  A handler that raises or times out is logged with a
+reference id, and the user sees only ``!cmd failed (ref 1a2b3c)``.  Nothing
+a handler does (raise, ``sys.exit()``, hang) stops the worker.
 
-A plain ``def`` handler cannot be cancelled, and inline it blocks the whole
-loop (no PONGs), so ``run()`` starts a ``_Watchdog`` thread for them.  Around
-each plain call the worker bumps one counter (odd while a call runs: two
-integer stores, the inline path stays fast).  The thread polls it; a call
-it has seen running for ``handler_timeout_s`` is interrupted: the thread
-sends ``SIGUSR2`` to the main thread, whose handler raises ``HandlerTimeout``
-into the handler, but only if that same call is still running and is not in
-the dispatcher's own frames, so it never lands in dispatcher code.  The
-timeout is then reported exactly like an async one.  Signals reach only the
-main thread: with the loop in another thread the watchdog can only log,
-once per call, which binding has blocked the loop and for how long.
+Built-in plain handlers cannot be cancelled either, so ``run()`` starts a
+``_Watchdog`` thread for them.  Around each inline call the worker bumps one
+counter (odd while a call runs: two integer stores, the inline path stays
+fast).  The thread polls it; a call it has seen running for
+``handler_timeout_s`` is interrupted: the thread sends ``SIGUSR2`` to the
+main thread, whose handler raises ``HandlerTimeout`` into the handler, but
+only if that same call is still running and is not in the dispatcher's own
+frames, so it never lands in dispatcher code.  The timeout is then reported
+exactly like an async one.  Signals reach only the main thread: with the
+loop in another thread the watchdog can only log, once per call, which
+binding has blocked the loop and for how long.
 
 An optional ``recorder`` (the event log) is told each Event's outcome once
 it has been processed: ``fired``, ``refused``, ``failed``, ``no-binding``
@@ -44,19 +55,24 @@ hot path pays one ``is not None`` test per stage.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import contextvars
 import dataclasses
+import functools
 import inspect
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import Any, Final, Protocol
 
-from .event import Event, new_ref
+from .event import Event, ReplySink, new_ref
+from .lane import HandlerLane, HandlerTimeout
 from .registry import BIND_TYPES, Binding, BindingTable, current_owner
 
 __all__ = [
@@ -130,14 +146,6 @@ class _Failed:
 
 
 _FAILED = _Failed()
-
-
-class HandlerTimeout(BaseException):
-    """Raised inside a plain ``def`` handler that ran past ``handler_timeout_s``.
-
-    A ``BaseException`` so that the handler's own ``except Exception`` does
-    not swallow it; the dispatcher catches it around the call.
-    """
 
 
 # The signal the watchdog interrupts the main thread with.  Not SIGALRM:
@@ -306,6 +314,8 @@ class Dispatcher:
         handler_timeout_s: float = 30.0,
         queue_size: int = 10_000,
         max_inflight: int = 1_000,
+        handler_threads: int = 16,
+        takeover_s: float = 0.02,
     ) -> None:
         self.table = table
         self.resolver = resolver
@@ -319,6 +329,12 @@ class Dispatcher:
         self._idle.set()
         self.recorder: Recorder | None = None
         self._watchdog = _Watchdog(handler_timeout_s)
+        # Script plain handlers; at most ``handler_threads`` threads, however
+        # many handlers are stuck (see lane.py for what happens when all are).
+        self.lane = HandlerLane(takeover_s=takeover_s, max_threads=handler_threads)
+        self._jobs = 0  # chains in the lane
+        self._finished: collections.deque[_Job] = collections.deque()  # to collect
+        self._collecting = False  # a _collect is scheduled
 
     # -- intake --------------------------------------------------------------
 
@@ -355,7 +371,8 @@ class Dispatcher:
 
     @property
     def inflight(self) -> int:
-        return len(self._tasks)
+        """Chains running in tasks or in the lane."""
+        return len(self._tasks) + self._jobs
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every queued chain has finished (tests, shutdown)."""
@@ -384,6 +401,7 @@ class Dispatcher:
                     self._end()
         finally:
             wd.stop()
+            self.lane.shutdown()
             for t in list(self._tasks):
                 t.cancel()
             if self._tasks:
@@ -398,7 +416,7 @@ class Dispatcher:
                 log.exception("on_done callback failed")
 
     async def _process(self, chain: Chain, on_done: Done = None) -> bool:
-        """Run or start one chain; True when it continues in a task."""
+        """Run or start one chain; True when it continues in a task or the lane."""
         self.stats.processed += 1
         snap = self.table.snapshot
         rec = self.recorder
@@ -414,14 +432,21 @@ class Dispatcher:
         who = self.resolver(chain[0])
         if who is not None:
             staged = [(dataclasses.replace(ev, handle=who.handle), bs) for ev, bs in staged]
-        if not any(b.is_async for _, bs in staged for b in bs):
+        if all(_inline(b) for _, bs in staged for b in bs):
             self._run_sync(staged, who)
             return False
         await self._slots.acquire()
-        task = asyncio.get_running_loop().create_task(self._run_async(staged, who))
+        if all(_in_lane(b) for _, bs in staged for b in bs):
+            self._start_job(staged, who, on_done)
+            return True
+        self._spawn(self._run_async(staged, who), on_done)
+        return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], on_done: Done) -> None:
+        """Run a chain (holding a slot) in a tracked task."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, on_done))
-        return True
 
     def _task_done(self, task: asyncio.Task[None], on_done: Done) -> None:
         self._tasks.discard(task)
@@ -430,10 +455,12 @@ class Dispatcher:
             self._finish(on_done)
         self._end()
 
-    def _allowed(self, b: Binding, ev: Event, who: Principal | None) -> bool:
+    def _allowed(
+        self, b: Binding, ev: Event, who: Principal | None, stats: DispatchStats | None = None
+    ) -> bool:
         if permitted(b, ev, who):
             return True
-        self._refuse(b, ev, who)
+        self._refuse(b, ev, who, stats or self.stats)
         return False
 
     @staticmethod
@@ -443,21 +470,17 @@ class Dispatcher:
         except Exception:  # the recorder must not stop the dispatcher
             log.exception("event recorder failed on %s %s", ev.type, ev.key)
 
-    def _record_rest(
-        self, rec: Recorder, staged: list[tuple[Event, tuple[Binding, ...]]], last: Event
-    ) -> None:
-        """Record the stages after ``last`` as skipped (a true return stopped the chain)."""
-        after = False
-        for ev, _ in staged:
-            if after:
-                self._record(rec, ev, SKIPPED)
-            after = after or ev is last
+    @staticmethod
+    def _rest(staged: list[tuple[Event, tuple[Binding, ...]]], last: Event) -> list[Event]:
+        """The stages after ``last`` (a true return stopped the chain there)."""
+        events = [ev for ev, _ in staged]
+        return events[events.index(last) + 1 :]
 
-    def _refuse(self, b: Binding, ev: Event, who: Principal | None) -> None:
+    def _refuse(self, b: Binding, ev: Event, who: Principal | None, stats: DispatchStats) -> None:
         spec = BIND_TYPES[b.type]
         if not spec.command:
             return
-        self.stats.refused += 1
+        stats.refused += 1
         need = b.flags.describe(ev.channel)
         log.info(
             "refused %s %s for %s (%s) handle=%s: needs %s",
@@ -476,10 +499,18 @@ class Dispatcher:
         else:
             ev.reply(f"{to}you need {need} for {ev.key}")
 
-    def _fail(self, b: Binding, ev: Event, exc: BaseException | None, timed_out: bool) -> None:
+    def _fail(
+        self,
+        b: Binding,
+        ev: Event,
+        exc: BaseException | None,
+        timed_out: bool,
+        stats: DispatchStats | None = None,
+    ) -> None:
         ref = new_ref()
+        stats = stats or self.stats
         if timed_out:
-            self.stats.timeouts += 1
+            stats.timeouts += 1
             log.error(
                 "handler %s for %s %r timed out after %ss (ref %s)",
                 b.handler_name,
@@ -489,7 +520,7 @@ class Dispatcher:
                 ref,
             )
         else:
-            self.stats.errors += 1
+            stats.errors += 1
             log.error(
                 "handler %s for %s %r failed (ref %s)",
                 b.handler_name,
@@ -501,53 +532,184 @@ class Dispatcher:
         if BIND_TYPES[b.type].command:
             ev.reply(f"{ev.key} failed (ref {ref})")
 
+    # -- plain handlers: inline (built-ins) or in a lane thread (a _Job) ------
+
     def _run_sync(
-        self, staged: list[tuple[Event, tuple[Binding, ...]]], who: Principal | None
-    ) -> None:
-        rec = self.recorder
-        wd = self._watchdog
-        for ev, bindings in staged:
+        self,
+        staged: list[tuple[Event, tuple[Binding, ...]]],
+        who: Principal | None,
+        job: _Job | None = None,
+    ) -> bool:
+        """Walk a chain of plain handlers: inline on the loop (``job`` None),
+        or in a lane thread for ``job``.  False when the job was abandoned
+        (a handler timed out; the loop finishes the chain, see ``_overdue``)."""
+        if job is None:
+            rec = self.recorder
+            stats = self.stats
+            note: Callable[[Event, str], object] | None = (
+                None if rec is None else functools.partial(self._record, rec)
+            )
+        else:
+            stats = job.stats
+            note = job.note if self.recorder is not None else None
+        for i, (ev, bindings) in enumerate(staged):
             stop = False
             fired = refused = failed = 0
-            for b in bindings:
+            for j, b in enumerate(bindings):
                 if stop and b.builtin:
                     continue  # a true return from a user binding skips the default
-                if not self._allowed(b, ev, who):
+                if not self._allowed(b, ev, who, stats):
                     refused += 1
                     continue
                 b.hits += 1
-                self.stats.fired += 1
+                stats.fired += 1
                 fired += 1
-                token = current_owner.set(b.owner)
-                wd.binding = b
-                seq = wd.seq + 1
-                try:
-                    wd.seq = seq  # odd: the watchdog times this call
-                    if b.handler(ev):
-                        stop = True
-                except HandlerTimeout:
+                if job is None:
+                    result = self._call_inline(b, ev)
+                else:
+                    job.at = (i, j + 1, stop)
+                    result = job.call(b, ev)
+                    if result is _ABANDONED:
+                        return False
+                if result is _FAILED:
                     failed += 1
-                    self._fail(b, ev, None, True)
-                except (Exception, SystemExit, KeyboardInterrupt) as exc:
-                    failed += 1
-                    self._fail(b, ev, exc, False)
-                finally:
-                    wd.seq = seq + 1
-                    current_owner.reset(token)
-            if rec is not None:
-                self._record(rec, ev, _outcome(fired, refused, failed))
+                elif result:
+                    stop = True
+            if note is not None:
+                note(ev, _outcome(fired, refused, failed))
             if stop:
-                if rec is not None:
-                    self._record_rest(rec, staged, ev)
+                if note is not None:
+                    for later in self._rest(staged, ev):
+                        note(later, SKIPPED)
                 break
+        return True
+
+    def _call_inline(self, b: Binding, ev: Event) -> object:
+        """A built-in plain handler on the loop, under the watchdog."""
+        wd = self._watchdog
+        token = current_owner.set(b.owner)
+        wd.binding = b
+        seq = wd.seq + 1
+        try:
+            wd.seq = seq  # odd: the watchdog times this call
+            return b.handler(ev)
+        except HandlerTimeout:
+            self._fail(b, ev, None, True)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            self._fail(b, ev, exc, False)
+        finally:
+            wd.seq = seq + 1
+            current_owner.reset(token)
+        return _FAILED
+
+    def _start_job(
+        self, staged: list[tuple[Event, tuple[Binding, ...]]], who: Principal | None, on_done: Done
+    ) -> None:
+        """Hand a chain of scripts' plain handlers to the lane (holding a slot)."""
+        loop = asyncio.get_running_loop()
+        sink = _LoopSink(loop)
+        threaded = [
+            (ev if ev.sink is None else dataclasses.replace(ev, sink=sink.wrap(ev.sink)), bs)
+            for ev, bs in staged
+        ]
+        job = _Job(self, loop, staged, threaded, who, on_done, sink)
+        self._jobs += 1
+        self.lane.submit(job)
+
+    def _job_done(self, job: _Job) -> None:
+        """In the lane thread: ``job`` walked its chain; the loop collects it."""
+        self._finished.append(job)
+        if not self._collecting:
+            self._collecting = True
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                job.loop.call_soon_threadsafe(self._collect)
+
+    def _collect(self) -> None:
+        self._collecting = False  # before draining: a job appended later schedules again
+        while self._finished:
+            job = self._finished.popleft()
+            self._merge(job)
+            self._jobs -= 1
+            self._slots.release()
+            self._finish(job.on_done)
+            self._end()
+
+    def _merge(self, job: _Job) -> None:
+        """Count a job's outcome and record its events (on the loop)."""
+        s, js = self.stats, job.stats
+        s.fired += js.fired
+        s.refused += js.refused
+        s.errors += js.errors
+        s.timeouts += js.timeouts
+        job.stats = DispatchStats()
+        rec = self.recorder
+        if rec is not None:
+            for ev, outcome in job.records:
+                self._record(rec, ev, outcome)
+        job.records.clear()
+
+    def _overdue(self, job: _Job, token: int) -> None:
+        """On the loop: a job's handler ran past the timeout.  Report it,
+        abandon the job (its thread leaves it alone from now on and is
+        interrupted) and finish the chain in a task from the next binding."""
+        if not job.abandon(token):
+            return  # it returned meanwhile
+        if token == 0:
+            self._expire(job)
+            return
+        b, ev = job.binding, job.event
+        if b is None or ev is None:  # cannot happen: set before the call
+            return
+        self._jobs -= 1
+        self._fail(b, ev, None, True, job.stats)  # through the job's sink: after its replies
+        job.sink.open = False  # anything it says from now on is dropped
+        self.lane.interrupt(job)
+        self._merge(job)
+        stage, index, stop = job.at
+        carry = (1, 0, 1, stop)  # this stage fired and failed, whatever else happens
+        self._spawn(self._run_async(job.staged, job.who, (stage, index), carry), job.on_done)
+
+    def _expire(self, job: _Job) -> None:
+        """On the loop: ``job`` waited ``handler_timeout_s`` for a lane thread
+        (every one was blocked) and never started; it never will.  Each
+        handler it would have run fails as timed out."""
+        self._jobs -= 1
+        log.error(
+            "%s waited %ss for a handler thread (all %d blocked) and was dropped",
+            job.label,
+            self.handler_timeout_s,
+            self.lane.max_threads,
+        )
+        for ev, bindings in job.staged:
+            fired = refused = 0
+            for b in bindings:
+                if not self._allowed(b, ev, job.who):
+                    refused += 1
+                    continue
+                fired += 1
+                self._fail(b, ev, None, True)
+            if self.recorder is not None:
+                self._record(self.recorder, ev, _outcome(fired, refused, fired))
+        self._slots.release()
+        self._finish(job.on_done)
+        self._end()
+
+    # -- async handlers and mixed chains ---------------------------------------
 
     async def _run_async(
-        self, staged: list[tuple[Event, tuple[Binding, ...]]], who: Principal | None
+        self,
+        staged: list[tuple[Event, tuple[Binding, ...]]],
+        who: Principal | None,
+        start: tuple[int, int] = (0, 0),
+        carry: tuple[int, int, int, bool] = (0, 0, 0, False),
     ) -> None:
-        for ev, bindings in staged:
-            stop = False
-            fired = refused = failed = 0
-            for b in bindings:
+        """Run a chain in a task; ``start``/``carry`` continue one part-way
+        (stage, binding; the counters and stop flag of that stage)."""
+        rec = self.recorder
+        for i in range(start[0], len(staged)):
+            ev, bindings = staged[i]
+            fired, refused, failed, stop = carry if i == start[0] else (0, 0, 0, False)
+            for b in bindings[start[1] :] if i == start[0] else bindings:
                 if stop and b.builtin:
                     continue
                 if not self._allowed(b, ev, who):
@@ -566,21 +728,24 @@ class Dispatcher:
                 self._record(rec, ev, _outcome(fired, refused, failed))
             if stop:
                 if rec is not None:
-                    self._record_rest(rec, staged, ev)
+                    for later in self._rest(staged, ev):
+                        self._record(rec, later, SKIPPED)
                 break
 
     async def _call(self, b: Binding, ev: Event) -> object:
+        if _inline(b):
+            result = self._call_inline(b, ev)
+            if not inspect.isawaitable(result):
+                return result
         token = current_owner.set(b.owner)
         started = time.monotonic()
-        wd = self._watchdog
-        wd.binding = b
-        seq = wd.seq + 1
         try:
-            try:  # a plain handler in an async chain runs here: timed like inline ones
-                wd.seq = seq
+            if _inline(b):
+                pass  # its awaitable is awaited below
+            elif b.is_async:
                 result = b.handler(ev)
-            finally:
-                wd.seq = seq + 1
+            else:
+                result = await self._in_lane(b, ev)
             if inspect.isawaitable(result):
                 async with asyncio.timeout(self.handler_timeout_s):
                     result = await result
@@ -602,8 +767,227 @@ class Dispatcher:
                 current_owner.reset(token)
         return _FAILED
 
+    async def _in_lane(self, b: Binding, ev: Event) -> object:
+        """Run one script plain handler of a mixed chain in the lane; its
+        result, or raise.  At the timeout the call is abandoned: its later
+        replies are dropped, a call still queued never starts, a running one
+        is interrupted."""
+        sink = _LoopSink(asyncio.get_running_loop())
+        if ev.sink is not None:
+            ev = dataclasses.replace(ev, sink=sink.wrap(ev.sink))
+        ctx = contextvars.copy_context()  # current_owner: its tasks and binds are the script's
+        call = _Call(b.handler_name, ctx.run, (b.handler, ev))
+        self.lane.submit(call)
+        try:
+            async with asyncio.timeout(self.handler_timeout_s):
+                return await asyncio.wrap_future(call.future)
+        except BaseException:
+            sink.open = False
+            if not call.future.cancel():
+                self.lane.interrupt(call)
+            raise
 
-# The dispatcher frames that call handlers: HandlerTimeout is raised only below them.
-_CALLERS: Final[frozenset[CodeType]] = frozenset(
-    {Dispatcher._run_sync.__code__, Dispatcher._call.__code__}
-)
+
+def _inline(b: Binding) -> bool:
+    """Whether ``b`` runs on the loop itself: the bot's own plain handlers."""
+    return not b.is_async and b.builtin
+
+
+def _in_lane(b: Binding) -> bool:
+    """Whether ``b`` runs in the lane: a script's (or anyone else's) plain handler."""
+    return not b.is_async and not b.builtin
+
+
+class _Abandoned:
+    __slots__ = ()
+
+
+_ABANDONED = _Abandoned()
+
+
+class _LoopSink:
+    """Replies from a lane thread: each is handed to the loop in order
+    (``call_soon_threadsafe``); once the call is abandoned they are dropped."""
+
+    __slots__ = ("_loop", "open")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.open = True
+
+    def wrap(self, inner: ReplySink) -> _Relay:
+        return _Relay(self, inner)
+
+    def send(self, inner: ReplySink, event: Event, text: str) -> None:
+        if not self.open:
+            log.info(
+                "dropped a reply to %s %s from a handler that timed out", event.type, event.key
+            )
+            return
+        try:
+            self._loop.call_soon_threadsafe(inner.reply, event, text)
+        except RuntimeError:  # the loop has closed (the bot stopped)
+            log.info("dropped a reply to %s %s: the bot has stopped", event.type, event.key)
+
+
+class _Relay:
+    """The ``ReplySink`` an Event carries into a lane thread."""
+
+    __slots__ = ("_inner", "_sink")
+
+    def __init__(self, sink: _LoopSink, inner: ReplySink) -> None:
+        self._sink = sink
+        self._inner = inner
+
+    def reply(self, event: Event, text: str) -> None:
+        self._sink.send(self._inner, event, text)
+
+
+class _Call:
+    """One plain handler of a mixed chain, for the lane; awaited via ``future``."""
+
+    __slots__ = ("args", "fn", "future", "label")
+
+    def __init__(self, label: str, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.label = label
+        self.fn = fn
+        self.args = args
+        self.future: Future[object] = Future()
+
+    def start(self) -> bool:
+        return self.future.set_running_or_notify_cancel()
+
+    def run(self) -> None:
+        try:
+            result = self.fn(*self.args)
+        except BaseException as exc:  # the awaiting task decides what it means
+            if not self.future.done():
+                self.future.set_exception(exc)
+        else:
+            if not self.future.done():
+                self.future.set_result(result)
+
+    def check(self, now: float) -> None:
+        """Its timeout is the awaiting task's."""
+
+
+class _Job:
+    """A chain whose handlers are all scripts' plain ones, walked by
+    ``Dispatcher._run_sync`` in a lane thread.
+
+    ``seq`` is odd while a handler runs (one token per call).  The lane's
+    monitor calls ``check``; past the timeout the loop is told
+    (``Dispatcher._overdue``) and, if that call still runs, abandons the job:
+    under the lane lock, so either the thread sees ``abandoned`` after the
+    call or the loop sees the call ended -- never both."""
+
+    __slots__ = (
+        "abandoned",
+        "at",
+        "binding",
+        "dispatcher",
+        "event",
+        "label",
+        "loop",
+        "on_done",
+        "records",
+        "seq",
+        "since",
+        "sink",
+        "staged",
+        "stats",
+        "submitted",
+        "threaded",
+        "told",
+        "who",
+    )
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        loop: asyncio.AbstractEventLoop,
+        staged: list[tuple[Event, tuple[Binding, ...]]],
+        threaded: list[tuple[Event, tuple[Binding, ...]]],
+        who: Principal | None,
+        on_done: Done,
+        sink: _LoopSink,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.loop = loop
+        self.staged = staged  # the Events as the loop's sinks see them (for a continuation)
+        self.threaded = threaded  # the same, replying through ``sink``
+        self.who = who
+        self.on_done = on_done
+        self.sink = sink
+        self.stats = DispatchStats()
+        self.records: list[tuple[Event, str]] = []
+        self.label = f"{staged[0][0].type} {staged[0][0].key[:40]}"
+        self.at: tuple[int, int, bool] = (0, 0, False)  # where a continuation starts
+        self.binding: Binding | None = None
+        self.event: Event | None = None
+        self.seq = 0  # odd while a handler runs; 0 until the job starts
+        self.since = 0.0
+        self.submitted = time.monotonic()
+        self.told = -1  # the last token the loop was told about
+        self.abandoned = False
+
+    def start(self) -> bool:
+        return not self.abandoned  # (lane lock held) expired while it waited
+
+    def note(self, ev: Event, outcome: str) -> None:
+        self.records.append((ev, outcome))
+
+    def run(self) -> None:
+        d = self.dispatcher
+        if d._run_sync(self.threaded, self.who, self):
+            d._job_done(self)
+
+    def call(self, b: Binding, ev: Event) -> object:
+        """Run one handler in this thread; ``_ABANDONED`` if it timed out."""
+        self.binding, self.event = b, ev
+        self.since = time.monotonic()
+        self.seq += 1  # odd: running
+        token = current_owner.set(b.owner)
+        result: object
+        try:
+            result = b.handler(ev)
+        except (Exception, SystemExit, KeyboardInterrupt, HandlerTimeout) as exc:
+            result = exc
+        finally:
+            current_owner.reset(token)
+        with self.dispatcher.lane.lock:
+            if self.abandoned:
+                return _ABANDONED
+            self.seq += 1
+        if isinstance(result, BaseException):
+            self.dispatcher._fail(b, ev, result, False, self.stats)
+            return _FAILED
+        return result
+
+    def check(self, now: float) -> None:
+        """From the lane's monitor (lane lock held): tell the loop once per
+        call that has run past the timeout, or once if the job has waited that
+        long without starting (token 0)."""
+        seq = self.seq
+        if seq & 1:
+            since = self.since
+        elif seq == 0:
+            since = self.submitted
+        else:
+            return
+        if seq != self.told and now - since >= self.dispatcher.handler_timeout_s:
+            self.told = seq
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                self.loop.call_soon_threadsafe(self.dispatcher._overdue, self, seq)
+
+    def abandon(self, token: int) -> bool:
+        """On the loop: give up on the call ``token`` if it is still running."""
+        with self.dispatcher.lane.lock:
+            if self.abandoned or self.seq != token:
+                return False
+            self.abandoned = True
+            return True
+
+
+# The dispatcher frames that call handlers inline: HandlerTimeout is raised only below them.
+_CALLERS: Final[frozenset[CodeType]] = frozenset({Dispatcher._call_inline.__code__})
