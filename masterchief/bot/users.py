@@ -566,7 +566,8 @@ class UserTable:
 
     async def watch(self, interval_s: float = 0.5) -> None:
         """Poll the store every ``interval_s`` and reload on a change, until
-        cancelled.  A store error is logged and retried at the next tick."""
+        cancelled.  An error is logged and retried at the next tick: the
+        table in use stays as it was."""
         while True:
             try:
                 async with asyncio.timeout(interval_s):
@@ -582,6 +583,8 @@ class UserTable:
                     log.info("user table reloaded: %d users (changed in the store)", len(self))
             except StoreError as exc:
                 log.warning("cannot re-read users (will retry): %s", exc)
+            except Exception:  # a stale table beats a bot that stops over it
+                log.exception("re-reading users failed (will retry)")
 
     # --- lookups (synchronous) ---
 

@@ -589,3 +589,22 @@ async def test_watch_sees_changes_and_reload_requests(tmp_path: Path, table: Use
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_watch_survives_store_errors(
+    tmp_path: Path, table: UserTable, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "mc.db"
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("ALTER TABLE users_version RENAME TO users_version_away")
+    task = asyncio.create_task(table.watch(0.02))
+    try:
+        await wait_until(lambda: "cannot re-read users" in caplog.text, 15)
+        assert not task.done()
+        with closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute("ALTER TABLE users_version_away RENAME TO users_version")
+            conn.execute("INSERT INTO users (handle, created_at) VALUES ('back', 'now')")
+        await wait_until(lambda: table.get("back") is not None, 15)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
