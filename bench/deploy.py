@@ -340,7 +340,8 @@ class BotRun:
 async def connect_users(app: App, host: str, port: int, users: int) -> list[TimedClient]:
     handles = [f"bdep{i}" for i in range(users)]
     for handle in handles:
-        await app.users.add_user(handle, hostmasks=(f"*!{handle}@*",))
+        # A mask that pins the host: a weak one (*!ident@*) carries no +o.
+        await app.users.add_user(handle, hostmasks=(f"*!{handle}@127.0.0.1",))
         await app.users.chattr(handle, "+o", channel=CHANNEL, casemapping=app.casemapping)
     # Registration ends on the server's 1 s tick: connect everyone at once.
     clients = list(
@@ -371,6 +372,7 @@ async def through_bot(
         port,
         irc={"output": output},
         bot={"handler_timeout_s": BotConfig().handler_timeout_s},
+        users={"hostmask_flags_on_account_networks": True},
         deploy={
             "modules": [str(tmp / "modules")],
             "work_dir": str(tmp / "jobs"),
