@@ -193,7 +193,7 @@ async def _list_inventory(inventory: Path, cwd: Path, extra_env: Mapping[str, st
                 inventory, result.outcome, result.exit_code, " | ".join(lines[-5:]),
             )  # fmt: skip
             return None
-        return json.loads(await asyncio.to_thread(out.read_text, encoding="utf-8"))
+        return await asyncio.to_thread(lambda: json.loads(out.read_text(encoding="utf-8")))
 
 
 async def reach(
@@ -225,7 +225,7 @@ async def reach(
         raise UserError(f"cannot read the inventory {shown} (the bot's log says why)")
     hosts = inventory_hosts(listing)
     overrides = {k: variables[k] for k in _OVERRIDES if k in variables}
-    here = this_host()
+    here = await asyncio.to_thread(this_host)  # may ask the resolver, once
     local = []
     for host, hostvars in sorted(hosts.items()):
         reason = local_reason(host, {**hostvars, **overrides}, here)
