@@ -96,6 +96,7 @@ class Who:
     handle: str
     flags: str = ""
     chans: dict[str, str] = field(default_factory=dict)
+    restricted: str | None = None
 
     def global_flags(self) -> str:
         return self.flags

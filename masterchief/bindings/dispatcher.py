@@ -99,6 +99,12 @@ class Principal(Protocol):
     @property
     def handle(self) -> str: ...
 
+    @property
+    def restricted(self) -> str | None:
+        """Why the match carries no privileges (None: it does) -- told to
+        someone refused, so a record's flags that do not count are no mystery."""
+        ...
+
     def global_flags(self) -> str: ...
 
     def channel_flags(self, channel: str) -> str: ...
@@ -496,6 +502,8 @@ class Dispatcher:
             ev.reply(f"{to}you may not use {ev.key}")
         elif who is None:
             ev.reply(f"{to}you need {need} for {ev.key} (no user record matches you)")
+        elif who.restricted is not None:
+            ev.reply(f"{to}you need {need} for {ev.key} (you matched {who.restricted})")
         else:
             ev.reply(f"{to}you need {need} for {ev.key}")
 

@@ -144,7 +144,7 @@ def cmd_whoami(app: App, ev: Event) -> None:
         chan = who.channel_flags(ev.channel)
         text += f", on {ev.channel} +{chan}" if chan else f", no flags on {ev.channel}"
     if who.restricted is not None:
-        text += f"; you matched {who.restricted}, so flags above +v and approvals do not count"
+        text += f"; you matched {who.restricted}: flags above +v and approvals do not count"
     ev.reply(text)
 
 

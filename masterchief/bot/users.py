@@ -418,7 +418,7 @@ class Identity:
         """Why this match may not approve anything, or None."""
         if self.restricted is None:
             return None
-        return f"you matched {self.handle} {self.restricted}, which cannot approve deploys"
+        return f"you matched {self.handle} {self.restricted}: that cannot approve deploys"
 
 
 def _restriction(
@@ -427,9 +427,9 @@ def _restriction(
     if via == "account":
         return None
     if weak:
-        return f"by the weak hostmask {mask} (anyone can choose its nick and ident)"
+        return f"by the weak hostmask {mask}, whose nick and ident anyone can choose"
     if accounts_available and not hostmask_flags:
-        return f"by hostmask ({mask}) on a network with services accounts"
+        return f"by hostmask {mask} on a network with services accounts"
     return None
 
 

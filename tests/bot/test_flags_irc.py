@@ -68,7 +68,10 @@ async def test_flag_matrix(tmp_path: Path, ircd, irc_client, accounts) -> None: 
         await expect(bob, "#ops", "!deploy api", need_ops.format("#ops"))
         await expect(carol, "#dev", "!deploy api", "deploying for carol")  # +m implies +o
         # a hostmask record on a network with accounts: found, but without +o
-        await expect(dave, "#ops", "!deploy api", need_ops.format("#ops"))
+        weak = "by the weak hostmask *!davehost@*, whose nick and ident anyone can choose"
+        await expect(
+            dave, "#ops", "!deploy api", need_ops.format("#ops") + f" (you matched {weak})"
+        )
         await expect(dave, "#ops", "!hi", "hi dave")
         await expect(
             mallory,

@@ -85,24 +85,27 @@ async def test_a_stranger_with_carols_username_cannot_approve_or_command(
         job = job_of(line.text)
         # the strangers match carol's and cara's records by hostmask...
         line = await said(weak, f"!approve {job}", f"{weak.nick}: ")
-        assert line.text == (
-            f"{weak.nick}: you matched carol by the weak hostmask *!{weak_ident}@* "
-            "(anyone can choose its nick and ident), which cannot approve deploys"
+        weak_why = f"by the weak hostmask *!{weak_ident}@*, whose nick and ident anyone can choose"
+        strong_why = f"by hostmask {client_mask(strong_ident)} on a network with services accounts"
+        assert (
+            line.text == f"{weak.nick}: you matched carol {weak_why}: that cannot approve deploys"
         )
         line = await said(strong, f"!approve {job}", f"{strong.nick}: ")
-        assert line.text == (
-            f"{strong.nick}: you matched cara by hostmask ({client_mask(strong_ident)}) on a "
-            "network with services accounts, which cannot approve deploys"
+        assert (
+            line.text
+            == f"{strong.nick}: you matched cara {strong_why}: that cannot approve deploys"
         )
         # ...and hold nothing above +v: no deploys, no privileged built-ins
         line = await said(weak, "!deploy svc dev service=api", f"{weak.nick}: ")
         assert line.text.endswith("you need global +o or +o on #ops to deploy svc")
         line = await said(strong, "!rehash", f"{strong.nick}: ")
-        assert line.text == f"{strong.nick}: you need global +m for !rehash"
+        assert (
+            line.text == f"{strong.nick}: you need global +m for !rehash (you matched {strong_why})"
+        )
         line = await said(weak, "!whoami", f"{weak.nick}: ")
-        assert line.text.startswith(
+        assert line.text == (
             f"{weak.nick}: you are carol (account none), global flags +v, no flags on #ops; "
-            f"you matched by the weak hostmask *!{weak_ident}@*"
+            f"you matched {weak_why}: flags above +v and approvals do not count"
         )
         row = await app.store.job_get(job)
         assert row is not None and row["status"] == "awaiting_approval"

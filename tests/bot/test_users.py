@@ -485,15 +485,15 @@ async def test_a_strong_mask_wins_over_a_more_specific_weak_one(table: UserTable
 async def test_restriction_reasons_name_the_mask(carol: UserTable) -> None:
     weak = carol.identify("c", "carol@x.example", None, accounts_available=False)
     assert weak is not None and weak.restricted == (
-        "by the weak hostmask *!carol@* (anyone can choose its nick and ident)"
+        "by the weak hostmask *!carol@*, whose nick and ident anyone can choose"
     )
     acct_net = carol.identify("c", "carol@home.example", None, accounts_available=True)
     assert acct_net is not None and acct_net.restricted == (
-        "by hostmask (*!carol@home.example) on a network with services accounts"
+        "by hostmask *!carol@home.example on a network with services accounts"
     )
     assert acct_net.approval_refusal() == (
-        "you matched carol by hostmask (*!carol@home.example) on a network with services "
-        "accounts, which cannot approve deploys"
+        "you matched carol by hostmask *!carol@home.example on a network with services "
+        "accounts: that cannot approve deploys"
     )
 
 
