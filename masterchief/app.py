@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import signal
 import sys
 import time
@@ -151,6 +152,7 @@ class App:
             submit=self.dispatcher.submit,
             wants=self._wants_event,
             module_config=self.module_config,
+            pending=self.outbox.depth,
         )
         self.metrics = Metrics()
         self.metrics.add(self._metric_families)
@@ -420,6 +422,7 @@ class App:
                 if self.web is not None:
                     tg.create_task(self.web.run(), name="web")
                 tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group
+                tg.create_task(self._log_ready(), name="ready")
                 await self._stop.wait()
                 await self.irc.shutdown()  # closes the socket so the irc task ends
                 raise _Stopped
@@ -427,6 +430,32 @@ class App:
             pass
         finally:
             await self._shutdown()
+
+    async def _log_ready(self) -> None:
+        """Once registered (and the web listeners are up), one INFO line says
+        where to connect and that the bot is ready."""
+        await self.irc.connected.wait()
+        if self.web is not None:
+            await self.web.started.wait()
+        log.info("ready: %s", self.where())
+
+    def where(self) -> str:
+        """Where people and machines reach the bot (no channel keys, no secrets):
+        ``IRC 127.0.0.1:6667 as masterchief in #ops; webhooks on http://...``."""
+        s = self.irc.settings
+        chans = ", ".join(name for name, _key in s.channels) or "no channels"
+        tls = " (TLS)" if s.tls else ""
+        text = f"IRC {s.host}:{s.port}{tls} as {self.irc.nickname or s.nick} in {chans}"
+        if self.web is not None:
+            web = self.config.web
+            if self.web.port is None:
+                text += "; webhooks not served (see the error above)"
+            else:
+                text += f"; webhooks on {_http(web.host, self.web.port)}"
+            admin = web.admin
+            if admin is not None and self.web.admin_port is not None:
+                text += f"; /healthz and /metrics on {_http(admin.host, self.web.admin_port)}"
+        return text
 
     async def _shutdown(self) -> None:
         await self.irc.shutdown()  # idempotent; here for the error path
@@ -453,12 +482,37 @@ class RehashReport:
     modules_changed: list[str] = dataclasses.field(default_factory=list)
 
 
+def _http(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class PydleNoise(logging.Filter):
+    """pydle logs every server line it has no handler for as a WARNING
+    ``Unknown command: ...`` (a 475 for a wrong channel key, numerics it does
+    not know).  The bot reads those lines itself (``raw`` bindings), so they
+    are shown only at DEBUG: put on the log handlers, since pydle's logger
+    name follows the server it talks to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if not (isinstance(msg, str) and msg.startswith("Unknown command")):
+            return True
+        if f"{os.sep}pydle{os.sep}" not in record.pathname:
+            return True
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 def _setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(PydleNoise())
     install_log_redaction()
 
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pydle
 import yaml
 
+from masterchief.app import PydleNoise
+from tests.botproc import bot_process
+from tests.harness import wait_until
 from tests.servers import unique_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,3 +104,74 @@ def test_help_lists_every_command() -> None:
     out = subprocess.run([str(BIN), "user", "--help"], capture_output=True, text=True, timeout=30)
     for cmd in ("add", "list", "chattr"):
         assert cmd in out.stdout
+
+
+async def test_ready_line_and_no_pydle_unknown_command_noise(
+    tmp_path: Path, ircd, irc_client
+) -> None:  # type: ignore[no-untyped-def]
+    """Once registered, one INFO line says where to connect; a server line
+    pydle has no handler for (here ERR_BADCHANNELKEY, 475, for a channel
+    whose key the config gets wrong) does not reach the log at INFO."""
+    nick = unique_name("mc")
+    locked = "#" + unique_name("lk")
+    watcher = await irc_client()
+    await watcher.join("#ops")
+    await watcher.join(locked)
+    await watcher.send_raw(f"MODE {locked} +k right-key")
+    await watcher.wait_for(rf"MODE {locked} \+k", timeout=10)
+    config = {
+        "irc": {
+            "host": ircd.host,
+            "port": ircd.port,
+            "nick": nick,
+            "channels": ["#ops", f"{locked} sekrit-key"],
+        },
+        "bot": {"scripts": ["scripts"]},
+        "store": {"path": "var/mc.db"},
+        "web": {"host": "127.0.0.1", "port": 0},
+    }
+    with bot_process(tmp_path, config) as bot:
+        await watcher.wait_for(rf"^:{nick}!\S+ JOIN :?#ops", timeout=20)
+        await wait_until(lambda: " ready: " in bot.output(), 15)
+        await watcher.say("#ops", "!status")  # answered: the 475 came and went before
+        await watcher.wait_for(rf"^:{nick}!\S+ PRIVMSG #ops :up ", timeout=15)
+        out = bot.output()
+    ready = [ln for ln in out.splitlines() if " ready: " in ln]
+    assert len(ready) == 1, out
+    m = re.search(
+        rf"INFO +masterchief: ready: IRC {re.escape(ircd.host)}:{ircd.port} as {nick} "
+        rf"in #ops, {locked}; webhooks on http://127\.0\.0\.1:(\d+)$",
+        ready[0],
+    )
+    assert m, ready[0]
+    assert int(m.group(1)) != 0  # the port web.port: 0 got, not the 0
+    assert "sekrit-key" not in out  # a channel key is not where-to-connect information
+    assert "Unknown command" not in out, out
+    assert nick not in {
+        ln.nick for ln in watcher.lines if ln.command == "JOIN" and ln.target == locked
+    }
+
+
+def test_pydle_unknown_command_is_debug_only() -> None:
+    """The filter in unit form: pydle's record is dropped at INFO, shown as
+    DEBUG when the root logger is at DEBUG; other records pass untouched."""
+    pydle_file = str(Path(pydle.__file__).parent / "client.py")
+
+    def record(name: str, path: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.WARNING, path, 1, msg, ("x",), None)
+
+    noise = PydleNoise()
+    root = logging.getLogger()
+    before = root.level
+    try:
+        root.setLevel(logging.INFO)
+        assert not noise.filter(record("_Client:irc", pydle_file, "Unknown command: [%s]"))
+        ours = record("masterchief.irc", __file__, "Unknown command: [%s]")
+        assert noise.filter(ours) and ours.levelno == logging.WARNING
+        other = record("pydle.client", pydle_file, "Failed to execute %s handler.")
+        assert noise.filter(other) and other.levelno == logging.WARNING
+        root.setLevel(logging.DEBUG)
+        shown = record("pydle.client", pydle_file, "Unknown command: [%s]")
+        assert noise.filter(shown) and shown.levelname == "DEBUG"
+    finally:
+        root.setLevel(before)
