@@ -22,12 +22,10 @@ Matching policy (security-relevant):
   specific mask (most literal characters); ties go to the handle that sorts
   first.
 
-Effective flags (``Identity``), the one place this is decided: a match by
-account carries the record's flags.  A match by hostmask carries only
-unprivileged ones (``+v`` and the restricting ``d k q r``), and may approve
-no deploy, when the mask is weak (``is_weak_hostmask``: its host pins
-nothing, and nick and ident are the client's choice), or when the network
-has accounts and ``users.hostmask_flags_on_account_networks`` is off.
+Effective flags: ``identify`` returns an ``Identity`` (``identity.py``, the
+one place that is decided): a hostmask match carries no privileges when the
+mask is weak (``hostmasks.py``) or, unless configured, when the network has
+accounts.
 
 Names: handles and accounts compare under rfc1459 case folding (``ERIN{1}``
 is ``erin[1]``), the coarsest standard CASEMAPPING, and are unique under it
@@ -48,15 +46,24 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from types import MappingProxyType
-from typing import Literal
 
-from masterchief.bindings.flags import FlagError, apply_changes, implied
+from masterchief.bindings.flags import FlagError, apply_changes
 from masterchief.bindings.masks import irc_lower, mask_match
 from masterchief.core.errors import UserError
 from masterchief.core.store import ConflictError, Store, StoreError, UserRecord
 from masterchief.core.text import has_hidden
+
+from .hostmasks import (
+    WeakHostmask,
+    check_hostmask_strength,
+    host_pattern,
+    is_weak_hostmask,
+    nick_pattern,
+    normalize_hostmask,
+    specificity,
+)
+from .identity import Identity, restriction, unprivileged
 
 __all__ = [
     "Identity",
@@ -80,7 +87,6 @@ _HANDLE = re.compile(r"[A-Za-z0-9_\-\[\]\\^{}|`]{1,32}")
 _ACCOUNT = re.compile(r"[^\s,]{1,64}")
 _CHANNEL = re.compile(r"[#&+!][^\s,\x07\x00]{1,199}")
 _NOT_LOGGED_IN = frozenset({"", "*", "0"})  # account-tag/extended-join "*", WHOX "0"
-_WILDCARDS = frozenset("*?")  # hostmask wildcards (Eggdrop wild_match)
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 PASSWORD_MIN = 6
@@ -176,126 +182,6 @@ def check_channel(channel: str) -> str:
     return channel
 
 
-def normalize_hostmask(mask: str) -> str:
-    """Complete a hostmask to ``nick!user@host`` form, or raise ``UserError``.
-
-    ``alice`` -> ``alice!*@*``; ``*@host`` -> ``*!*@host``;
-    ``host.example`` -> ``*!*@host.example``; ``nick!user`` -> ``nick!user@*``.
-    """
-    mask = mask.strip()
-    if not mask or len(mask) > 255 or any(c.isspace() or c in "\x00," for c in mask):
-        raise UserError(f"invalid hostmask {mask[:70]!r}")
-    if has_hidden(mask):
-        raise UserError(f"invalid hostmask {mask[:70]!r}: control or invisible characters")
-    if "!" not in mask:
-        if "@" in mask:
-            mask = "*!" + mask
-        elif "." in mask or ":" in mask:
-            mask = "*!*@" + mask
-        else:
-            mask += "!*@*"
-    elif "@" not in mask.partition("!")[2]:
-        mask += "@*"
-    nick, _, rest = mask.partition("!")
-    user, _, host = rest.partition("@")
-    if not nick or not user or not host:
-        raise UserError(f"invalid hostmask {mask[:70]!r}")
-    return mask
-
-
-_LABEL_SEPARATORS = frozenset(".:/")  # DNS names, IPv4/IPv6, cloaks (user/carol)
-
-
-def _host_labels(host: str) -> list[tuple[str, bool]]:
-    """``host`` split at ``. : /`` into (label, has a wildcard) -- ``\\x`` is literal."""
-    labels: list[tuple[str, bool]] = []
-    text, wild = "", False
-    i = 0
-    while i < len(host):
-        c = host[i]
-        if c == "\\" and i + 1 < len(host):
-            text += host[i + 1]
-            i += 2
-            continue
-        if c in _LABEL_SEPARATORS:
-            labels.append((text, wild))
-            text, wild = "", False
-        elif c in _WILDCARDS:
-            text, wild = text + c, True
-        else:
-            text += c
-        i += 1
-    labels.append((text, wild))
-    return labels
-
-
-def is_weak_hostmask(mask: str) -> bool:
-    """Whether a ``nick!user@host`` mask can be matched by anyone who wants to.
-
-    The nick and the user (ident) are the client's to choose -- an ident that
-    identd answered comes from the user's own machine -- so only the host,
-    which the server sets, pins someone down.  A mask is weak when its host
-    part has a wildcard and fewer than two whole labels (parts between
-    ``.``, ``:`` or ``/``) without one: ``*``, ``*.*``, ``*.com``, ``10.*``,
-    ``user/*``, ``*home*``.  ``host.example``, ``*.corp.example``,
-    ``192.168.*``, ``2001:db8:*`` and ``user/carol`` are not weak.
-    """
-    host = mask.rpartition("@")[2]
-    labels = _host_labels(host)
-    if not any(wild for _, wild in labels):
-        return not any(ch.isalnum() for text, _ in labels for ch in text)
-    whole = sum(1 for text, wild in labels if text and not wild)
-    return whole < 2
-
-
-class WeakHostmask(UserError):
-    """A hostmask refused because it is weak (``is_weak_hostmask``)."""
-
-
-def check_hostmask_strength(mask: str) -> str:
-    """``mask`` (normalized) if it is not weak, else ``WeakHostmask`` saying
-    why (``UserError`` if it is no hostmask at all)."""
-    mask = normalize_hostmask(mask)
-    if is_weak_hostmask(mask):
-        raise WeakHostmask(
-            f"hostmask {mask} is weak: its host part pins nobody, and nick and ident are "
-            "anyone's to choose; give the host (*!ident@host.example) or an account"
-        )
-    return mask
-
-
-def _host_pattern(mask: str, casemapping: str | None = None) -> str:
-    """A hostmask as a ``mask_match`` pattern.
-
-    Hostmasks use Eggdrop's plain ``wild_match``: only ``*`` and ``?`` are
-    wildcards, so ``~`` (ident prefix) and ``%`` are quoted here.  With a
-    ``casemapping`` (the nick part) literal characters are lower-cased under it.
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(mask):
-        c = mask[i]
-        if c == "\\" and i + 1 < len(mask):
-            c = mask[i + 1]
-            i += 1
-        elif c in _WILDCARDS:
-            out.append(c)
-            i += 1
-            continue
-        out.append("\\" + (irc_lower(c, casemapping) if casemapping else c))
-        i += 1
-    return "".join(out)
-
-
-@lru_cache(maxsize=4096)
-def _nick_pattern(mask: str, casemapping: str) -> str:
-    return _host_pattern(mask, casemapping)
-
-
-def _specificity(mask: str) -> int:
-    return sum(1 for c in mask if c not in _WILDCARDS)
-
-
 # --- passwords ----------------------------------------------------------------------------
 
 _SCRYPT_N = 2**14
@@ -367,72 +253,6 @@ def _check_password(password: str) -> str:
     return password
 
 
-# --- effective flags ----------------------------------------------------------------------
-
-# What a match that cannot be trusted with privileges keeps: voice, and the
-# flags that only take something away (Eggdrop: d deop, k kick, q quiet,
-# r dehalfop), so demoting a record never frees it from a restriction.
-_UNPRIVILEGED = frozenset("v")
-_RESTRICTING = frozenset("dkqr")
-
-
-def unprivileged(flags: str) -> str:
-    """What is left of ``flags`` without privileges: ``+v`` (also when implied,
-    ``o`` gives ``v``) and the restricting flags ``d k q r``."""
-    kept = (implied(flags) & _UNPRIVILEGED) | (set(flags) & _RESTRICTING)
-    return "".join(sorted(kept))
-
-
-Via = Literal["account", "hostmask"]
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """A user record as matched for one origin -- the principal whose flags
-    the dispatcher, the built-ins and the deploy commands check.
-
-    ``restricted`` says why the match is not trusted with privileges (None:
-    it is); then ``global_flags``/``channel_flags`` are ``unprivileged`` and
-    ``approval_refusal`` refuses every approval.
-    """
-
-    user: User
-    via: Via
-    casemapping: str = "rfc1459"
-    mask: str | None = None  # the hostmask that matched (via "hostmask")
-    restricted: str | None = None
-
-    @property
-    def handle(self) -> str:
-        return self.user.handle
-
-    def global_flags(self) -> str:
-        flags = self.user.flags
-        return flags if self.restricted is None else unprivileged(flags)
-
-    def channel_flags(self, channel: str) -> str:
-        flags = self.user.chan_flags(channel, self.casemapping)
-        return flags if self.restricted is None else unprivileged(flags)
-
-    def approval_refusal(self) -> str | None:
-        """Why this match may not approve anything, or None."""
-        if self.restricted is None:
-            return None
-        return f"you matched {self.handle} {self.restricted}: that cannot approve deploys"
-
-
-def _restriction(
-    via: Via, mask: str | None, weak: bool, accounts_available: bool, hostmask_flags: bool
-) -> str | None:
-    if via == "account":
-        return None
-    if weak:
-        return f"by the weak hostmask {mask}, whose nick and ident anyone can choose"
-    if accounts_available and not hostmask_flags:
-        return f"by hostmask {mask} on a network with services accounts"
-    return None
-
-
 # --- the index ------------------------------------------------------------------------------
 
 
@@ -467,8 +287,8 @@ class _Index:
                         u,
                         mask,
                         nick,
-                        _host_pattern(rest),
-                        _specificity(mask),
+                        host_pattern(rest),
+                        specificity(mask),
                         is_weak_hostmask(mask),
                     )
                 )
@@ -493,7 +313,7 @@ class _Index:
         for entry in self.masks:
             if skip_with_account and entry.user.account is not None:
                 continue
-            if not mask_match(_nick_pattern(entry.nick_mask, casemapping), nick_l):
+            if not mask_match(nick_pattern(entry.nick_mask, casemapping), nick_l):
                 continue
             if mask_match(entry.rest_mask, uhost):
                 return entry
@@ -613,7 +433,7 @@ class UserTable:
         entry = index.match_host(nick, uhost, casemapping, skip_with_account=accounts_available)
         if entry is None:
             return None
-        why = _restriction("hostmask", entry.mask, entry.weak, accounts_available, hostmask_flags)
+        why = restriction("hostmask", entry.mask, entry.weak, accounts_available, hostmask_flags)
         return Identity(entry.user, "hostmask", casemapping, entry.mask, why)
 
     def match(
