@@ -248,8 +248,9 @@ async def check(
     or reaches the bot's host without ``allow_bot_host: true`` in its module
     config (``load_config``, called in a thread and only for the kinds the
     rule covers) and an ``owner`` (+n) asking."""
-    if module.kind not in ("ansible", "script"):
-        return
+    options = module.manifest.script
+    if module.kind not in ("ansible", "script") or (options and not options.changes_bot_host):
+        return  # not covered: no need to read the module config (a vault call)
     config = await asyncio.to_thread(load_config)
     found = await reach(
         module, env, {**config, **params}, project_dir=project_dir, extra_env=extra_env
