@@ -404,15 +404,24 @@ async def test_an_approval_is_bound_to_the_module_content(bot, irc_client, tmp_p
 async def test_plan_baseline_dev_runs_ansible_check_mode_on_localhost(
     tmp_path: Path, ircd, irc_client
 ) -> None:  # type: ignore[no-untyped-def]
-    """The shipped baseline module: ``!plan baseline dev`` is ansible-playbook
-    --check --diff against localhost (local connection), progress in the channel."""
+    """The shipped baseline module, its dev inventory pointed at this machine
+    (local connection) and ``allow_bot_host: true``: an op is refused, an
+    owner's ``!plan baseline dev`` is ansible-playbook --check --diff against
+    localhost, progress in the channel."""
+    shutil.copytree(ROOT / "modules", tmp_path / "modules")
     shutil.copytree(ROOT / "config" / "modules", tmp_path / "config" / "modules")
+    (tmp_path / "modules" / "ansible" / "inventories" / "dev.ini").write_text(
+        "localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"
+        "[docker]\n[kubernetes]\n"
+    )
+    with (tmp_path / "config" / "modules" / "baseline.yaml").open("a") as fh:
+        fh.write("\nallow_bot_host: true\n")
     async with running_bot(
         tmp_path,
         ircd.host,
         ircd.port,
         deploy={
-            "modules": [str(ROOT / "modules")],
+            "modules": [str(tmp_path / "modules")],
             "work_dir": str(tmp_path / "jobs"),
             "progress_interval_s": 1,
         },
@@ -420,6 +429,9 @@ async def test_plan_baseline_dev_runs_ansible_check_mode_on_localhost(
     ) as app:
         assert app.modules.current.get("baseline") is not None, app.modules.current.errors
         op = await person(app, irc_client, "o", chan="#ops")
+        line = await say(op, "!plan baseline dev", f"{op.nick}: ")
+        assert line.text.endswith("only a global owner (+n) may run it"), line.text
+        op = await person(app, irc_client, "n")
         line = await say(op, "!plan baseline dev", r"job [0-9a-f]{6} started: !plan baseline dev")
         job = job_id(line.text)
         task = await op.wait_for(rf"PRIVMSG #ops :\[{job} baseline/dev \S+\] TASK \[", 60)
