@@ -29,7 +29,9 @@ Module config (``config/modules/<name>.yaml`` deep-merged with
 and reference machinery: values built from ``${env:...}``, ``${file:...}``
 or ``${vault:...}`` come back as ``Secret`` and are registered for log
 redaction.  ``${vault:...}`` uses the main configuration's ``vault.url`` (or
-the client the caller injected), through ``module_resolvers``.
+the client the caller injected), through ``module_resolvers``.  One key there
+is a setting of the bot, not a variable: ``allow_bot_host`` (a literal
+boolean; ``tool_variables`` leaves it out of what the tool gets).
 
 A ``kubernetes`` module run by ``kubectl`` applies its manifests as they are:
 there is no values file to carry parameters, so a manifest declaring
