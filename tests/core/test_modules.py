@@ -710,3 +710,23 @@ def test_manifest_model_is_frozen_and_strict() -> None:
     with pytest.raises(Exception, match="frozen"):
         m.name = "other"  # type: ignore[misc]
     assert m.section() == {}
+
+
+@pytest.mark.parametrize("value", ["'yes'", "1", "'${env:ALLOW}'"])
+def test_allow_bot_host_is_a_literal_boolean(tmp_path: Path, value: str) -> None:
+    config = project(tmp_path)
+    file = tmp_path / "config" / "modules" / "web.yaml"
+    file.write_text(f"allow_bot_host: {value}\nworkers: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_module_config(config, "web", environ={"ALLOW": "true"})
+    assert f"{file}: allow_bot_host: should be true or false" in str(info.value)
+
+
+def test_allow_bot_host_is_a_setting_not_a_variable(tmp_path: Path) -> None:
+    from masterchief.core.modules import allows_bot_host, tool_variables
+
+    config = project(tmp_path)
+    (tmp_path / "config" / "modules" / "web.yaml").write_text("allow_bot_host: true\nworkers: 2\n")
+    got = load_module_config(config, "web", environ={})
+    assert allows_bot_host(got) and tool_variables(got) == {"workers": 2}
+    assert not allows_bot_host({"workers": 2}) and not allows_bot_host({"allow_bot_host": "true"})

@@ -290,3 +290,17 @@ async def test_a_module_printing_its_own_secret_transformed_is_masked(tmp_path: 
     assert [t.split(" => ")[1] for t in out.texts("step")] == ["r=***", "u=***", "j=***", "b=***"]
     for form in (TOKEN, TOKEN[::-1], TOKEN.upper(), ".".join(TOKEN)):
         assert_secret_hidden(form, out, result)
+
+
+def test_allow_bot_host_never_reaches_the_tool(tmp_path: Path) -> None:
+    from masterchief.deploy.runners import merged_vars
+
+    folder = tmp_path / "modules" / "sh"
+    folder.mkdir(parents=True)
+    module = FakeModule("sh", "script", folder, folder / "run.sh")
+    spec = make_spec(tmp_path, module, variables={"allow_bot_host": True, "note": "x"})
+    (step,) = build_steps(spec)
+    assert step.env["MC_VAR_NOTE"] == "x" and "MC_VAR_ALLOW_BOT_HOST" not in step.env
+    assert merged_vars(spec) == {"note": "x"}
+    kubectl = k8s_module(tmp_path, "kubectl")  # takes no config, but the setting is not config
+    assert build_steps(make_spec(tmp_path, kubectl, variables={"allow_bot_host": True}))
