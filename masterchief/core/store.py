@@ -235,7 +235,7 @@ MIGRATIONS.append(
     #    bumps it -- and the running bot polls it to reload its table.  (SQLite
     #    trigger syntax: a PostgreSQL backend needs its own trigger function.)
     #    Not ``PRAGMA data_version``: it moves on any other connection's commit
-    #    to any table (replay requests, the CLI's files ledger), only for the
+    #    to any table (replay requests, another instance's outbox), only for the
     #    connection that asks, and has no PostgreSQL twin; one row does.
     (
         "UPDATE users SET handle = handle || '_' || rowid WHERE rowid NOT IN"
