@@ -15,8 +15,9 @@ Where a run goes, per kind (``reach``):
   config and parameters laid over each host's variables the way extra vars
   win.  A host is the bot's host when it connects locally
   (``ansible_connection: local``), or its address (``ansible_host``, else
-  its name) is a loopback or unspecified address, ``localhost``, or this
-  machine's host name or one of the addresses that name resolves to.  A
+  its name) is a loopback or unspecified address, ``localhost``, this
+  machine's host name, an address that name resolves to, or an address of
+  one of its network interfaces.  A
   value still holding a Jinja template cannot be judged and counts as the
   bot's host.  No inventory means ``-i localhost, -c local``: the bot's
   host.  An inventory without hosts is refused with a line naming it.  The
@@ -33,13 +34,15 @@ Where a run goes, per kind (``reach``):
 
 What this cannot see: a playbook that chooses ``connection: local`` or
 ``delegate_to: localhost`` itself, a script that says it changes nothing
-locally and does, a DNS name of this machine other than its host name.
+locally and does, a DNS name of this machine other than its host name, an
+address that reaches it through NAT.
 Those are the module author's code, reviewed like any code the bot runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import json
@@ -58,7 +61,16 @@ from masterchief.core.secrets import Secret
 from masterchief.deploy.process import run_process
 from masterchief.deploy.runners import MARKER, SAFE_PATH, VENV_BIN, ansible_inventory, find_tool
 
-__all__ = ["Reach", "check", "inventory_hosts", "local_reason", "reach", "this_host"]
+__all__ = [
+    "Reach",
+    "check",
+    "inventory_hosts",
+    "local_ipv4",
+    "local_ipv6",
+    "local_reason",
+    "reach",
+    "this_host",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +98,9 @@ class Reach:
 
 @functools.cache
 def this_host() -> frozenset[str]:
-    """This machine's host name (full and short, lower case) and the addresses
-    it resolves to (usually through /etc/hosts).  Loopback is handled apart."""
+    """This machine's host name (full and short, lower case), the addresses it
+    resolves to (usually through /etc/hosts) and the addresses of its network
+    interfaces (Linux ``/proc/net``).  Loopback is handled apart."""
     name = socket.gethostname().lower().rstrip(".")
     found = {name, name.split(".")[0]}
     try:
@@ -95,7 +108,40 @@ def this_host() -> frozenset[str]:
             found.add(str(addr[0]).lower())
     except OSError:
         pass
+    for path, parse in ((_FIB_TRIE, local_ipv4), (_IF_INET6, local_ipv6)):
+        with contextlib.suppress(OSError):
+            found.update(parse(Path(path).read_text(encoding="ascii", errors="replace")))
     return frozenset(f for f in found if f)
+
+
+_FIB_TRIE = "/proc/net/fib_trie"
+_IF_INET6 = "/proc/net/if_inet6"
+
+
+def local_ipv4(fib_trie: str) -> set[str]:
+    """The addresses ``/proc/net/fib_trie`` marks ``/32 host LOCAL``.  Pure."""
+    found: set[str] = set()
+    last = ""
+    for line in fib_trie.splitlines():
+        text = line.strip()
+        if text.startswith("|-- "):
+            last = text[4:].strip()
+        elif text.startswith("/32 host LOCAL") and last:
+            found.add(last)
+    return found
+
+
+def local_ipv6(if_inet6: str) -> set[str]:
+    """The addresses listed in ``/proc/net/if_inet6`` (32 hex digits each).  Pure."""
+    found: set[str] = set()
+    for line in if_inet6.splitlines():
+        word = line.split()[0] if line.split() else ""
+        if len(word) == 32:
+            try:
+                found.add(str(ipaddress.IPv6Address(int(word, 16))))
+            except ValueError:
+                continue
+    return found
 
 
 def _text(value: Any) -> str | None:

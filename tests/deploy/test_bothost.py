@@ -12,7 +12,15 @@ import pytest
 
 from masterchief.core.errors import UserError
 from masterchief.core.modules import Module, load_module
-from masterchief.deploy.bothost import check, inventory_hosts, local_reason, reach, this_host
+from masterchief.deploy.bothost import (
+    check,
+    inventory_hosts,
+    local_ipv4,
+    local_ipv6,
+    local_reason,
+    reach,
+    this_host,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = frozenset({"bothost-test", "bothost-test.example.net", "10.9.8.7"})
@@ -201,3 +209,32 @@ async def test_shipped_inventories_never_name_the_bot_host() -> None:
         assert found is not None and found.local == (), env
         assert found.source == f"modules/ansible/inventories/{env}.ini"
         assert bool(found.hosts) == (env != "dev"), env
+
+
+FIB_TRIE = """\
+Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 192.0.2.0/24 2 0 2
+        |-- 192.0.2.0
+           /24 link UNICAST
+        |-- 192.0.2.2
+           /32 host LOCAL
+        |-- 192.0.2.255
+           /32 link BROADCAST
+"""
+IF_INET6 = """\
+fd000000000000000000000000000002 04 40 00 82     eth0
+00000000000000000000000000000001 01 80 10 80       lo
+"""
+
+
+def test_interface_addresses_are_read_from_proc() -> None:
+    assert local_ipv4(FIB_TRIE) == {"192.0.2.2"}
+    assert local_ipv6(IF_INET6) == {"fd00::2", "::1"}
+    trie, inet6 = Path("/proc/net/fib_trie"), Path("/proc/net/if_inet6")
+    if trie.exists():  # this machine's own interface addresses count as the bot's host
+        assert local_ipv4(trie.read_text()) <= this_host()
+    if inet6.exists():
+        assert local_ipv6(inet6.read_text()) <= this_host()
