@@ -360,6 +360,7 @@ class App:
         result = self.modules.reload()
         report.modules_changed = sorted({*result.added, *result.changed, *result.removed})
         report.module_errors = [str(e) for e in result.errors]
+        report.modules_kept = list(result.kept)
 
     def _reload_config(self, report: RehashReport) -> None:
         global_file = self.config.config_dir / "global" / "config.yaml"
@@ -478,7 +479,8 @@ class RehashReport:
     scripts: list[LoadResult]
     config_error: str | None = None
     restart_needed: tuple[str, ...] = ()
-    module_errors: list[str] = dataclasses.field(default_factory=list)
+    module_errors: list[str] = dataclasses.field(default_factory=list)  # one per broken module
+    modules_kept: list[str] = dataclasses.field(default_factory=list)  # broken now, old version on
     modules_changed: list[str] = dataclasses.field(default_factory=list)
 
 

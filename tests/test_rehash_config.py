@@ -1,13 +1,18 @@
-"""A rehash re-reads the configuration; an invalid one is reported and the
-running one kept."""
+"""A rehash re-reads the configuration; an invalid one is reported (file,
+key, reason, to the asker) and the running one kept; a broken deploy module
+is reported."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from masterchief.app import App
 from masterchief.core.config import load_config
+from tests.harness import client_mask, running_bot
+from tests.servers import unique_name
 
 
 def _write(cfg: Path, text: str) -> None:
@@ -100,3 +105,108 @@ async def test_rehash_resolves_vault_references_with_the_apps_client(tmp_path: P
         assert secret is not None and secret.reveal() == "rehash-vault-2"
     finally:
         await app.store.close()
+
+
+# --- over IRC (issue 8, item 16) -------------------------------------------------------------
+
+
+def _bot_config(tmp: Path, ircd: Any, *, deploy: str) -> str:
+    """A config.yaml for a bot on the session server, with a secret in it."""
+    return textwrap.dedent(
+        f"""\
+        irc:
+          host: {ircd.host}
+          port: {ircd.port}
+          nick: {unique_name("mc")}
+          channels: ["#ops"]
+          output: {{burst: 200, rate: 1000.0, recvq: 1048576}}
+        bot: {{scripts: [scripts], handler_timeout_s: 5}}
+        users: {{hostmask_flags_on_account_networks: true}}
+        store: {{path: var/mc.db}}
+        web: {{port: 0}}
+        webhooks: {{github: {{secret: "{SECRET}"}}}}
+        deploy: {deploy}
+        """
+    )
+
+
+SECRET = "gh-hook-SECRET-7f3a9c"
+
+
+async def _master(app: App, irc_client: Any) -> Any:
+    ident = unique_name("m")[:10]
+    await app.users.add_user(ident, hostmasks=(client_mask(ident),), flags="m")
+    client = await irc_client(username=ident)
+    await client.join("#ops")
+    return client
+
+
+async def test_rehash_over_irc_says_why_the_config_is_invalid(
+    tmp_path: Path, ircd: Any, irc_client: Any
+) -> None:
+    cfg = tmp_path / "config"
+    (cfg / "global").mkdir(parents=True)
+    (tmp_path / "modules").mkdir()
+    good = "{modules: [modules], channels: ['#deploys'], progress_interval_s: 5}"
+    (cfg / "global" / "config.yaml").write_text(_bot_config(tmp_path, ircd, deploy=good))
+    async with running_bot(tmp_path, ircd.host, ircd.port, config=load_config(cfg)) as app:
+        me = app.irc.nickname
+        boss = await _master(app, irc_client)
+        bad = "{modules: [modules], channels: ['#deploys'], progress_interval_s: soon}"
+        (cfg / "global" / "config.yaml").write_text(_bot_config(tmp_path, ircd, deploy=bad))
+        boss.drain()
+        await boss.say("#ops", "!rehash")
+        told = await boss.wait_for(
+            rf"^:{me}!\S+ (PRIVMSG|NOTICE) {boss.nick} :rehash: .*progress_interval_s", 15
+        )
+        # file, key and reason, to the asker only
+        assert "config/global/config.yaml: deploy.progress_interval_s: " in told.text
+        assert "valid number" in told.text, told.text
+        said = await boss.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :rehash: the configuration", 15)
+        assert "still running the previous one" in said.text
+        assert "config.yaml" not in said.text  # paths are not for the channel
+        assert app.config.deploy.progress_interval_s == 5  # the old config keeps running
+        # ... and the bot with it
+        await boss.say("#ops", "!status")
+        await boss.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :up ", 15)
+        # a secret's field with a bad value: named, its value never echoed
+        (cfg / "global" / "config.yaml").write_text(
+            _bot_config(tmp_path, ircd, deploy=good).replace(
+                f'secret: "{SECRET}"', f"secret: [{SECRET}]"
+            )
+        )
+        boss.drain()
+        await boss.say("#ops", "!rehash")
+        told = await boss.wait_for(
+            rf"^:{me}!\S+ (PRIVMSG|NOTICE) {boss.nick} :rehash: .*webhooks\.github\.secret", 15
+        )
+        await boss.say("#ops", "!status")
+        await boss.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :up ", 15)
+        assert not [ln.raw for ln in boss.lines if SECRET in ln.raw]
+
+
+async def test_rehash_over_irc_reports_a_broken_module(
+    tmp_path: Path, ircd: Any, irc_client: Any
+) -> None:
+    cfg = tmp_path / "config"
+    (cfg / "global").mkdir(parents=True)
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    deploy = "{modules: [modules], channels: ['#deploys']}"
+    (cfg / "global" / "config.yaml").write_text(_bot_config(tmp_path, ircd, deploy=deploy))
+    async with running_bot(tmp_path, ircd.host, ircd.port, config=load_config(cfg)) as app:
+        me = app.irc.nickname
+        boss = await _master(app, irc_client)
+        (modules / "broken").mkdir()
+        (modules / "broken" / "module.yaml").write_text("name: broken\nkind: [\n")
+        (modules / "halfdone").mkdir()
+        (modules / "halfdone" / "module.yaml").write_text("name: halfdone\nkind: script\n")
+        boss.drain()
+        await boss.say("#ops", "!rehash")
+        said = await boss.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :rehash: 2 modules? ", 15)
+        assert "not loaded" in said.text and "module.yaml" not in said.text
+        told = await boss.collect(rf"^:{me}!\S+ (PRIVMSG|NOTICE) {boss.nick} :rehash: module", 3)
+        text = "\n".join(ln.text for ln in told)
+        assert re.search(r"modules/broken/module.yaml:\d+: YAML syntax error", text), text
+        assert "modules/halfdone/module.yaml: version: Field required" in text, text
+        assert app.modules.current.get("halfdone") is None

@@ -36,7 +36,7 @@ from ..bindings.masks import irc_lower
 from ..bindings.registry import BIND_TYPES, Binding
 from ..core.errors import UserError
 from .output import PRIORITIES
-from .paging import page_lines, split_page, wrap_words
+from .paging import PAGE_LINES, page_lines, split_page, wrap_words
 from .users import check_channel, check_hostmask_strength
 
 if TYPE_CHECKING:
@@ -171,16 +171,43 @@ def cmd_rehash(app: App, ev: Event) -> None:
     ev.reply(f"rehash: {ok} scripts loaded, {len(bad)} failed, {len(app.table)} bindings")
     for r in bad:
         ev.reply(f"rehash: {r}")
+    # Paths, keys and reasons go to the asker only, one problem a line (a few at most).
     if report.config_error:
-        # Paths and keys: told to the asker, not the channel.
-        ev.reply("rehash: the configuration is invalid; still running the previous one")
-        tell(app, ev, f"rehash: {report.config_error}")
+        problems = report.config_error.splitlines()
+        ev.reply(
+            f"rehash: the configuration is invalid ({_problems(len(problems))}, sent to you "
+            "privately); still running the previous one"
+        )
+        _tell_few(app, ev, "rehash: ", problems, "the log")
     if report.restart_needed:
         ev.reply(f"rehash: changed {', '.join(report.restart_needed)}: needs a restart")
-    for err in report.module_errors[:5]:
-        tell(app, ev, f"rehash: module {err}")
+    if report.module_errors:
+        n = len(report.module_errors)
+        kept = (
+            f"; the old version stays for {', '.join(report.modules_kept)}"
+            if report.modules_kept
+            else ""
+        )
+        ev.reply(
+            f"rehash: {n} module{'s' if n != 1 else ''} not loaded ({_problems(n)} sent to you "
+            f"privately){kept}"
+        )
+        lines = [line for err in report.module_errors for line in err.splitlines()]
+        _tell_few(app, ev, "rehash: module ", lines, "masterchief module validate")
     if report.modules_changed:
         ev.reply(f"rehash: modules reloaded: {', '.join(report.modules_changed[:10])}")
+
+
+def _problems(n: int) -> str:
+    return f"{n} problem{'s' if n != 1 else ''}"
+
+
+def _tell_few(app: App, ev: Event, prefix: str, lines: Sequence[str], rest: str) -> None:
+    """Tell the first few of *lines* privately; *rest* says where the others are."""
+    for line in lines[:PAGE_LINES]:
+        tell(app, ev, prefix + line)
+    if len(lines) > PAGE_LINES:
+        tell(app, ev, f"{prefix}... and {len(lines) - PAGE_LINES} more (see {rest})")
 
 
 def cmd_status(app: App, ev: Event) -> None:
