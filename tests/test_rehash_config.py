@@ -201,12 +201,15 @@ async def test_rehash_over_irc_reports_a_broken_module(
         (modules / "broken" / "module.yaml").write_text("name: broken\nkind: [\n")
         (modules / "halfdone").mkdir()
         (modules / "halfdone" / "module.yaml").write_text("name: halfdone\nkind: script\n")
+        (modules / "named").mkdir()  # a manifest by another name: never read
+        (modules / "named" / "module.yml").write_text("name: named\n")
         boss.drain()
         await boss.say("#ops", "!rehash")
-        said = await boss.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :rehash: 2 modules? ", 15)
+        said = await boss.wait_for(rf"^:{me}!\S+ PRIVMSG #ops :rehash: 3 modules ", 15)
         assert "not loaded" in said.text and "module.yaml" not in said.text
         told = await boss.collect(rf"^:{me}!\S+ (PRIVMSG|NOTICE) {boss.nick} :rehash: module", 3)
         text = "\n".join(ln.text for ln in told)
         assert re.search(r"modules/broken/module.yaml:\d+: YAML syntax error", text), text
         assert "modules/halfdone/module.yaml: version: Field required" in text, text
+        assert "modules/named/module.yml: not read: a manifest is named module.yaml" in text
         assert app.modules.current.get("halfdone") is None

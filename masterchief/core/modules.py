@@ -626,7 +626,18 @@ def discover(paths: Sequence[Path]) -> list[Path]:
     not entered, and the folders below a module belong to it (no modules
     inside modules).
     """
+    return _walk(paths)[0]
+
+
+# Names someone may give a manifest that is then never read.
+_LOOKALIKES = frozenset({"module.yml", "module.json", "manifest.yaml", "manifest.yml"})
+
+
+def _walk(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """``discover``'s manifests, and what looks like a module but is not read
+    (a symlinked folder with a manifest, a manifest by another name), with why."""
     found: set[Path] = set()
+    ignored: list[tuple[Path, str]] = []
     for root in paths:
         root = Path(root)
         if not root.is_dir():
@@ -640,10 +651,17 @@ def discover(paths: Sequence[Path]) -> list[Path]:
                     found.add(candidate)
                     dirs[:] = []
                     continue
-            dirs[:] = sorted(
-                d for d in dirs if not d.startswith(".") and not (base / d).is_symlink()
-            )
-    return sorted(found)
+                ignored.append((candidate, f"not read: it is a link to outside {root}"))
+            for name in sorted(files):
+                low = name.lower()
+                if name != MANIFEST_NAME and (low in _LOOKALIKES or low == MANIFEST_NAME):
+                    ignored.append((base / name, f"not read: a manifest is named {MANIFEST_NAME}"))
+            linked = sorted(d for d in dirs if not d.startswith(".") and (base / d).is_symlink())
+            for d in linked:
+                if (base / d / MANIFEST_NAME).exists():
+                    ignored.append((base / d, "not read: a symlinked folder is not followed"))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked)
+    return sorted(found), ignored
 
 
 def _display(file: Path, roots: Sequence[Path]) -> str:
@@ -702,8 +720,10 @@ class ModuleSet:
 
 def _parse_all(paths: Sequence[Path]) -> tuple[list[Module], list[ModuleError]]:
     modules: list[Module] = []
-    errors: list[ModuleError] = []
-    for file in discover(paths):
+    found, ignored = _walk(paths)
+    # Reported, not skipped in silence: someone expects these to be modules.
+    errors = [ModuleError(why, file=_display(path, paths)) for path, why in ignored]
+    for file in found:
         try:
             modules.append(load_module(file, display=_display(file, paths)))
         except ModuleError as exc:
