@@ -11,7 +11,12 @@ scrubbed environment, redacted output); every line lands in the job's tail,
 may become a ``deploy.progress`` Event (only when a binding wants it), and
 the newest line or task boundary is shown in the channels at most every
 ``progress_interval_s`` by one ticker for all jobs, so twenty jobs never
-flood the pacer.  Starts and final summaries go through the durable outbox.
+flood the pacer.  Starts and final summaries go through the durable outbox,
+in order (``telling``): a job's process and its events begin only once its
+"started" line is in the outbox, and a progress tick waits while anything
+is on its way there, so nothing about a job overtakes its start or result.
+A dry run's result is followed by what it would change (``plan_lines`` in
+the channels; a longer plan goes to the requester privately).
 
 Approvals are bound to the job's digest: module name, version and folder
 content, environment and parameters.  If the module changes on disk before
@@ -56,6 +61,7 @@ from ..core.secrets import MASK, REDACTOR, Secret
 from ..core.store import Store
 from ..core.text import without_hidden
 from . import runners
+from .telling import Teller
 
 __all__ = ["TERMINAL", "Job", "JobManager", "Person"]
 
@@ -74,6 +80,7 @@ ACTIVE = ("awaiting_approval", "starting", "running")
 # last STEPS_SHOWN of them (each cut to STEP_CHARS) and how many more.
 STEPS_SHOWN = 4
 STEP_CHARS = 60
+PLAN_CHARS = 300  # a plan line is cut here: one IRC line each
 
 
 def _progress_text(job: Job) -> str:
@@ -205,20 +212,6 @@ def _shown(module: Module, params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _pack(texts: list[str], head: str, limit: int = 360) -> list[str]:
-    """Join ``texts`` with `` | `` into as few lines of at most ``limit``
-    characters as possible, never cutting one (a longer one stands alone)."""
-    lines: list[str] = []
-    current = head
-    for text in texts:
-        if current not in (head, "") and len(current) + 3 + len(text) > limit:
-            lines.append(current)
-            current = ""
-        current += (" | " if current not in (head, "") else "") + text
-    lines.append(current)
-    return lines
-
-
 def _age(seconds: float) -> str:
     s = max(0, int(seconds))
     if s < 90:
@@ -246,11 +239,14 @@ class JobManager:
         submit: Callable[[Event], object],
         wants: Callable[[str], bool] = lambda key: True,
         module_config: Callable[[str], Mapping[str, Any]] = lambda name: {},
+        pending: Callable[[], int] = lambda: 0,
     ) -> None:
+        """``announce`` is the durable outbox's; ``pending`` how many
+        announcements it has not yet handed to IRC (progress ticks wait
+        while there are any, so they never overtake a job's start)."""
         self.config = config
         self.store = store
         self.modules = modules
-        self._announce = announce
         self._say = say
         self._submit = submit
         self._wants = wants
@@ -258,9 +254,8 @@ class JobManager:
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.jobs: dict[str, Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.gather_s = 0.25
-        self._gathered: dict[str, list[str]] = {}
-        self._gather_task: asyncio.Future[None] | None = None
+        self._teller = Teller(announce)
+        self._pending = pending
         self.stats = {"started": 0, "refused": 0, "lines": 0, "progress_lines": 0}
 
     # -- lookups ------------------------------------------------------------------
@@ -549,9 +544,15 @@ class JobManager:
         job.started_at = time.time()
         self.stats["started"] += 1
         await self.store.job_update(job.id, status="running", started_at=job.started_at)
-        self._event("deploy.started", job)
         await self._tell_all(job, f"job {job.id} started: {job.command} by {job.requester.handle}")
-        self._spawn(self._run(job, module))
+
+        def begin() -> None:
+            # Only now: the event, the process and everything it prints come
+            # after the "started" line, which is in the outbox.
+            self._event("deploy.started", job)
+            self._spawn(self._run(job, module))
+
+        self._teller.after(begin)
 
     async def _spec(self, job: Job, module: Module) -> runners.RunSpec:
         # Module config may call Key Vault: a worker thread keeps the loop free.
@@ -573,6 +574,7 @@ class JobManager:
 
     async def _run(self, job: Job, module: Module) -> None:
         status, summary, code = "failed", "", None
+        plan: tuple[tuple[str, ...], int] = ((), 0)
         try:
             # Inside the try: a module config that fails to load (a vault
             # secret gone) still closes the job and releases the lease.
@@ -582,6 +584,7 @@ class JobManager:
             )
             status, code = result.status, result.exit_code
             summary = result.summary
+            plan = (result.changes, result.change_count)
         except Exception:
             ref = secrets.token_hex(3)
             log.exception("job %s (%s) could not run (ref %s)", job.id, job.where, ref)
@@ -590,7 +593,7 @@ class JobManager:
             with contextlib.suppress(Exception):
                 await self.store.lease_release(job.module, job.env, job.id)
         job.exit_code = code
-        await self._close(job, status, job.reason, summary=summary)
+        await self._close(job, status, job.reason, summary=summary, plan=plan)
 
     def passed_env(self) -> dict[str, str]:
         """``deploy.pass_env``: variables of the bot's own environment that jobs
@@ -630,8 +633,16 @@ class JobManager:
             )
 
     async def _close(
-        self, job: Job, status: str, reason: str | None, *, summary: str | None = None
+        self,
+        job: Job,
+        status: str,
+        reason: str | None,
+        *,
+        summary: str | None = None,
+        plan: tuple[tuple[str, ...], int] = ((), 0),
     ) -> None:
+        """Record the job's end and tell the channels (a dry run: with what it
+        would change); the ``deploy.finished`` event follows the result line."""
         job.status = status
         job.reason = reason
         job.finished_at = time.time()
@@ -649,7 +660,6 @@ class JobManager:
             summary=job.summary,
             tail=list(job.tail),
         )
-        self._event("deploy.finished", job)
         text = f"job {job.id} {job.where} {job.mode} "
         if job.started_at is None:
             text += f"{status}: {reason}" if reason else status
@@ -658,32 +668,52 @@ class JobManager:
             if reason and reason not in text:
                 text += f" ({reason})"
         await self._tell_all(job, text)
+        if job.mode == "plan" and plan[1]:
+            self._tell_plan(job, text, *plan)
+        self._teller.after(lambda: self._event("deploy.finished", job))
 
     # -- telling people -------------------------------------------------------------
 
     async def _tell_all(self, job: Job, text: str) -> None:
-        """Starts, summaries, approvals: durable, and gathered for a moment so
-        that twenty jobs ending together make a few lines, not twenty (at the
-        server's one line a second the last summary would wait 20 s)."""
+        """Starts, summaries, approvals: durable, gathered and in order (``telling``)."""
         text = REDACTOR.redact(text)
         for target in self.targets(job):
-            self._gathered.setdefault(target, []).append(text)
-        if self._gather_task is None or self._gather_task.done():
-            self._gather_task = asyncio.ensure_future(self._flush_gathered())
-            self._tasks.add(self._gather_task)
-            self._gather_task.add_done_callback(self._tasks.discard)
+            self._teller.tell(target, text)
 
-    async def _flush_gathered(self) -> None:
-        await asyncio.sleep(self.gather_s)
-        gathered, self._gathered = self._gathered, {}
-        for target, texts in gathered.items():
-            if len(texts) > 3:  # packed whole into lines that fit IRC's 512 bytes
-                texts = _pack(texts, f"{len(texts)} job updates: ")
-            for text in texts:
-                try:
-                    await self._announce(target, text)
-                except Exception:
-                    log.exception("could not announce to %s: %s", target, text[:80])
+    def _tell_plan(self, job: Job, result: str, lines: tuple[str, ...], count: int) -> None:
+        """A dry run's first lines of what would change: in the channels when
+        they are few (``plan_lines``), else to the requester privately (up to
+        ``plan_private_lines``) and a pointer in the channels."""
+        cfg = self.config
+        targets = self.targets(job)
+        nick = job.requester.nick
+        private = nick is not None and not any(self._same_target(nick, t) for t in targets)
+        if count <= cfg.plan_lines or not private or not cfg.plan_private_lines:
+            shown = cfg.plan_private_lines if not private else cfg.plan_lines
+            plan = self._plan_texts(job, lines, count, shown)
+            for target in targets:
+                for text in plan:
+                    self._teller.tell(target, text, packable=False)
+            return
+        assert nick is not None
+        for target in targets:
+            pointer = f"[{job.id}] {count} changes: the plan went to {nick} privately"
+            self._teller.tell(target, pointer, packable=False)
+        self._teller.tell(nick, REDACTOR.redact(result), packable=False)
+        for text in self._plan_texts(job, lines, count, cfg.plan_private_lines):
+            self._teller.tell(nick, text, packable=False)
+
+    @staticmethod
+    def _plan_texts(job: Job, lines: tuple[str, ...], count: int, shown: int) -> list[str]:
+        texts = [REDACTOR.redact(f"[{job.id}] {line}")[:PLAN_CHARS] for line in lines[:shown]]
+        if count > len(texts):
+            more = count - len(texts)
+            texts.append(f"[{job.id}] ... {more} more (the job's last lines: !job {job.id})")
+        return texts
+
+    @staticmethod
+    def _same_target(a: str, b: str) -> bool:
+        return a.casefold() == b.casefold()
 
     def _event(self, key: str, job: Job, **extra: Any) -> None:
         payload = {k: v for k, v in job.record().items() if k != "tail"}
@@ -696,8 +726,14 @@ class JobManager:
 
     def progress_tick(self, now: float | None = None) -> int:
         """Show what is new in running jobs: one line per job, or one combined
-        line per channel when more than three jobs have news.  Returns lines sent."""
+        line per channel when more than three jobs have news.  Returns lines sent.
+
+        Skipped (the news keeps for the next tick) while a start or result
+        is on its way to IRC: progress goes straight to the pacer and must
+        not overtake it."""
         now = time.time() if now is None else now
+        if self._teller.busy or self._pending() > 0:
+            return 0
         news: dict[str, list[tuple[Job, str]]] = {}
         for job in self.live():
             if job.status != "running" or not job.fresh:
@@ -767,5 +803,7 @@ class JobManager:
             if job.status == "running":
                 job.reason = "the bot is stopping"
                 job.cancel.set()
+        await self._teller.drain(timeout=5)  # a run about to begin begins, cancelled
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.config.kill_grace_s + 5)
+        await self._teller.drain(timeout=5)

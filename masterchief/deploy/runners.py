@@ -32,12 +32,15 @@ holding secrets, and returns a ``RunResult``.  Every output line is cleaned
 redactor and by one that knows this run's secret values, cut to
 ``max_line_bytes`` and handed to ``on_output`` as an ``OutputLine``.
 
-Tools with structured output are parsed (pure parsers, below): our Ansible
-callback's JSON lines (``ansible_callback/masterchief_jsonl.py``) and
-``terraform -json`` become ``task`` lines (a task or phase starts), ``step``
-lines (a host result, a resource change) and ``error`` lines, and give the
-changed / failed counts.  Raw lines are read up to ``RAW_LINE_BYTES`` so a
-long JSON event still parses, and are shown cut to ``max_line_bytes``.
+Tools with structured output are parsed (``parsers``: our Ansible
+callback's JSON lines and ``terraform -json`` become ``task``/``step``/
+``error`` lines and give the changed / failed counts).  A dry run also
+collects what it would change -- changed Ansible tasks, Terraform's planned
+changes and its ``Plan: ...`` line, the objects helm-diff, helm template or
+kubectl diff name, a script's dry-run output -- into the result's
+``changes`` (cleaned and redacted like every line).  Raw lines are read up
+to ``RAW_LINE_BYTES`` so a long JSON event still parses, and are shown cut
+to ``max_line_bytes``.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ import yaml
 from masterchief.core.errors import ConfigError, UserError
 from masterchief.core.modules import tool_variables
 from masterchief.core.secrets import MASK, REDACTOR, Redactor, Secret
+from masterchief.deploy.parsers import Item, LineKind, OutputFormat, Parser, parser_for
 from masterchief.deploy.process import run_process
 
 __all__ = [
@@ -89,14 +93,13 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["deploy", "plan"]
 Status = Literal["succeeded", "failed", "timed_out", "cancelled"]
-LineKind = Literal["line", "task", "step", "error"]
-OutputFormat = Literal["text", "ansible", "terraform", "kubectl"]
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VENV_BIN = str(Path(sys.executable).parent)
 PLUGIN_DIR = Path(__file__).resolve().parent / "ansible_callback"
 MARKER = "MASTERCHIEF_JOB"
 RAW_LINE_BYTES = 65536
+CHANGES_KEPT = 200  # plan lines a result keeps (all are counted)
 PROBE_TIMEOUT_S = 30.0
 
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -188,7 +191,9 @@ class OutputLine:
 class RunResult:
     """How a run ended.  ``changed``/``failed`` come from structured output
     (None when the tool has none); ``exit_code`` is the last step's (negative:
-    killed by that signal; None: no process ran)."""
+    killed by that signal; None: no process ran).  A dry run's ``changes``
+    are the first ``CHANGES_KEPT`` lines of what it would change, out of
+    ``change_count``; the summary carries the tool's own plan headline."""
 
     status: Status
     exit_code: int | None
@@ -197,6 +202,8 @@ class RunResult:
     failed: int | None
     tail: tuple[str, ...]
     summary: str
+    changes: tuple[str, ...] = ()
+    change_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,149 +571,6 @@ def _cut(text: str, max_bytes: int) -> tuple[str, bool]:
     return data[:max_bytes].decode("utf-8", "ignore"), True
 
 
-Item = tuple[str, LineKind, dict[str, Any] | None]
-
-
-class _TextParser:
-    """Plain output: every line is a ``line``; no counts."""
-
-    def __init__(self) -> None:
-        self.changed: int | None = None
-        self.failed: int | None = None
-
-    def feed(self, text: str) -> list[Item]:
-        return [(text, "line", None)]
-
-
-def _json_event(text: str, key: str) -> dict[str, Any] | None:
-    if not text.startswith("{"):
-        return None
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) and key in obj else None
-
-
-class _AnsibleParser(_TextParser):
-    """The JSON lines of ``masterchief_jsonl``; counts from its stats."""
-
-    def feed(self, text: str) -> list[Item]:
-        ev = _json_event(text, "mc")
-        if ev is None:
-            return [(text, "line", None)]
-        kind = ev.get("mc")
-        if kind == "task_start":
-            role = f"{ev.get('role')} : " if ev.get("role") else ""
-            word = "RUNNING HANDLER" if ev.get("handler") else "TASK"
-            return [(f"{word} [{role}{ev.get('name', '')}]", "task", ev)]
-        if kind == "play_start":
-            return [(f"PLAY [{ev.get('name', '')}]", "line", ev)]
-        if kind == "result":
-            return [self._result(ev)]
-        if kind == "diff":
-            return [(line, "line", None) for line in str(ev.get("text", "")).splitlines()]
-        if kind == "stats":
-            totals = ev.get("totals") or {}
-            self.changed = int(totals.get("changed", 0))
-            self.failed = int(totals.get("failures", 0)) + int(totals.get("unreachable", 0))
-            return [("PLAY RECAP", "line", ev)]
-        if kind == "host_stats":
-            counts = " ".join(
-                f"{k}={ev.get(k, 0)}"
-                for k in ("ok", "changed", "unreachable", "failures", "skipped", "rescued")
-            )
-            return [(f"{ev.get('host', '')} : {counts}", "line", ev)]
-        if kind == "no_hosts":
-            return [("skipping: no hosts matched", "line", ev)]
-        if kind == "playbook_start":
-            check = " (check mode)" if ev.get("check") else ""
-            return [(f"PLAYBOOK [{ev.get('playbook', '')}]{check}", "line", ev)]
-        return [(text, "line", None)]
-
-    @staticmethod
-    def _result(ev: dict[str, Any]) -> Item:
-        status = str(ev.get("status", ""))
-        word = {"skipped": "skipping", "ignored": "failed (ignored)"}.get(status, status)
-        text = f"{word}: [{ev.get('host', '')}]"
-        if ev.get("item"):
-            text += f" => (item={ev['item']})"
-        if ev.get("msg"):
-            text += f" => {ev['msg']}"
-        kind: LineKind = "error" if status in ("failed", "unreachable") else "step"
-        return text, kind, ev
-
-
-class _TerraformParser(_TextParser):
-    """``terraform -json`` (machine-readable UI) lines.
-
-    Counts: ``changed`` is add + change + remove of the step's change summary
-    (the apply's, or in plan mode the plan's), or for an apply that stopped
-    before its summary, the resources completed; ``failed`` counts
-    ``apply_errored`` resources.
-    """
-
-    _STEPS = frozenset(
-        {"planned_change", "resource_drift", "apply_start", "apply_complete", "provision_complete"}
-    )
-
-    def feed(self, text: str) -> list[Item]:
-        ev = _json_event(text, "@message")
-        if ev is None:
-            return [(text, "line", None)]
-        if self.failed is None:  # structured output: counts start at zero
-            self.changed, self.failed = 0, 0
-        kind = ev.get("type")
-        message = str(ev.get("@message", ""))
-        if kind == "change_summary":
-            changes = ev.get("changes") or {}
-            self.changed = sum(int(changes.get(k, 0)) for k in ("add", "change", "remove"))
-            return [(message, "line", ev)]
-        if kind == "apply_complete":
-            # Until the apply's own summary arrives (it does not after a
-            # failure), changed counts the resources applied so far.
-            self.changed = (self.changed or 0) + 1
-            return [(message, "step", ev)]
-        if kind == "apply_errored":
-            self.failed += 1
-            return [(message, "error", ev)]
-        if kind == "diagnostic":
-            diag = ev.get("diagnostic") or {}
-            detail = str(diag.get("detail") or "").strip()
-            text = f"{message}: {detail}" if detail else message
-            error = ev.get("@level") == "error" or diag.get("severity") == "error"
-            lines = [line for line in text.splitlines() if line.strip()]
-            return [(line, "error" if error else "line", ev) for line in lines]
-        return [(message, "step" if kind in self._STEPS else "line", ev)]
-
-
-_KUBECTL_RESULT = re.compile(
-    r"(\S+) (created|configured|unchanged|deleted|pruned|serverside-applied)"
-)
-
-
-class _KubectlParser(_TextParser):
-    """``kubectl apply`` prints ``<kind>/<name> <verb>`` per object."""
-
-    def feed(self, text: str) -> list[Item]:
-        m = _KUBECTL_RESULT.fullmatch(text.strip())
-        if m is None:
-            return [(text, "line", None)]
-        if self.changed is None:
-            self.changed = 0
-        if m.group(2) != "unchanged":
-            self.changed += 1
-        return [(text, "step", {"object": m.group(1), "result": m.group(2)})]
-
-
-_PARSERS: dict[OutputFormat, type[_TextParser]] = {
-    "text": _TextParser,
-    "ansible": _AnsibleParser,
-    "terraform": _TerraformParser,
-    "kubectl": _KubectlParser,
-}
-
-
 # --- running --------------------------------------------------------------------
 
 
@@ -757,6 +621,13 @@ class _Emitter:
         parts = text.split("...")
         return "...".join([*(self._mask_cut_tail(p) for p in parts[:-1]), parts[-1]])
 
+    def shown(self, text: str, *, raw_cut: bool = False) -> tuple[str, bool]:
+        """``text`` as it may be shown: cleaned, redacted, cut (and whether it was)."""
+        text = self._mask_before_ellipses(self.redact(clean_text(text)))
+        if raw_cut:
+            text = self._mask_cut_tail(text)
+        return _cut(text, self._max_bytes)
+
     def emit(
         self,
         text: str,
@@ -765,11 +636,9 @@ class _Emitter:
         *,
         raw_cut: bool = False,
         keep: bool = True,
-    ) -> None:
-        text = self._mask_before_ellipses(self.redact(clean_text(text)))
-        if raw_cut:
-            text = self._mask_cut_tail(text)
-        text, cut = _cut(text, self._max_bytes)
+    ) -> str:
+        """Hand the line to ``on_output``; returns it as shown."""
+        text, cut = self.shown(text, raw_cut=raw_cut)
         line = OutputLine(
             text=text,
             kind=kind,
@@ -784,6 +653,7 @@ class _Emitter:
             if not self._failed:
                 log.exception("on_output failed; later failures are not logged")
             self._failed = True
+        return text
 
 
 def _run_redactor(spec: RunSpec) -> Redactor:
@@ -861,7 +731,9 @@ def _summary(status: Status, spec: RunSpec, result: _Tally) -> str:
     if status == "failed" and result.failed_step:
         code = f" (exit {result.exit_code})" if result.exit_code is not None else ""
         text += f" at {result.failed_step}{code}"
-    if result.changed is not None or result.failed is not None:
+    if spec.mode == "plan" and result.headline:
+        text += f": {result.headline}"
+    elif result.changed is not None or result.failed is not None:
         text += f": changed {result.changed or 0}, failed {result.failed or 0}"
     return f"{text} (job {spec.job_id})"
 
@@ -873,6 +745,14 @@ class _Tally:
     changed: int | None = None
     failed: int | None = None
     failed_step: str = ""
+    headline: str | None = None
+    changes: list[str] = field(default_factory=list)
+    change_count: int = 0
+
+    def add_change(self, line: str) -> None:
+        self.change_count += 1
+        if len(self.changes) < CHANGES_KEPT:
+            self.changes.append(line)
 
 
 async def _run_steps(
@@ -892,12 +772,16 @@ async def _run_steps(
             return "timed_out"
         if step.announce:
             emitter.emit(step.announce, "task")
-        parser = _PARSERS[step.output]()
+        plan = spec.mode == "plan"
+        parser = parser_for(step.output, step.label, plan=plan)
 
-        def on_line(text: str, cut: bool, parser: _TextParser = parser) -> None:
+        def on_line(text: str, cut: bool, parser: Parser = parser, plan: bool = plan) -> None:
             items: list[Item] = [(text, "line", None)] if cut else parser.feed(text)
-            for item_text, kind, data in items:
-                emitter.emit(item_text, kind, data, raw_cut=cut)
+            for item in items:
+                emitter.emit(*item, raw_cut=cut)
+                change = parser.change(item) if plan else None
+                if change is not None:
+                    tally.add_change(emitter.shown(change, raw_cut=cut)[0])
 
         try:
             result = await run_process(
@@ -920,6 +804,8 @@ async def _run_steps(
             tally.changed = parser.changed
         if parser.failed is not None:
             tally.failed = parser.failed
+        if parser.headline is not None:
+            tally.headline = emitter.shown(parser.headline)[0]
         tally.exit_code = result.exit_code
         if result.stragglers and result.outcome == "exited":
             emitter.emit(f"stopped {result.stragglers} leftover process(es) of {step.label}")
@@ -979,4 +865,6 @@ async def run(
         failed=tally.failed,
         tail=tuple(emitter.tail),
         summary=summary,
+        changes=tuple(tally.changes),
+        change_count=tally.change_count,
     )

@@ -42,6 +42,7 @@ case "$svc" in
   leak) echo "connecting with token=$MC_VAR_TOKEN"; exit 3 ;;
   fork) sleep 300 & setsid sleep 301 & echo "forked"; wait ;;
   hang) while :; do sleep 0.1; done ;;
+  many) n=0; while [ $n -lt 30 ]; do n=$((n+1)); echo "would touch /srv/file$n"; done ;;
   fork4)
     d="$MC_VAR_GATE.$MC_JOB_ID"; mkdir -p "$d"
     /bin/sh -c 'echo $$ > "$1/background"; exec sleep 300' sh "$d" &
@@ -601,7 +602,8 @@ async def test_terraform_plan_and_deploy_run_the_terraform_on_path(
     op = await person(tool_bot, irc_client, "o", chan="#ops")
     line = await say(op, "!plan net dev location=westeurope", r"job [0-9a-f]{6} net/dev plan ")
     assert re.fullmatch(
-        r"job \w{6} net/dev plan succeeded in [\d.]+s: changed 3, failed 0", line.text
+        r"job \w{6} net/dev plan succeeded in [\d.]+s: Plan: 2 to add, 1 to change, 0 to destroy\.",
+        line.text,
     )
     line = await say(op, "!deploy net dev location=westeurope", r"job [0-9a-f]{6} net/dev deploy ")
     assert re.fullmatch(
@@ -626,7 +628,11 @@ async def test_helm_plan_and_deploy_run_the_helm_on_path(
 ) -> None:  # type: ignore[no-untyped-def]
     op = await person(tool_bot, irc_client, "o", chan="#ops")
     line = await say(op, "!plan web dev image_tag=1.4.2", r"job [0-9a-f]{6} web/dev plan ")
-    assert re.fullmatch(r"job \w{6} web/dev plan succeeded in [\d.]+s", line.text), line.text
+    assert re.fullmatch(
+        r"job \w{6} web/dev plan succeeded in [\d.]+s: helm template: 2 objects rendered "
+        r"\(no helm-diff plugin: what would change is not known\)",
+        line.text,
+    )
     plan = await tool_bot.store.job_get(job_id(line.text))
     assert '  image_tag: "1.4.2"' in plan["tail"]  # helm template, the value as data
     line = await say(op, "!deploy web dev image_tag=1.4.2", r"job [0-9a-f]{6} web/dev deploy ")

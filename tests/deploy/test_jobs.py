@@ -17,6 +17,7 @@ from masterchief.core.secrets import REDACTOR, Secret
 from masterchief.core.store import Store
 from masterchief.deploy.jobs import Job, JobManager, Person
 from masterchief.deploy.runners import OutputLine
+from tests.harness import wait_until
 
 MANIFEST = """\
 name: {name}
@@ -40,6 +41,8 @@ class Rig:
         self.announced: list[tuple[str, str]] = []
         self.said: list[tuple[str, str]] = []
         self.events: list[Event] = []
+        self.gate = asyncio.Event()  # announcements wait for it (a slow store, a busy outbox)
+        self.gate.set()
 
 
 @pytest.fixture
@@ -57,6 +60,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     holder: list[Rig] = []
 
     async def announce(target: str, text: str) -> None:
+        await holder[0].gate.wait()
         holder[0].announced.append((target, text))
 
     jobs = JobManager(
@@ -370,3 +374,41 @@ async def test_a_requester_gone_from_irc_cancels_their_waiting_jobs_once(rig: Ri
     rig.jobs.connection_lost()
     assert theirs.status == "cancelled"
     await told(rig, f"job {theirs.id} base/prod deploy cancelled: the bot lost its IRC")
+
+
+async def test_nothing_about_a_job_overtakes_its_started_line(rig: Rig) -> None:
+    """The outbox is slow to take the "started" line: the job's process, its
+    deploy.started event and its progress lines (straight to the pacer) wait."""
+    rig.gate.clear()
+    module = rig.jobs.module("base")
+    job = await rig.jobs.request(module, "dev", "deploy", {"service": "api"}, ALICE, "#ops")
+    assert job.status == "running"
+    await asyncio.sleep(0.5)  # a negative check: time enough to run and print, were it started
+    assert rig.jobs.progress_tick() == 0 and rig.said == []
+    assert [e.key for e in rig.events] == ["deploy.requested"]
+    assert list(job.tail) == []  # the process has not started
+    rig.gate.set()
+    await finished(job)
+    await told(rig, f"job {job.id} base/dev deploy succeeded")
+    await rig.jobs.shutdown()
+    ops = [t for target, t in rig.announced if target == "#ops"]
+    assert ops[0].startswith(f"job {job.id} started") and "succeeded" in ops[-1]
+    keys = [e.key for e in rig.events]
+    assert keys[:2] == ["deploy.requested", "deploy.started"] and keys[-1] == "deploy.finished"
+
+
+async def test_a_line_told_while_a_flush_is_announcing_is_not_stranded(rig: Rig) -> None:
+    module = rig.jobs.module("base")
+    first = await rig.jobs.request(module, "prod", "deploy", {"service": "a"}, ALICE, "#ops")
+    await told(rig, f"job {first.id} (!deploy base prod service=a")
+    rig.gate.clear()  # the next flush hangs in the middle of announcing
+    second = await rig.jobs.request(module, "prod", "deploy", {"service": "b"}, ALICE, "#ops")
+    teller = rig.jobs._teller
+    # the flush took the line and waits on the gate
+    await wait_until(lambda: not teller._gathered and teller.busy, 15)
+    third = await rig.jobs.request(module, "prod", "deploy", {"service": "c"}, ALICE, "#ops")
+    rig.gate.set()
+    await told(rig, f"job {second.id} (!deploy base prod service=b")
+    await told(rig, f"job {third.id} (!deploy base prod service=c")  # no later line needed
+    for job in (first, second, third):
+        await rig.jobs.cancel(job.id, ALICE, anyone)

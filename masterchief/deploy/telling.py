@@ -1,0 +1,123 @@
+"""How the job manager tells channels: gathered, packed, in order, then events.
+
+How this works.  A job's starts, summaries, approval requests and plan
+lines go to the durable outbox (``announce``), but not one by one: they are
+gathered for ``gather_s`` so that twenty jobs ending together make a few
+lines, not twenty (at the server's one line a second the last summary would
+wait 20 s).  Up to three updates for a target go as they are; more are
+packed into lines of ``" | "``-joined updates.  Plan lines are never packed:
+they are the plan, one line each.
+
+Order.  Everything for a target is announced in the order it was told, by
+one flush task at a time; lines told while a flush is announcing go out in
+the same task's next round (never stranded until some later line).  A
+callback given with ``after()`` runs once every line told before it is in
+the outbox, which is how the job manager makes a job's ``deploy.started``
+event, its process (and so its progress lines and output events) and its
+``deploy.finished`` event come after the line that announces them: nothing
+the bot or a script says about a job can overtake its "started" line or its
+result on the way to IRC.  ``busy`` says whether anything is still on its
+way to the outbox, so progress ticks (sent straight to the pacer) can wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+__all__ = ["Teller", "pack"]
+
+log = logging.getLogger("masterchief.deploy")
+
+PACK_AFTER = 3  # more job updates than this for one target are packed
+PACK_LIMIT = 360  # characters per packed line: fits IRC's 512 bytes with the prefix
+
+
+def pack(texts: list[str], head: str, limit: int = PACK_LIMIT) -> list[str]:
+    """Join ``texts`` with `` | `` into as few lines of at most ``limit``
+    characters as possible, never cutting one (a longer one stands alone)."""
+    lines: list[str] = []
+    current = head
+    for text in texts:
+        if current not in (head, "") and len(current) + 3 + len(text) > limit:
+            lines.append(current)
+            current = ""
+        current += (" | " if current not in (head, "") else "") + text
+    lines.append(current)
+    return lines
+
+
+def _packed(entries: list[tuple[str, bool]]) -> list[str]:
+    """A target's gathered lines as sent: with more than ``PACK_AFTER``
+    packable ones, each run of consecutive packable lines is packed."""
+    if sum(packable for _, packable in entries) <= PACK_AFTER:
+        return [text for text, _ in entries]
+    out: list[str] = []
+    run: list[str] = []
+    for text, packable in [*entries, ("", False)]:  # a sentinel ends the last run
+        if packable:
+            run.append(text)
+            continue
+        if len(run) > 1:
+            out += pack(run, f"{len(run)} job updates: ")
+        else:
+            out += run
+        run = []
+        if text:
+            out.append(text)
+    return out
+
+
+class Teller:
+    """Gathers lines per target and announces them in order (see the module doc)."""
+
+    def __init__(self, announce: Callable[[str, str], Awaitable[None]], gather_s: float = 0.25):
+        self._announce = announce
+        self.gather_s = gather_s
+        self._gathered: dict[str, list[tuple[str, bool]]] = {}
+        self._after: list[Callable[[], None]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def tell(self, target: str, text: str, *, packable: bool = True) -> None:
+        """Queue ``text`` (already redacted) for ``target``."""
+        self._gathered.setdefault(target, []).append((text, packable))
+        self._kick()
+
+    def after(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once every line told so far is in the outbox."""
+        self._after.append(callback)
+        self._kick()
+
+    @property
+    def busy(self) -> bool:
+        """Lines or callbacks still on their way."""
+        return self._task is not None and not self._task.done()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until everything told went out."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task}, timeout=timeout)
+
+    def _kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(self.gather_s)
+        # No await between this test and returning: a line told after it
+        # finds the task done and starts a new one.
+        while self._gathered or self._after:
+            gathered, self._gathered = self._gathered, {}
+            after, self._after = self._after, []
+            for target, entries in gathered.items():
+                for text in _packed(entries):
+                    try:
+                        await self._announce(target, text)
+                    except Exception:
+                        log.exception("could not announce to %s: %s", target, text[:80])
+            for callback in after:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("a deploy callback failed")
