@@ -86,10 +86,10 @@ _OVERRIDES = ("ansible_connection", "ansible_host", "ansible_ssh_host")
 
 @dataclass(frozen=True, slots=True)
 class Reach:
-    """Where a run goes.  ``source``: what the hosts came from, fit to show
-    (an inventory's path under the project, or how the kind runs);
-    ``hosts``: every target; ``local``: ``(host, why)`` for each target that
-    is the bot's host."""
+    """Where a run goes.  ``source``: the inventory the hosts came from, fit
+    to show (its path under the project), or ``""``; ``hosts``: every
+    target; ``local``: ``(host, why)`` for each target that is the bot's host
+    (``host`` is ``""`` for a script)."""
 
     source: str
     hosts: tuple[str, ...]
@@ -257,14 +257,13 @@ async def reach(
         options = module.manifest.script
         if options is not None and not options.changes_bot_host:
             return None
-        why = "a script runs on the bot's host"
-        return Reach("the script", ("the bot's host",), (("the bot's host", why),))
+        return Reach("", ("the bot's host",), (("", "a script always runs there"),))
     if module.kind != "ansible":
         return None
     inventory = ansible_inventory(module, env)
     if inventory is None:
         why = "no inventory for this environment: it runs with -i localhost, -c local"
-        return Reach("no inventory", ("localhost",), (("localhost", why),))
+        return Reach("", ("localhost",), (("localhost", why),))
     shown = _shown(inventory, project_dir)
     listing = await _list_inventory(inventory, module.dir, extra_env or {})
     if not isinstance(listing, Mapping):
@@ -312,8 +311,10 @@ async def check(
     if not found.local:
         return
     host, why = found.local[0]
+    detail = f"{host}: {why}" if host else why
     more = f" and {len(found.local) - 1} more" if len(found.local) > 1 else ""
-    what = f"{where} would run on the bot's own host ({host}: {why}{more}; {found.source})"
+    source = f"; {found.source}" if found.source else ""
+    what = f"{where} would run on the bot's own host ({detail}{more}{source})"
     if not allows_bot_host(config):
         raise UserError(
             f"{what}: refused; that needs {BOT_HOST_SETTING}: true in "

@@ -194,8 +194,10 @@ async def test_scripts_count_as_the_bot_host_unless_their_manifest_says_not(
     tmp_path: Path,
 ) -> None:
     local = script_module(tmp_path / "a")
-    assert "job dev would run on the bot's own host (the bot's host: a script runs" in (
-        await refusal(local, {}, owner=True)
+    assert await refusal(local, {}, owner=True) == (
+        "job dev would run on the bot's own host (a script always runs there): refused; "
+        "that needs allow_bot_host: true in config/modules/job.yaml and a global owner (+n) "
+        "to ask"
     )
     assert await refusal(local, {"allow_bot_host": True}, owner=True) == ""
     remote = script_module(tmp_path / "b", "script: {changes_bot_host: false}\n")

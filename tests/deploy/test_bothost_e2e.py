@@ -148,9 +148,9 @@ async def test_fresh_config_never_touches_the_bot_host(shipped_bot: App, irc_cli
     owner = await person(shipped_bot, irc_client, "n")
     line = await say(owner, "!deploy restart-service dev service=nginx", f"{owner.nick}: ")
     assert line.text.endswith(
-        "restart-service dev would run on the bot's own host (the bot's host: a script runs "
-        "on the bot's host; the script): refused; that needs allow_bot_host: true in "
-        "config/modules/restart-service.yaml and a global owner (+n) to ask"
+        "restart-service dev would run on the bot's own host (a script always runs there): "
+        "refused; that needs allow_bot_host: true in config/modules/restart-service.yaml "
+        "and a global owner (+n) to ask"
     ), line.text
     assert await shipped_bot.store.jobs_list() == []
 
