@@ -410,7 +410,7 @@ async def test_dispatcher_logs_fired_and_refused_commands_not_chat(
     for chain in (ping, refused, failed, chat):
         d.submit(*chain)
     await d.drain()
-    assert sink.lines[0] == "pong"
+    assert "pong" in sink.lines  # (the def handler answers from its thread: not first)
     await log_.flush()
     rows = {r.id: r for r in await list_events(store, limit=100)}
     assert set(rows) == {ping[1].id, refused[1].id, failed[1].id}
@@ -434,12 +434,14 @@ async def test_dispatcher_reports_every_event_of_a_chain(
     d.submit(*chanmsg("just chat", sink))
     d.submit(Event(type="webhook", key="nobody/listens"))
     await d.drain()
+    # a chain is recorded when it finishes: the plain handlers' one (in the
+    # handler lane) after the others, which had nothing to run
     assert seen == [
-        ("pubm", "fired"),
-        ("pub", "skipped"),
         ("pubm", "no-binding"),
         ("pub", "no-binding"),
         ("webhook", "no-binding"),
+        ("pubm", "fired"),
+        ("pub", "skipped"),
     ]
 
 
