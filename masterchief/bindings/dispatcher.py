@@ -598,16 +598,17 @@ class Dispatcher:
         token = current_owner.set(b.owner)
         wd.binding = b
         seq = wd.seq + 1
+        failure: BaseException | None = None
         try:
             wd.seq = seq  # odd: the watchdog times this call
             return b.handler(ev)
-        except HandlerTimeout:
-            self._fail(b, ev, None, True)
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            self._fail(b, ev, exc, False)
+        except (Exception, SystemExit, KeyboardInterrupt, HandlerTimeout) as exc:
+            failure = exc
         finally:
-            wd.seq = seq + 1
+            wd.seq = seq + 1  # even: no interrupt lands in the reporting below
             current_owner.reset(token)
+        timed_out = isinstance(failure, HandlerTimeout)
+        self._fail(b, ev, None if timed_out else failure, timed_out)
         return _FAILED
 
     def _start_job(
@@ -947,7 +948,14 @@ class _Job:
 
     def run(self) -> None:
         d = self.dispatcher
-        if d._run_sync(self.threaded, self.who, self):
+        try:
+            finished = d._run_sync(self.threaded, self.who, self)
+        except BaseException:  # defensive: the chain must still end (slot, on_done)
+            log.exception("dispatcher failed on %s", self.label)
+            with d.lane.lock:
+                finished = not self.abandoned
+                self.abandoned = True  # no timeout report after this
+        if finished:
             d._job_done(self)
 
     def call(self, b: Binding, ev: Event) -> object:
@@ -956,19 +964,20 @@ class _Job:
         self.since = time.monotonic()
         self.seq += 1  # odd: running
         token = current_owner.set(b.owner)
-        result: object
+        result: object = None
+        failure: BaseException | None = None
         try:
             result = b.handler(ev)
-        except (Exception, SystemExit, KeyboardInterrupt, HandlerTimeout) as exc:
-            result = exc
+        except BaseException as exc:  # in a thread even CancelledError is just a failure
+            failure = exc
         finally:
             current_owner.reset(token)
         with self.dispatcher.lane.lock:
             if self.abandoned:
                 return _ABANDONED
             self.seq += 1
-        if isinstance(result, BaseException):
-            self.dispatcher._fail(b, ev, result, False, self.stats)
+        if failure is not None:
+            self.dispatcher._fail(b, ev, failure, False, self.stats)
             return _FAILED
         return result
 

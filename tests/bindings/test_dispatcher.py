@@ -402,3 +402,25 @@ async def test_signal_handler_is_restored_on_stop() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert signal.getsignal(WATCHDOG_SIGNAL) is before
+
+
+@pytest.mark.parametrize(
+    "exc", [RuntimeError, SystemExit, KeyboardInterrupt, asyncio.CancelledError]
+)
+async def test_whatever_a_lane_handler_raises_ends_its_chain(
+    setup, exc: type[BaseException]
+) -> None:  # type: ignore[no-untyped-def]
+    table, d = setup
+    sink = Sink()
+
+    def boom(ev: Event) -> None:
+        raise exc()
+
+    table.bind("pub", "-|-", "!boom", boom, owner="script:x")
+    table.bind("pub", "-|-", "!ok", lambda ev: ev.reply("still here"), owner="script:x")
+    d.submit(*pub("!boom", sink))
+    d.submit(*pub("!ok", sink))
+    await d.drain(timeout=15)
+    assert re.fullmatch(r"!boom failed \(ref [0-9a-f]{6}\)", sink.lines[0]), sink.lines
+    assert sink.lines[1:] == ["still here"]
+    assert d.stats.errors == 1 and d.inflight == 0
