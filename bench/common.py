@@ -153,6 +153,7 @@ class BotProcess(Daemon):
         output: dict[str, Any] | None = None,
         scripts: dict[str, str] | None = None,
         env: dict[str, str] | None = None,
+        bot: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(workdir)
         self.extra_env = dict(env or {})
@@ -179,13 +180,21 @@ class BotProcess(Daemon):
             irc["output"] = output
         config = {
             "irc": irc,
-            "bot": {"scripts": ["scripts"], "timezone": "UTC", "command_prefix": "!"},
+            "bot": {
+                "scripts": ["scripts"],
+                "timezone": "UTC",
+                "command_prefix": "!",
+                **(bot or {}),
+            },
             "store": {"path": "var/bench.db"},
         }
         (self.config_dir / "global").mkdir(parents=True, exist_ok=True)
         (self.config_dir / "global" / "config.yaml").write_text(
             yaml.safe_dump(config, sort_keys=False)
         )
+        # --env must name an existing environment file (an empty one here)
+        (self.config_dir / "environments").mkdir(exist_ok=True)
+        (self.config_dir / "environments" / "bench.yaml").write_text("{}\n")
         self.argv = [
             str(MASTERCHIEF),
             "run",

@@ -25,13 +25,22 @@ What it does (all on 127.0.0.1, everything stopped at the end, even on error):
    (``TcpExt DelayedACKs``, machine-wide).
 4. The bot's RSS (``VmRSS`` from /proc/<pid>/status) after it joined and
    settled, and after all runs (plus ``VmHWM``, the peak).
-5. Spaced pings, one client, ``--quiet-pings`` pings ``--spacing`` s apart:
+5. While a script's plain ``def`` handler blocks (``!block`` sleeps
+   ``--block-s`` s in ``time.sleep``; another client sent it), one client
+   sends ``--blocked-pings`` ``!ping`` (an ``async def``, on the event loop)
+   and as many private ``ping`` (a plain ``def`` in ``scripts/ping.py``: it
+   runs in the handler lane, queued behind the blocked call until the lane
+   hands over after 20 ms). The handler writes a file when it starts and one
+   when it ends: the run starts after the first and must end before the
+   second (issue 8, item 17: answered within 100 ms).
+6. Spaced pings, one client, ``--quiet-pings`` pings ``--spacing`` s apart:
    first against the bot above, then against a second bot process with the
    DEFAULT output settings (burst 7, 1 line/s; one reply per 1.1 s stays
    within that budget), to show pacing adds no latency to a quiet channel.
 
 Targets (the issue): no lost replies; one client p50 < 2 ms (no ~40 ms
-floor); RSS < 60 MB.
+floor); RSS < 60 MB; while a def handler blocks, every ping answered within
+100 ms.
 """
 
 from __future__ import annotations
@@ -63,6 +72,21 @@ UNLIMITED_OUTPUT = {"burst": 1000, "rate": 100000.0, "recvq": 1048576}
 RSS_TARGET_MB = 60.0
 P50_TARGET_MS = 2.0
 QUIET_TOLERANCE_MS = 2.0  # a pacer delay would be hundreds of ms (1 token = 1 s)
+BLOCKED_TARGET_MS = 100.0
+BLOCKER = """\
+import time
+from pathlib import Path
+from masterchief import Event, bind
+
+HERE = Path(__file__).parent
+
+
+@bind("pub", "-|-", "!block")
+def block(ev: Event) -> None:
+    (HERE / "block.started").touch()
+    time.sleep(float(ev.text or 10))
+    (HERE / "block.finished").touch()
+"""
 
 
 @dataclass
@@ -101,10 +125,14 @@ HEADER = (
 class Pinger:
     """Matches the bot's ``pong <id>`` replies to one client's pending pings."""
 
-    def __init__(self, client: BenchClient, bot_nick: str, tag: str) -> None:
+    def __init__(
+        self, client: BenchClient, bot_nick: str, tag: str, *, private: bool = False
+    ) -> None:
         self.client = client
         self.bot_nick = bot_nick.lower()
         self.tag = tag
+        # private: "ping <id>" to the bot (the plain def in scripts/ping.py)
+        self.target, self.word = (bot_nick, "ping") if private else (CHANNEL, "!ping")
         self.pending: dict[str, asyncio.Future[int]] = {}
         self.own_nick = client.nick.lower()
         self.sent: dict[str, int] = {}
@@ -140,7 +168,7 @@ class Pinger:
         pid = f"{self.tag}{self.seq}"
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.pending[pid] = fut
-        t0 = self.client.say(CHANNEL, f"!ping {pid}")
+        t0 = self.client.say(self.target, f"{self.word} {pid}")
         self.sent[pid] = t0
         try:
             t1 = await asyncio.wait_for(fut, timeout)
@@ -195,9 +223,20 @@ async def start_bot(
     nick: str,
     output: dict[str, float] | None,
     pythonpath: str | None,
+    scripts: dict[str, str] | None = None,
 ) -> BotProcess:
     env = {"PYTHONPATH": pythonpath} if pythonpath else None
-    bot = BotProcess(workdir, ircd, nick=nick, channel=CHANNEL, output=output, env=env)
+    # a closed loop of pings is a command flood by design: no per-user limit here
+    bot = BotProcess(
+        workdir,
+        ircd,
+        nick=nick,
+        channel=CHANNEL,
+        output=output,
+        env=env,
+        scripts=scripts,
+        bot={"flood": {"commands": 1_000_000}},
+    )
     joined = watcher.expect(lambda ln: ln.command == "JOIN" and ln.nick.lower() == nick.lower())
     bot.start()
     deadline = time.monotonic() + 30
@@ -252,7 +291,13 @@ async def main_async(args: argparse.Namespace) -> int:
 
         # -- the bot, output paced for the unlimited class ------------------------
         bot = await start_bot(
-            tmp / "bot", ircd, fast[0], "mcbench", UNLIMITED_OUTPUT, args.bot_pythonpath
+            tmp / "bot",
+            ircd,
+            fast[0],
+            "mcbench",
+            UNLIMITED_OUTPUT,
+            args.bot_pythonpath,
+            {"blocker.py": BLOCKER},
         )
         bots.append(bot)
         await asyncio.sleep(1.0)
@@ -275,6 +320,31 @@ async def main_async(args: argparse.Namespace) -> int:
             spacing=args.spacing,
         )
         results.append(spaced)
+
+        # -- while a script's def handler blocks ------------------------------------
+        marks = tmp / "bot" / "scripts"
+        fast[1 % len(fast)].say(CHANNEL, f"!block {args.block_s:g}")
+        deadline = time.monotonic() + 15
+        while not (marks / "block.started").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("!block did not start")
+            await asyncio.sleep(0.01)
+        blocked = [
+            await run_pings(
+                "during !block: !ping (async def)",
+                [Pinger(fast[0], bot.nick, "b-")],
+                args.blocked_pings,
+                args.timeout,
+            ),
+            await run_pings(
+                "during !block: private ping (plain def)",
+                [Pinger(fast[0], bot.nick, "bp-", private=True)],
+                args.blocked_pings,
+                args.timeout,
+            ),
+        ]
+        still_blocked = not (marks / "block.finished").exists()
+        results.extend(blocked)
         rss_end = bot.rss_kb()
         hwm = bot.rss_kb("VmHWM")
         problems = log_problems(bot.log())
@@ -340,6 +410,13 @@ async def main_async(args: argparse.Namespace) -> int:
             ),
             "bot stayed connected, no errors in its log": not problems,
         }
+        worst = max((ms for r in blocked for ms in r.latencies_ms), default=float("inf"))
+        checks[
+            f"while a def handler blocked ({args.block_s:g} s sleep, still blocking after the "
+            f"runs: {still_blocked}): slowest of {sum(len(r.latencies_ms) for r in blocked)} "
+            f"pongs {worst:.3f} ms < {BLOCKED_TARGET_MS:.0f} ms, lost "
+            f"{sum(r.lost for r in blocked)}"
+        ] = still_blocked and worst < BLOCKED_TARGET_MS and not any(r.lost for r in blocked)
         for what, passed in checks.items():
             report.append(f"{'PASS' if passed else 'FAIL'}: {what}")
             ok = ok and passed
@@ -360,6 +437,10 @@ def main() -> int:
     ap.add_argument("--quiet-pings", type=int, default=10, help="spaced pings per pacer setting")
     ap.add_argument("--spacing", type=float, default=1.1, help="seconds between spaced pings")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds before a ping is lost")
+    ap.add_argument(
+        "--blocked-pings", type=int, default=200, help="pings of each kind during !block"
+    )
+    ap.add_argument("--block-s", type=float, default=10.0, help="how long !block sleeps")
     ap.add_argument(
         "--bot-pythonpath",
         metavar="DIR",
