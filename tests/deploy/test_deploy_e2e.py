@@ -295,7 +295,10 @@ async def test_cancel_and_timeout_reach_every_grandchild(bot, irc_client, tmp_pa
         else:
             end = "timed out"
         await boss.wait_for(rf"PRIVMSG #ops :job {job} {module}/dev deploy {end}", 20)
-        assert {n: p for n, p in pids.items() if _alive(p)} == {}, how
+        alive = {n: p for n, p in pids.items() if _alive(p)}
+        for pid in alive.values():  # do not leave them behind if the sweep failed
+            os.kill(pid, 9)
+        assert alive == {}, how
         assert job_pids(job) == set()
 
 

@@ -385,6 +385,8 @@ async def test_every_form_of_grandchild_is_gone_after_the_run(tmp_path: Path, ho
     assert result.outcome == expected
     assert sorted(seen) == sorted(FORMS)  # every form started and was seen alive
     alive = {name: pid for name, pid in seen.items() if _alive(pid)}
+    for pid in alive.values():  # do not leave them behind if the sweep failed
+        os.kill(pid, 9)
     assert alive == {}
     assert result.stragglers >= len(FORMS)
     if how == "exit":
