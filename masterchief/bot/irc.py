@@ -266,10 +266,13 @@ class _Client(pydle.Client):  # type: ignore[misc]
             return
         await self.write_now(line)
 
-    async def write_now(self, line: str) -> None:
-        """Write one line (no CRLF) to the socket now, charged to the pacer."""
+    async def write_now(self, line: str, *, charge: bool = True) -> None:
+        """Write one line (no CRLF) to the socket now, charged to the pacer's
+        bucket (``charge=False`` only for a line the pacer itself handed out:
+        it has paid already)."""
         data = line + "\r\n"
-        self.bot.output.charge(len(data.encode(self.encoding)))
+        if charge:
+            self.bot.output.charge(len(data.encode(self.encoding)))
         await super()._send(data)
 
     # -- pydle features that would write behind the pacer's back ---------------
@@ -610,7 +613,7 @@ class IrcBot:
         if c is None or not c.connected:
             raise ConnectionError("not connected")
         try:
-            await c.write_now(line)
+            await c.write_now(line, charge=False)  # the pacer took its tokens
         except (AttributeError, RuntimeError) as exc:  # pydle after a reset
             raise ConnectionError(str(exc)) from exc
 

@@ -258,6 +258,9 @@ async def test_300_line_burst_is_paced_inside_the_servers_flood_limits(  # type:
         assert not [r for r in caplog.records if "disconnected" in r.getMessage()]
         # the token bucket cannot have gone faster than burst + rate * t
         assert elapsed >= (300 - burst) / rate * 0.95, elapsed
+        # nor much slower: a line the pacer sends is paid once (charging it
+        # again as a direct write halved the rate)
+        assert elapsed <= (300 - burst) / rate * 1.5, elapsed
 
 
 # --------------------------------------------------------------------------- hostile text
