@@ -18,21 +18,34 @@ short reason, logged and counted, other refused types are skipped silently.
 Where a handler runs.  The bot's own plain handlers (owner ``builtin:...``)
 are short, touch state that lives on the event loop and run inline: a chain
 whose handlers are all built-in runs in the worker itself -- no task per
-event, which keeps the hot path fast.  Every other chain runs in its own
-task, tracked in ``self._tasks`` and limited by ``max_inflight``: ``async
-def`` handlers are awaited there under ``handler_timeout_s``, and a script's
-plain ``def`` handler goes to the ``HandlerLane`` (lane.py): a thread that
-runs such calls in order and hands its queue to another thread once a call
-blocks for ``takeover_s``.  So a ``def`` handler that blocks never stops the
-loop, and the calls behind it wait at most ``takeover_s``; its ``ev.reply``
-reaches the loop through ``call_soon_threadsafe`` (in order, before the
-handler's result), and its return value decides as before (a pubm's True
-skips the pub stage, a ctcp's True the built-in reply).  At
-``handler_timeout_s`` the call is abandoned: reported like an async timeout,
-its later replies dropped, and ``HandlerTimeout`` raised into it at its next
-Python instruction.  A handler that raises or times out is logged with a
-reference id, and the user sees only ``!cmd failed (ref 1a2b3c)``.  Nothing
-a handler does (raise, ``sys.exit()``, hang) stops the worker.
+event, which keeps the hot path fast.  A script's plain ``def`` handler runs
+in the ``HandlerLane`` (lane.py): a thread that runs its work in submission
+order and hands the queue to another thread once a piece blocks for
+``takeover_s``.  So a ``def`` handler that blocks never stops the loop, and
+what is queued behind it waits at most ``takeover_s``, the first time too.
+
+- A chain whose handlers are all scripts' plain ones is one ``_Job`` for the
+  lane: ``_run_sync`` walks it there exactly as it walks a built-in chain
+  inline (flags, ``stop``, records), and the loop collects finished jobs in
+  batches (``_collect``: counters, records, ``on_done``).  No task or future
+  per event: that is what keeps most of the inline throughput.
+- Any other chain runs in its own task (``_run_async``), tracked in
+  ``self._tasks``: ``async def`` handlers are awaited under
+  ``handler_timeout_s``, a script's plain handler is one ``_Call`` in the
+  lane awaited the same way, a built-in one runs inline.
+
+Both kinds of task and job hold one of ``max_inflight`` slots.  A handler in
+the lane sees its Event with a sink that hands replies to the loop through
+``call_soon_threadsafe`` (in order, before its result), and its return value
+decides as before (a pubm's True skips the pub stage, a ctcp's True the
+built-in reply).  At ``handler_timeout_s`` the call is abandoned: reported
+like an async timeout, its later replies dropped, ``HandlerTimeout`` raised
+into it at its next Python instruction, and the rest of its chain goes on in
+a task (``_overdue``); a job that waited that long without starting (every
+lane thread blocked) fails and never runs (``_expire``).  A handler that
+raises or times out is logged with a reference id, and the user sees only
+``!cmd failed (ref 1a2b3c)``.  Nothing a handler does (raise, ``sys.exit()``,
+hang) stops the worker.
 
 Built-in plain handlers cannot be cancelled either, so ``run()`` starts a
 ``_Watchdog`` thread for them.  Around each inline call the worker bumps one
