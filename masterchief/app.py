@@ -230,9 +230,16 @@ class App:
             ),
             Family(
                 "masterchief_dispatch_inflight",
-                "Chains running in tasks",
+                "Chains running in tasks or the handler lane",
                 "gauge",
                 samples={(): d.inflight},
+            ),
+            Family(
+                "masterchief_handler_lane",
+                "Scripts' plain handlers: threads, blocked threads, work waiting, takeovers",
+                "gauge",
+                ("what",),
+                {(k,): v for k, v in d.lane.stats().items()},
             ),
             Family(
                 "masterchief_dispatch_events",

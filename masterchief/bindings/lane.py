@@ -160,6 +160,15 @@ class HandlerLane:
         with self.lock:
             return sum(1 for w in self._workers if w.work is not None and w is not self._active)
 
+    def stats(self) -> dict[str, int]:
+        """For /metrics: threads alive, blocked ones, work waiting, takeovers so far."""
+        return {
+            "threads": self.threads,
+            "blocked": self.blocked,
+            "waiting": len(self._waiting),
+            "takeovers": self.takeovers,
+        }
+
     def shutdown(self) -> None:
         """Stop the monitor and let idle threads exit (blocked ones exit when
         their work returns; all are daemon threads)."""

@@ -316,6 +316,9 @@ async def test_a_full_lane_fails_waiting_calls_and_recovers(caplog) -> None:  # 
         d.submit(*pub("!quick 1", sink))
         await d.drain(timeout=15)
         assert d.lane.threads == 2 and ran == []  # never ran: no thread was free
+        stats = d.lane.stats()  # what /metrics shows
+        # the expired call stays queued (and is skipped) until a thread is free
+        assert stats["threads"] == 2 and stats["takeovers"] == 1 and stats["waiting"] == 1
         assert len([x for x in sink.lines if x.startswith("!quick failed (ref ")]) == 1
         assert "all 2 handler threads are blocked" in caplog.text
         release.set()
@@ -323,6 +326,7 @@ async def test_a_full_lane_fails_waiting_calls_and_recovers(caplog) -> None:  # 
         d.submit(*pub("!quick 2", sink))
         await d.drain(timeout=15)
         assert ran == ["2"] and sink.lines[-1] == "quick 2"  # the cancelled call stayed cancelled
+        assert d.lane.stats()["waiting"] == 0
     finally:
         release.set()
         task.cancel()

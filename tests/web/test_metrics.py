@@ -36,6 +36,7 @@ async def test_metrics_expose_queues_and_counters(tmp_path: Path, ircd: Any) -> 
     assert ("masterchief_output_queue_depth", (("queue", "server"),)) in samples
     assert samples[("masterchief_irc_connected", ())] == 1
     assert samples[("masterchief_bindings", ())] > 0
+    assert ("masterchief_handler_lane", (("what", "threads"),)) in samples
     key = (
         "masterchief_webhook_deliveries_total",
         (("outcome", "unauthorized"), ("provider", "github")),
