@@ -72,7 +72,9 @@ def _packed(entries: list[tuple[str, bool]]) -> list[str]:
 class Teller:
     """Gathers lines per target and announces them in order (see the module doc)."""
 
-    def __init__(self, announce: Callable[[str, str], Awaitable[None]], gather_s: float = 0.25):
+    def __init__(
+        self, announce: Callable[[str, str], Awaitable[None]], gather_s: float = 0.25
+    ) -> None:
         self._announce = announce
         self.gather_s = gather_s
         self._gathered: dict[str, list[tuple[str, bool]]] = {}
