@@ -18,9 +18,11 @@ own ``PATH`` as it was when the job started, then ``SAFE_PATH`` -- and run by
 absolute path.  The child environment is built from nothing: a fixed PATH
 (the resolved tools' folders and the venv's bin first), ``HOME`` and ``TMPDIR`` inside the
 job's folder, ``LANG``, the kind's variables, the caller's explicit
-``extra_env`` and ``MASTERCHIEF_JOB=<job id>``, the marker by which
-``process.terminate`` finds every process of the job, even one that left the
-process group.  Nothing else of the bot's environment (tokens, passwords)
+``extra_env`` and ``MASTERCHIEF_JOB=<job id>``, a marker by which
+``process.terminate`` also finds the job's processes (every one of them is
+found anyway: the launcher ``process`` runs a tool under is a subreaper, so
+even one that left the group and dropped the marker stays its descendant).
+Nothing else of the bot's environment (tokens, passwords)
 reaches a tool.
 
 ``run(spec, on_output)`` writes the vars file (mode 0600, the only place where
