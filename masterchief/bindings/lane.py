@@ -126,6 +126,7 @@ class HandlerLane:
         self._workers: list[_Worker] = []  # alive: active, blocked, parked
         self._parked: list[_Worker] = []
         self._stop = threading.Event()
+        self._busy = threading.Event()  # set while work runs or waits: the monitor polls
         self._started = False
         self._told_full = False
         self._seq = 0
@@ -174,6 +175,7 @@ class HandlerLane:
         their work returns; all are daemon threads)."""
         with self.lock:
             self._stop.set()
+            self._busy.set()
             for w in self._workers:
                 w.wake.set()
         self._queue.put(None)
@@ -245,6 +247,8 @@ class HandlerLane:
                     continue  # cancelled (timed out) while it waited
                 w.since = time.monotonic()
                 w.work = work
+                if not self._busy.is_set():
+                    self._busy.set()
             return work
         return None
 
@@ -262,11 +266,16 @@ class HandlerLane:
 
     def _watch(self) -> None:
         poll = max(0.002, self.takeover_s / 2)
-        while not self._stop.wait(poll):
+        while True:
+            self._busy.wait()  # an idle lane costs no wake-ups
+            if self._stop.wait(poll):
+                return
             now = time.monotonic()
             with self.lock:
+                running = False
                 for w in self._workers:
                     if w.work is not None:
+                        running = True
                         w.work.check(now)
                 if self._told_full:  # every thread is blocked: waiting work may expire
                     for work in list(self._waiting):
@@ -274,9 +283,10 @@ class HandlerLane:
                 active = self._active
                 if active is None or active.work is None:
                     self._told_full = False
-                    continue
-                if now - active.since >= self.takeover_s:
+                elif now - active.since >= self.takeover_s:
                     self._hand_over_locked(active.work.label, now - active.since)
+                if not running and not self._waiting:
+                    self._busy.clear()  # set again (under this lock) when work starts
 
     def _hand_over_locked(self, label: str, blocked: float) -> None:
         if self._parked:
