@@ -154,6 +154,8 @@ class BotProcess:
             **self.extra,
         }  # fmt: skip
         (cfg / "global" / "config.yaml").write_text(yaml.safe_dump(data))
+        (cfg / "environments").mkdir(exist_ok=True)  # MASTERCHIEF_ENV=test must exist
+        (cfg / "environments" / "test.yaml").write_text("{}\n")
         self.log_path = self.root / "bot.log"
 
     @property
