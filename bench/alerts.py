@@ -209,8 +209,12 @@ async def main_async(args: argparse.Namespace) -> int:
         report = [
             f"machine: {where}; bot {bot_revision()}",
             f"ircd: connect class 'stock' {ircd.limits}",
-            f"bot: DEFAULT output settings (burst 7, rate 1.0); bot.flood.commands "
-            f"{args.flood_commands} per 10 s, ignore 60 s",
+            "bot: DEFAULT output settings (burst 7, rate 1.0); "
+            + (
+                f"bot.flood.commands {args.flood_commands} per 10 s, ignore 60 s"
+                if args.flood_commands
+                else "no bot.flood in its config"
+            ),
             f"flood: {args.users} users x {args.per_user} !help written at once = {sent} "
             f"commands; {sum(replies.values())} reply lines and {sum(ignored.values())} "
             f"'being ignored' notices reached them, the last "
