@@ -368,6 +368,14 @@ class App:
         report.modules_changed = sorted({*result.added, *result.changed, *result.removed})
         report.module_errors = [str(e) for e in result.errors]
         report.modules_kept = list(result.kept)
+        # Module config files are configuration too: a broken one is told now,
+        # not by the next !deploy of that module (what `module validate` checks).
+        resolvers = module_resolvers(self.config, vault_client=self.vault_client)
+        for mod in self.modules.current:
+            try:
+                load_module_config(self.config, mod.name, resolvers=resolvers)
+            except ConfigError as exc:
+                report.module_config_errors[mod.name] = str(exc)
 
     def _reload_config(self, report: RehashReport) -> None:
         global_file = self.config.config_dir / "global" / "config.yaml"
@@ -488,6 +496,7 @@ class RehashReport:
     restart_needed: tuple[str, ...] = ()
     module_errors: list[str] = dataclasses.field(default_factory=list)  # one per broken module
     modules_kept: list[str] = dataclasses.field(default_factory=list)  # broken now, old version on
+    module_config_errors: dict[str, str] = dataclasses.field(default_factory=dict)  # by module
     modules_changed: list[str] = dataclasses.field(default_factory=list)
 
 

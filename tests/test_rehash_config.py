@@ -131,6 +131,13 @@ def _bot_config(tmp: Path, ircd: Any, *, deploy: str) -> str:
 
 
 SECRET = "gh-hook-SECRET-7f3a9c"
+SVC_MANIFEST = """\
+name: svc
+version: 1.0.0
+kind: script
+entry: run.sh
+environments: [dev]
+"""
 
 
 async def _master(app: App, irc_client: Any) -> Any:
@@ -194,9 +201,15 @@ async def test_rehash_over_irc_reports_a_broken_module(
     modules.mkdir()
     deploy = "{modules: [modules], channels: ['#deploys']}"
     (cfg / "global" / "config.yaml").write_text(_bot_config(tmp_path, ircd, deploy=deploy))
+    (modules / "svc").mkdir()  # a good module whose config file will go bad
+    (modules / "svc" / "module.yaml").write_text(SVC_MANIFEST)
+    (modules / "svc" / "run.sh").write_text("#!/bin/sh\necho ok\n")
+    (modules / "svc" / "run.sh").chmod(0o755)
     async with running_bot(tmp_path, ircd.host, ircd.port, config=load_config(cfg)) as app:
         me = app.irc.nickname
         boss = await _master(app, irc_client)
+        (cfg / "modules").mkdir()
+        (cfg / "modules" / "svc.yaml").write_text("token: ${env:MC_TEST_UNSET_SVC_TOKEN}\n")
         (modules / "broken").mkdir()
         (modules / "broken" / "module.yaml").write_text("name: broken\nkind: [\n")
         (modules / "halfdone").mkdir()
@@ -213,3 +226,13 @@ async def test_rehash_over_irc_reports_a_broken_module(
         assert "modules/halfdone/module.yaml: version: Field required" in text, text
         assert "modules/named/module.yml: not read: a manifest is named module.yaml" in text
         assert app.modules.current.get("halfdone") is None
+        # a module's config file is configuration too
+        said = await boss.wait_for(
+            rf"^:{me}!\S+ PRIVMSG #ops :rehash: the module config of svc", 15
+        )
+        assert "invalid" in said.text and "svc.yaml" not in said.text
+        told = await boss.wait_for(
+            rf"^:{me}!\S+ (PRIVMSG|NOTICE) {boss.nick} :rehash: .*config/modules/svc.yaml: token",
+            15,
+        )
+        assert "MC_TEST_UNSET_SVC_TOKEN" in told.text

@@ -194,6 +194,15 @@ def cmd_rehash(app: App, ev: Event) -> None:
         )
         lines = [line for err in report.module_errors for line in err.splitlines()]
         _tell_few(app, ev, "rehash: module ", lines, "masterchief module validate")
+    if report.module_config_errors:
+        names = sorted(report.module_config_errors)
+        ev.reply(
+            f"rehash: the module config of {', '.join(names)} is invalid (sent to you "
+            "privately); a deploy of it would fail"
+        )
+        errors = [report.module_config_errors[n] for n in names]
+        lines = [line for err in errors for line in err.splitlines()]
+        _tell_few(app, ev, "rehash: ", lines, "masterchief module validate")
     if report.modules_changed:
         ev.reply(f"rehash: modules reloaded: {', '.join(report.modules_changed[:10])}")
 
