@@ -239,11 +239,12 @@ async def test_a_blocked_def_handler_does_not_hold_up_other_commands() -> None:
     table = BindingTable()
     d = Dispatcher(table, handler_timeout_s=60)
     task = asyncio.create_task(d.run())
-    release = threading.Event()
+    release, started = threading.Event(), threading.Event()
     sink = Sink()
     answered: dict[str, float] = {}
 
     def block(ev: Event) -> None:
+        started.set()
         release.wait(30)
 
     def note(ev: Event) -> None:
@@ -259,7 +260,7 @@ async def test_a_blocked_def_handler_does_not_hold_up_other_commands() -> None:
     table.bind("pub", "-|-", "!builtin", note, owner="builtin:core")
     try:
         d.submit(*pub("!block", sink, nick="alice"))
-        await wait_until(lambda: d.lane.blocked == 0 and d.inflight == 1, 15)
+        await wait_until(started.is_set, 15)
         sent = time.monotonic()
         for cmd in ("!def", "!async", "!builtin"):
             d.submit(*pub(cmd, sink, nick="bob"))
