@@ -509,7 +509,8 @@ class PydleNoise(logging.Filter):
     ``Unknown command: ...`` (a 475 for a wrong channel key, numerics it does
     not know).  The bot reads those lines itself (``raw`` bindings), so they
     are shown only at DEBUG: put on the log handlers, since pydle's logger
-    name follows the server it talks to."""
+    name follows the server it talks to.  A 421 (the server does not know a
+    command *we* sent) stays a warning: that one is a bug of ours."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg
