@@ -21,7 +21,7 @@ import pytest
 import masterchief
 from masterchief.app import App
 from masterchief.bindings.event import Event
-from tests.harness import running_bot, wait_until
+from tests.harness import TRUST_HOSTMASKS, client_mask, running_bot, wait_until
 from tests.servers import LIMITS, unique_name
 
 REF = re.compile(r"^(!\w+) failed \(ref [0-9a-f]{6}\)$")
@@ -493,11 +493,16 @@ async def test_rfc1459_casemapping_for_channel_flags_and_own_nick(  # type: igno
     await plain.join(spelled_by_server)
     nick = "MC[" + unique_name("e")[:9] + "]"
     async with running_bot(
-        tmp_path, ircd.host, ircd.port, nick=nick, irc={"channels": [spelled_in_record]}
+        tmp_path,
+        ircd.host,
+        ircd.port,
+        nick=nick,
+        irc={"channels": [spelled_in_record]},
+        users=TRUST_HOSTMASKS,  # a hostmask record with flags, on a network with accounts
     ) as app:
         assert app.irc is not None
         assert app.irc.casemapping == "rfc1459"
-        await app.users.add_user("opsy", hostmasks=("*!opsyhost@*",))
+        await app.users.add_user("opsy", hostmasks=(client_mask("opsyhost"),))
         await app.users.chattr("opsy", "+o", channel=spelled_in_record)
         app.table.bind("pub", "-|o", "!secret", lambda ev: ev.reply(f"{ev.nick}: granted"))
         heard: list[str] = []
