@@ -290,6 +290,16 @@ class App:
         )
         fams.append(
             Family(
+                "masterchief_irc_floods",
+                "CTCP requests answered/unanswered (bot-wide budget), lines dropped from "
+                "ignored users and users warned (command flood limits)",
+                "counter",
+                ("outcome",),
+                {(k,): v for k, v in self.irc.stats.items()},
+            )
+        )
+        fams.append(
+            Family(
                 "masterchief_outbox",
                 "Outbox counters and depths",
                 "gauge",

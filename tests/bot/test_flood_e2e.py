@@ -83,6 +83,8 @@ async def test_ctcp_flood_from_30_clients_on_the_stock_class(  # type: ignore[no
         assert {r.text for r in replies} == {"\x01VERSION MasterChief 0.1\x01"}
         assert app.irc.stats["ctcp_answered"] == 3
         assert app.irc.stats["ctcp_unanswered"] == 297
+        metrics = app.metrics.render().decode()
+        assert 'masterchief_irc_floods_total{outcome="ctcp_unanswered"} 297.0' in metrics
         assert app.irc.connects == 1 and app.irc.connected.is_set()
         assert not trouble(watcher, nick)
 
