@@ -179,3 +179,37 @@ async def test_alert_reaches_the_channel_within_5s_while_5_users_flood_help(  # 
         assert app.irc.connects == 1 and app.irc.connected.is_set()
         assert not trouble(watcher, nick)
         assert json.loads(ALERT.read_text())["status"] == "firing"
+
+
+async def test_nick_changes_make_the_bot_write_nothing(  # type: ignore[no-untyped-def]
+    tmp_path: Path, ircd_factory, irc_client
+) -> None:
+    # pydle asked WHOIS on every nick change it saw, written straight to the
+    # socket: a user changing nick in a loop made the bot flood itself.  What
+    # the bot writes is watched at its socket (the real connection, spied on).
+    server = ircd_factory("unlimited", services=False)
+    member_task = asyncio.create_task(irc_client(server=server))
+    async with running_bot(tmp_path, server.host, server.port) as app:
+        assert app.irc is not None and app.irc.client is not None
+        bind_ping(app)
+        written: list[str] = []
+        conn = app.irc.client.connection
+        send = conn.send
+
+        async def spy(data: bytes) -> None:
+            written.extend(data.decode("utf-8", "replace").split("\r\n")[:-1])
+            await send(data)
+
+        conn.send = spy
+        member = await member_task
+        await member.join("#ops")
+        accounts: list[str | None] = []
+        app.table.bind("nick", "-|-", "*", lambda ev: accounts.append(ev.account), owner="test")
+        for i in range(20):
+            await member.send_raw(f"NICK {unique_name('n')}")
+        await wait_until(lambda: len(accounts) == 20, 15)
+        await ping_pong(app, member)
+        assert [ln for ln in written if ln.split(" ", 1)[0] not in ("PONG", "PING")] == [
+            ln for ln in written if ln.startswith("PRIVMSG #ops :pong ")
+        ]
+        assert not [ln for ln in written if ln.startswith("WHOIS")]
