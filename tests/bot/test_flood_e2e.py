@@ -205,7 +205,7 @@ async def test_nick_changes_make_the_bot_write_nothing(  # type: ignore[no-untyp
         await member.join("#ops")
         accounts: list[str | None] = []
         app.table.bind("nick", "-|-", "*", lambda ev: accounts.append(ev.account), owner="test")
-        for i in range(20):
+        for _ in range(20):
             await member.send_raw(f"NICK {unique_name('n')}")
         await wait_until(lambda: len(accounts) == 20, 15)
         await ping_pong(app, member)
