@@ -102,3 +102,45 @@ def test_window_count_and_bad_settings() -> None:
         Window(-1, 10)
     with pytest.raises(ValueError):
         Window(1, 0)
+
+
+# -- configuration: bot.flood and bot.private_replies are a contract -------------
+
+
+def test_config_defaults_and_values(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from masterchief.app import irc_settings
+    from masterchief.core.config import build_config
+
+    cfg = build_config({}, project_dir=tmp_path)
+    assert cfg.bot.private_replies == "privmsg"
+    f = cfg.bot.flood
+    assert (f.commands, f.per_s, f.ignore_s, f.ctcp_replies, f.ctcp_per_s) == (5, 10, 60, 3, 60)
+    data = {
+        "bot": {
+            "private_replies": "notice",
+            "flood": {"commands": 3, "per_s": 5, "ignore_s": 120, "ctcp_replies": 0},
+        }
+    }
+    cfg = build_config(data, project_dir=tmp_path)
+    assert cfg.bot.private_replies == "notice"
+    s = irc_settings(cfg)
+    assert s.flood == FloodPolicy(commands=3, per_s=5, ignore_s=120)
+    assert (s.ctcp_replies, s.ctcp_per_s) == (0, 60)
+
+
+@pytest.mark.parametrize(
+    ("bot", "where"),
+    [
+        ({"private_replies": "query"}, "private_replies"),
+        ({"flood": {"commands": 0}}, "commands"),
+        ({"flood": {"per_s": 0}}, "per_s"),
+        ({"flood": {"ignore_s": -1}}, "ignore_s"),
+        ({"flood": {"ctcp_replies": -1}}, "ctcp_replies"),
+        ({"flood": {"command": 5}}, "command"),  # a typo is an error, not ignored
+    ],
+)
+def test_config_refuses_bad_values(tmp_path, bot: dict[str, object], where: str) -> None:  # type: ignore[no-untyped-def]
+    from masterchief.core.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match=where):
+        build_config({"bot": bot}, project_dir=tmp_path)
