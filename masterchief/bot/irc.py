@@ -140,9 +140,9 @@ QUICK_RECONNECTS = 2  # short connections in a row that still reconnect at once
 # exempts friends and bots; masters and owners run the bot).
 FLOOD_EXEMPT = frozenset("fmb")
 
-# Commands pydle sends by itself once registered and the lane they take.
-# PING and PONG are written at once (charged to the pacer's bucket): a PONG
-# that waited behind replies would get the bot pinged out.
+# Lines that never wait in the queue, only charged to its bucket: a PONG
+# (or our own PING on a read timeout) that waited behind replies would get
+# the bot pinged out, and a QUIT ends the connection anyway.
 _DIRECT = frozenset({"PING", "PONG", "QUIT"})
 
 
