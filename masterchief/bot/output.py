@@ -15,7 +15,10 @@ Lanes: a higher lane goes first, so no number of command replies waiting in
 alert storm cannot starve replies for good, ``server`` gets a fair share:
 after ``ALERT_SHARE`` alert lines in a row while replies wait, one reply
 goes (the outbox's storm folding already bounds how many alert lines there
-are).
+are). Within ``server`` the targets take turns (the oldest line of the
+target served longest ago goes next), so one asker's long answer or a
+flooder's replies do not hold up another user's; lines to one target keep
+their order.
 
 A message text is one message, whatever is in it: CR, LF and CRLF become a
 space and NUL is dropped, so a handler's ``"x\\r\\nQUIT :bye"`` is the one
@@ -249,6 +252,12 @@ class _Entry:
     on_sent: SentCallback | None = None  # called once this line went out
     owner: object = None  # for withdraw()
 
+    @property
+    def target(self) -> str:
+        """Whom the line is for (``PRIVMSG #ops :x`` -> ``#ops``), for turns."""
+        parts = self.line.split(" ", 2)
+        return parts[1] if len(parts) > 1 else ""
+
 
 @dataclass(slots=True)
 class _Overflow:
@@ -301,6 +310,9 @@ class OutputQueue:
         self._stamp = clock()
         self._queues: dict[Priority, deque[_Entry]] = {p: deque() for p in PRIORITIES}
         self._alert_streak = 0  # alert lines sent in a row while replies waited
+        # server lane: when each target was last served (see _server_head)
+        self._served: dict[str, int] = {}
+        self._serial = 0
         self._overflow: dict[Priority, dict[str, _Overflow]] = {p: {} for p in PRIORITIES}
         self._prefix_len = WORST_NICK + 1 + WORST_USER + 1 + WORST_HOST
         self._wakeup: asyncio.Event | None = None
@@ -444,10 +456,31 @@ class OutputQueue:
             return q["mode"][0]
         if q["alert"] and (not q["server"] or self._alert_streak < ALERT_SHARE):
             return q["alert"][0]
-        for priority in ("server", "alert", "help"):
+        if q["server"]:
+            return q["server"][self._server_head()]
+        for priority in ("alert", "help"):
             if q[priority]:
                 return q[priority][0]
         return None
+
+    def _server_head(self) -> int:
+        """Index of the next reply: the oldest line of the target served
+        longest ago.  Targets take turns, so one asker's long answer (or a
+        flooder's) does not hold up everyone else's; each target's lines keep
+        their order."""
+        best, best_turn = 0, None
+        seen: set[str] = set()
+        for i, entry in enumerate(self._queues["server"]):
+            target = entry.target
+            if target in seen:
+                continue
+            seen.add(target)
+            turn = self._served.get(target, -1)
+            if best_turn is None or turn < best_turn:
+                best, best_turn = i, turn
+                if turn < 0:
+                    break  # never served (or put back): nothing goes before it
+        return best
 
     def _tokens_now(self) -> tuple[float, float]:
         now = self._clock()
@@ -485,7 +518,15 @@ class OutputQueue:
             return None
         self._tokens = tokens - head.cost
         self._stamp = now
-        self._queues[head.priority].popleft()
+        if head.priority == "server":
+            queue = self._queues["server"]
+            del queue[self._server_head()]
+            self._serial += 1
+            self._served[head.target] = self._serial
+            if not queue:
+                self._served.clear()  # bounded: nobody waits, nobody has had a turn
+        else:
+            self._queues[head.priority].popleft()
         if head.priority == "alert" and self._queues["server"]:
             self._alert_streak += 1
         elif head.priority in ("alert", "server"):
@@ -628,6 +669,8 @@ class OutputQueue:
     def _requeue(self, entry: _Entry) -> None:
         # May leave the queue one over max_queue: the line in flight is never dropped.
         self._queues[entry.priority].appendleft(entry)
+        if entry.priority == "server":
+            self._served[entry.target] = -1  # its turn again, first
         self._stats["requeued"] += 1
 
     async def _wait(self, wakeup: asyncio.Event) -> None:

@@ -70,14 +70,20 @@ async def test_ctcp_flood_from_30_clients_on_the_stock_class(  # type: ignore[no
         # the server lets each flooder's 10 lines through within a few seconds
         await wait_until(lambda: len(seen) >= 300, 60)
         assert sorted(set(seen)) == sorted(c.nick for c in flooders)
-        await ping_pong(app, watcher)  # still on, still answering, after the replies
 
-        replies = [
-            ln
-            for c in flooders
-            for ln in c.lines
-            if ln.command == "NOTICE" and ln.nick == nick and ln.text.startswith("\x01VERSION")
-        ]
+        def version_replies() -> list[Any]:
+            return [
+                ln
+                for c in flooders
+                for ln in c.lines
+                if ln.command == "NOTICE" and ln.nick == nick and ln.text.startswith("\x01VERSION")
+            ]
+
+        await wait_until(lambda: len(version_replies()) >= 3, 20)
+        await wait_until(lambda: not any(app.output.depths().values()), 20)
+        # written after everything the bot had queued: any 4th reply went first
+        await ping_pong(app, watcher)  # still on, still answering, after the replies
+        replies = version_replies()
         # answered by MasterChief only (pydle's own reply is off), 3 a minute
         assert len(replies) == 3, [r.raw for r in replies]
         assert {r.text for r in replies} == {"\x01VERSION MasterChief 0.1\x01"}

@@ -346,6 +346,58 @@ def test_the_share_counts_only_alerts_sent_while_replies_wait() -> None:
     assert got == ["A3", "A4", "A5", "R0"]
 
 
+@pytest.mark.parametrize(
+    ("queued", "expected"),
+    [
+        # (target, text) queued in this order -> texts in the order sent
+        ([("a", "a0"), ("a", "a1"), ("a", "a2"), ("b", "b0")], ["a0", "b0", "a1", "a2"]),
+        (
+            [("a", "a0"), ("a", "a1"), ("a", "a2"), ("b", "b0"), ("b", "b1"), ("c", "c0")],
+            ["a0", "b0", "c0", "a1", "b1", "a2"],
+        ),
+        ([("#ops", f"x{i}") for i in range(4)], [f"x{i}" for i in range(4)]),  # one target: FIFO
+    ],
+)
+def test_reply_targets_take_turns(queued: list[tuple[str, str]], expected: list[str]) -> None:
+    q = OutputQueue(burst=100)
+    for target, text in queued:
+        q.privmsg(target, text)
+    assert [line.split(" :", 1)[1] for line in drain(q)] == expected
+
+
+def test_a_flooders_replies_do_not_hold_up_another_users() -> None:
+    clock = FakeClock()
+    q = OutputQueue(burst=1, rate=1.0, clock=clock)
+    for i in range(20):
+        q.privmsg("flooder", f"help {i}")
+    assert q.pop() == "PRIVMSG flooder :help 0"
+    q.privmsg("alice", "pong")  # arrives behind 19 lines to the flooder
+    clock.advance(1.0)
+    assert q.pop() == "PRIVMSG alice :pong"
+    assert drain_all(q, clock) == [f"PRIVMSG flooder :help {i}" for i in range(1, 20)]
+
+
+async def test_a_line_put_back_goes_first_whatever_its_turn() -> None:
+    q = OutputQueue(burst=100)
+    q.privmsg("a", "a0")
+    q.privmsg("a", "a1")
+    q.privmsg("b", "b0")
+    sent: list[str] = []
+
+    async def fail_once(line: str) -> None:
+        if not sent:
+            sent.append("failed " + line)
+            raise ConnectionError("gone")
+        sent.append(line)
+
+    await q.run(fail_once)  # a0 fails: back to the head, run() returns
+    task = asyncio.create_task(q.run(fail_once))
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert sent == ["failed PRIVMSG a :a0", "PRIVMSG a :a0", "PRIVMSG b :b0", "PRIVMSG a :a1"]
+
+
 def test_drain_time_of_a_lane_ignores_the_replies_below_it() -> None:
     clock = FakeClock()
     q = OutputQueue(burst=1, rate=1.0, clock=clock)
@@ -545,11 +597,12 @@ def test_overflow_is_grouped_into_one_summary_per_target() -> None:
     lines = drain_all(q, clock)
     assert lines == [
         "PRIVMSG #ops :ops 1",
+        # #dev's summary takes the slot ops 1 freed, and its turn: #dev waited
+        "PRIVMSG #dev :[output] 4 more lines were not sent: queue full",
         "PRIVMSG #ops :ops 2",
         "PRIVMSG #ops :ops 3",
         "PRIVMSG #ops :ops 4",
         "PRIVMSG #ops :[output] 7 more lines were not sent: queue full",
-        "PRIVMSG #dev :[output] 4 more lines were not sent: queue full",
         "PRIVMSG #ops :[output] 1 more line was not sent: queue full",
     ]
     stats = q.stats()
