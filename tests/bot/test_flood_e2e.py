@@ -180,6 +180,15 @@ async def test_alert_reaches_the_channel_within_5s_while_5_users_flood_help(  # 
         assert alert.target == "#ops" and alert.text.startswith("[alertmanager] FIRING")
         assert latency < 5.0, latency
         assert app.output.depths()["server"] > 0  # replies were still waiting behind it
+        # a bystander's command is answered between the flooders' replies
+        # (reply targets take turns), not after all of them
+        bind_ping(app)
+        asked = loop.time()
+        await watcher.say("#ops", "!ping bystander")
+        await watcher.wait_for(from_bot(app, "PRIVMSG", "#ops") + "pong bystander$", 20)
+        waited = loop.time() - asked
+        assert waited < 10.0, waited
+        assert app.output.depths()["server"] > 0  # answered while replies still waited
         # every flooder was limited to 5 commands and told once
         assert app.irc.stats["flood_warned"] == 5
         assert app.irc.connects == 1 and app.irc.connected.is_set()
