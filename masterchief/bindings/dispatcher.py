@@ -449,7 +449,10 @@ class Dispatcher:
         if not staged:
             return False
         who = self.resolver(chain[0])
-        if who is not None:
+        # A match that carries no privileges (a weak or untrusted hostmask)
+        # does not name the record either: a script that trusts ``ev.handle``
+        # must not take a stranger with carol's ident for carol.
+        if who is not None and who.restricted is None:
             staged = [(dataclasses.replace(ev, handle=who.handle), bs) for ev, bs in staged]
         if all(_inline(b) for _, bs in staged for b in bs):
             self._run_sync(staged, who)

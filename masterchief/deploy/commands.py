@@ -62,7 +62,7 @@ def _who(
         chan = who.channel_flags(channel) if channel else ""
         return mask.allows(who.global_flags(), chan)
 
-    return Person(who.handle, ev.nick, ev.account), allowed
+    return Person(who.handle, ev.nick, ev.account, trusted=who.restricted is None), allowed
 
 
 def _may_read_jobs(app: App, jobs: JobManager, ev: Event, what: str) -> None:

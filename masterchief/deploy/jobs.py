@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -104,8 +105,14 @@ class Person:
     handle: str
     nick: str | None = None
     account: str | None = None
+    # False for a match the user table does not trust with privileges (a weak
+    # or untrusted hostmask): such a caller is nobody's "self", so acting on a
+    # job as its requester needs the module's flags like anyone else.
+    trusted: bool = True
 
     def same_as(self, other: Person) -> bool:
+        if not self.trusted:
+            return False
         if self.handle.casefold() == other.handle.casefold():
             return True
         return bool(self.account and other.account) and (
@@ -518,7 +525,7 @@ class JobManager:
         for job in self.live():
             r = job.requester
             if r.nick and same_nick(r.nick, old):
-                job.requester = Person(r.handle, new, r.account)
+                job.requester = dataclasses.replace(r, nick=new)
 
     # -- running ---------------------------------------------------------------
 

@@ -429,3 +429,30 @@ async def test_whatever_a_lane_handler_raises_ends_its_chain(
     assert re.fullmatch(r"!boom failed \(ref [0-9a-f]{6}\)", sink.lines[0]), sink.lines
     assert sink.lines[1:] == ["still here"]
     assert d.stats.errors == 1 and d.inflight == 0
+
+
+async def test_a_restricted_match_does_not_name_the_record() -> None:
+    # A weak/untrusted hostmask match keeps +v but must not hand scripts the
+    # record's handle, or ``if ev.handle == "carol"`` would trust a stranger.
+    table = BindingTable()
+    users = {
+        "carol": Who("carol", "n"),
+        "mallory": Who("carol", "v", restricted="by the weak hostmask *!carol@*"),
+    }
+    d = Dispatcher(table, resolver=lambda ev: users.get(ev.nick or ""), handler_timeout_s=0.3)
+    task = asyncio.create_task(d.run())
+    seen: dict[str, str | None] = {}
+
+    @table.bind("pub", "-|-", "!who")
+    async def who(ev: Event) -> None:
+        seen[ev.nick or ""] = ev.handle
+
+    try:
+        for nick in ("carol", "mallory"):
+            sink = Sink()
+            d.submit(*pub("!who", sink, nick=nick))
+        await d.drain()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert seen == {"carol": "carol", "mallory": None}

@@ -412,3 +412,18 @@ async def test_a_line_told_while_a_flush_is_announcing_is_not_stranded(rig: Rig)
     await told(rig, f"job {third.id} (!deploy base prod service=c")  # no later line needed
     for job in (first, second, third):
         await rig.jobs.cancel(job.id, ALICE, anyone)
+
+
+async def test_an_untrusted_match_of_the_requesters_record_is_not_the_requester(rig: Rig) -> None:
+    # A stranger whose ident matches alice's weak hostmask resolves to alice's
+    # record without privileges: he may not cancel or deny her job as "alice".
+    module = rig.jobs.module("base")
+    job = await rig.jobs.request(module, "prod", "deploy", {"service": "a"}, ALICE, "#ops")
+    stranger = Person("alice", "mallory", None, trusted=False)
+    assert not stranger.same_as(ALICE)
+    with pytest.raises(UserError, match="you need"):
+        await rig.jobs.cancel(job.id, stranger, lambda m, c: False)
+    with pytest.raises(UserError, match="you need"):
+        await rig.jobs.deny(job.id, stranger, lambda m, c: False, "no")
+    assert job.status == "awaiting_approval"
+    assert await rig.jobs.cancel(job.id, ALICE, lambda m, c: False) == f"job {job.id} cancelled"
