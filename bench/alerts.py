@@ -181,11 +181,20 @@ async def main_async(args: argparse.Namespace) -> int:
                 while name not in alerts and time.perf_counter() < deadline and not trouble:
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(max(0.0, posted[name] + 2.0 - time.perf_counter()))
-        # the flood's replies go on: wait until they stop for 3 s (or 180 s)
+        # a bystander's command while the flood's replies still go out
+        before = sum(replies.values())
+        by_t = watch.say(CHANNEL, "!ping bystander") / 1e9
+        while not pongs and time.perf_counter() - by_t < 150 and not trouble:
+            await asyncio.sleep(0.01)
+        bystander = pongs[0] - by_t if pongs else float("nan")
+        flood_left = sum(replies.values()) - before  # replies that came after it asked
+        pongs.clear()
+        # the flood's replies (and the notices, each after its user's replies)
+        # go on: wait until they stop for 3 s (or 180 s)
         while time.perf_counter() - t_flood < 180:
-            n = sum(replies.values())
+            n = sum(replies.values()) + sum(ignored.values())
             await asyncio.sleep(3.0)
-            if sum(replies.values()) == n:
+            if sum(replies.values()) + sum(ignored.values()) == n:
                 break
         ping_t = watch.say(CHANNEL, "!ping after-flood") / 1e9
         for _ in range(1500):
@@ -221,6 +230,8 @@ async def main_async(args: argparse.Namespace) -> int:
             f"{(max(last_reply) - t_flood) if last_reply else float('nan'):.1f} s after the flood",
             f"alerts: {args.alerts} POSTed one every 2 s from {args.per_user / 2:g} s after the "
             f"flood, when {backlog} reply lines had arrived (HTTP {sorted(set(statuses))})",
+            f"a bystander's !ping, sent after the alerts: answered in {bystander:.2f} s "
+            f"({flood_left} flood replies had arrived meanwhile)",
             "",
             "| alert | POST -> line in the channel |",
             "|---|---:|",
