@@ -65,11 +65,12 @@ lint: venv
 test: deps venv lint
 	$(BIN)/pytest
 
-# Benchmarks print numbers; record them in bench/RESULTS.md. flood.py takes ~2.5 min.
+# Benchmarks print numbers; record them in bench/RESULTS.md. flood.py takes ~2.5 min, alerts.py ~1.5 min.
 bench: deps venv
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python bench/rtt.py
 	$(BIN)/python bench/flood.py
+	$(BIN)/python bench/alerts.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
