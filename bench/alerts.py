@@ -47,7 +47,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BenchClient, BotProcess, Line, bot_revision, machine, teardown
+from bench.common import (
+    BenchClient,
+    BotProcess,
+    Line,
+    bot_revision,
+    connection_report,
+    machine,
+    teardown,
+)
 from tests.servers import InspIRCd, free_port
 
 CHANNEL = "#ops"
@@ -203,12 +211,7 @@ async def main_async(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.02)
         log = bot.log()
         alive = bot.running
-        connects = sum("connected to" in ln and "disconnected" not in ln for ln in log.splitlines())
-        log_bad = [
-            ln
-            for ln in log.splitlines()
-            if any(w in ln for w in ("disconnected", "RecvQ", "Excess Flood", "Traceback"))
-        ]
+        connects, log_bad = connection_report(log)
         stayed = alive and connects == 1 and not trouble and not log_bad and watch.error is None
         bot.stop()
 

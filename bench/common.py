@@ -75,6 +75,17 @@ def bot_revision() -> str:
         return "?"
 
 
+_TROUBLE = ("disconnected", "RecvQ", "Excess", " ERROR ", "Traceback")
+
+
+def connection_report(log: str) -> tuple[int, list[str]]:
+    """How often a bot log (taken before its shutdown) says it connected, and
+    its lines about trouble: disconnects, flood quits, errors, tracebacks."""
+    lines = log.splitlines()
+    connects = sum("connected to" in ln and "disconnected" not in ln for ln in lines)
+    return connects, [ln for ln in lines if any(w in ln for w in _TROUBLE)]
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list (``q`` in 0..100)."""
     if not sorted_values:

@@ -44,7 +44,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BenchClient, BotProcess, Line, machine, percentile, teardown
+from bench.common import (
+    BenchClient,
+    BotProcess,
+    Line,
+    connection_report,
+    machine,
+    percentile,
+    teardown,
+)
 from tests.servers import InspIRCd
 
 CHANNEL = "#flood"
@@ -221,12 +229,7 @@ async def main_async(args: argparse.Namespace) -> int:
         in_order = numbers == list(range(1, len(numbers) + 1))
         seconds = times[-1] if times else float("nan")
         gaps = sorted(b - a for a, b in itertools.pairwise(times[7:]))
-        log_bad = [
-            ln
-            for ln in log.splitlines()
-            if any(w in ln for w in ("disconnected", "RecvQ", "Excess", " ERROR "))
-        ]
-        connects = sum("connected to" in ln and "disconnected" not in ln for ln in log.splitlines())
+        connects, log_bad = connection_report(log)
         stayed = not trouble and not log_bad and connects == 1 and alive and watch.error is None
         ratio_lo, ratio_hi = seconds / lo, seconds / hi
         report = [

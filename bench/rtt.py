@@ -60,6 +60,7 @@ from bench.common import (
     BotProcess,
     Line,
     bot_revision,
+    connection_report,
     machine,
     percentile,
     tcp_counter,
@@ -254,9 +255,7 @@ def mb(kb: int) -> float:
 
 def log_problems(text: str) -> list[str]:
     """Reconnects, disconnects and errors in a bot log taken before its shutdown."""
-    lines = text.splitlines()
-    bad = [ln for ln in lines if " ERROR " in ln or "disconnected" in ln or "Excess" in ln]
-    connects = sum("connected to" in ln and "disconnected" not in ln for ln in lines)
+    connects, bad = connection_report(text)
     if connects != 1:
         bad.append(f"{connects} connects")
     return bad

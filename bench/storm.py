@@ -49,7 +49,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import BenchClient, BotProcess, Line, machine, percentile
+from bench.common import BenchClient, BotProcess, Line, connection_report, machine, percentile
 from tests.bot.test_outbox_e2e import Tally, alertmanager_notification, storm_announcements
 from tests.servers import InspIRCd, free_port
 
@@ -165,12 +165,7 @@ async def one_run(args: argparse.Namespace, run: int) -> tuple[dict[str, Any], b
             await asyncio.sleep(0.02)
         log = bot.log()
         alive = bot.running
-        connects = sum("connected to" in ln and "disconnected" not in ln for ln in log.splitlines())
-        log_bad = [
-            ln
-            for ln in log.splitlines()
-            if any(w in ln for w in ("disconnected", "RecvQ", "Excess Flood", "Traceback"))
-        ]
+        connects, log_bad = connection_report(log)
         folds = [
             tuple(int(x) for x in m.groups())
             for m in re.finditer(r"outbox: (\d+) alerts for \S+ folded into (\d+) lines", log)
