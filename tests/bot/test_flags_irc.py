@@ -72,7 +72,8 @@ async def test_flag_matrix(tmp_path: Path, ircd, irc_client, accounts) -> None: 
         await expect(
             dave, "#ops", "!deploy api", need_ops.format("#ops") + f" (you matched {weak})"
         )
-        await expect(dave, "#ops", "!hi", "hi dave")
+        # ...and it does not name the record to scripts: anyone can match *!davehost@*
+        await expect(dave, "#ops", "!hi", "hi None")
         await expect(
             mallory,
             "#ops",
