@@ -14,7 +14,8 @@ script) so that they do not share the server's event loop: ``--concurrency``
 aiohttp workers over one ``ClientSession`` (a connection per worker,
 keep-alive), each posting GitHub ``push`` deliveries (the documented example
 payload from tests/web/payloads/github_push.json, ~3 KB) with a valid
-``X-Hub-Signature-256`` and a distinct ``X-GitHub-Delivery``.  Requests
+``X-Hub-Signature-256``, a distinct ``X-GitHub-Delivery`` and a distinct
+``after`` sha (the bot deduplicates GitHub deliveries by the signed body).  Requests
 are signed before the clock starts.  Latency is the client's time from
 sending a request to reading its answer.  A warm-up of ``--warmup``
 requests is not counted.
@@ -58,19 +59,24 @@ TARGET_P99_MS = 100.0
 async def client_main(args: argparse.Namespace) -> None:
     import aiohttp
 
-    body = PAYLOAD.read_bytes()
-    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    template = PAYLOAD.read_bytes()
+    after = b'"after": "0000000000000000000000000000000000000000"'
+    assert template.count(after) == 1, "the payload's 'after' sha is where each push differs"
     url = f"http://127.0.0.1:{args.port}/webhooks/github"
     total = args.warmup + args.requests
+    # Every real push differs (its 'after' sha): GitHub deliveries are
+    # deduplicated by the signed body, so identical bodies would be replays.
+    bodies = [template.replace(after, b'"after": "%040x"' % i) for i in range(total)]
     headers = [
         {
             "Content-Type": "application/json",
             "X-GitHub-Event": "push",
             "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": signature,
+            "X-Hub-Signature-256": "sha256="
+            + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest(),
             "User-Agent": "GitHub-Hookshot/bench",
         }
-        for _ in range(total)
+        for body in bodies
     ]
     statuses: dict[int, int] = {}
     latencies: list[float] = []
@@ -86,7 +92,7 @@ async def client_main(args: argparse.Namespace) -> None:
                 next_index += 1
                 t0 = time.perf_counter()
                 try:
-                    async with session.post(url, data=body, headers=headers[i]) as resp:
+                    async with session.post(url, data=bodies[i], headers=headers[i]) as resp:
                         await resp.read()
                         status = resp.status
                 except aiohttp.ClientError:
