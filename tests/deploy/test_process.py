@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -13,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+import masterchief.deploy.process as process
 from masterchief.deploy.process import (
+    LAUNCHER,
+    READ_CHUNK,
     LineSplitter,
     ProcessResult,
     decode_line,
@@ -414,3 +419,81 @@ async def test_find_members_walks_the_tree_below_a_root(tmp_path: Path) -> None:
             os.kill(pid, 9)
         proc.kill()
         await proc.wait()
+
+
+# --- a clean exit needs no sweep; output shares the loop ---------------------------
+
+
+def _launch(argv: list[str]) -> list[str]:
+    """Run the launcher directly; its status lines."""
+    r, w = os.pipe()
+    try:
+        subprocess.run([PY, "-I", "-S", LAUNCHER, str(w), *argv], pass_fds=(w,), timeout=20)
+    finally:
+        os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        return fh.read().decode().split("\n")[:-1]
+
+
+def test_launcher_says_alone_only_when_no_child_is_left(tmp_path: Path) -> None:
+    assert _launch(["/bin/sh", "-c", "exit 3"])[1:] == ["exit 3 alone"]
+    # a background child still runs when the tool exits: no "alone"
+    lines = _launch(["/bin/sh", "-c", "sleep 0.5 & exit 0"])
+    assert lines[1:] == ["exit 0"]
+    # a child that already ended (reaped by its shell, or a zombie) does not count
+    assert _launch(["/bin/sh", "-c", "(exit 0) & wait; exit 0"])[1:] == ["exit 0 alone"]
+
+
+async def test_clean_exit_skips_the_proc_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans: list[int] = []
+    real_scan = process._scan
+
+    def counting_scan(*args, **kwargs):  # type: ignore[no-untyped-def]
+        scans.append(1)
+        return real_scan(*args, **kwargs)
+
+    monkeypatch.setattr(process, "_scan", counting_scan)
+    result, lines, _ = await _run('print("done")', tmp_path)
+    assert (result.outcome, result.exit_code, result.stragglers) == ("exited", 0, 0)
+    assert lines.texts == ["done"]
+    assert scans == []  # the launcher said "alone": nothing to look for
+    # a straggler still gets the sweep
+    code = """
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    """
+    result, _, marker = await _run(code, tmp_path)
+    assert result.stragglers == 1 and scans
+    assert marked_pids(marker) == set()
+
+
+async def test_output_yields_to_the_loop_between_chunks(tmp_path: Path) -> None:
+    # 4 MiB arrive faster than they are handled; another task still gets a
+    # turn after every READ_CHUNK of lines, not only when the buffer is empty
+    # (64 KiB and more before: 20 jobs x 64 KiB stalled the loop ~190 ms).
+    handled = 0
+    seen_at: list[int] = []
+    busy = True
+
+    async def ticker() -> None:
+        while busy:
+            seen_at.append(handled)
+            await asyncio.sleep(0)
+
+    def on_line(text: str, cut: bool) -> None:
+        nonlocal handled
+        handled += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        result, _, _ = await _run(
+            'import sys\nsys.stdout.write(("x" * 79 + "\\n") * 50000)', tmp_path, lines=on_line
+        )
+    finally:
+        busy = False
+        await task
+    assert result.exit_code == 0 and handled == 50000
+    gaps = [b - a for a, b in itertools.pairwise(seen_at)]
+    assert max(gaps) <= READ_CHUNK // 80 + 1  # lines of 80 bytes handled in one turn
