@@ -36,7 +36,12 @@ from .bot.users import Identity, UserTable
 from .core.config import Config, load_config
 from .core.errors import ConfigError
 from .core.eventlog import EventLog, ReplayWorker
-from .core.modules import ModuleLoader, load_module_config, module_resolvers
+from .core.modules import (
+    ModuleLoader,
+    load_module_config,
+    module_config_problems,
+    module_resolvers,
+)
 from .core.secrets import install_log_redaction
 from .core.store import Store
 from .core.vault import VaultClient
@@ -153,6 +158,7 @@ class App:
             wants=self._wants_event,
             module_config=self.module_config,
             pending=self.outbox.depth,
+            project_dir=config.project_dir,
         )
         self.metrics = Metrics()
         self.metrics.add(self._metric_families)
@@ -179,12 +185,12 @@ class App:
         users = await UserTable.load(store)
         return cls(config, store, users, vault_client=vault_client)
 
-    def module_config(self, name: str) -> dict[str, Any]:
-        """Module ``name``'s config under the running configuration, its
-        references resolved with the app's resolvers (fresh per call, so a
-        rotated vault secret is read at the next job)."""
+    def module_config(self, name: str, env: str) -> dict[str, Any]:
+        """Module ``name``'s config for environment ``env`` (the job's, not the
+        bot's ``--env``), its references resolved with the app's resolvers
+        (fresh per call, so a rotated vault secret is read at the next job)."""
         resolvers = module_resolvers(self.config, vault_client=self.vault_client)
-        return load_module_config(self.config, name, resolvers=resolvers)
+        return load_module_config(self.config, name, env=env, resolvers=resolvers)
 
     def _wants_event(self, key: str) -> bool:
         """Whether an ``event`` binding matches ``key`` -- asked once per job
@@ -380,12 +386,12 @@ class App:
         report.modules_kept = list(result.kept)
         # Module config files are configuration too: a broken one is told now,
         # not by the next !deploy of that module (what `module validate` checks).
+        # Every environment's overlay: a job may name any of them.
         resolvers = module_resolvers(self.config, vault_client=self.vault_client)
         for mod in self.modules.current:
-            try:
-                load_module_config(self.config, mod.name, resolvers=resolvers)
-            except ConfigError as exc:
-                report.module_config_errors[mod.name] = str(exc)
+            problems = module_config_problems(self.config, mod, resolvers)
+            if problems:
+                report.module_config_errors[mod.name] = "\n".join(problems)
 
     def _reload_config(self, report: RehashReport) -> None:
         global_file = self.config.config_dir / "global" / "config.yaml"

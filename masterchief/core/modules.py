@@ -25,7 +25,8 @@ that fails to reload.  ``watch()`` polls cheap ``stat`` signatures (each
 reloads when they move.
 
 Module config (``config/modules/<name>.yaml`` deep-merged with
-``config/modules/<env>/<name>.yaml``) goes through the main config's merge
+``config/modules/<env>/<name>.yaml``, ``<env>`` the environment the job runs
+in, not the bot's ``--env``) goes through the main config's merge
 and reference machinery: values built from ``${env:...}``, ``${file:...}``
 or ``${vault:...}`` come back as ``Secret`` and are registered for log
 redaction.  ``${vault:...}`` uses the main configuration's ``vault.url`` (or
@@ -104,6 +105,8 @@ __all__ = [
     "load_module",
     "load_module_config",
     "load_modules",
+    "module_config_envs",
+    "module_config_problems",
     "module_resolvers",
     "remove_module",
     "tool_variables",
@@ -1015,45 +1018,86 @@ def load_module_config(
     config: Config,
     name: str,
     *,
+    env: str | None = None,
     environ: Mapping[str, str] | None = None,
     resolvers: Mapping[str, Resolver] | None = None,
 ) -> dict[str, Any]:
     """``config/modules/<name>.yaml`` deep-merged with ``config/modules/<env>/<name>.yaml``.
 
-    Missing files are fine (``{}``).  Values built from references are
-    ``Secret`` (registered with ``REDACTOR``).  ``resolvers`` defaults to
+    ``env`` is the environment the module runs in (a job's: ``!deploy web
+    prod`` reads the ``prod`` overlay whatever ``--env`` the bot runs with);
+    None means ``config.env``, the CLI's ``--env``.  Missing files are fine
+    (``{}``).  Values built from references are ``Secret`` (registered with
+    ``REDACTOR``).  ``resolvers`` defaults to
     ``module_resolvers(config, environ=environ)``; pass a table to share one
     vault client across modules or to inject one.  Errors are ``ConfigError``
     naming the file and the key.
     """
     if not re.fullmatch(NAME_RE, name):
         raise ConfigError(f"{name!r} is not a module name")
+    # A path component: a job's environment (a manifest's, ENV_RE) is checked
+    # here too, never ".." or a slash; the bot's own was checked by load_config.
+    if env is not None and not re.fullmatch(ENV_RE, env):
+        raise ConfigError(f"{env[:40]!r} is not an environment name")
+    env_name = config.env if env is None else env
     base = config.config_dir / "modules"
     data: dict[str, Any] = {}
     origins: dict[KeyPath, str] = {}
-    for file in (base / f"{name}.yaml", base / config.env / f"{name}.yaml"):
+    for file in (base / f"{name}.yaml", base / env_name / f"{name}.yaml"):
         if file.is_file():
             _merge(data, _read_yaml(file), str(file), origins, ())
     if not data:
         return {}
     _check_settings(data, origins)
-    env = os.environ if environ is None else environ
+    os_env = os.environ if environ is None else environ
     pieces: dict[int, Redactor] = {}
     resolved: dict[str, Any] = _resolve_tree(
         data,
         (),
         origins=origins,
-        environ=env,
+        environ=os_env,
         base_dir=config.project_dir,
         ref_paths=set(),
         found=pieces,
-        resolvers=module_resolvers(config, environ=env) if resolvers is None else resolvers,
+        resolvers=module_resolvers(config, environ=os_env) if resolvers is None else resolvers,
     )
     for secret in _secrets(resolved):
         REDACTOR.register(secret)
         for piece in pieces.get(id(secret), Redactor()).values():
             REDACTOR.register(piece)
     return resolved
+
+
+def module_config_envs(config: Config, module: Module) -> list[str]:
+    """The environments whose module config ``module`` can be run with: those
+    its manifest names, and any ``config/modules/<env>/`` holding an overlay
+    for it (a typo'd or retired environment's file is still checked)."""
+    envs = set(module.manifest.environments)
+    base = config.config_dir / "modules"
+    if base.is_dir():
+        for sub in base.iterdir():
+            if (
+                re.fullmatch(ENV_RE, sub.name)
+                and sub.is_dir()
+                and (sub / f"{module.name}.yaml").is_file()
+            ):
+                envs.add(sub.name)
+    return sorted(envs)
+
+
+def module_config_problems(
+    config: Config, module: Module, resolvers: Mapping[str, Resolver]
+) -> list[str]:
+    """Every distinct ``ConfigError`` of ``module``'s config, loaded for each of
+    ``module_config_envs`` (a broken base file is said once, not per environment)."""
+    problems: list[str] = []
+    for env in module_config_envs(config, module):
+        try:
+            load_module_config(config, module.name, env=env, resolvers=resolvers)
+        except ConfigError as exc:
+            if str(exc) not in problems:
+                problems.append(str(exc))
+    return problems
 
 
 BOT_HOST_SETTING = "allow_bot_host"

@@ -5,7 +5,12 @@ module that would change it (packages, sudoers, sysctl, users) needs two
 things before it runs, in either mode: ``allow_bot_host: true`` in its
 module config (the operator's decision, per module) and a requester who is
 a global owner (+n).  ``check`` enforces that and raises a one-line
-``UserError`` that says what was found and what to set.
+``UserError`` that says what was found and what to set.  It runs when a job
+is requested, and again right before a job that waited for approval starts
+(``JobManager``): the module config for the job's environment
+(``allow_bot_host``, host overrides) and the inventory are read afresh then,
+so an edit made while the job waited is not bypassed.  The requester's +n is
+judged at the request only (the approvers vouched for that request).
 
 Where a run goes, per kind (``reach``):
 

@@ -89,10 +89,10 @@ async def _request(app: App, jobs: JobManager, ev: Event, mode: str) -> None:
     if not allowed(mask, ev.channel):
         raise UserError(f"you need {mask.describe(ev.channel)} to {mode} {module.name}")
     params = validate_params(module.manifest, env, parse_args(words))
+    owner = allowed(BOT_HOST_FLAGS, None)  # judged now; the module config again at start
     await bothost.check(
-        module, env, params, lambda: app.module_config(module.name),
-        owner=allowed(BOT_HOST_FLAGS, None), project_dir=app.config.project_dir,
-        extra_env=jobs.passed_env(),
+        module, env, params, lambda: app.module_config(module.name, env),
+        owner=owner, project_dir=app.config.project_dir, extra_env=jobs.passed_env(),
     )  # fmt: skip
     needs_approval = mode == "deploy" and env in module.manifest.approval
     if needs_approval and ev.source == "irc" and ev.nick and not app.irc.shares_channel(ev.nick):
@@ -102,7 +102,7 @@ async def _request(app: App, jobs: JobManager, ev: Event, mode: str) -> None:
             f"only while I can see you ({env} needs approval)"
         )
     job = await jobs.request(module, env, "plan" if mode == "plan" else "deploy", params,
-                             person, ev.channel)  # fmt: skip
+                             person, ev.channel, owner=owner)  # fmt: skip
     if job.status == "awaiting_approval":
         return  # announced to the channels already
     if job.status == "refused":

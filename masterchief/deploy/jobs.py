@@ -61,7 +61,7 @@ from ..core.modules import ApprovalRule, Module, ModuleLoader, folder_digest
 from ..core.secrets import MASK, REDACTOR, Secret
 from ..core.store import Store
 from ..core.text import without_hidden
-from . import runners
+from . import bothost, runners
 from .telling import Teller
 
 __all__ = ["TERMINAL", "Job", "JobManager", "Person"]
@@ -137,6 +137,9 @@ class Job:
     channel: str | None
     rule: ApprovalRule | None
     created_at: float
+    # The requester held +n when asking: the bot-host rule's "who" part,
+    # judged at request time only (an approved job is not re-judged on it).
+    owner: bool = False
     status: str = "pending"
     approvals: list[tuple[Person, float]] = field(default_factory=list)
     expires_at: float | None = None
@@ -245,12 +248,15 @@ class JobManager:
         say: Callable[[str, str], object],
         submit: Callable[[Event], object],
         wants: Callable[[str], bool] = lambda key: True,
-        module_config: Callable[[str], Mapping[str, Any]] = lambda name: {},
+        module_config: Callable[[str, str], Mapping[str, Any]] = lambda name, env: {},
         pending: Callable[[], int] = lambda: 0,
+        project_dir: Path = Path(),
     ) -> None:
         """``announce`` is the durable outbox's; ``pending`` how many
         announcements it has not yet handed to IRC (progress ticks wait
-        while there are any, so they never overtake a job's start)."""
+        while there are any, so they never overtake a job's start).
+        ``module_config(name, env)`` loads a module's config for the job's
+        environment; ``project_dir`` is where paths in messages are shown from."""
         self.config = config
         self.store = store
         self.modules = modules
@@ -258,6 +264,7 @@ class JobManager:
         self._submit = submit
         self._wants = wants
         self._module_config = module_config
+        self._project_dir = project_dir
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.jobs: dict[str, Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -302,9 +309,13 @@ class JobManager:
         params: Mapping[str, Any],
         requester: Person,
         channel: str | None,
+        *,
+        owner: bool = False,
     ) -> Job:
         """Record a job and start it, or leave it waiting for approvals.  The
-        caller has validated ``params`` and checked the requester's flags."""
+        caller has validated ``params`` and checked the requester's flags and
+        the bot-host rule (``owner``: the requester holds +n, kept for the
+        re-check of the module config when an approved job starts)."""
         if mode == "deploy":
             await self._check_requires(module, env)
         rule = module.manifest.approval.get(env) if mode == "deploy" else None
@@ -329,6 +340,7 @@ class JobManager:
             channel=channel,
             rule=rule,
             created_at=time.time(),
+            owner=owner,
             tail=deque(maxlen=self.config.tail_lines),
         )
         if rule is not None:
@@ -537,6 +549,14 @@ class JobManager:
         if module is None:
             await self._close(job, "cancelled", "the module was removed")
             return
+        if job.rule is not None:
+            why = await self._bot_host_refusal(job, module)
+            if job.status in TERMINAL or job.status == "running":
+                return  # cancelled or expired while the inventory was read
+            if why is not None:
+                self.stats["refused"] += 1
+                await self._close(job, "refused", why)
+                return
         ttl = module.manifest.timeout_s + 2 * self.config.kill_grace_s + 60
         holder = f"job {job.id} ({job.mode} by {job.requester.handle}) on {self.holder}"
         taken = await self.store.lease_acquire(
@@ -561,9 +581,27 @@ class JobManager:
 
         self._teller.after(begin)
 
+    async def _bot_host_refusal(self, job: Job, module: Module) -> str | None:
+        """The bot-host rule again, for a job that waited for approval: its
+        module config (``allow_bot_host``, inventory overrides) or inventory
+        may have been edited since the request.  The requester's +n is the
+        one recorded then (``job.owner``).  None: it may start."""
+        try:
+            await bothost.check(
+                module, job.env, job.params, lambda: self._module_config(module.name, job.env),
+                owner=job.owner, project_dir=self._project_dir, extra_env=self.passed_env(),
+            )  # fmt: skip
+        except UserError as exc:
+            return f"re-checked before starting: {exc}"
+        except Exception:
+            ref = secrets.token_hex(3)
+            log.exception("job %s (%s): bot-host re-check failed (ref %s)", job.id, job.where, ref)
+            return f"re-checked before starting: module config unreadable (ref {ref})"
+        return None
+
     async def _spec(self, job: Job, module: Module) -> runners.RunSpec:
         # Module config may call Key Vault: a worker thread keeps the loop free.
-        variables = await asyncio.to_thread(self._module_config, module.name)
+        variables = await asyncio.to_thread(self._module_config, module.name, job.env)
         return runners.RunSpec(
             job_id=job.id,
             module=module,

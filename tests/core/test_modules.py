@@ -25,6 +25,9 @@ from masterchief.core.modules import (
     load_module,
     load_module_config,
     load_modules,
+    module_config_envs,
+    module_config_problems,
+    module_resolvers,
     remove_module,
 )
 from masterchief.core.secrets import REDACTOR, Secret
@@ -626,6 +629,53 @@ def test_module_config_top_level_must_be_mapping(tmp_path: Path) -> None:
 def test_module_config_refuses_path_like_names(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a module name"):
         load_module_config(project(tmp_path), "../global/config", environ={})
+
+
+def test_module_config_overlay_is_the_named_environments_not_the_bots(tmp_path: Path) -> None:
+    config = project(tmp_path, "dev")  # the bot runs with --env dev
+    base = tmp_path / "config" / "modules"
+    (base / "prod").mkdir()
+    (base / "web.yaml").write_text("region: base\nworkers: 2\n")
+    (base / "dev" / "web.yaml").write_text("region: dev\n")
+    (base / "prod" / "web.yaml").write_text(
+        "region: prod\ntoken: '${env:WEB_PROD_TOKEN}'\nallow_bot_host: true\n"
+    )
+    environ = {"WEB_PROD_TOKEN": "prod-only-token-4e1"}
+    got = load_module_config(config, "web", env="prod", environ=environ)
+    assert got["region"] == "prod" and got["workers"] == 2
+    assert got["allow_bot_host"] is True
+    assert got["token"].reveal() == "prod-only-token-4e1"
+    assert REDACTOR.redact("t=prod-only-token-4e1") == "t=***"
+    dev = load_module_config(config, "web", env="dev", environ=environ)
+    assert dev == {"region": "dev", "workers": 2}
+    assert load_module_config(config, "web", environ=environ) == dev  # None: config.env
+
+
+@pytest.mark.parametrize("env", ["..", "../global", "prod/x", "Prod", "", "a" * 40])
+def test_module_config_refuses_path_like_environments(tmp_path: Path, env: str) -> None:
+    with pytest.raises(ConfigError, match="not an environment name"):
+        load_module_config(project(tmp_path), "web", env=env, environ={})
+
+
+def test_module_config_problems_cover_every_environments_overlay(tmp_path: Path) -> None:
+    config = project(tmp_path, "dev")
+    base = tmp_path / "config" / "modules"
+    mod = load_module(write_module(tmp_path / "modules" / "web", manifest("web")))
+    for env in ("prod", "retired", "Not-An-Env"):
+        (base / env).mkdir()
+    (base / "dev" / "web.yaml").write_text("region: dev\n")
+    (base / "prod" / "web.yaml").write_text("token: ${env:MC_UNSET_PROD_TOKEN_9}\n")
+    (base / "retired" / "web.yaml").write_text("allow_bot_host: yes-please\n")
+    (base / "Not-An-Env" / "web.yaml").write_text("- not read\n")
+    assert module_config_envs(config, mod) == ["dev", "prod", "retired", "staging"]
+    resolvers = module_resolvers(config, environ={})
+    problems = module_config_problems(config, mod, resolvers)
+    assert len(problems) == 2, problems
+    assert "prod/web.yaml: token" in problems[0] and "MC_UNSET_PROD_TOKEN_9" in problems[0]
+    assert "retired/web.yaml: allow_bot_host" in problems[1]
+    (base / "web.yaml").write_text("- a\n")  # a broken base file: said once, not per env
+    problems = module_config_problems(config, mod, resolvers)
+    assert sum("config/modules/web.yaml" in p for p in problems) == 1, problems
 
 
 # --- add and remove ----------------------------------------------------------------------------

@@ -196,9 +196,9 @@ async def test_the_app_resolves_module_config_with_its_vault_client(tmp_path: Pa
     vault = FakeVault({"deploy-token": "app-vault-value-161"})
     app = await App.create(config, vault_client=vault)
     try:
-        got = app.module_config("web")
+        got = app.module_config("web", "dev")
         assert got["token"].reveal() == "app-vault-value-161"
-        app.module_config("web")
+        app.module_config("web", "dev")
         assert vault.calls == ["deploy-token", "deploy-token"]  # read again per job
     finally:
         await app.store.close()

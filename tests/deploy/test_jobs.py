@@ -28,6 +28,7 @@ environments: [dev, prod]
 flags: "o|o"
 requires: {requires}
 approval: {{prod: {{approvers: 2, flags: "m|m", ttl_s: 60}}}}
+script: {{changes_bot_host: false}}  # a test script: approved jobs re-check the bot-host rule
 parameters:
   service: {{type: string, pattern: '^[a-z0-9-]+$', required: true}}
   token: {{type: string, secret: true}}
@@ -427,3 +428,78 @@ async def test_an_untrusted_match_of_the_requesters_record_is_not_the_requester(
         await rig.jobs.deny(job.id, stranger, lambda m, c: False, "no")
     assert job.status == "awaiting_approval"
     assert await rig.jobs.cancel(job.id, ALICE, lambda m, c: False) == f"job {job.id} cancelled"
+
+
+async def test_an_approved_job_rechecks_the_bot_host_rule_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    """A script changes the bot's host: the module config (for the job's
+    environment) is read again once approved; ``allow_bot_host`` removed
+    meanwhile closes the job as refused and runs nothing."""
+    d = tmp_path / "modules" / "local"
+    d.mkdir(parents=True)
+    manifest = MANIFEST.format(name="local", requires="[]").replace(
+        "script: {changes_bot_host: false}", ""
+    )
+    assert "changes_bot_host" not in manifest.split("#")[0]
+    (d / "module.yaml").write_text(manifest)
+    marker = tmp_path / "ran"
+    (d / "run.sh").write_text(f'#!/bin/sh\ntouch "{marker}.$MC_JOB_ID"\n')
+    (d / "run.sh").chmod(0o755)
+    loader = ModuleLoader([tmp_path / "modules"])
+    assert not loader.reload().errors
+    store = await Store.open(tmp_path / "s.db")
+    settings: dict[str, object] = {"allow_bot_host": True}
+    asked: list[tuple[str, str]] = []
+
+    def module_config(name: str, env: str) -> dict[str, object]:
+        asked.append((name, env))
+        return dict(settings)
+
+    announced: list[str] = []
+
+    async def announce(_target: str, text: str) -> None:
+        announced.append(text)
+
+    jobs = JobManager(
+        DeployConfig(work_dir=tmp_path / "jobs", channels=("#deploys",), kill_grace_s=1),
+        store,
+        loader,
+        announce=announce,
+        say=lambda target, text: None,
+        submit=lambda ev: None,
+        module_config=module_config,
+        project_dir=tmp_path,
+    )
+    try:
+        module = jobs.module("local")
+        for allowed, owner, status in ((True, True, "succeeded"), (False, True, "refused"),
+                                       (True, False, "refused")):  # fmt: skip
+            settings.clear()
+            asked.clear()
+            job = await jobs.request(
+                module, "prod", "deploy", {"service": "api"}, ALICE, "#ops", owner=owner
+            )
+            assert job.status == "awaiting_approval" and asked == []
+            if allowed:
+                settings["allow_bot_host"] = True
+            await jobs.approve(job.id, BOB, anyone)
+            await jobs.approve(job.id, CAROL, anyone)
+            await finished(job)
+            assert job.status == status, (job.status, job.reason)
+            assert asked[0] == ("local", "prod")  # the job's environment's config
+            assert Path(f"{marker}.{job.id}").exists() == (status == "succeeded")
+            if status == "refused":
+                assert job.started_at is None
+                assert job.reason is not None
+                assert job.reason.startswith("re-checked before starting: local prod would run")
+                why = "only a global owner (+n)" if allowed else "needs allow_bot_host: true"
+                assert why in job.reason, job.reason
+                async with asyncio.timeout(5):
+                    while not any(
+                        f"job {job.id} local/prod deploy refused" in t for t in announced
+                    ):
+                        await asyncio.sleep(0.01)
+    finally:
+        await jobs.shutdown()
+        await store.close()
