@@ -5,8 +5,9 @@ the bot's host, and a module aimed at the bot's host needs
 
 from __future__ import annotations
 
+import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,96 @@ async def test_a_module_on_the_bot_host_needs_the_setting_and_an_owner(
     line = await say(owner, "!deploy here-ok dev", r"job [0-9a-f]{6} here-ok/dev deploy ")
     assert "succeeded" in line.text, line.text
     assert (tmp_path / "ran-here-ok").exists()
+
+
+# --- re-checked when an approved job starts --------------------------------------------
+
+GATED_MANIFEST = """\
+name: {name}
+version: 1.0.0
+kind: ansible
+entry: site.yml
+environments: [dev, prod]
+flags: "o|o"
+approval: {{prod: {{approvers: 1, flags: "m|m", ttl_s: 300}}}}
+timeout_s: 30
+ansible: {{inventory: {{prod: hosts.ini}}}}
+"""
+
+
+@pytest.fixture
+async def gated_bot(tmp_path: Path, ircd: Any) -> AsyncIterator[App]:
+    """A bot started with --env dev; prod needs one approval (+m).  ``gated``:
+    prod inventory is localhost (local connection), allowed by the *prod*
+    overlay ``config/modules/prod/gated.yaml``; ``remote``: prod inventory is
+    a documentation address, no module config."""
+    inventories = {
+        "gated": "localhost ansible_connection=local ansible_python_interpreter=auto_silent\n",
+        "remote": "target-1 ansible_host=192.0.2.10\n",
+    }
+    for name, inventory in inventories.items():
+        mod = tmp_path / "modules" / name
+        mod.mkdir(parents=True)
+        (mod / "module.yaml").write_text(GATED_MANIFEST.format(name=name))
+        (mod / "site.yml").write_text(LOCAL_PLAYBOOK.format(marker=tmp_path / f"ran-{name}"))
+        (mod / "hosts.ini").write_text(inventory)
+    conf = tmp_path / "config" / "modules" / "prod"
+    conf.mkdir(parents=True)
+    (conf / "gated.yaml").write_text("allow_bot_host: true\n")
+    deploy = deploy_config(tmp_path)
+    async with running_bot(tmp_path, ircd.host, ircd.port, deploy=deploy, users=TRUST) as app:
+        assert app.config.env == "dev"
+        yield app
+
+
+async def _request_and_approve(
+    app: App, requester: Any, approver: Any, command: str, edit: Callable[[], object]
+) -> str:
+    """``command`` waits for approval; ``edit`` runs; the approval's outcome line."""
+    line = await say(requester, command, r"job [0-9a-f]{6} .*needs 1 approval")
+    m = re.search(r"job ([0-9a-f]{6})", line.text)
+    assert m is not None, line.text
+    job = m.group(1)
+    edit()
+    where = command.split()[1] + "/" + command.split()[2]
+    line = await say(approver, f"!approve {job}", rf"job {job} {where} deploy ")
+    return line.text
+
+
+@pytest.mark.timeout(180)
+async def test_an_approved_job_rechecks_the_module_config_before_it_starts(
+    gated_bot: App, irc_client: Any, tmp_path: Path
+) -> None:
+    owner = await person(gated_bot, irc_client, "n")
+    boss = await person(gated_bot, irc_client, "m")
+    setting = tmp_path / "config" / "modules" / "prod" / "gated.yaml"
+    # allow_bot_host (from the prod overlay) removed while the job waited
+    text = await _request_and_approve(
+        gated_bot, owner, boss, "!deploy gated prod",
+        lambda: setting.write_text("allow_bot_host: false\n"),
+    )  # fmt: skip
+    assert "refused: re-checked before starting: gated prod would run on the bot's own host " in (
+        text
+    ), text
+    assert "(localhost: a local connection" in text and "allow_bot_host: true" in text, text
+    assert not (tmp_path / "ran-gated").exists()
+    # a host override that points at the bot's host added while the job waited
+    override = tmp_path / "config" / "modules" / "prod" / "remote.yaml"
+    text = await _request_and_approve(
+        gated_bot, owner, boss, "!deploy remote prod",
+        lambda: override.write_text("ansible_host: 127.0.0.1\n"),
+    )  # fmt: skip
+    assert "refused: re-checked before starting: remote prod would run on the bot's own host " in (
+        text
+    ), text
+    assert "(target-1: a loopback address" in text, text
+    rows = {r["module"]: r for r in await gated_bot.store.jobs_list()}
+    assert rows["gated"]["status"] == rows["remote"]["status"] == "refused"
+    assert rows["gated"]["started_at"] is None and rows["remote"]["started_at"] is None
+    # Positive control: allowed again, unchanged between request and approval, it runs.
+    setting.write_text("allow_bot_host: true\n")
+    text = await _request_and_approve(
+        gated_bot, owner, boss, "!deploy gated prod", lambda: None
+    )  # fmt: skip
+    assert "succeeded" in text, text
+    assert (tmp_path / "ran-gated").exists()
