@@ -152,6 +152,11 @@ async def test_delete_cascades(store: Store, tmp_path: Path) -> None:
     [
         (UserRecord(handle="alice"), UserRecord(handle="ALICE")),
         (UserRecord(handle="a", account="Acct"), UserRecord(handle="b", account="acct")),
+        # rfc1459 folding: {}|~ are the upper case of []\\^
+        (UserRecord(handle="erin[1]"), UserRecord(handle="ERIN{1}")),
+        (UserRecord(handle="a\\b"), UserRecord(handle="A|B")),
+        (UserRecord(handle="a", account="erin[1]"), UserRecord(handle="b", account="ERIN{1}")),
+        (UserRecord(handle="a", account="x~y"), UserRecord(handle="b", account="X^Y")),
     ],
 )
 async def test_uniqueness_is_case_insensitive(
