@@ -55,6 +55,7 @@ from bench.common import (
     connection_report,
     machine,
     teardown,
+    verdict,
 )
 from tests.servers import InspIRCd, free_port
 
@@ -252,9 +253,7 @@ async def main_async(args: argparse.Namespace) -> int:
             "bot stayed connected (no QUIT/ERROR/RecvQ/Excess Flood, one connect)": stayed,
             "bot answers !ping after the flood": bool(pongs),
         }
-        for what, passed in checks.items():
-            report.append(f"{'PASS' if passed else 'FAIL'}: {what}")
-            ok = ok and passed
+        ok = verdict(report, checks) and ok
         print("\n".join(report))
     finally:
         await teardown(clients, [bot] if bot is not None else [], ircd, tmp, args.keep)

@@ -86,6 +86,13 @@ def connection_report(log: str) -> tuple[int, list[str]]:
     return connects, [ln for ln in lines if any(w in ln for w in _TROUBLE)]
 
 
+def verdict(report: list[str], checks: dict[str, bool]) -> bool:
+    """Append one ``PASS: ...``/``FAIL: ...`` line per check to ``report``;
+    True when every check passed."""
+    report.extend(f"{'PASS' if passed else 'FAIL'}: {what}" for what, passed in checks.items())
+    return all(checks.values())
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list (``q`` in 0..100)."""
     if not sorted_values:

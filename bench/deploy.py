@@ -69,7 +69,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bot_revision, machine, percentile
+from bench.common import bot_revision, machine, percentile, verdict
 from masterchief.app import App
 from masterchief.core.config import BotConfig, OutputConfig
 from masterchief.core.secrets import MASK, RedactingFilter
@@ -666,10 +666,9 @@ def report(
         f"{budget_jobs:.1f})": sent_all <= budget_all and sent_jobs <= budget_jobs,
         "bot stayed connected": run.connected and not trouble,
     }
-    ok = True
-    for what, passed in checks.items():
-        print(f"{'PASS' if passed else 'FAIL'}: {what}")
-        ok = ok and passed
+    lines: list[str] = []
+    ok = verdict(lines, checks)
+    print("\n".join(lines))
     return ok
 
 

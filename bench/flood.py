@@ -52,6 +52,7 @@ from bench.common import (
     machine,
     percentile,
     teardown,
+    verdict,
 )
 from tests.servers import InspIRCd
 
@@ -273,9 +274,7 @@ async def main_async(args: argparse.Namespace) -> int:
             "bot stayed connected (no QUIT/ERROR/RecvQ/Excess Flood, one connect)": stayed,
             "bot answers !ping after the flood": ping_ms is not None,
         }
-        for what, passed in checks.items():
-            report.append(f"{'PASS' if passed else 'FAIL'}: {what}")
-            ok = ok and passed
+        ok = verdict(report, checks) and ok
         print("\n".join(report))
     finally:
         await teardown(clients, [bot] if bot is not None else [], ircd, tmp, args.keep)

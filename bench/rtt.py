@@ -65,6 +65,7 @@ from bench.common import (
     percentile,
     tcp_counter,
     teardown,
+    verdict,
 )
 from tests.servers import InspIRCd
 
@@ -416,9 +417,7 @@ async def main_async(args: argparse.Namespace) -> int:
             f"pongs {worst:.3f} ms < {BLOCKED_TARGET_MS:.0f} ms, lost "
             f"{sum(r.lost for r in blocked)}"
         ] = still_blocked and worst < BLOCKED_TARGET_MS and not any(r.lost for r in blocked)
-        for what, passed in checks.items():
-            report.append(f"{'PASS' if passed else 'FAIL'}: {what}")
-            ok = ok and passed
+        ok = verdict(report, checks) and ok
         print("\n".join(report))
     finally:
         await teardown(clients, bots, ircd, tmp, args.keep)
