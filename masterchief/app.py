@@ -44,7 +44,7 @@ from .core.modules import (
 )
 from .core.secrets import install_log_redaction
 from .core.store import Store
-from .core.vault import VaultClient
+from .core.vault import VaultClient, unfetched_vault_resolver
 from .deploy import commands as deploy_commands
 from .deploy.jobs import JobManager
 from .ingestion.files import FileWatcher
@@ -386,8 +386,10 @@ class App:
         report.modules_kept = list(result.kept)
         # Module config files are configuration too: a broken one is told now,
         # not by the next !deploy of that module (what `module validate` checks).
-        # Every environment's overlay: a job may name any of them.
-        resolvers = module_resolvers(self.config, vault_client=self.vault_client)
+        # Every environment's overlay: a job may name any of them. Vault
+        # secrets are not fetched here (a blocking call on the event loop,
+        # once per module and environment): each job reads its own.
+        resolvers = {**module_resolvers(self.config), "vault": unfetched_vault_resolver}
         for mod in self.modules.current:
             problems = module_config_problems(self.config, mod, resolvers)
             if problems:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from masterchief.core.errors import ConfigError
 from masterchief.core.secrets import ResolveContext, Resolver
 
-__all__ = ["VaultClient", "azure_client", "vault_resolver"]
+__all__ = ["VaultClient", "azure_client", "unfetched_vault_resolver", "vault_resolver"]
 
 # Key Vault secret names: 1-127 characters, letters, digits and dashes.
 _SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
@@ -46,17 +46,29 @@ def azure_client(url: str) -> VaultClient:
     return client
 
 
+def _check_name(name: str, ctx: ResolveContext) -> None:
+    if not _SECRET_NAME.fullmatch(name):
+        raise ConfigError(
+            f"invalid vault secret name {name[:40]!r} (letters, digits and dashes)",
+            key=ctx.where,
+        )
+
+
+def unfetched_vault_resolver(name: str, ctx: ResolveContext) -> str:
+    """A ``${vault:name}`` resolver for checking a file's shape only: the name
+    is checked, nothing is fetched (a Key Vault call blocks; ``!rehash`` runs
+    on the event loop), and the value is a placeholder nobody can use."""
+    _check_name(name, ctx)
+    return "unfetched-vault-secret"
+
+
 def vault_resolver(factory: Callable[[], VaultClient]) -> Resolver:
     """A ``${vault:name}`` resolver that creates its client on first use."""
     client: list[VaultClient] = []
     cache: dict[str, str] = {}
 
     def resolve(name: str, ctx: ResolveContext) -> str:
-        if not _SECRET_NAME.fullmatch(name):
-            raise ConfigError(
-                f"invalid vault secret name {name[:40]!r} (letters, digits and dashes)",
-                key=ctx.where,
-            )
+        _check_name(name, ctx)
         if name in cache:
             return cache[name]
         if not client:

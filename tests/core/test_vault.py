@@ -202,3 +202,35 @@ async def test_the_app_resolves_module_config_with_its_vault_client(tmp_path: Pa
         assert vault.calls == ["deploy-token", "deploy-token"]  # read again per job
     finally:
         await app.store.close()
+
+
+async def test_rehash_checks_module_config_without_fetching_vault_secrets(tmp_path: Path) -> None:
+    # A Key Vault call blocks; !rehash runs on the event loop, once per module
+    # and environment. It checks the files' shape and the secret names only.
+    mod = tmp_path / "modules" / "web"
+    mod.mkdir(parents=True)
+    (mod / "run.sh").write_text("#!/bin/sh\n")
+    (mod / "run.sh").chmod(0o755)
+    (mod / "module.yaml").write_text(
+        "name: web\nversion: 1.0.0\nkind: script\nentry: run.sh\n"
+        "environments: [dev, prod]\nscript: {changes_bot_host: false}\n"
+    )
+    config = _module_project(
+        tmp_path,
+        "token: ${vault:deploy-token}\n",
+        store={"path": str(tmp_path / "mc.db")},
+        web={"enabled": False},
+        deploy={"modules": [str(tmp_path / "modules")]},
+    )
+    (tmp_path / "config" / "modules" / "prod").mkdir()
+    (tmp_path / "config" / "modules" / "prod" / "web.yaml").write_text("token: ${vault:bad_name}\n")
+    vault = FakeVault({"deploy-token": "app-vault-value-162"})
+    app = await App.create(config, vault_client=vault)
+    try:
+        report = app.rehash()
+        assert vault.calls == []
+        assert "invalid vault secret name 'bad_name'" in report.module_config_errors["web"]
+        assert app.module_config("web", "dev")["token"].reveal() == "app-vault-value-162"
+        assert vault.calls == ["deploy-token"]  # a job still reads its secret
+    finally:
+        await app.store.close()
