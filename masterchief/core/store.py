@@ -750,6 +750,10 @@ class Store:
         async with self._transaction() as tx:
             await tx.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
 
+    async def ping(self) -> None:
+        """One trivial read through the store's connection: it answers."""
+        await self._fetchall("SELECT 1")
+
     async def outbox_count(self) -> int:
         rows = await self._fetchall("SELECT COUNT(*) FROM outbox")
         return int(rows[0][0])

@@ -501,8 +501,8 @@ class WebServer:
         if admin is None or admin.token is None:
             return None
         presented = request.headers.get("Authorization", "")
-        scheme, _, value = presented.strip().partition(" ")
-        if scheme.lower() == "bearer" and verify.token_matches(admin.token.reveal(), value.strip()):
+        value = verify.bearer(presented)
+        if value is not None and verify.token_matches(admin.token.reveal(), value):
             return None
         log.warning(
             "web: %s from %s refused (401): %s",
@@ -529,7 +529,7 @@ class WebServer:
         info = self._health() if self._health is not None else HealthInfo()
         components = {
             **info.components,
-            "store": await probe_store(self.store.outbox_count),
+            "store": await probe_store(self.store.ping),
             "web": self._web_health(),
         }
         status, body = summarize(components)

@@ -232,7 +232,8 @@ def gitlab(
 # --- Jenkins and Alertmanager (header credentials) -------------------------------------
 
 
-def _bearer(authorization: str | None) -> str | None:
+def bearer(authorization: str | None) -> str | None:
+    """The credentials of an ``Authorization: Bearer ...`` header, or None."""
     if authorization is None:
         return None
     scheme, _, rest = authorization.strip().partition(" ")
@@ -256,7 +257,7 @@ def _basic(authorization: str | None) -> tuple[str, str] | None:
 def jenkins(token: str, *, authorization: str | None, jenkins_token: str | None) -> Verdict:
     """A token in ``Authorization: Bearer`` or ``X-Jenkins-Token``.  A token
     only in the query string is not looked at (it ends up in access logs)."""
-    presented = _bearer(authorization)
+    presented = bearer(authorization)
     if presented is None:
         presented = jenkins_token.strip() if jenkins_token else None
     if not presented:
@@ -276,15 +277,15 @@ def alertmanager_auth(
     if authorization is None or not authorization.strip():
         return reject("missing Authorization header")
     ok = False
-    bearer = _bearer(authorization)
-    if bearer_token is not None and bearer is not None:
-        ok |= token_matches(bearer_token, bearer)
+    token = bearer(authorization)
+    if bearer_token is not None and token is not None:
+        ok |= token_matches(bearer_token, token)
     creds = _basic(authorization)
     if basic is not None and creds is not None:
         user_ok = token_matches(basic[0], creds[0])
         pass_ok = token_matches(basic[1], creds[1])
         ok |= user_ok and pass_ok
-    if bearer is None and creds is None:
+    if token is None and creds is None:
         return reject("malformed Authorization header (expected Bearer or Basic)")
     if not ok:
         return reject("Authorization does not match")

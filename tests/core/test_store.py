@@ -186,3 +186,13 @@ async def test_concurrent_writes_do_not_interleave(store: Store) -> None:
     users = await store.load_users()
     assert len(users) == 20
     assert all(u.hostmasks == (f"{u.handle}!*@*",) for u in users)
+
+
+async def test_ping_answers_while_open_and_fails_once_closed(tmp_path: Path) -> None:
+    # /healthz's store probe: one trivial read, never a scan of a table that
+    # is largest exactly when the bot is in trouble (the outbox).
+    s = await Store.open(tmp_path / "ping.db")
+    assert await s.ping() is None
+    await s.close()
+    with pytest.raises(Exception):  # noqa: B017 - any failure is "down" to the probe
+        await s.ping()
