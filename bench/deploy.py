@@ -70,11 +70,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import bot_revision, machine, percentile, verdict
-from masterchief.app import App
-from masterchief.core.config import BotConfig, OutputConfig
-from masterchief.core.secrets import MASK, RedactingFilter
+from masterchief.config.engine import BotConfig, OutputConfig
+from masterchief.config.secrets import MASK, RedactingFilter
 from masterchief.deploy.jobs import TERMINAL, Job
 from masterchief.deploy.runners import SAFE_PATH, VENV_BIN
+from masterchief.runtime.app import App
 from tests.harness import running_bot
 from tests.ircclient import Line, TestClient
 from tests.servers import InspIRCd

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
-from masterchief.core.config import FilesConfig
-from masterchief.core.store import Store
-from masterchief.ingestion.files import FileWatcher
+from masterchief.config.engine import FilesConfig
+from masterchief.sources.files.watcher import FileWatcher
+from masterchief.store.sqlite.store import Store
 
 
 def maxrss_mb() -> float:

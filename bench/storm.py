@@ -50,7 +50,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import BenchClient, BotProcess, Line, connection_report, machine, percentile
-from tests.bot.test_outbox_e2e import Tally, alertmanager_notification, storm_announcements
+from tests.outputs.test_outbox_e2e import Tally, alertmanager_notification, storm_announcements
 from tests.servers import InspIRCd, free_port
 
 CHANNEL = "#alerts"

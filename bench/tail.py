@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from masterchief.bindings import BindingTable, Dispatcher, Event
-from masterchief.core.config import LogConfig
-from masterchief.core.store import Store
-from masterchief.ingestion.tail import LogTailer
+from masterchief.config.engine import LogConfig
+from masterchief.sources.logs.tail import LogTailer
+from masterchief.store.sqlite.store import Store
 
 CODES = 20
 WORDS = [

@@ -130,10 +130,10 @@ def pct(sorted_values: list[float], q: float) -> float:
 
 async def server_main(args: argparse.Namespace) -> int:
     from masterchief.bindings import BindingTable, Dispatcher, Event
-    from masterchief.core.config import build_config
-    from masterchief.core.eventlog import EventLog
-    from masterchief.core.store import Store
-    from masterchief.web.server import WebServer
+    from masterchief.config.engine import build_config
+    from masterchief.eventlog.log import EventLog
+    from masterchief.http.server import WebServer
+    from masterchief.store.sqlite.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="mc-bench-webhooks-"))
     config = build_config(

@@ -19,7 +19,9 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from masterchief.bot.users import (
+from masterchief.config.engine import Config, ConfigError, load_config, require_environment
+from masterchief.errors import UserError
+from masterchief.identity.users import (
     User,
     UserTable,
     WeakHostmask,
@@ -27,9 +29,7 @@ from masterchief.bot.users import (
     is_weak_hostmask,
     unprivileged,
 )
-from masterchief.core.config import Config, ConfigError, load_config, require_environment
-from masterchief.core.errors import UserError
-from masterchief.core.store import EventLogRecord, ReplayRequest, Store, StoreError
+from masterchief.store.sqlite.store import EventLogRecord, ReplayRequest, Store, StoreError
 
 __all__ = ["main"]
 
@@ -117,7 +117,7 @@ def main() -> None:
 def run(config_dir: Path, env: str) -> None:
     """Connect to IRC and run the bot until SIGINT/SIGTERM."""
     config = _load(config_dir, env)
-    from masterchief.app import run_bot  # imported late: the CLI's user commands stay light
+    from masterchief.runtime.app import run_bot  # imported late: the CLI's user commands stay light
 
     try:
         code = asyncio.run(run_bot(config))
@@ -158,7 +158,7 @@ def files_status(config_dir: Path, env: str) -> None:
     """Each watched folder (pending, processed, quarantined) and tailed log (file, offset,
     lines/s as stored by the bot, with when it was measured)."""
     config = _load(config_dir, env, sections=("store", "files"))
-    from masterchief.ingestion.status import folder_rows, format_status, log_rows
+    from masterchief.sources.status import folder_rows, format_status, log_rows
 
     async def report() -> list[str]:
         store = await Store.open(config.store.path)
@@ -295,7 +295,7 @@ def events_list(
 ) -> None:
     """Logged events, newest first: time, id, type, key, origin, outcome, replay-of."""
     config = _load(config_dir, env, sections=STORE_ONLY)
-    from masterchief.core import eventlog
+    from masterchief.eventlog import log as eventlog
 
     try:
         after = eventlog.parse_since(since) if since else None
@@ -334,7 +334,7 @@ def events_replay(
     Requests the bot has not taken within --timeout are cancelled."""
     # a dry run builds the App (scripts and bindings): the whole configuration
     config = _load(config_dir, env, sections=None if dry_run else STORE_ONLY)
-    from masterchief.core import eventlog
+    from masterchief.eventlog import log as eventlog
 
     event_ids = tuple(dict.fromkeys(event_ids))  # an id given twice is replayed once
     if dry_run:
@@ -361,8 +361,8 @@ def _replay_dry_run(config: Config, event_ids: Sequence[str]) -> None:
     """Which bindings would fire for each event under the current config and
     scripts.  The App is built but never run; scripts load outside any event
     loop, so loading them cannot start a task, and nothing is sent."""
-    from masterchief.app import App
-    from masterchief.core import eventlog
+    from masterchief.eventlog import log as eventlog
+    from masterchief.runtime.app import App
 
     async def action(store: Store) -> tuple[Store, list[EventLogRecord], UserTable]:
         return store, await store.event_log_get(event_ids), await UserTable.load(store)
@@ -550,7 +550,7 @@ def module() -> None:
 def module_list(config_dir: Path, env: str) -> None:
     """List deploy modules; those that fail to load are listed after (exit 1)."""
     config = _load(config_dir, env, sections=("deploy",))
-    from masterchief.core.modules import load_modules
+    from masterchief.deploy.catalog import load_modules
 
     found = load_modules(config.deploy.modules)
     if not found.modules and not found.errors:
@@ -585,7 +585,7 @@ def module_show(name: str, config_dir: Path, env: str) -> None:
     config = _load(config_dir, env, sections=("deploy", "vault"))
     import yaml
 
-    from masterchief.core.modules import load_module_config, load_modules
+    from masterchief.deploy.catalog import load_module_config, load_modules
 
     found = load_modules(config.deploy.modules)
     mod = found.get(name)
@@ -661,7 +661,7 @@ def module_show(name: str, config_dir: Path, env: str) -> None:
 def module_validate(config_dir: Path, env: str) -> None:
     """Validate every module and its config for --env; exit 1 on any error."""
     config = _load(config_dir, env, sections=("deploy", "vault"))
-    from masterchief.core.modules import load_module_config, load_modules, module_resolvers
+    from masterchief.deploy.catalog import load_module_config, load_modules, module_resolvers
 
     found = load_modules(config.deploy.modules)
     problems = [str(e) for e in found.errors]
@@ -687,7 +687,7 @@ def module_validate(config_dir: Path, env: str) -> None:
 def module_add(path: Path, config_dir: Path, env: str) -> None:
     """Validate the module folder PATH and copy it into the first modules folder."""
     config = _load(config_dir, env, sections=("deploy",))
-    from masterchief.core.modules import ModuleError, add_module
+    from masterchief.deploy.catalog import ModuleError, add_module
 
     roots = config.deploy.modules
     if not roots:
@@ -705,7 +705,7 @@ def module_add(path: Path, config_dir: Path, env: str) -> None:
 def module_remove(name: str, config_dir: Path, env: str) -> None:
     """Move module NAME's folder to .removed/ (nothing is deleted)."""
     config = _load(config_dir, env, sections=("deploy",))
-    from masterchief.core.modules import ModuleError, remove_module
+    from masterchief.deploy.catalog import ModuleError, remove_module
 
     try:
         moved = remove_module(name, config.deploy.modules)

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from masterchief.core.store import Store
+from masterchief.store.sqlite.store import Store
 from tests.ircclient import TestClient
 from tests.servers import (
     Account,

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from masterchief.app import App
-from masterchief.core.config import Config, build_config
+from masterchief.config.engine import Config, build_config
+from masterchief.runtime.app import App
 from tests.servers import unique_name
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from masterchief.bot.users import UserTable, verify_password
 from masterchief.cli import main
-from masterchief.core.config import Config, load_config
-from masterchief.core.store import Store
+from masterchief.config.engine import Config, load_config
+from masterchief.identity.users import UserTable, verify_password
+from masterchief.store.sqlite.store import Store
 
 
 @pytest.fixture
@@ -268,9 +268,9 @@ def test_run_calls_run_bot_and_exits_with_its_code(
         seen.append(config)
         return 5
 
-    fake = types.ModuleType("masterchief.app")
+    fake = types.ModuleType("masterchief.runtime.app")
     fake.run_bot = fake_run_bot  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "masterchief.app", fake)
+    monkeypatch.setitem(sys.modules, "masterchief.runtime.app", fake)
     r = cli(runner, config_dir, "run", "--env", "prod")
     assert r.exit_code == 5
     [config] = seen

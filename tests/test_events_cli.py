@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from masterchief.bindings.event import Event
-from masterchief.bot.users import UserTable
 from masterchief.cli import main
-from masterchief.core.config import load_config
-from masterchief.core.eventlog import to_record
-from masterchief.core.secrets import Redactor
-from masterchief.core.store import EventLogRecord, Store
+from masterchief.config.engine import load_config
+from masterchief.config.secrets import Redactor
+from masterchief.eventlog.log import to_record
+from masterchief.identity.users import UserTable
+from masterchief.store.sqlite.store import EventLogRecord, Store
 
 SCRIPT = """\
 from pathlib import Path

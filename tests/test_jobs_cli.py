@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from masterchief.cli import main
-from masterchief.core.store import Store
+from masterchief.store.sqlite.store import Store
 
 
 def _project(tmp_path: Path) -> Path:

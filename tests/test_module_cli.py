@@ -229,7 +229,7 @@ def test_show_and_validate_resolve_vault_references_in_module_config(
         made.append(url)
         return vault
 
-    monkeypatch.setattr("masterchief.core.config.azure_client", fake_client)
+    monkeypatch.setattr("masterchief.config.engine.azure_client", fake_client)
     shown = cli(runner, proj, "module", "show", "web-app")
     assert shown.exit_code == 0, shown.output
     assert "password: '***'" in shown.stdout and "vault-cli-value-55" not in shown.output

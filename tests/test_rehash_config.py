@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from masterchief.app import App
-from masterchief.core.config import load_config
+from masterchief.config.engine import load_config
+from masterchief.runtime.app import App
 from tests.harness import client_mask, running_bot
 from tests.servers import unique_name
 

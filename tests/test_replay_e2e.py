@@ -14,13 +14,13 @@ import yaml
 from click.testing import CliRunner
 
 from masterchief.cli import main
-from masterchief.core.config import load_config
-from masterchief.core.eventlog import request_replays
+from masterchief.config.engine import load_config
+from masterchief.eventlog.log import request_replays
 from tests.harness import bot_config_data, running_bot, wait_until
-from tests.web.signing import github_headers
+from tests.sources.webhooks.signing import github_headers
 
 SECRET = "replay-e2e-github-secret"
-PUSH = Path(__file__).parent / "web" / "payloads" / "github_push.json"
+PUSH = Path(__file__).parent / "sources" / "webhooks" / "payloads" / "github_push.json"
 
 SCRIPT = """\
 from pathlib import Path

@@ -60,11 +60,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from masterchief.core.errors import UserError
-from masterchief.core.modules import BOT_HOST_SETTING, Module, allows_bot_host
-from masterchief.core.secrets import Secret
+from masterchief.config.secrets import Secret
+from masterchief.deploy.catalog import BOT_HOST_SETTING, Module, allows_bot_host
 from masterchief.deploy.process import run_process
 from masterchief.deploy.runners import MARKER, SAFE_PATH, VENV_BIN, ansible_inventory, find_tool
+from masterchief.errors import UserError
 
 __all__ = [
     "Reach",

@@ -55,13 +55,13 @@ from typing import Any, Literal
 
 from ..bindings.event import Event
 from ..bindings.flags import FlagMask
-from ..core.config import DeployConfig
-from ..core.errors import UserError
-from ..core.modules import ApprovalRule, Module, ModuleLoader, folder_digest
-from ..core.secrets import MASK, REDACTOR, Secret
-from ..core.store import Store
-from ..core.text import without_hidden
+from ..config.engine import DeployConfig
+from ..config.secrets import MASK, REDACTOR, Secret
+from ..errors import UserError
+from ..store.sqlite.store import Store
+from ..text import without_hidden
 from . import bothost, runners
+from .catalog import ApprovalRule, Module, ModuleLoader, folder_digest
 from .telling import Teller
 
 __all__ = ["TERMINAL", "Job", "JobManager", "Person"]

@@ -20,9 +20,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from masterchief.core.errors import UserError
-from masterchief.core.modules import Manifest, ParamSpec
-from masterchief.core.text import has_hidden
+from masterchief.deploy.catalog import Manifest, ParamSpec
+from masterchief.errors import UserError
+from masterchief.text import has_hidden
 
 __all__ = [
     "MAX_ARGS",

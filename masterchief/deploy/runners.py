@@ -64,11 +64,11 @@ from typing import Any, Literal, Protocol
 
 import yaml
 
-from masterchief.core.errors import ConfigError, UserError
-from masterchief.core.modules import tool_variables
-from masterchief.core.secrets import MASK, REDACTOR, Redactor, Secret
+from masterchief.config.secrets import MASK, REDACTOR, Redactor, Secret
+from masterchief.deploy.catalog import tool_variables
 from masterchief.deploy.parsers import Item, LineKind, OutputFormat, Parser, parser_for
 from masterchief.deploy.process import run_process
+from masterchief.errors import ConfigError, UserError
 
 __all__ = [
     "PLUGIN_DIR",

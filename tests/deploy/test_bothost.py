@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from masterchief.core.errors import UserError
-from masterchief.core.modules import Module, load_module
 from masterchief.deploy.bothost import (
     check,
     inventory_hosts,
@@ -21,6 +19,8 @@ from masterchief.deploy.bothost import (
     reach,
     this_host,
 )
+from masterchief.deploy.catalog import Module, load_module
+from masterchief.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = frozenset({"bothost-test", "bothost-test.example.net", "10.9.8.7"})

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from masterchief.app import App
-from masterchief.core.modules import ModuleLoader
+from masterchief.deploy.catalog import ModuleLoader
+from masterchief.runtime.app import App
 from tests.harness import running_bot, wait_until
 from tests.procs import job_pids
 from tests.servers import unique_name

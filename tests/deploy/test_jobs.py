@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from masterchief.bindings.event import Event
-from masterchief.core.config import DeployConfig
-from masterchief.core.errors import UserError
-from masterchief.core.modules import ModuleLoader
-from masterchief.core.secrets import REDACTOR, Secret
-from masterchief.core.store import Store
+from masterchief.config.engine import DeployConfig
+from masterchief.config.secrets import REDACTOR, Secret
+from masterchief.deploy.catalog import ModuleLoader
 from masterchief.deploy.jobs import Job, JobManager, Person
 from masterchief.deploy.runners import OutputLine
+from masterchief.errors import UserError
+from masterchief.store.sqlite.store import Store
 from tests.harness import wait_until
 
 MANIFEST = """\

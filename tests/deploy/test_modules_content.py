@@ -39,7 +39,7 @@ import pytest
 import yaml
 
 from masterchief.bindings.flags import FlagMask
-from masterchief.core.config import build_config
+from masterchief.config.engine import build_config
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / "modules"

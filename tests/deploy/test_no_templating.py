@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from masterchief.core.errors import ConfigError
-from masterchief.core.secrets import Secret
+from masterchief.config.secrets import Secret
 from masterchief.deploy.runners import ansible_vars_yaml, build_steps
+from masterchief.errors import ConfigError
 from tests.deploy.test_runners import (
     ANSIBLE_PLAYBOOK,
     FakeModule,

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from masterchief.core.errors import UserError
-from masterchief.core.modules import Manifest
+from masterchief.deploy.catalog import Manifest
 from masterchief.deploy.params import MAX_ARGS, parse_args, redact_params, validate_params
+from masterchief.errors import UserError
 
 MANIFEST = Manifest.model_validate(
     {

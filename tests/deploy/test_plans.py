@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from masterchief.core.secrets import Secret
+from masterchief.config.secrets import Secret
 from masterchief.deploy.parsers import parser_for
 from tests.deploy.test_runners import (
     ANSIBLE_PLAYBOOK,

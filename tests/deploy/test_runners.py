@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from masterchief.core.errors import ConfigError, UserError
-from masterchief.core.secrets import Redactor, Secret
+from masterchief.config.secrets import Redactor, Secret
 from masterchief.deploy.runners import (
     PLUGIN_DIR,
     SAFE_PATH,
@@ -32,6 +31,7 @@ from masterchief.deploy.runners import (
     run,
     tool_path,
 )
+from masterchief.errors import ConfigError, UserError
 from tests.procs import job_pids
 
 FAKEBIN = Path(__file__).resolve().parent / "fakebin"

@@ -1,0 +1,1 @@
+"""Built-in commands (``!help``, ``!deploy`` ...), ordinary bindings owned by ``builtin:*``."""

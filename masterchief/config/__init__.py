@@ -1,0 +1,1 @@
+"""Configuration: YAML in, a typed frozen Config out; secrets and vault references."""

@@ -1,0 +1,1 @@
+"""The event log: what the dispatcher processed, stored for audit and replay."""

@@ -1,0 +1,1 @@
+"""The bot's web server: route groups for webhooks, health and metrics."""

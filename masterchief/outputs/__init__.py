@@ -1,0 +1,1 @@
+"""Where announcements leave: formatters, the durable outbox, targets."""

@@ -1,0 +1,582 @@
+"""The running bot: wires config, store, users, binding table, dispatcher,
+scripts, clock and the IRC connection together, and supervises their tasks.
+
+``App`` owns every long-lived task in one TaskGroup (dispatcher worker, IRC
+supervisor, clock, script watcher).  ``run_bot(config)`` is what
+``masterchief run`` calls; tests start an ``App`` in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import masterchief
+
+from ..bindings.dispatcher import Dispatcher
+from ..bindings.event import Event
+from ..bindings.registry import BindingTable
+from ..bindings.scripts import LoadResult, ScriptManager
+from ..commands import core as builtins
+from ..commands import deploy as deploy_commands
+from ..config.engine import Config, load_config
+from ..config.secrets import install_log_redaction
+from ..config.vault import VaultClient, unfetched_vault_resolver
+from ..deploy.catalog import (
+    ModuleLoader,
+    load_module_config,
+    module_config_problems,
+    module_resolvers,
+)
+from ..deploy.jobs import JobManager
+from ..errors import ConfigError
+from ..eventlog.log import EventLog, ReplayWorker
+from ..http.health import ComponentHealth, HealthInfo
+from ..http.metrics import Family, Metrics
+from ..http.server import WebServer
+from ..identity.users import Identity, UserTable
+from ..irc.client import IrcBot, IrcSettings, SaslFailed
+from ..irc.flood import FloodPolicy
+from ..irc.pacer import OutputQueue
+from ..outputs import announce
+from ..outputs.outbox import Outbox
+from ..sources.clock import Clock
+from ..sources.files.watcher import FileWatcher
+from ..sources.logs.tail import LogTailers
+from ..sources.rest.poller import RestPollers
+from ..store.sqlite.store import Store
+
+__all__ = ["App", "RehashReport", "run_bot"]
+
+log = logging.getLogger("masterchief")
+
+
+def irc_settings(config: Config) -> IrcSettings:
+    irc = config.irc
+    sasl = irc.sasl
+    flood = config.bot.flood
+    return IrcSettings(
+        host=irc.host,
+        port=irc.port,
+        nick=irc.nick,
+        alt_nicks=list(irc.alt_nicks),
+        username=irc.username,
+        realname=irc.realname,
+        channels=[(c.name, c.key) for c in irc.channels],
+        tls=irc.tls,
+        tls_verify=irc.tls_verify,
+        tls_ca_file=str(irc.tls_ca_file) if irc.tls_ca_file else None,
+        sasl_username=sasl.username if sasl else None,
+        sasl_password=sasl.password.reveal() if sasl else None,
+        rejoin_on_kick=irc.rejoin_on_kick,
+        reconnect_min_s=irc.reconnect_min_s,
+        reconnect_max_s=irc.reconnect_max_s,
+        flood=FloodPolicy(flood.commands, flood.per_s, flood.ignore_s),
+        ctcp_replies=flood.ctcp_replies,
+        ctcp_per_s=flood.ctcp_per_s,
+    )
+
+
+class App:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        users: UserTable,
+        *,
+        vault_client: VaultClient | None = None,
+    ) -> None:
+        if config.unresolved:  # a partial load (offline commands) holds stand-ins
+            raise ConfigError("the bot needs the whole configuration, every reference resolved")
+        self.config = config
+        # None: ``${vault:...}`` uses vault.url (Azure); tests inject a fake.
+        self.vault_client = vault_client
+        self.store = store
+        self.users = users
+        self.started = time.monotonic()
+        self.table = BindingTable()
+        self.command_prefix = config.bot.command_prefix
+        self.dispatcher = Dispatcher(
+            self.table,
+            resolver=self.resolve,
+            handler_timeout_s=config.bot.handler_timeout_s,
+            queue_size=config.bot.queue_size,
+        )
+        out = config.irc.output
+        self.output = OutputQueue(
+            burst=out.burst, rate=out.rate, max_queue=out.max_queue, recvq=out.recvq
+        )
+        self.irc = IrcBot(irc_settings(config), self.dispatcher, self.output)
+        # Durable announcements (webhooks, scripts): fed to IRC while connected.
+        self.outbox = Outbox(
+            store,
+            self.output,
+            connected=self.irc.connected,
+            expire_after_s=config.outbox.expire_after_s,
+            delayed_after_s=config.outbox.delayed_after_s,
+            max_backlog_s=out.max_backlog_s,
+        )
+        # The server's echo of our own lines confirms announcements (echo-message).
+        echo = self.outbox.echo_handler(lambda: self.irc.nickname)
+        self.table.bind("raw", "-", "PRIVMSG", echo, owner="builtin:outbox")
+        masterchief.set_table(self.table, self.output.privmsg)
+        self.scripts = ScriptManager(self.table, list(config.bot.scripts))
+        self.clock = Clock(self.dispatcher, ZoneInfo(config.bot.timezone))
+        self.rest = RestPollers(config.rest, self.dispatcher, store=store)
+        self.logs = LogTailers(
+            config.logs,
+            self.dispatcher,
+            store=store,
+            # lines no log binding matches are not dispatched (they would fire nothing)
+            wanted=lambda key: self.table.snapshot.mask_matches("log", key),
+        )
+        # Watched folders: refused files are reported through the outbox.
+        self.files = FileWatcher(
+            config.files, self.dispatcher.put, store, announce=self.outbox.announce
+        )
+        # Deploy modules and jobs (progress lines go straight to the pacer,
+        # starts and summaries through the durable outbox).
+        self.modules = ModuleLoader(list(config.deploy.modules))
+        self._wants_snapshot: object = None
+        self._wants_cache: dict[str, bool] = {}
+        self.jobs = JobManager(
+            config.deploy,
+            store,
+            self.modules,
+            announce=self.outbox.announce,
+            say=functools.partial(self.output.privmsg, priority="alert"),  # deploy lines' lane
+            submit=self.dispatcher.submit,
+            wants=self._wants_event,
+            module_config=self.module_config,
+            pending=self.outbox.depth,
+            project_dir=config.project_dir,
+        )
+        self.metrics = Metrics()
+        self.metrics.add(self._metric_families)
+        self.web: WebServer | None = None
+        if config.web.enabled:
+            self.web = WebServer(
+                config.web,
+                config.webhooks,
+                store,
+                self.dispatcher,
+                health=self._health,
+                metrics=self.metrics.render,
+            )
+        # The event log records what the dispatcher processed; replays come
+        # from ``masterchief events replay`` through the store.
+        self.eventlog = EventLog(store, config.events)
+        self.dispatcher.recorder = self.eventlog.record
+        self.replays = ReplayWorker(store, self.dispatcher, self.eventlog, sink=self.irc)
+        self._stop = asyncio.Event()
+
+    @classmethod
+    async def create(cls, config: Config, *, vault_client: VaultClient | None = None) -> App:
+        store = await Store.open(config.store.path)
+        users = await UserTable.load(store)
+        return cls(config, store, users, vault_client=vault_client)
+
+    def module_config(self, name: str, env: str) -> dict[str, Any]:
+        """Module ``name``'s config for environment ``env`` (the job's, not the
+        bot's ``--env``), its references resolved with the app's resolvers
+        (fresh per call, so a rotated vault secret is read at the next job)."""
+        resolvers = module_resolvers(self.config, vault_client=self.vault_client)
+        return load_module_config(self.config, name, env=env, resolvers=resolvers)
+
+    def _wants_event(self, key: str) -> bool:
+        """Whether an ``event`` binding matches ``key`` -- asked once per job
+        output line, so the answer is kept until the bindings change."""
+        snapshot = self.table.snapshot
+        if snapshot is not self._wants_snapshot:
+            self._wants_snapshot = snapshot
+            self._wants_cache.clear()
+        found = self._wants_cache.get(key)
+        if found is None:
+            found = self._wants_cache[key] = snapshot.mask_matches("event", key)
+        return found
+
+    # -- identity --------------------------------------------------------------
+
+    @property
+    def casemapping(self) -> str:
+        return self.irc.casemapping
+
+    def resolve(self, ev: Event) -> Identity | None:
+        """The user record an Event's origin matches, with the flags that
+        match may carry (``Identity``: the one place that is decided)."""
+        if ev.nick is None and ev.account is None:
+            return None
+        return self.users.identify(
+            ev.nick,
+            ev.uhost,
+            ev.account,
+            accounts_available=self.irc.accounts_available,
+            casemapping=self.casemapping,
+            hostmask_flags=self.config.users.hostmask_flags_on_account_networks,
+        )
+
+    def _metric_families(self) -> list[Family]:
+        """Queues and counters for /metrics (read at scrape time)."""
+        d = self.dispatcher
+        fams = [
+            Family(
+                "masterchief_dispatch_queue_depth",
+                "Event chains waiting",
+                "gauge",
+                samples={(): d.queue.qsize()},
+            ),
+            Family(
+                "masterchief_dispatch_inflight",
+                "Chains running in tasks or the handler lane",
+                "gauge",
+                samples={(): d.inflight},
+            ),
+            Family(
+                "masterchief_handler_lane",
+                "Scripts' plain handlers: threads, blocked threads, work waiting, takeovers",
+                "gauge",
+                ("what",),
+                {(k,): v for k, v in d.lane.stats().items()},
+            ),
+            Family(
+                "masterchief_dispatch_events",
+                "Dispatcher counters",
+                "counter",
+                ("outcome",),
+                {(k,): v for k, v in dataclasses.asdict(d.stats).items()},
+            ),
+            Family(
+                "masterchief_output_queue_depth",
+                "Lines waiting in the output queues",
+                "gauge",
+                ("queue",),
+                {(q,): n for q, n in self.output.depths().items()},
+            ),
+            Family(
+                "masterchief_output_lines",
+                "Output queue counters",
+                "counter",
+                ("outcome",),
+                {(k,): v for k, v in self.output.stats().items()},
+            ),
+            Family(
+                "masterchief_bindings",
+                "Bindings in the table",
+                "gauge",
+                samples={(): len(self.table)},
+            ),
+            Family(
+                "masterchief_users", "User records", "gauge", samples={(): len(self.users.all())}
+            ),
+        ]
+        fams.append(
+            Family(
+                "masterchief_irc_connected",
+                "1 when registered on IRC",
+                "gauge",
+                samples={(): float(self.irc.connected.is_set())},
+            )
+        )
+        fams.append(
+            Family(
+                "masterchief_irc_connects",
+                "Successful IRC registrations",
+                "counter",
+                samples={(): self.irc.connects},
+            )
+        )
+        fams.append(
+            Family(
+                "masterchief_irc_floods",
+                "CTCP requests answered/unanswered (bot-wide budget), lines dropped from "
+                "ignored users and users warned (command flood limits)",
+                "counter",
+                ("outcome",),
+                {(k,): v for k, v in self.irc.stats.items()},
+            )
+        )
+        fams.append(
+            Family(
+                "masterchief_outbox",
+                "Outbox counters and depths",
+                "gauge",
+                ("what",),
+                {(k,): v for k, v in self.outbox.stats().items()},
+            )
+        )
+        fams.append(
+            Family(
+                "masterchief_eventlog",
+                "Event log rows recorded, written, dropped (buffer full), buffered",
+                "gauge",
+                ("what",),
+                {(k,): v for k, v in self.eventlog.counters().items()},
+            )
+        )
+        if self.web is not None:
+            counters = self.web.counters()
+            fams.append(
+                Family(
+                    "masterchief_webhook_deliveries",
+                    "Webhook requests by outcome",
+                    "counter",
+                    ("provider", "outcome"),
+                    {(p, o): n for p, c in counters.items() for o, n in c.items()},
+                )
+            )
+            fams.append(
+                Family(
+                    "masterchief_webhook_queue_depth",
+                    "Webhook backlog and in flight",
+                    "gauge",
+                    ("queue",),
+                    {(q,): n for q, n in self.web.depths().items()},
+                )
+            )
+        return fams
+
+    def _health(self) -> HealthInfo:
+        """What /healthz shows besides the web server's own view (store, web)."""
+        irc = self.irc.status()
+        failing = sorted(p.name for p in self.rest.pollers if p.failing)
+        return HealthInfo(
+            components={
+                "irc": (
+                    ComponentHealth()
+                    if irc.connected
+                    else ComponentHealth.down(irc.reason or "not registered")
+                ),
+                # an outside API failing is not the bot's outage: degraded, not down
+                "sources": (
+                    ComponentHealth.degraded("REST poller(s) failing: " + ", ".join(failing))
+                    if failing
+                    else ComponentHealth()
+                ),
+            },
+            queues={"output": sum(self.output.depths().values())},
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def rehash(self) -> RehashReport:
+        """Reload the configuration (an invalid one is reported and the running
+        one kept), the deploy modules, the scripts and the users."""
+        report = RehashReport(scripts=[])
+        self.users.request_reload()  # the users watcher re-reads the store at once
+        self._reload_config(report)
+        self._reload_modules(report)
+        report.scripts = self.scripts.load_all()
+        self.dispatcher.submit(Event(type="evnt", key="rehash", source="core"))
+        self.dispatcher.submit(Event(type="event", key="rehash", source="core"))
+        return report
+
+    def _reload_modules(self, report: RehashReport) -> None:
+        result = self.modules.reload()
+        report.modules_changed = sorted({*result.added, *result.changed, *result.removed})
+        report.module_errors = [str(e) for e in result.errors]
+        report.modules_kept = list(result.kept)
+        # Module config files are configuration too: a broken one is told now,
+        # not by the next !deploy of that module (what `module validate` checks).
+        # Every environment's overlay: a job may name any of them. Vault
+        # secrets are not fetched here (a blocking call on the event loop,
+        # once per module and environment): each job reads its own.
+        resolvers = {**module_resolvers(self.config), "vault": unfetched_vault_resolver}
+        for mod in self.modules.current:
+            problems = module_config_problems(self.config, mod, resolvers)
+            if problems:
+                report.module_config_errors[mod.name] = "\n".join(problems)
+
+    def _reload_config(self, report: RehashReport) -> None:
+        global_file = self.config.config_dir / "global" / "config.yaml"
+        if not global_file.is_file():  # built in memory (tests): nothing to re-read
+            return
+        try:
+            new = load_config(
+                self.config.config_dir, self.config.env, vault_client=self.vault_client
+            )
+        except ConfigError as exc:
+            report.config_error = str(exc)
+            log.error("rehash: configuration invalid, keeping the running one: %s", exc)
+            return
+        report.restart_needed = tuple(
+            name for name in _RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)
+        )
+        if report.restart_needed:
+            log.warning(
+                "rehash: %s changed; restart the bot to apply", ", ".join(report.restart_needed)
+            )
+        self.config = new
+        self.jobs.config = new.deploy
+        self.modules.paths = list(new.deploy.modules)
+        self.eventlog.config = new.events  # retention and payload cap apply at once
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_bindings(self) -> None:
+        """Bind the built-ins that ``run`` binds before loading the scripts.
+        ``events replay --dry-run`` calls it on an App it never runs, so keep
+        it free of tasks and I/O beyond reading files."""
+        builtins.install(self)
+        announce.install(self)  # webhook/REST lines -> self.outbox (builtin:webhooks)
+        for err in self.modules.reload().errors:
+            log.error("module %s", err)
+        deploy_commands.install(self, self.jobs)
+
+    async def run(self) -> None:
+        """Run until ``stop()``; raises SaslFailed when IRC login is impossible."""
+        loop = asyncio.get_running_loop()
+        self.scripts.install_task_factory(loop)
+        self.install_bindings()
+        for r in self.scripts.load_all():
+            (log.info if r.ok else log.error)("%s", r)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.dispatcher.run(), name="dispatcher")
+                tg.create_task(self.eventlog.run(), name="eventlog")
+                tg.create_task(self.replays.run(), name="replays")
+                tg.create_task(self.clock.run(), name="clock")
+                tg.create_task(self.scripts.watch(), name="scripts")
+                tg.create_task(self.outbox.run(), name="outbox")
+                tg.create_task(self.rest.run(), name="rest")
+                tg.create_task(self.logs.run(), name="logs")
+                tg.create_task(self.files.run(), name="files")  # stops its observer
+                tg.create_task(self.modules.watch(), name="modules")
+                tg.create_task(self.jobs.run(), name="jobs")  # cancels running jobs on stop
+                tg.create_task(self.users.watch(), name="users")  # CLI changes within ~0.5 s
+                if self.web is not None:
+                    tg.create_task(self.web.run(), name="web")
+                tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group
+                tg.create_task(self._log_ready(), name="ready")
+                await self._stop.wait()
+                await self.irc.shutdown()  # closes the socket so the irc task ends
+                raise _Stopped
+        except* _Stopped:
+            pass
+        finally:
+            await self._shutdown()
+
+    async def _log_ready(self) -> None:
+        """Once registered (and the web listeners are up), one INFO line says
+        where to connect and that the bot is ready."""
+        await self.irc.connected.wait()
+        if self.web is not None:
+            await self.web.started.wait()
+        log.info("ready: %s", self.where())
+
+    def where(self) -> str:
+        """Where people and machines reach the bot (no channel keys, no secrets):
+        ``IRC 127.0.0.1:6667 as masterchief in #ops; webhooks on http://...``."""
+        s = self.irc.settings
+        chans = ", ".join(name for name, _key in s.channels) or "no channels"
+        tls = " (TLS)" if s.tls else ""
+        text = f"IRC {s.host}:{s.port}{tls} as {self.irc.nickname or s.nick} in {chans}"
+        if self.web is not None:
+            web = self.config.web
+            if self.web.port is None:
+                text += "; webhooks not served (see the error above)"
+            else:
+                text += f"; webhooks on {_http(web.host, self.web.port)}"
+            admin = web.admin
+            if admin is not None and self.web.admin_port is not None:
+                text += f"; /healthz and /metrics on {_http(admin.host, self.web.admin_port)}"
+        return text
+
+    async def _shutdown(self) -> None:
+        await self.irc.shutdown()  # idempotent; here for the error path
+        await self.eventlog.flush()  # what was recorded but not yet written
+        await self.store.close()
+
+
+class _Stopped(Exception):
+    pass
+
+
+# Sections whose change needs a restart (connections, sockets, watchers).
+_RESTART_SECTIONS = ("irc", "store", "web", "webhooks", "rest", "files", "logs", "outbox", "bot")
+
+
+@dataclasses.dataclass(slots=True)
+class RehashReport:
+    """What a rehash did: scripts, configuration, modules."""
+
+    scripts: list[LoadResult]
+    config_error: str | None = None
+    restart_needed: tuple[str, ...] = ()
+    module_errors: list[str] = dataclasses.field(default_factory=list)  # one per broken module
+    modules_kept: list[str] = dataclasses.field(default_factory=list)  # broken now, old version on
+    module_config_errors: dict[str, str] = dataclasses.field(default_factory=dict)  # by module
+    modules_changed: list[str] = dataclasses.field(default_factory=list)
+
+
+def _http(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class PydleNoise(logging.Filter):
+    """pydle logs every server line it has no handler for as a WARNING
+    ``Unknown command: ...`` (a 475 for a wrong channel key, numerics it does
+    not know).  The bot reads those lines itself (``raw`` bindings), so they
+    are shown only at DEBUG: put on the log handlers, since pydle's logger
+    name follows the server it talks to.  A 421 (the server does not know a
+    command *we* sent) stays a warning: that one is a bug of ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if not (isinstance(msg, str) and msg.startswith("Unknown command")):
+            return True
+        if f"{os.sep}pydle{os.sep}" not in record.pathname:
+            return True
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(PydleNoise())
+    install_log_redaction()
+
+
+def _dump_tasks() -> None:
+    """SIGUSR1: log every task and where it waits (for a bot that seems stuck)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=4)
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+        log.warning("task %s: %s", task.get_name(), where or "(not started)")
+
+
+async def run_bot(config: Config) -> int:
+    """Run the bot until SIGINT/SIGTERM.  SIGHUP reloads scripts."""
+    _setup_logging()
+    Path(config.store.path).parent.mkdir(parents=True, exist_ok=True)
+    app = await App.create(config)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, app.stop)
+    loop.add_signal_handler(signal.SIGTERM, app.stop)
+    loop.add_signal_handler(signal.SIGHUP, app.rehash)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
+    failed: list[BaseException] = []
+    try:
+        await app.run()
+    except* SaslFailed as group:
+        failed.extend(group.exceptions)
+    if failed:
+        print(f"error: {failed[0]}", file=sys.stderr)
+        return 3
+    return 0

@@ -1,0 +1,92 @@
+"""The clock: one ``time`` and one ``cron`` Event per minute.
+
+The clock remembers the last minute it announced.  Each time it wakes it
+announces every minute since then, in order, so a time binding fires once per
+matching minute even if the event loop was busy past a minute boundary (up
+to ``max_catchup`` minutes; older ones are skipped and logged).  The minute
+is given in the configured timezone, as a ``datetime`` in ``payload``; the
+key is Eggdrop's ``MM HH DD MM YYYY``.
+
+Minutes are counted in UTC and only then shown in the timezone: wall-clock
+arithmetic on an aware ``datetime`` ignores DST, so counting in local time
+announced the 60 minutes that do not exist when clocks go forward (02:00 to
+02:59 in Paris, all at 03:00) and stayed silent for the hour that repeats
+when they go back.  Like Eggdrop (localtime each minute), a repeated hour is
+announced twice and a skipped one not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from ..bindings.dispatcher import Dispatcher
+from ..bindings.event import Event
+
+__all__ = ["Clock", "minute_events"]
+
+log = logging.getLogger("masterchief.clock")
+
+
+def minute_events(minute: datetime) -> tuple[Event, Event]:
+    key = minute.strftime("%M %H %d %m %Y")
+    return (
+        Event(type="time", key=key, payload=minute, source="clock"),
+        Event(type="cron", key=key, payload=minute, source="clock"),
+    )
+
+
+class Clock:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        tz: tzinfo,
+        *,
+        now: Callable[[tzinfo], datetime] = datetime.now,
+        max_catchup: int = 60,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.tz = tz
+        self._now = now
+        self.max_catchup = max_catchup
+        self.last: datetime | None = None
+
+    def _floor(self, t: datetime) -> datetime:
+        return t.replace(second=0, microsecond=0)
+
+    def due(self) -> list[datetime]:
+        """The minutes to announce now (and mark them announced)."""
+        current = self._floor(self._now(self.tz)).astimezone(UTC)
+        if self.last is None:
+            self.last = current.astimezone(self.tz)
+            return [self.last]
+        out: list[datetime] = []
+        t = self.last.astimezone(UTC) + timedelta(minutes=1)
+        if (current - t) > timedelta(minutes=self.max_catchup):
+            skipped = t
+            t = current - timedelta(minutes=self.max_catchup)
+            log.warning("clock fell behind: skipping minutes %s .. %s", skipped, t)
+        while t <= current:
+            out.append(t.astimezone(self.tz))
+            t += timedelta(minutes=1)
+        if out:
+            self.last = out[-1]
+        return out
+
+    def tick(self) -> int:
+        snap = self.dispatcher.table.snapshot
+        minutes = self.due()
+        if not (snap.has_type("time") or snap.has_type("cron")):
+            return 0
+        for m in minutes:
+            for ev in minute_events(m):  # separate chains: both types always fire
+                self.dispatcher.submit(ev)
+        return len(minutes)
+
+    async def run(self) -> None:
+        while True:
+            self.tick()
+            now = self._now(self.tz)
+            await asyncio.sleep(60.0 - now.second - now.microsecond / 1e6 + 0.01)

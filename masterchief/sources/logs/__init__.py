@@ -1,0 +1,1 @@
+"""Tailed logs: one ``log`` Event per line."""

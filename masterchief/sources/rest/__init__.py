@@ -1,0 +1,1 @@
+"""REST pollers: one ``rest`` Event per poll result."""

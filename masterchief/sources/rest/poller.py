@@ -1,0 +1,674 @@
+"""REST pollers: one task per ``rest:`` entry, Events of type ``rest`` out.
+
+How this works
+--------------
+``RestPollers(configs, sink, store=...)`` checks the entries (unique names,
+JMESPath ``select`` compiles, http/https URLs) and ``run()`` opens one
+shared aiohttp session and runs one ``RestPoller`` per entry in a TaskGroup.
+Each poller loops: ``poll_once()``, then sleep until ``interval_s`` (±10%
+jitter) after the poll *started*, or, while failing, the backoff delay.
+
+One poll, under a ``timeout_s`` budget that covers the token request, the
+request, redirects and reading the body:
+
+1. Auth: ``api_key`` (the key in the configured ``header``, or the
+   configured ``query`` parameter), ``bearer``, ``basic``, or ``oauth2``
+   client credentials (``oauth.ClientCredentials``: cached, refreshed
+   before expiry; on a 401 the token is dropped and the request retried
+   once, a second 401 is a failure like any other).
+2. Conditional request: with ``emit: on_change`` and a previous selection,
+   the server's ``ETag`` / ``Last-Modified`` go back as ``If-None-Match`` /
+   ``If-Modified-Since``; 304 means unchanged: no Event.  ``every_poll``
+   sends no validators, since every poll must produce a value.
+3. Redirects are followed (at most 5) only within the same origin (or the
+   http -> https upgrade of it): credentials never go to another host.
+4. The body is read up to ``max_bytes`` (10 MB after decompression), parsed
+   as JSON, narrowed by ``select`` and hashed: SHA-256 of the canonical JSON
+   (sorted keys, no whitespace), so key order and formatting never count as
+   a change.
+5. ``on_change`` emits when the hash differs from the previous one,
+   including the very first successful poll (``initial: true``): the
+   channel learns the current state once, and a formatter that wants
+   silence on start can skip ``initial`` events.  ``every_poll`` emits on
+   every successful poll.  Validators are kept only once a body has been
+   fully processed, so a 304 never hides a change we failed to see.
+
+Failure (connection error, timeout, HTTP status outside 2xx/304, a body
+over the cap, invalid JSON, a ``select`` error, a token endpoint failure)
+backs off exponentially: ``interval * 2**failures``, capped at
+``backoff_cap * interval`` (jitter applied too).  The first failure of a run
+of failures logs one warning and emits one ``event``/``rest.failing``; later
+failures log at debug level; the first success after it emits
+``rest.recovered`` and logs one line.
+
+State that must survive a restart (the selection hash, validators, whether
+a failure was already reported) lives in the store's ``rest_poll_state``
+table, keyed by poller name and reset when ``url`` or ``select`` changes.
+
+Event payloads
+--------------
+``Event(type="rest", key="rest/<name>", source="rest", payload=...)`` (a
+``rest`` binding's mask gets the ``rest/`` prefix when it lacks one, so
+``bind("rest", "-|-", "statuspage", ...)`` matches too)::
+
+    {"name": "statuspage",          # the poller
+     "data": <selected JSON>,       # the whole body when no select
+     "previous": <JSON> | None,     # the previous selection, when this process saw it
+     "initial": bool,               # no previous selection known (first poll ever,
+                                    #   or url/select changed)
+     "changed": bool,               # hash != previous hash (always true for on_change)
+     "hash": "<sha256 hex>", "previous_hash": "<sha256 hex>" | None,
+     "status": 200, "url": "<url with secrets redacted>",
+     "emit": "on_change" | "every_poll", "channels": ["#ops", ...]}
+
+``Event(type="event", key="rest.failing", source="rest", payload=...)``::
+
+    {"name", "url", "channels",
+     "reason": "HTTP 503",          # safe to show: never exception text or secrets
+     "failures": 1, "since": <epoch s>, "retry_in_s": 120.0}
+
+``Event(type="event", key="rest.recovered", source="rest", payload=...)``::
+
+    {"name", "url", "channels", "failures": 7, "down_s": 845.2}
+
+Secrets (keys, tokens, passwords, client secrets, the current OAuth token)
+never reach a log line or an Event: URLs are shown without userinfo and with
+credential-like query parameters masked, and log text is scrubbed of this
+poller's secret values and of everything the global ``REDACTOR`` knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import random
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import aiohttp
+from yarl import URL
+
+from masterchief.bindings.event import Event, new_ref
+from masterchief.config.engine import RestPollConfig
+from masterchief.config.secrets import MASK, REDACTOR, Redactor, Secret
+from masterchief.errors import ConfigError
+from masterchief.store.sqlite.store import Store, StoreError
+
+from .oauth import BodyTooLarge, ClientCredentials, TokenError, read_limited
+
+if TYPE_CHECKING:
+    from jmespath.parser import ParsedResult
+
+__all__ = [
+    "EventSink",
+    "PollFailure",
+    "PollResult",
+    "PollerStats",
+    "RestPoller",
+    "RestPollers",
+    "backoff_delay",
+    "canonical_hash",
+    "check_select",
+    "jittered",
+    "redact_url",
+]
+
+log = logging.getLogger("masterchief.rest")
+
+MAX_BYTES = 10 * 1024 * 1024
+MAX_REDIRECTS = 5
+USER_AGENT = "MasterChief REST poller"
+_PARSE_INLINE_BYTES = 256 * 1024  # bigger bodies are parsed off the event loop
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Query parameters masked in any URL we show, besides the configured api_key one.
+_SECRET_PARAMS = frozenset(
+    {
+        "access_token",
+        "api-key",
+        "api_key",
+        "apikey",
+        "auth",
+        "client_secret",
+        "key",
+        "password",
+        "secret",
+        "sig",
+        "signature",
+        "token",
+    }
+)
+
+
+class EventSink(Protocol):
+    """Where pollers put Events (the ``Dispatcher``): waits for room in the queue."""
+
+    async def put(self, *chain: Event) -> None: ...
+
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+# --- pure helpers -------------------------------------------------------------
+
+
+def canonical_hash(value: Any) -> str:
+    """SHA-256 hex of ``value`` as canonical JSON (sorted keys, no whitespace)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def backoff_delay(interval_s: float, failures: int, cap: float = 10.0) -> float:
+    """The delay before the next poll: ``interval_s`` while healthy, then
+    ``interval_s * 2**failures`` up to ``cap * interval_s``."""
+    if failures <= 0:
+        return interval_s
+    return min(interval_s * 2.0 ** min(failures, 32), interval_s * cap)
+
+
+def jittered(delay: float, jitter: float, u: float) -> float:
+    """``delay`` moved by up to ±``jitter`` (a fraction) using ``u`` in [0, 1)."""
+    return delay * (1.0 + jitter * (2.0 * u - 1.0))
+
+
+def redact_url(url: str | URL, params: Iterable[str] = ()) -> str:
+    """``url`` fit to show: no userinfo or fragment, credential-like query values masked."""
+    try:
+        u = url if isinstance(url, URL) else URL(url)
+    except (ValueError, TypeError):
+        return "<invalid url>"
+    u = u.with_user(None).with_fragment(None)
+    hidden = _SECRET_PARAMS | {p.lower() for p in params}
+    if u.query:
+        masked = [(k, MASK if k.lower() in hidden else v) for k, v in u.query.items()]
+        u = u.with_query(masked)
+    return REDACTOR.redact(str(u))
+
+
+def check_select(expression: str) -> ParsedResult:
+    """Compile a JMESPath expression; ``ValueError`` with the parser's reason.
+    (jmespath is imported here: only pollers with a ``select`` need it.)"""
+    import jmespath
+    import jmespath.exceptions
+
+    try:
+        return jmespath.compile(expression)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ValueError(f"invalid JMESPath expression: {exc}") from None
+
+
+def _fingerprint(config: RestPollConfig) -> str:
+    """What the stored state is valid for: the same URL and selection."""
+    return hashlib.sha256(f"{config.url}\n{config.select or ''}".encode()).hexdigest()
+
+
+def _same_origin(a: URL, b: URL) -> bool:
+    if a.host != b.host:
+        return False
+    if a.scheme == b.scheme:
+        return a.port == b.port
+    return a.scheme == "http" and b.scheme == "https" and b.port == 443
+
+
+# --- outcomes ------------------------------------------------------------------
+
+
+class PollFailure(Exception):
+    """A failed poll.  ``reason`` is safe to show anyone; ``detail`` goes to the log."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    ok: bool
+    status: int | None = None
+    not_modified: bool = False
+    changed: bool = False
+    emitted: bool = False
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class PollerStats:
+    polls: int = 0
+    failed: int = 0
+    not_modified: int = 0
+    emitted: int = 0
+    token_refreshes_on_401: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    status: int
+    body: bytes
+    etag: str | None
+    last_modified: str | None
+
+
+# --- one poller ------------------------------------------------------------------
+
+
+class RestPoller:
+    """Polls one endpoint.  ``run(session)`` loops forever; tests call
+    ``poll_once(session)`` and pass ``clock``/``sleep``/``rng`` to control time."""
+
+    def __init__(
+        self,
+        config: RestPollConfig,
+        sink: EventSink,
+        *,
+        store: Store | None = None,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        rng: Clock = random.random,
+        jitter: float = 0.1,
+        backoff_cap: float = 10.0,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.sink = sink
+        self.store = store
+        self._clock = clock
+        self._wall = wall
+        self._sleep = sleep
+        self._rng = rng
+        self.jitter = jitter
+        self.backoff_cap = backoff_cap
+        self.max_bytes = max_bytes
+        self.stats = PollerStats()
+
+        try:
+            url = URL(config.url)
+        except ValueError:
+            url = URL()
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigError("only http and https URLs can be polled", key=f"rest.{self.name}.url")
+        self._url = url
+        self._expr = None
+        if config.select is not None:
+            try:
+                self._expr = check_select(config.select)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key=f"rest.{self.name}.select") from None
+        auth = config.auth
+        self._oauth: ClientCredentials | None = None
+        if auth.type == "oauth2":
+            assert auth.token_url and auth.client_id and auth.client_secret  # config checks
+            try:
+                token_url = URL(auth.token_url)
+            except ValueError:
+                token_url = URL()
+            if token_url.scheme not in ("http", "https") or not token_url.host:
+                raise ConfigError(
+                    "token_url must be an http or https URL", key=f"rest.{self.name}.auth.token_url"
+                )
+            self._oauth = ClientCredentials(
+                auth.token_url, auth.client_id, auth.client_secret, auth.scope, clock=clock
+            )
+        self._query_param = auth.query if auth.type == "api_key" else None
+        self.shown_url = redact_url(config.url, [self._query_param] if self._query_param else [])
+        self._scrubber = Redactor()
+        for secret in (auth.key, auth.token, auth.password, auth.client_secret):
+            if secret is not None:
+                self._scrubber.register(secret)
+        if url.password:
+            self._scrubber.register(url.password)
+
+        self._fingerprint = _fingerprint(config)
+        self._hash: str | None = None
+        self._previous: Any = None
+        self._etag: str | None = None
+        self._last_modified: str | None = None
+        self.failures = 0  # consecutive
+        self._failing_since: float | None = None  # wall time of the reported failure
+        self._saved: tuple[object, ...] | None = None
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def failing(self) -> bool:
+        """A failure has been reported and no success seen since."""
+        return self._failing_since is not None
+
+    def _state(self) -> tuple[object, ...]:
+        return (
+            self._hash,
+            self._etag,
+            self._last_modified,
+            self.failures,
+            self._failing_since,
+        )
+
+    async def load_state(self) -> None:
+        """Take up where the last run left off (same URL and select only)."""
+        if self.store is None:
+            return
+        try:
+            row = await self.store.rest_state_load(self.name)
+        except StoreError as exc:
+            log.error("rest %s: cannot load poller state: %s", self.name, self._scrub(str(exc)))
+            return
+        if row is None or row["fingerprint"] != self._fingerprint:
+            return
+        self._hash = row["hash"]
+        self._etag = row["etag"]
+        self._last_modified = row["last_modified"]
+        self.failures = int(row["failures"])
+        self._failing_since = row["failing_since"]
+        self._saved = self._state()
+
+    async def _save_state(self) -> None:
+        state = self._state()
+        if self.store is None or state == self._saved:
+            return
+        try:
+            await self.store.rest_state_save(
+                self.name,
+                fingerprint=self._fingerprint,
+                hash=self._hash,
+                etag=self._etag,
+                last_modified=self._last_modified,
+                failures=self.failures,
+                failing_since=self._failing_since,
+            )
+            self._saved = state
+        except StoreError as exc:
+            log.error("rest %s: cannot save poller state: %s", self.name, self._scrub(str(exc)))
+
+    # -- scheduling ------------------------------------------------------------
+
+    def next_delay(self) -> float:
+        """Seconds from the start of the last poll to the start of the next."""
+        base = backoff_delay(self.config.interval_s, self.failures, self.backoff_cap)
+        return jittered(base, self.jitter, self._rng())
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        """Poll until cancelled."""
+        await self.load_state()
+        while True:
+            started = self._clock()
+            await self.poll_once(session)
+            await self._sleep(max(0.0, started + self.next_delay() - self._clock()))
+
+    # -- one poll --------------------------------------------------------------
+
+    async def poll_once(self, session: aiohttp.ClientSession) -> PollResult:
+        """Poll once: emit what changed, report failure or recovery, update state."""
+        self.stats.polls += 1
+        timeout = self.config.timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                fetched = await self._fetch(session)
+            if fetched is None:
+                self.stats.not_modified += 1
+                await self._recovered()
+                await self._save_state()
+                return PollResult(ok=True, status=304, not_modified=True)
+            if len(fetched.body) > _PARSE_INLINE_BYTES:
+                selection, digest = await asyncio.to_thread(self._select, fetched.body)
+            else:
+                selection, digest = self._select(fetched.body)
+        except PollFailure as failure:
+            return await self._failed(failure)
+        except TimeoutError:
+            return await self._failed(PollFailure(f"timed out after {timeout:g}s"))
+        except TokenError as exc:
+            return await self._failed(PollFailure(f"auth failed: {exc}"))
+        except BodyTooLarge:
+            return await self._failed(PollFailure(f"response larger than {self.max_bytes} bytes"))
+        except aiohttp.ClientConnectionError as exc:
+            return await self._failed(PollFailure("connection failed", self._describe(exc)))
+        except aiohttp.ClientError as exc:
+            return await self._failed(PollFailure("request failed", self._describe(exc)))
+        except Exception as exc:  # a bug here must not end the poller
+            ref = new_ref()
+            text = "".join(traceback.format_exception(exc))
+            log.error("rest %s: poll failed (ref %s)\n%s", self.name, ref, self._scrub(text))
+            return await self._failed(PollFailure(f"internal error (ref {ref})"))
+
+        await self._recovered()
+        changed = digest != self._hash
+        emitted = changed or self.config.emit == "every_poll"
+        if emitted:
+            await self.sink.put(self._change_event(fetched.status, selection, digest))
+            self.stats.emitted += 1
+        self._hash, self._previous = digest, selection
+        self._etag, self._last_modified = fetched.etag, fetched.last_modified
+        await self._save_state()
+        return PollResult(ok=True, status=fetched.status, changed=changed, emitted=emitted)
+
+    def _change_event(self, status: int, selection: Any, digest: str) -> Event:
+        payload = {
+            "name": self.name,
+            "data": selection,
+            "previous": self._previous,
+            "initial": self._hash is None,
+            "changed": digest != self._hash,
+            "hash": digest,
+            "previous_hash": self._hash,
+            "status": status,
+            "url": self.shown_url,
+            "emit": self.config.emit,
+            "channels": list(self.config.channels),
+        }
+        return Event(type="rest", key=f"rest/{self.name}", source="rest", payload=payload)
+
+    async def _fetch(self, session: aiohttp.ClientSession) -> _Fetched | None:
+        """The body of a 2xx answer, or None for 304.  Raises on anything else."""
+        for attempt in (1, 2):
+            token = await self._oauth.token(session) if self._oauth is not None else None
+            resp = await self._request(session, token)
+            async with resp:
+                if resp.status == 401 and token is not None:
+                    assert self._oauth is not None
+                    self._oauth.invalidate(token)  # the next token() fetches a new one
+                    if attempt == 1:
+                        self.stats.token_refreshes_on_401 += 1
+                        continue
+                if resp.status == 304:
+                    return None
+                if not 200 <= resp.status < 300:
+                    raise PollFailure(f"HTTP {resp.status}")
+                body = await read_limited(resp, self.max_bytes)
+                return _Fetched(
+                    resp.status,
+                    body,
+                    resp.headers.get("ETag"),
+                    resp.headers.get("Last-Modified"),
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _headers(self, token: Secret | None) -> dict[str, str]:
+        auth = self.config.auth
+        headers = {"Accept": "application/json"}
+        if auth.type == "api_key" and auth.header is not None and auth.key is not None:
+            headers[auth.header] = auth.key.reveal()
+        elif auth.type == "bearer" and auth.token is not None:
+            headers["Authorization"] = f"Bearer {auth.token.reveal()}"
+        elif auth.type == "basic" and auth.username is not None and auth.password is not None:
+            pair = f"{auth.username}:{auth.password.reveal()}".encode()  # RFC 7617, UTF-8
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        elif token is not None:
+            headers["Authorization"] = f"Bearer {token.reveal()}"
+        if self.config.emit == "on_change" and self._hash is not None:
+            if self._etag is not None:
+                headers["If-None-Match"] = self._etag
+            if self._last_modified is not None:
+                headers["If-Modified-Since"] = self._last_modified
+        return headers
+
+    def _with_key(self, url: URL) -> URL:
+        key = self.config.auth.key
+        if self._query_param is None or key is None:
+            return url
+        return url.update_query({self._query_param: key.reveal()})
+
+    async def _request(
+        self, session: aiohttp.ClientSession, token: Secret | None
+    ) -> aiohttp.ClientResponse:
+        """GET the URL, following same-origin redirects only."""
+        headers = self._headers(token)
+        url = self._url
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = await session.get(self._with_key(url), headers=headers, allow_redirects=False)
+            location = resp.headers.get("Location")
+            if resp.status not in _REDIRECT_STATUSES or not location:
+                return resp
+            resp.release()
+            try:
+                target = url.join(URL(location))
+            except ValueError:
+                raise PollFailure("invalid redirect") from None
+            if not _same_origin(self._url, target):
+                raise PollFailure(
+                    "redirect to another host refused",
+                    f"Location: {redact_url(target, [self._query_param or ''])}",
+                )
+            url = target
+        raise PollFailure("too many redirects")
+
+    def _select(self, body: bytes) -> tuple[Any, str]:
+        """The selection and its hash (CPU work: big bodies run in a thread)."""
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            raise PollFailure("invalid JSON") from None
+        if self._expr is None:
+            return doc, canonical_hash(doc)
+        from jmespath.exceptions import JMESPathError
+
+        try:
+            selection = self._expr.search(doc)
+        except JMESPathError as exc:
+            raise PollFailure("select expression failed", self._scrub(str(exc))) from None
+        return selection, canonical_hash(selection)
+
+    # -- failure and recovery ----------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        if self._oauth is not None:
+            for value in self._oauth.secrets():
+                if len(value) >= Redactor.MIN_LENGTH:
+                    text = text.replace(value, MASK)
+        return REDACTOR.redact(self._scrubber.redact(text))
+
+    def _describe(self, exc: BaseException) -> str:
+        return self._scrub(f"{type(exc).__name__}: {exc}")
+
+    async def _failed(self, failure: PollFailure) -> PollResult:
+        self.stats.failed += 1
+        self.failures += 1
+        detail = f" ({failure.detail})" if failure.detail else ""
+        if self._failing_since is None:
+            self._failing_since = self._wall()
+            retry = backoff_delay(self.config.interval_s, self.failures, self.backoff_cap)
+            log.warning(
+                "rest %s: %s is failing: %s%s; retrying with backoff, next in ~%.0fs",
+                self.name,
+                self.shown_url,
+                failure.reason,
+                detail,
+                retry,
+            )
+            await self.sink.put(
+                Event(
+                    type="event",
+                    key="rest.failing",
+                    source="rest",
+                    payload={
+                        "name": self.name,
+                        "url": self.shown_url,
+                        "channels": list(self.config.channels),
+                        "reason": failure.reason,
+                        "failures": self.failures,
+                        "since": self._failing_since,
+                        "retry_in_s": retry,
+                    },
+                )
+            )
+        else:
+            log.debug(
+                "rest %s: still failing (%d): %s%s",
+                self.name,
+                self.failures,
+                failure.reason,
+                detail,
+            )
+        await self._save_state()
+        return PollResult(ok=False, reason=failure.reason)
+
+    async def _recovered(self) -> None:
+        since, failures = self._failing_since, self.failures
+        self.failures = 0
+        self._failing_since = None
+        if since is None:
+            return
+        down = max(0.0, self._wall() - since)
+        log.info(
+            "rest %s: %s recovered after %d failed polls (%.0fs)",
+            self.name,
+            self.shown_url,
+            failures,
+            down,
+        )
+        await self.sink.put(
+            Event(
+                type="event",
+                key="rest.recovered",
+                source="rest",
+                payload={
+                    "name": self.name,
+                    "url": self.shown_url,
+                    "channels": list(self.config.channels),
+                    "failures": failures,
+                    "down_s": down,
+                },
+            )
+        )
+
+
+# --- all pollers -------------------------------------------------------------------
+
+
+class RestPollers:
+    """Every configured poller, one shared HTTP session, one task each."""
+
+    def __init__(
+        self,
+        configs: Sequence[RestPollConfig],
+        sink: EventSink,
+        *,
+        store: Store | None = None,
+        **poller_options: Any,
+    ) -> None:
+        names = [c.name for c in configs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"REST poller names must be unique: {', '.join(dupes)}", key="rest")
+        self.pollers = [RestPoller(c, sink, store=store, **poller_options) for c in configs]
+
+    async def run(self) -> None:
+        """Run every poller until cancelled; the session closes on the way out."""
+        if not self.pollers:
+            return
+        async with (
+            aiohttp.ClientSession(
+                headers={"User-Agent": USER_AGENT},
+                cookie_jar=aiohttp.DummyCookieJar(),  # pollers share the session, not cookies
+            ) as session,
+            asyncio.TaskGroup() as tg,
+        ):
+            for poller in self.pollers:
+                tg.create_task(poller.run(session), name=f"rest:{poller.name}")

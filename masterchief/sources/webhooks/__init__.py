@@ -1,0 +1,1 @@
+"""Webhook intake: verified, durable, deduplicated deliveries become ``webhook`` Events."""

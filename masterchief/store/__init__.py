@@ -1,0 +1,1 @@
+"""The store: the one data-access layer."""
