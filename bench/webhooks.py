@@ -131,7 +131,7 @@ def pct(sorted_values: list[float], q: float) -> float:
 async def server_main(args: argparse.Namespace) -> int:
     from masterchief.bindings import BindingTable, Dispatcher, Event
     from masterchief.config.engine import build_config
-    from masterchief.eventlog.log import EventLog
+    from masterchief.eventlog.writer import EventLog
     from masterchief.http.server import WebServer
     from masterchief.store.sqlite.store import Store
 

@@ -295,7 +295,7 @@ def events_list(
 ) -> None:
     """Logged events, newest first: time, id, type, key, origin, outcome, replay-of."""
     config = _load(config_dir, env, sections=STORE_ONLY)
-    from masterchief.eventlog import log as eventlog
+    from masterchief.eventlog import query as eventlog
 
     try:
         after = eventlog.parse_since(since) if since else None
@@ -334,7 +334,7 @@ def events_replay(
     Requests the bot has not taken within --timeout are cancelled."""
     # a dry run builds the App (scripts and bindings): the whole configuration
     config = _load(config_dir, env, sections=None if dry_run else STORE_ONLY)
-    from masterchief.eventlog import log as eventlog
+    from masterchief.eventlog import query as eventlog
 
     event_ids = tuple(dict.fromkeys(event_ids))  # an id given twice is replayed once
     if dry_run:
@@ -361,7 +361,7 @@ def _replay_dry_run(config: Config, event_ids: Sequence[str]) -> None:
     """Which bindings would fire for each event under the current config and
     scripts.  The App is built but never run; scripts load outside any event
     loop, so loading them cannot start a task, and nothing is sent."""
-    from masterchief.eventlog import log as eventlog
+    from masterchief.eventlog import query as eventlog
     from masterchief.runtime.app import App
 
     async def action(store: Store) -> tuple[Store, list[EventLogRecord], UserTable]:

@@ -15,7 +15,7 @@ from masterchief.bindings.event import Event
 from masterchief.cli import main
 from masterchief.config.engine import load_config
 from masterchief.config.secrets import Redactor
-from masterchief.eventlog.log import to_record
+from masterchief.eventlog.policy import to_record
 from masterchief.identity.users import UserTable
 from masterchief.store.sqlite.store import EventLogRecord, Store
 

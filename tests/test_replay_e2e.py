@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from masterchief.cli import main
 from masterchief.config.engine import load_config
-from masterchief.eventlog.log import request_replays
+from masterchief.eventlog.query import request_replays
 from tests.harness import bot_config_data, running_bot, wait_until
 from tests.sources.webhooks.signing import github_headers
 

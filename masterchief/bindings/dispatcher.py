@@ -82,8 +82,19 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
+from .access import (
+    FAILED,
+    FIRED,
+    NO_BINDING,
+    REFUSED,
+    SKIPPED,
+    Principal,
+    Recorder,
+    Resolver,
+    permitted,
+)
 from .event import Event, ReplySink, new_ref
 from .lane import HandlerLane, HandlerTimeout
 from .registry import BIND_TYPES, Binding, BindingTable, current_owner
@@ -106,45 +117,8 @@ __all__ = [
 log = logging.getLogger("masterchief.dispatch")
 
 
-class Principal(Protocol):
-    """The user record an origin resolved to, as far as flags are concerned."""
-
-    @property
-    def handle(self) -> str: ...
-
-    @property
-    def restricted(self) -> str | None:
-        """Why the match carries no privileges (None: it does) -- told to
-        someone refused, so a record's flags that do not count are no mystery."""
-        ...
-
-    def global_flags(self) -> str: ...
-
-    def channel_flags(self, channel: str) -> str: ...
-
-
-Resolver = Callable[[Event], Principal | None]
-Recorder = Callable[[Event, str], None]
-"""Told each processed Event and its outcome; must be quick and must not block."""
-
-FIRED = "fired"  # at least one handler ran (and none failed)
-REFUSED = "refused"  # bindings matched, the flag check refused every one
-FAILED = "failed"  # a handler raised or timed out
-NO_BINDING = "no-binding"
-SKIPPED = "skipped"  # an earlier stage's true return (or a user binding's) skipped it
-
-
 def _nobody(_ev: Event) -> Principal | None:
     return None
-
-
-def permitted(b: Binding, ev: Event, who: Principal | None) -> bool:
-    """Whether ``who`` (None: no user record) passes ``b``'s flags for ``ev``."""
-    if b.flags.anyone and who is None:
-        return True
-    glob = who.global_flags() if who is not None else ""
-    chan = who.channel_flags(ev.channel) if who is not None and ev.channel else ""
-    return b.flags.allows(glob, chan)
 
 
 def _outcome(fired: int, refused: int, failed: int) -> str:

@@ -39,7 +39,7 @@ from ..deploy.catalog import (
 )
 from ..deploy.jobs import JobManager
 from ..errors import ConfigError
-from ..eventlog.log import EventLog, ReplayWorker
+from ..eventlog.writer import EventLog
 from ..http.health import ComponentHealth, HealthInfo
 from ..http.metrics import Family, Metrics
 from ..http.server import WebServer
@@ -52,6 +52,7 @@ from ..outputs.outbox import Outbox
 from ..sources.clock import Clock
 from ..sources.files.watcher import FileWatcher
 from ..sources.logs.tail import LogTailers
+from ..sources.replay import ReplayWorker
 from ..sources.rest.poller import RestPollers
 from ..store.sqlite.store import Store
 

@@ -19,19 +19,16 @@ from masterchief.bindings.registry import BindingTable
 from masterchief.config.engine import EventsConfig
 from masterchief.config.secrets import Redactor, Secret
 from masterchief.errors import UserError
-from masterchief.eventlog.log import (
-    EventLog,
-    ReplayError,
-    ReplayWorker,
+from masterchief.eventlog.policy import ReplayError, rebuild, to_record, worth_logging
+from masterchief.eventlog.query import (
     explain,
     format_record,
     list_events,
     parse_since,
-    rebuild,
     request_replays,
-    to_record,
-    worth_logging,
 )
+from masterchief.eventlog.writer import EventLog
+from masterchief.sources.replay import ReplayWorker
 from masterchief.store.sqlite.store import EventLogRecord, Store, StoreError
 from tests.harness import Who, wait_until
 
