@@ -585,7 +585,8 @@ def module_show(name: str, config_dir: Path, env: str) -> None:
     config = _load(config_dir, env, sections=("deploy", "vault"))
     import yaml
 
-    from masterchief.deploy.catalog import load_module_config, load_modules
+    from masterchief.deploy.catalog import load_modules
+    from masterchief.deploy.module_config import load_module_config
 
     found = load_modules(config.deploy.modules)
     mod = found.get(name)
@@ -661,7 +662,8 @@ def module_show(name: str, config_dir: Path, env: str) -> None:
 def module_validate(config_dir: Path, env: str) -> None:
     """Validate every module and its config for --env; exit 1 on any error."""
     config = _load(config_dir, env, sections=("deploy", "vault"))
-    from masterchief.deploy.catalog import load_module_config, load_modules, module_resolvers
+    from masterchief.deploy.catalog import load_modules
+    from masterchief.deploy.module_config import load_module_config, module_resolvers
 
     found = load_modules(config.deploy.modules)
     problems = [str(e) for e in found.errors]
@@ -687,7 +689,8 @@ def module_validate(config_dir: Path, env: str) -> None:
 def module_add(path: Path, config_dir: Path, env: str) -> None:
     """Validate the module folder PATH and copy it into the first modules folder."""
     config = _load(config_dir, env, sections=("deploy",))
-    from masterchief.deploy.catalog import ModuleError, add_module
+    from masterchief.deploy.catalog import add_module
+    from masterchief.deploy.manifest import ModuleError
 
     roots = config.deploy.modules
     if not roots:
@@ -705,7 +708,8 @@ def module_add(path: Path, config_dir: Path, env: str) -> None:
 def module_remove(name: str, config_dir: Path, env: str) -> None:
     """Move module NAME's folder to .removed/ (nothing is deleted)."""
     config = _load(config_dir, env, sections=("deploy",))
-    from masterchief.deploy.catalog import ModuleError, remove_module
+    from masterchief.deploy.catalog import remove_module
+    from masterchief.deploy.manifest import ModuleError
 
     try:
         moved = remove_module(name, config.deploy.modules)

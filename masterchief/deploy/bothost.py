@@ -61,7 +61,8 @@ from pathlib import Path
 from typing import Any
 
 from masterchief.config.secrets import Secret
-from masterchief.deploy.catalog import BOT_HOST_SETTING, Module, allows_bot_host
+from masterchief.deploy.manifest import Module
+from masterchief.deploy.module_config import BOT_HOST_SETTING, allows_bot_host
 from masterchief.deploy.process import run_process
 from masterchief.deploy.runners import MARKER, SAFE_PATH, VENV_BIN, ansible_inventory, find_tool
 from masterchief.errors import UserError

@@ -61,7 +61,8 @@ from ..errors import UserError
 from ..store.sqlite.store import Store
 from ..text import without_hidden
 from . import bothost, runners
-from .catalog import ApprovalRule, Module, ModuleLoader, folder_digest
+from .catalog import ModuleLoader
+from .manifest import ApprovalRule, Module, folder_digest
 from .telling import Teller
 
 __all__ = ["TERMINAL", "Job", "JobManager", "Person"]

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from masterchief.deploy.catalog import Manifest, ParamSpec
+from masterchief.deploy.manifest import Manifest, ParamSpec
 from masterchief.errors import UserError
 from masterchief.text import has_hidden
 

@@ -65,7 +65,7 @@ from typing import Any, Literal, Protocol
 import yaml
 
 from masterchief.config.secrets import MASK, REDACTOR, Redactor, Secret
-from masterchief.deploy.catalog import tool_variables
+from masterchief.deploy.module_config import tool_variables
 from masterchief.deploy.parsers import Item, LineKind, OutputFormat, Parser, parser_for
 from masterchief.deploy.process import run_process
 from masterchief.errors import ConfigError, UserError

@@ -31,13 +31,9 @@ from ..commands import deploy as deploy_commands
 from ..config.engine import Config, load_config
 from ..config.secrets import install_log_redaction
 from ..config.vault import VaultClient, unfetched_vault_resolver
-from ..deploy.catalog import (
-    ModuleLoader,
-    load_module_config,
-    module_config_problems,
-    module_resolvers,
-)
+from ..deploy.catalog import ModuleLoader
 from ..deploy.jobs import JobManager
+from ..deploy.module_config import load_module_config, module_config_problems, module_resolvers
 from ..errors import ConfigError
 from ..eventlog.writer import EventLog
 from ..http.health import ComponentHealth, HealthInfo

@@ -11,7 +11,7 @@ import pytest
 
 from masterchief.config.engine import Config, build_config
 from masterchief.config.secrets import REDACTOR, Secret
-from masterchief.deploy.catalog import load_module_config, module_resolvers
+from masterchief.deploy.module_config import load_module_config, module_resolvers
 from masterchief.errors import ConfigError
 from masterchief.runtime.app import App
 

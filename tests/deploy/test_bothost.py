@@ -19,7 +19,7 @@ from masterchief.deploy.bothost import (
     reach,
     this_host,
 )
-from masterchief.deploy.catalog import Module, load_module
+from masterchief.deploy.manifest import Module, load_module
 from masterchief.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from masterchief.deploy.catalog import discover, load_modules
-from tests.deploy.test_catalog import manifest, write_module
+from tests.deploy.test_manifest import manifest, write_module
 
 
 def _rename(file: Path, name: str) -> Path:

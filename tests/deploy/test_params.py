@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from masterchief.deploy.catalog import Manifest
+from masterchief.deploy.manifest import Manifest
 from masterchief.deploy.params import MAX_ARGS, parse_args, redact_params, validate_params
 from masterchief.errors import UserError
 
