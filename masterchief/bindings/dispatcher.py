@@ -95,7 +95,7 @@ from .access import (
     Resolver,
     permitted,
 )
-from .event import Event, ReplySink, new_ref
+from .event import Event, Reply, new_ref
 from .lane import HandlerLane, HandlerTimeout
 from .registry import BIND_TYPES, Binding, BindingTable, current_owner
 
@@ -814,32 +814,35 @@ class _LoopSink:
         self._loop = loop
         self.open = True
 
-    def wrap(self, inner: ReplySink) -> _Relay:
+    def wrap(self, inner: Reply) -> _Relay:
         return _Relay(self, inner)
 
-    def send(self, inner: ReplySink, event: Event, text: str) -> None:
+    def send(self, say: Callable[[Event, str], None], event: Event, text: str) -> None:
         if not self.open:
             log.info(
                 "dropped a reply to %s %s from a handler that timed out", event.type, event.key
             )
             return
         try:
-            self._loop.call_soon_threadsafe(inner.reply, event, text)
+            self._loop.call_soon_threadsafe(say, event, text)
         except RuntimeError:  # the loop has closed (the bot stopped)
             log.info("dropped a reply to %s %s: the bot has stopped", event.type, event.key)
 
 
 class _Relay:
-    """The ``ReplySink`` an Event carries into a lane thread."""
+    """The ``Reply`` an Event carries into a lane thread."""
 
     __slots__ = ("_inner", "_sink")
 
-    def __init__(self, sink: _LoopSink, inner: ReplySink) -> None:
+    def __init__(self, sink: _LoopSink, inner: Reply) -> None:
         self._sink = sink
         self._inner = inner
 
     def reply(self, event: Event, text: str) -> None:
-        self._sink.send(self._inner, event, text)
+        self._sink.send(self._inner.reply, event, text)
+
+    def private(self, event: Event, text: str) -> None:
+        self._sink.send(self._inner.private, event, text)
 
 
 class _Call:

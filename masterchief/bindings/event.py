@@ -1,9 +1,20 @@
 """The Event: one frozen value for every input the bot sees.
 
-Every source (IRC, the clock, later webhooks, files, streams) turns what
-happened into an ``Event`` and hands it to the dispatcher.  Masks match
-against ``key``; flags are checked against the user record found for the
-origin (``nick``/``uhost``/``account``), whose handle the dispatcher fills in.
+Every source (IRC, the clock, webhooks, files, a console session) turns
+what happened into an ``Event`` and hands it to the dispatcher.  Masks
+match against ``key``; flags are checked against the user record found for
+the Event's ``origin`` (``identity/resolve.py``), whose handle the
+dispatcher fills in.
+
+How this works.  ``origin`` is one of a closed set of frozen values:
+``IrcUser`` (nick, uhost, account), ``ConsoleSession`` (a partyline or web
+console login, or a test transport), ``LinkedBot`` and ``SourceOrigin``
+(nobody: a webhook, the clock).  An IRC user's parts stay flat on the
+Event (``nick``/``uhost``/``account``, what scripts read, and what the IRC
+hot path writes without building an object); every other peer is in
+``peer``; ``origin`` puts them together on demand.  ``sink`` is the
+transport's ``Reply``: ``ev.reply`` answers where the Event came from,
+``ev.private`` only its sender (never a channel).
 """
 
 from __future__ import annotations
@@ -15,7 +26,18 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Protocol
 
-__all__ = ["Done", "Event", "ReplySink", "new_ref"]
+__all__ = [
+    "ConsoleSession",
+    "Done",
+    "Event",
+    "IrcUser",
+    "LinkedBot",
+    "Origin",
+    "Reply",
+    "ReplySink",
+    "SourceOrigin",
+    "new_ref",
+]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -25,12 +47,57 @@ def new_ref() -> str:
     return secrets.token_hex(3)
 
 
-class ReplySink(Protocol):
-    """Where ``Event.reply`` sends text.  Enqueueing is synchronous; a sink
-    that writes to IRC sends the text as one message (line breaks become
-    spaces)."""
+class Reply(Protocol):
+    """Where ``Event.reply`` and ``Event.private`` send text: each transport
+    (IRC, a console) provides one.  Enqueueing is synchronous; a sink that
+    writes to IRC sends the text as one message (line breaks become spaces).
+    """
 
-    def reply(self, event: Event, text: str) -> None: ...
+    def reply(self, event: Event, text: str) -> None:
+        """Answer where ``event`` came from (its channel, else its sender)."""
+
+    def private(self, event: Event, text: str) -> None:
+        """Answer only ``event``'s sender (long or personal replies)."""
+
+
+ReplySink = Reply  # the earlier name, for code not yet renamed
+
+
+@dataclass(frozen=True, slots=True)
+class IrcUser:
+    """Someone on IRC: what the user table matches by account or hostmask."""
+
+    nick: str
+    uhost: str | None = None  # ``user@host``
+    account: str | None = None  # services account, when the network says
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A logged-in console session: the partyline, the web console, a test
+    transport.  The transport checked the password: ``handle`` is the user."""
+
+    transport: str  # "partyline", "web", "test"
+    session: str  # the transport's id for this session
+    handle: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedBot:
+    """A bot linked to us (Eggdrop's botnet), and the user on it, if any."""
+
+    bot: str  # the linked bot's handle
+    user: str | None = None  # ``nick`` of the remote user who typed it
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOrigin:
+    """Nobody: a source (``webhook``, ``clock``, ``deploy`` ...) said it."""
+
+    name: str
+
+
+Origin = IrcUser | ConsoleSession | LinkedBot | SourceOrigin
 
 
 class Done:
@@ -72,8 +139,10 @@ class Event:
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
     payload: Any = None
     source: str | None = None
+    # A peer other than an IRC user (who is ``nick``/``uhost``/``account``).
+    peer: ConsoleSession | LinkedBot | None = None
     id: str = field(default_factory=lambda: secrets.token_hex(8))
-    sink: ReplySink | None = field(default=None, compare=False, repr=False)
+    sink: Reply | None = field(default=None, compare=False, repr=False)
     replay_of: str | None = None  # the id of the logged Event this one replays
 
     def __post_init__(self) -> None:
@@ -81,6 +150,19 @@ class Event:
             raise ValueError("Event.type must not be empty")
         if not isinstance(self.tags, MappingProxyType):
             object.__setattr__(self, "tags", MappingProxyType(dict(self.tags)))
+        if self.peer is not None and (self.nick or self.uhost or self.account) is not None:
+            raise ValueError("an Event comes from an IRC user (nick) or a peer, not both")
+
+    @property
+    def origin(self) -> Origin | None:
+        """Who or what this came from (None: nothing says)."""
+        if self.peer is not None:
+            return self.peer
+        if self.nick is not None:
+            return IrcUser(self.nick, self.uhost, self.account)
+        if self.source is not None:
+            return SourceOrigin(self.source)
+        return None
 
     @property
     def args(self) -> list[str]:
@@ -104,4 +186,12 @@ class Event:
         """
         if self.sink is not None:
             self.sink.reply(self, text)
+        return _DONE
+
+    def private(self, text: str) -> Awaitable[None]:
+        """Answer only the sender, never in a channel (on IRC by PRIVMSG, or
+        NOTICE with ``bot.private_replies: notice``; a console: its session).
+        For long listings and anything personal.  Awaitable like ``reply``."""
+        if self.sink is not None:
+            self.sink.private(self, text)
         return _DONE

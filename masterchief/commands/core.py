@@ -37,12 +37,12 @@ from ..bindings.registry import BIND_TYPES, Binding
 from ..errors import UserError
 from ..identity.users import check_channel, check_hostmask_strength
 from ..irc.pacer import PRIORITIES
-from .paging import PAGE_LINES, page_lines, split_page, wrap_words
+from .paging import PAGE_LINES, private_page, split_page, wrap_words
 
 if TYPE_CHECKING:
     from ..runtime.app import App
 
-__all__ = ["chattr_refusal", "install", "tell", "tell_page"]
+__all__ = ["chattr_refusal", "install"]
 
 OWNER = "builtin:core"
 VERSION = "MasterChief 0.1"
@@ -68,28 +68,6 @@ def _fmt_age(seconds: float) -> str:
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
 
 
-def tell(app: App, ev: Event, text: str) -> None:
-    """Answer privately (to the nick) — for long or personal replies.
-
-    By PRIVMSG, which clients show in a query window, unless
-    ``bot.private_replies`` is ``notice``."""
-    if ev.nick and app.irc is not None:
-        if app.config.bot.private_replies == "notice":
-            app.irc.output.notice(ev.nick, text)
-        else:
-            app.irc.output.privmsg(ev.nick, text)
-    else:
-        ev.reply(text)
-
-
-def tell_page(app: App, ev: Event, lines: Sequence[str], page: int, more: str) -> None:
-    """Tell *page* of a listing (at most ``PAGE_LINES`` lines); *more* is the
-    command and arguments that ask for another page, without the prefix."""
-    prefix = app.command_prefix if ev.channel else ""
-    for line in page_lines(lines, page, prefix + more):
-        tell(app, ev, line)
-
-
 # -- the commands ---------------------------------------------------------------
 
 
@@ -113,13 +91,15 @@ def cmd_help(app: App, ev: Event) -> None:
     if wanted is not None:
         for b in usable:
             if b.mask.lstrip(app.command_prefix).lower() == wanted:
-                tell(app, ev, _describe(app, b, prefix))
+                ev.private(_describe(app, b, prefix))
                 return
-        tell(app, ev, f"no command {wanted!r} that you may use; try {prefix}help")
+        ev.private(f"no command {wanted!r} that you may use; try {prefix}help")
         return
     names = sorted(b.mask for b in usable)
     lines = wrap_words(names, _HELP_LINE_CHARS, first="commands you may use: ")
-    tell_page(app, ev, [*lines, f"{prefix}help <command> for details"], page, "help")
+    private_page(
+        ev, app.command_prefix, [*lines, f"{prefix}help <command> for details"], page, "help"
+    )
 
 
 def _describe(app: App, b: Binding, prefix: str) -> str:
@@ -155,13 +135,13 @@ def cmd_binds(app: App, ev: Event) -> None:
     btype = args[0] if args else None
     if btype is not None and btype not in BIND_TYPES:
         # Quoted, like every echo of typed text: no raw colours or CTCP.
-        tell(app, ev, f"no bind type {btype[:40]!r}; types: {', '.join(BIND_TYPES)}")
+        ev.private(f"no bind type {btype[:40]!r}; types: {', '.join(BIND_TYPES)}")
         return
     rows = app.table.binds(btype)
     lines = [f"{len(rows)} bindings{f' of type {btype}' if btype else ''}:"]
     for b in rows:
         lines.append(f"{b.type:<6} {b.flags.text:<5} {b.mask:<24} {b.hits:>6} {b.handler_name}")
-    tell_page(app, ev, lines, page, f"binds {btype}" if btype else "binds")
+    private_page(ev, app.command_prefix, lines, page, f"binds {btype}" if btype else "binds")
 
 
 def cmd_rehash(app: App, ev: Event) -> None:
@@ -178,7 +158,7 @@ def cmd_rehash(app: App, ev: Event) -> None:
             f"rehash: the configuration is invalid ({_problems(len(problems))}, sent to you "
             "privately); still running the previous one"
         )
-        _tell_few(app, ev, "rehash: ", problems, "the log")
+        _tell_few(ev, "rehash: ", problems, "the log")
     if report.restart_needed:
         ev.reply(f"rehash: changed {', '.join(report.restart_needed)}: needs a restart")
     if report.module_errors:
@@ -193,7 +173,7 @@ def cmd_rehash(app: App, ev: Event) -> None:
             f"privately){kept}"
         )
         lines = [line for err in report.module_errors for line in err.splitlines()]
-        _tell_few(app, ev, "rehash: module ", lines, "masterchief module validate")
+        _tell_few(ev, "rehash: module ", lines, "masterchief module validate")
     if report.module_config_errors:
         names = sorted(report.module_config_errors)
         ev.reply(
@@ -202,7 +182,7 @@ def cmd_rehash(app: App, ev: Event) -> None:
         )
         errors = [report.module_config_errors[n] for n in names]
         lines = [line for err in errors for line in err.splitlines()]
-        _tell_few(app, ev, "rehash: ", lines, "masterchief module validate")
+        _tell_few(ev, "rehash: ", lines, "masterchief module validate")
     if report.modules_changed:
         ev.reply(f"rehash: modules reloaded: {', '.join(report.modules_changed[:10])}")
 
@@ -211,12 +191,12 @@ def _problems(n: int) -> str:
     return f"{n} problem{'s' if n != 1 else ''}"
 
 
-def _tell_few(app: App, ev: Event, prefix: str, lines: Sequence[str], rest: str) -> None:
+def _tell_few(ev: Event, prefix: str, lines: Sequence[str], rest: str) -> None:
     """Tell the first few of *lines* privately; *rest* says where the others are."""
     for line in lines[:PAGE_LINES]:
-        tell(app, ev, prefix + line)
+        ev.private(prefix + line)
     if len(lines) > PAGE_LINES:
-        tell(app, ev, f"{prefix}... and {len(lines) - PAGE_LINES} more (see {rest})")
+        ev.private(f"{prefix}... and {len(lines) - PAGE_LINES} more (see {rest})")
 
 
 def cmd_status(app: App, ev: Event) -> None:
@@ -377,7 +357,7 @@ async def cmd_chattr(app: App, ev: Event) -> None:
         channel=chan,
     )
     if refusal is not None:
-        tell(app, ev, refusal)  # privately, and nothing changed
+        ev.private(refusal)  # privately, and nothing changed
         return
     try:
         # The channel first: a bad channel name fails before anything is written.
@@ -417,7 +397,7 @@ async def cmd_files(app: App, ev: Event) -> None:
     live = app.logs.status()
     folders = await folder_rows(app.config, app.store)
     logs = await log_rows(app.store, live)
-    tell_page(app, ev, format_status(folders, logs), page, "files")
+    private_page(ev, app.command_prefix, format_status(folders, logs), page, "files")
 
 
 BUILTINS: tuple[Command, ...] = (

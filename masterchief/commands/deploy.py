@@ -29,8 +29,7 @@ from ..deploy import bothost
 from ..deploy.jobs import JobManager, Person
 from ..deploy.params import parse_args, validate_params
 from ..errors import UserError
-from .core import tell, tell_page
-from .paging import split_page
+from .paging import private_page, split_page
 
 if TYPE_CHECKING:
     from ..runtime.app import App
@@ -158,14 +157,16 @@ def install(app: App, jobs: JobManager) -> None:
             _may_read_jobs(app, jobs, ev, "!jobs all")
             rows = await app.store.jobs_list(limit=20)
             if not rows:
-                tell(app, ev, "no jobs on record")
-            tell_page(app, ev, [_row_line(r) for r in rows], page, "jobs all")
+                ev.private("no jobs on record")
+            private_page(ev, app.command_prefix, [_row_line(r) for r in rows], page, "jobs all")
             return
         live = jobs.live()
         if not live:
             ev.reply(_to(ev) + "no jobs running or waiting (!jobs all for history)")
             return
-        tell_page(app, ev, [_row_line(job.record()) for job in live[:20]], page, "jobs")
+        private_page(
+            ev, app.command_prefix, [_row_line(job.record()) for job in live[:20]], page, "jobs"
+        )
 
     async def show_job(ev: Event) -> None:
         args, page = split_page(ev.args, 1)
@@ -180,15 +181,15 @@ def install(app: App, jobs: JobManager) -> None:
         approvals = ", ".join(a["handle"] for a in row["approvals"]) or "none"
         lines = [_row_line(row), f"approvals: {approvals}; reason: {row['reason'] or '-'}"]
         lines += [f"| {line}" for line in list(row["tail"])[-10:]]
-        tell_page(app, ev, lines, page, f"job {job_id[:16]}")
+        private_page(ev, app.command_prefix, lines, page, f"job {job_id[:16]}")
 
     async def modules(ev: Event) -> None:
         current = app.modules.current
         names = [f"{m.name} {m.manifest.version} ({m.kind}: {','.join(m.manifest.environments)})"
                  for m in current.order]  # fmt: skip
-        tell(app, ev, f"{len(names)} modules: " + ("; ".join(names) or "none"))
+        ev.private(f"{len(names)} modules: " + ("; ".join(names) or "none"))
         if current.errors:  # details name files: the console has them, not IRC
-            tell(app, ev, f"{len(current.errors)} module files failed to load "
+            ev.private(f"{len(current.errors)} module files failed to load "
                            "(see the log or `masterchief module validate`)")  # fmt: skip
 
     commands: tuple[tuple[str, Callable[[Event], Any], str], ...] = (

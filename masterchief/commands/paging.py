@@ -4,7 +4,8 @@ A listing never sends more than ``PAGE_LINES`` lines for one request: at
 most ``PAGE_LINES - 1`` lines of it and a last line saying which page this
 is and how to get the next (``page 1/4, !binds 2 for more``).  A listing
 that fits ``PAGE_LINES`` lines is sent whole, with no page line.  Pure
-functions; the commands call them and send the lines.
+functions, and ``private_page`` that sends a page to the asker through the
+Event's own ``Reply`` (IRC, a console: wherever it was typed).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["PAGE_LINES", "page_lines", "split_page", "wrap_words"]
+from ..bindings.event import Event
+
+__all__ = ["PAGE_LINES", "page_lines", "private_page", "split_page", "wrap_words"]
 
 PAGE_LINES = 5
 _MAX_PAGE_DIGITS = 6
@@ -64,3 +67,14 @@ def wrap_words(words: Sequence[str], max_chars: int, first: str = "") -> list[st
     if line:
         out.append(line)
     return out
+
+
+def private_page(
+    ev: Event, command_prefix: str, lines: Sequence[str], page: int, more: str
+) -> None:
+    """Send *page* of a listing to the asker privately; *more* is the command
+    and arguments that ask for another page, without the prefix (which a
+    private message does not use)."""
+    prefix = command_prefix if ev.channel else ""
+    for line in page_lines(lines, page, prefix + more):
+        ev.private(line)

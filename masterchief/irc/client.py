@@ -87,6 +87,7 @@ from ..bindings.flags import implied
 from ..bindings.masks import irc_lower
 from .flood import FloodGate, FloodPolicy, Verdict, Window
 from .pacer import WORST_NICK, OutputQueue, Priority
+from .transport import IrcTransport
 
 __all__ = ["IrcBot", "IrcSettings", "IrcStatus", "SaslFailed"]
 
@@ -410,7 +411,7 @@ class _Client(pydle.Client):  # type: ignore[misc]
 
 
 class IrcBot:
-    """Supervises the IRC connection and is the dispatcher's reply sink."""
+    """Supervises the IRC connection; its ``transport`` answers its Events."""
 
     def __init__(
         self,
@@ -419,6 +420,7 @@ class IrcBot:
         output: OutputQueue,
         *,
         rng: random.Random | None = None,
+        private_notice: bool = False,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
@@ -426,6 +428,8 @@ class IrcBot:
         self.client: _Client | None = None
         self.fatal: str | None = None
         self.connected = asyncio.Event()
+        # The Events' Reply and the irc: targets' Transport.
+        self.transport = IrcTransport(output, self.connected, private_notice=private_notice)
         self.connects = 0
         self.stopping = False
         self.sasl_succeeded = False  # a SASL login worked at least once in this run
@@ -495,14 +499,7 @@ class IrcBot:
             return IrcStatus(True, "")
         return IrcStatus(False, self._down)
 
-    # -- reply sink ------------------------------------------------------------
-
-    def reply(self, event: Event, text: str) -> None:
-        target = event.channel or event.nick
-        if not target:
-            log.info("reply to %s %s has nowhere to go: %s", event.type, event.key, text)
-            return
-        self.output.privmsg(target, text)
+    # -- output ----------------------------------------------------------------
 
     def say(self, target: str, text: str, priority: Priority = "server") -> int:
         return self.output.privmsg(target, text, priority)
@@ -779,7 +776,7 @@ class IrcBot:
             "account": account,
             "tags": tags,
             "source": "irc",
-            "sink": self,
+            "sink": self.transport,
         }
         me = client.is_same_nick(nick, client.nickname)
         if cmd in ("PRIVMSG", "NOTICE"):

@@ -112,7 +112,12 @@ class App:
         self.output = OutputQueue(
             burst=out.burst, rate=out.rate, max_queue=out.max_queue, recvq=out.recvq
         )
-        self.irc = IrcBot(irc_settings(config), self.dispatcher, self.output)
+        self.irc = IrcBot(
+            irc_settings(config),
+            self.dispatcher,
+            self.output,
+            private_notice=config.bot.private_replies == "notice",
+        )
         # Durable announcements (webhooks, scripts): fed to IRC while connected.
         self.outbox = Outbox(
             store,
@@ -173,7 +178,7 @@ class App:
         # from ``masterchief events replay`` through the store.
         self.eventlog = EventLog(store, config.events)
         self.dispatcher.recorder = self.eventlog.record
-        self.replays = ReplayWorker(store, self.dispatcher, self.eventlog, sink=self.irc)
+        self.replays = ReplayWorker(store, self.dispatcher, self.eventlog, sink=self.irc.transport)
         self._stop = asyncio.Event()
 
     @classmethod
@@ -415,6 +420,7 @@ class App:
         self.jobs.config = new.deploy
         self.modules.paths = list(new.deploy.modules)
         self.eventlog.config = new.events  # retention and payload cap apply at once
+        self.irc.transport.private_notice = new.bot.private_replies == "notice"
 
     def stop(self) -> None:
         self._stop.set()
