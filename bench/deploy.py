@@ -70,7 +70,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import bot_revision, machine, percentile, verdict
-from masterchief.config.engine import BotConfig, OutputConfig
+from masterchief.config.schema import BotConfig, OutputConfig
 from masterchief.config.secrets import MASK, RedactingFilter
 from masterchief.deploy.jobs import TERMINAL, Job
 from masterchief.deploy.runners import SAFE_PATH, VENV_BIN

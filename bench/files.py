@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
-from masterchief.config.engine import FilesConfig
+from masterchief.config.schema import FilesConfig
 from masterchief.sources.files.watcher import FileWatcher
 from masterchief.store.sqlite.store import Store
 

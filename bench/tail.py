@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from masterchief.bindings import BindingTable, Dispatcher, Event
-from masterchief.config.engine import LogConfig
+from masterchief.config.schema import LogConfig
 from masterchief.sources.logs.tail import LogTailer
 from masterchief.store.sqlite.store import Store
 

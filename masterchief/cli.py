@@ -19,7 +19,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from masterchief.config.engine import Config, ConfigError, load_config, require_environment
+from masterchief.config.engine import ConfigError, load_config, require_environment
+from masterchief.config.schema import Config
 from masterchief.errors import UserError
 from masterchief.identity.users import (
     User,

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from masterchief.config.engine import Config, build_config
+from masterchief.config.engine import build_config
+from masterchief.config.schema import Config
 from masterchief.runtime.app import App
 from tests.servers import unique_name
 

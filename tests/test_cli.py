@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from masterchief.cli import main
-from masterchief.config.engine import Config, load_config
+from masterchief.config.engine import load_config
+from masterchief.config.schema import Config
 from masterchief.identity.users import UserTable, verify_password
 from masterchief.store.sqlite.store import Store
 

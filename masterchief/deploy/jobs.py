@@ -55,7 +55,7 @@ from typing import Any, Literal
 
 from ..bindings.event import Event
 from ..bindings.flags import FlagMask
-from ..config.engine import DeployConfig
+from ..config.schema import DeployConfig
 from ..config.secrets import MASK, REDACTOR, Secret
 from ..errors import UserError
 from ..store.sqlite.store import Store

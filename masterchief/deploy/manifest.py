@@ -17,16 +17,15 @@ file below the folder (dot-folders skipped, symlinks never followed).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -39,7 +38,8 @@ from pydantic import (
 )
 
 from masterchief.bindings.flags import FlagError, FlagMask
-from masterchief.config.engine import KeyPath, _dotted, _model_in, _read_yaml
+from masterchief.config.tree import read_yaml
+from masterchief.config.validation import located
 from masterchief.errors import ConfigError, LocatedError
 from masterchief.text import has_hidden
 
@@ -475,10 +475,10 @@ def load_module(file: Path, *, display: str | Path | None = None) -> Module:
 
 def _read_manifest(file: Path, shown: str) -> dict[str, Any]:
     try:
-        data = _read_yaml(file)
+        data = read_yaml(file)
     except ConfigError as exc:
         where = exc.file or shown
-        # _read_yaml names the file as it was opened; show the display name instead
+        # read_yaml names the file as it was opened; show the display name instead
         where = where.replace(str(file), shown)
         raise ModuleError(exc.detail, file=where) from None
     return data
@@ -503,54 +503,6 @@ def _check_entry(manifest: Manifest, folder: Path, shown: str) -> Path:
     return entry
 
 
-def _is_mapping(annotation: Any) -> bool:
-    if get_origin(annotation) is dict:
-        return True
-    return any(_is_mapping(a) for a in get_args(annotation))
-
-
-def _parent_model(loc: KeyPath) -> type[BaseModel] | None:
-    """The model whose field the last part of ``loc`` names."""
-    model: type[BaseModel] = Manifest
-    skip = False
-    for part in loc[:-1]:
-        if skip or isinstance(part, int):
-            skip = False
-            continue
-        info = model.model_fields.get(part)
-        sub = _model_in(info.annotation) if info is not None else None
-        if info is None or sub is None:
-            return None
-        skip = _is_mapping(info.annotation)  # the next part is a key of the mapping
-        model = sub
-    return model
-
-
-def _describe(err: Mapping[str, Any], loc: KeyPath) -> str:
-    if err["type"] == "extra_forbidden":
-        model = _parent_model(loc)
-        key = loc[-1] if loc else ""
-        if model is None or not isinstance(key, str):
-            return "unknown key"
-        known = list(model.model_fields)
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
-        return f"unknown key ({hint})"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    value = err.get("input")
-    if err["type"] != "missing" and (isinstance(value, str | int | float | bool) or value is None):
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        msg += f" (got {shown})"
-    return msg
-
-
 def _manifest_error(exc: ValidationError, shown: str) -> ModuleError:
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc: KeyPath = tuple(err["loc"])
-        lines.append((_dotted(loc), _describe(err, loc)))
-    key, detail = lines[0]
-    more = "".join(f"\n{shown}: {k}: {d}" for k, d in lines[1:])
-    return ModuleError(detail + more, file=shown, key=key)
+    file, key, detail = located(exc, Manifest, lambda _loc: shown)
+    return ModuleError(detail, file=file, key=key)

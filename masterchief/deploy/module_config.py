@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from masterchief.config.engine import (
-    Config,
-    KeyPath,
-    _merge,
-    _read_yaml,
-    _resolve_tree,
-    config_resolvers,
-)
-from masterchief.config.secrets import REDACTOR, Redactor, Resolver, Secret
+from masterchief.config.engine import config_resolvers, resolve_tree
+from masterchief.config.schema import Config
+from masterchief.config.secrets import REDACTOR, Redactor, Resolver
+from masterchief.config.tree import KeyPath, merge, read_yaml, secrets_in
 from masterchief.config.vault import VaultClient
 from masterchief.errors import ConfigError
 
@@ -97,13 +92,13 @@ def load_module_config(
     origins: dict[KeyPath, str] = {}
     for file in (base / f"{name}.yaml", base / env_name / f"{name}.yaml"):
         if file.is_file():
-            _merge(data, _read_yaml(file), str(file), origins, ())
+            merge(data, read_yaml(file), str(file), origins, ())
     if not data:
         return {}
     _check_settings(data, origins)
     os_env = os.environ if environ is None else environ
     pieces: dict[int, Redactor] = {}
-    resolved: dict[str, Any] = _resolve_tree(
+    resolved: dict[str, Any] = resolve_tree(
         data,
         (),
         origins=origins,
@@ -113,7 +108,7 @@ def load_module_config(
         found=pieces,
         resolvers=module_resolvers(config, environ=os_env) if resolvers is None else resolvers,
     )
-    for secret in _secrets(resolved):
+    for secret in secrets_in(resolved):
         REDACTOR.register(secret)
         for piece in pieces.get(id(secret), Redactor()).values():
             REDACTOR.register(piece)
@@ -176,14 +171,3 @@ def _check_settings(data: Mapping[str, Any], origins: Mapping[KeyPath, str]) -> 
             file=origins.get((BOT_HOST_SETTING,)),
             key=BOT_HOST_SETTING,
         )
-
-
-def _secrets(value: Any) -> Iterator[Secret]:
-    if isinstance(value, Secret):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _secrets(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _secrets(v)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from masterchief.bindings.event import Event
-from masterchief.config.engine import EventsConfig
+from masterchief.config.schema import EventsConfig
 from masterchief.config.secrets import REDACTOR, Redactor
 from masterchief.store.sqlite.store import EventLogRecord, Store, StoreError
 

@@ -74,7 +74,8 @@ from aiohttp import web
 
 from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
-from masterchief.config.engine import ConfigError, WebConfig, WebhooksConfig
+from masterchief.config.engine import ConfigError
+from masterchief.config.schema import WebConfig, WebhooksConfig
 from masterchief.store.sqlite.store import DeliveryRecord, Store
 
 from ..sources.webhooks import verify

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from ..bindings.event import Event
 from ..bindings.registry import BindingTable
-from ..config.engine import Config
+from ..config.schema import Config
 from .formatters import (
     PROVIDERS,
     Announcement,

@@ -28,7 +28,8 @@ from ..bindings.registry import BindingTable
 from ..bindings.scripts import LoadResult, ScriptManager
 from ..commands import core as builtins
 from ..commands import deploy as deploy_commands
-from ..config.engine import Config, load_config
+from ..config.engine import load_config
+from ..config.schema import Config
 from ..config.secrets import install_log_redaction
 from ..config.vault import VaultClient, unfetched_vault_resolver
 from ..deploy.catalog import ModuleLoader

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..config.engine import Config, FilesConfig
+from ..config.schema import Config, FilesConfig
 from ..store.sqlite.store import Store
 from .files.watcher import ignored_name
 

@@ -11,14 +11,13 @@ import pydantic
 import pytest
 
 from masterchief.config.engine import (
-    ChannelConfig,
-    Config,
     ConfigError,
     build_config,
     environments,
     load_config,
     require_environment,
 )
+from masterchief.config.schema import ChannelConfig, Config
 from masterchief.config.secrets import REDACTOR, Secret
 
 REPO = Path(__file__).resolve().parents[2]

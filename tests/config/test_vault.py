@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from masterchief.config.engine import Config, build_config
+from masterchief.config.engine import build_config
+from masterchief.config.schema import Config
 from masterchief.config.secrets import REDACTOR, Secret
 from masterchief.deploy.module_config import load_module_config, module_resolvers
 from masterchief.errors import ConfigError

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from masterchief.bindings.event import Event
-from masterchief.config.engine import DeployConfig
+from masterchief.config.schema import DeployConfig
 from masterchief.config.secrets import REDACTOR, Secret
 from masterchief.deploy.catalog import ModuleLoader
 from masterchief.deploy.jobs import Job, JobManager, Person

@@ -16,7 +16,7 @@ import pytest
 from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
-from masterchief.config.engine import EventsConfig
+from masterchief.config.schema import EventsConfig
 from masterchief.config.secrets import Redactor, Secret
 from masterchief.errors import UserError
 from masterchief.eventlog.policy import ReplayError, rebuild, to_record, worth_logging

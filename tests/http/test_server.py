@@ -28,17 +28,16 @@ import pytest
 
 import masterchief
 from masterchief.bindings import BindingTable, Dispatcher, Event
-from masterchief.config.engine import (
+from masterchief.config.engine import ConfigError, build_config
+from masterchief.config.schema import (
     AlertmanagerHook,
     BasicAuthConfig,
-    ConfigError,
     GenericHook,
     GithubHook,
     GitlabHook,
     JenkinsHook,
     PagerDutyHook,
     WebhooksConfig,
-    build_config,
 )
 from masterchief.config.secrets import Secret
 from masterchief.http.server import MAX_BACKLOG, WebServer

@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 
 from masterchief.bindings.event import Event
-from masterchief.config.engine import OutputConfig
+from masterchief.config.schema import OutputConfig
 from tests.harness import running_bot, wait_until
 from tests.irc.test_irc_robustness import bind_ping, from_bot, me, ping_pong
 from tests.servers import unique_name

@@ -39,7 +39,7 @@ import aiohttp
 import pytest
 import yaml
 
-from masterchief.config.engine import OutputConfig
+from masterchief.config.schema import OutputConfig
 from masterchief.irc.storm import parse_summary
 from masterchief.runtime.app import App
 from tests.harness import running_bot, wait_until

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from masterchief.config.engine import OutputConfig
+from masterchief.config.schema import OutputConfig
 from tests.harness import running_bot
 from tests.outputs.test_outbox_e2e import Tally, alertmanager_notification, storm_announcements
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from masterchief.bindings.event import Event
 from masterchief.cli import main
-from masterchief.config.engine import LogConfig
+from masterchief.config.schema import LogConfig
 from masterchief.sources.logs.tail import LogTailer
 from masterchief.sources.status import as_of
 from masterchief.store.sqlite.store import Store

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ...bindings.event import Event
-from ...config.engine import FilesConfig
+from ...config.schema import FilesConfig
 from ...store.sqlite.store import Store
 from .parse import (
     Refused,

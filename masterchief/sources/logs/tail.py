@@ -80,7 +80,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ...bindings.event import Event
-from ...config.engine import LogConfig
+from ...config.schema import LogConfig
 from ...store.sqlite.store import Store
 from .parse import Parser, make_parser
 

@@ -95,7 +95,7 @@ import aiohttp
 from yarl import URL
 
 from masterchief.bindings.event import Event, new_ref
-from masterchief.config.engine import RestPollConfig
+from masterchief.config.schema import RestPollConfig
 from masterchief.config.secrets import MASK, REDACTOR, Redactor, Secret
 from masterchief.errors import ConfigError
 from masterchief.store.sqlite.store import Store, StoreError

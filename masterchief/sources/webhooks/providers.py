@@ -51,7 +51,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from masterchief.config.engine import WebhooksConfig
+from masterchief.config.schema import WebhooksConfig
 from masterchief.config.secrets import Secret
 
 from . import verify

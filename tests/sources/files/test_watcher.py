@@ -20,7 +20,7 @@ import pytest
 from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
-from masterchief.config.engine import FilesConfig
+from masterchief.config.schema import FilesConfig
 from masterchief.sources.files import watcher as files_module
 from masterchief.sources.files.parse import (
     Refused,
@@ -453,7 +453,7 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.registry import BindingTable
-from masterchief.config.engine import FilesConfig
+from masterchief.config.schema import FilesConfig
 from masterchief.store.sqlite.store import Store
 from masterchief.sources.files.watcher import FileWatcher
 

@@ -17,7 +17,7 @@ import pytest
 from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
-from masterchief.config.engine import LogConfig
+from masterchief.config.schema import LogConfig
 from masterchief.sources.logs.tail import (
     FLUSH_LINES,
     FileFollower,
@@ -379,7 +379,7 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.registry import BindingTable
-from masterchief.config.engine import LogConfig
+from masterchief.config.schema import LogConfig
 from masterchief.store.sqlite.store import Store
 from masterchief.sources.logs.tail import LogTailer
 

@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from masterchief.bindings.event import Event
-from masterchief.config.engine import RestPollConfig
+from masterchief.config.schema import RestPollConfig
 from masterchief.errors import ConfigError
 from masterchief.sources.rest.oauth import (
     TokenError,

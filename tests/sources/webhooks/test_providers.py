@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from masterchief.config.engine import (
+from masterchief.config.engine import build_config
+from masterchief.config.schema import (
     AlertmanagerHook,
     BasicAuthConfig,
     GithubHook,
@@ -22,7 +23,6 @@ from masterchief.config.engine import (
     JenkinsHook,
     PagerDutyHook,
     WebhooksConfig,
-    build_config,
 )
 from masterchief.config.secrets import Secret
 from masterchief.sources.webhooks.providers import Accepted, Rejection, build_providers, intake
