@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from masterchief.bindings import BindingTable, Dispatcher, Event
+from masterchief.identity.principal import Identity
+from masterchief.identity.users import User
 
 CHANNELS = [
     "#ops",
@@ -91,24 +93,15 @@ EVENT_MIX = {
 # -- users -------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Who:
-    handle: str
-    flags: str = ""
-    chans: dict[str, str] = field(default_factory=dict)
-    restricted: str | None = None
-
-    def global_flags(self) -> str:
-        return self.flags
-
-    def channel_flags(self, channel: str) -> str:
-        return self.chans.get(channel.lower(), "")
+def Who(handle: str, flags: str = "", chans: dict[str, str] | None = None) -> Identity:
+    """A user record as the bot's resolver returns it (the one principal adapter)."""
+    return Identity(User(handle, flags=flags, chanflags=chans or {}), "account")
 
 
-def make_users(rng: random.Random, n: int = 200) -> tuple[list[str], dict[str, Who]]:
+def make_users(rng: random.Random, n: int = 200) -> tuple[list[str], dict[str, Identity]]:
     """Nicks, and the user records of the 80% of them that have one."""
     nicks = [f"user{i}" for i in range(n)]
-    users: dict[str, Who] = {}
+    users: dict[str, Identity] = {}
     for nick in nicks:
         r = rng.random()
         if r < 0.40:
@@ -121,10 +114,10 @@ def make_users(rng: random.Random, n: int = 200) -> tuple[list[str], dict[str, W
     return nicks, users
 
 
-def make_resolver(users: dict[str, Who]) -> Callable[[Event], Who | None]:
+def make_resolver(users: dict[str, Identity]) -> Callable[[Event], Identity | None]:
     get = users.get
 
-    def resolve(ev: Event) -> Who | None:
+    def resolve(ev: Event) -> Identity | None:
         return get(ev.nick) if ev.nick is not None else None
 
     return resolve

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import copy
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from masterchief.config.engine import build_config
 from masterchief.config.schema import Config
+from masterchief.identity.principal import Identity
+from masterchief.identity.users import User
 from masterchief.runtime.app import App
 from tests.servers import unique_name
 
@@ -104,20 +105,16 @@ async def running_bot(
             await asyncio.gather(task, return_exceptions=True)
 
 
-@dataclass
-class Who:
-    """A dispatcher principal for tests: a handle with global and per-channel flags."""
-
-    handle: str
-    flags: str = ""
-    chans: dict[str, str] = field(default_factory=dict)
-    restricted: str | None = None
-
-    def global_flags(self) -> str:
-        return self.flags
-
-    def channel_flags(self, channel: str) -> str:
-        return self.chans.get(channel.lower(), "")
+def Who(
+    handle: str,
+    flags: str = "",
+    chans: Mapping[str, str] | None = None,
+    restricted: str | None = None,
+) -> Identity:
+    """A dispatcher principal for tests: the bot's own adapter (``Identity``)
+    over a user record with these global and per-channel flags."""
+    user = User(handle, flags=flags, chanflags=chans or {})
+    return Identity(user, "account", restricted=restricted)
 
 
 # Test clients connect from 127.0.0.1 and the test ircd does not resolve

@@ -1,12 +1,15 @@
 """Identity: a user record as matched for one origin, and the flags that
-match may carry -- the one place that is decided.
+match may carry -- the one place that is decided, and the one principal
+adapter (the dispatcher's ``Principal``, what built-ins and deploy check).
 
-A match by services account carries the record's flags.  A match by
-hostmask carries only unprivileged ones (``+v`` and the restricting
-``d k q r``), and may approve no deploy, when the mask is weak (see
+A match by services account, or a console session the transport logged in
+(``via="session"``), carries the record's flags.  A match by hostmask
+carries only unprivileged ones (``+v`` and the restricting ``d k q r``),
+and may approve no deploy, when the mask is weak (see
 ``hostmasks.is_weak_hostmask``) or when the network has accounts and
 ``users.hostmask_flags_on_account_networks`` is off: there an account is
-proof and a hostmask only a claim.
+proof and a hostmask only a claim.  A linked bot (``via="bot"``) is
+restricted the same way (``resolve.py`` says why).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def unprivileged(flags: str) -> str:
     return "".join(sorted(kept))
 
 
-Via = Literal["account", "hostmask"]
+Via = Literal["account", "hostmask", "session", "bot"]
 
 
 @dataclass(frozen=True, slots=True)

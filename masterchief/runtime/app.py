@@ -40,6 +40,7 @@ from ..eventlog.writer import EventLog
 from ..http.health import ComponentHealth, HealthInfo
 from ..http.metrics import Family, Metrics
 from ..http.server import WebServer
+from ..identity.resolve import Resolver
 from ..identity.users import Identity, UserTable
 from ..irc.client import IrcBot, IrcSettings, SaslFailed
 from ..irc.flood import FloodPolicy
@@ -118,6 +119,12 @@ class App:
             self.dispatcher,
             self.output,
             private_notice=config.bot.private_replies == "notice",
+        )
+        # One resolver per origin kind (IRC users, console sessions, linked bots).
+        self.resolver = Resolver(
+            users,
+            self.irc,
+            hostmask_flags=lambda: self.config.users.hostmask_flags_on_account_networks,
         )
         # Durable announcements (webhooks, scripts): fed to IRC while connected.
         self.outbox = Outbox(
@@ -216,16 +223,7 @@ class App:
     def resolve(self, ev: Event) -> Identity | None:
         """The user record an Event's origin matches, with the flags that
         match may carry (``Identity``: the one place that is decided)."""
-        if ev.nick is None and ev.account is None:
-            return None
-        return self.users.identify(
-            ev.nick,
-            ev.uhost,
-            ev.account,
-            accounts_available=self.irc.accounts_available,
-            casemapping=self.casemapping,
-            hostmask_flags=self.config.users.hostmask_flags_on_account_networks,
-        )
+        return self.resolver(ev)
 
     def _metric_families(self) -> list[Family]:
         """Queues and counters for /metrics (read at scrape time)."""
