@@ -73,7 +73,7 @@ from bench.common import bot_revision, machine, percentile, verdict
 from masterchief.config.schema import BotConfig, OutputConfig
 from masterchief.config.secrets import MASK, RedactingFilter
 from masterchief.deploy.jobs import TERMINAL, Job
-from masterchief.deploy.runners import SAFE_PATH, VENV_BIN
+from masterchief.deploy.kinds.base import SAFE_PATH, VENV_BIN
 from masterchief.runtime.app import App
 from tests.harness import running_bot
 from tests.ircclient import Line, TestClient

@@ -61,10 +61,11 @@ from pathlib import Path
 from typing import Any
 
 from masterchief.config.secrets import Secret
+from masterchief.deploy.kinds.ansible import ansible_inventory
+from masterchief.deploy.kinds.base import MARKER, SAFE_PATH, VENV_BIN, find_tool
 from masterchief.deploy.manifest import Module
 from masterchief.deploy.module_config import BOT_HOST_SETTING, allows_bot_host
 from masterchief.deploy.process import run_process
-from masterchief.deploy.runners import MARKER, SAFE_PATH, VENV_BIN, ansible_inventory, find_tool
 from masterchief.errors import UserError
 
 __all__ = [

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from masterchief.config.secrets import Secret
-from masterchief.deploy.runners import ansible_vars_yaml, build_steps
+from masterchief.deploy.kinds import build_steps
+from masterchief.deploy.kinds.ansible import ansible_vars_yaml
 from masterchief.errors import ConfigError
 from tests.deploy.test_runners import (
     ANSIBLE_PLAYBOOK,
@@ -293,7 +294,7 @@ async def test_a_module_printing_its_own_secret_transformed_is_masked(tmp_path: 
 
 
 def test_allow_bot_host_never_reaches_the_tool(tmp_path: Path) -> None:
-    from masterchief.deploy.runners import merged_vars
+    from masterchief.deploy.kinds.base import merged_vars
 
     folder = tmp_path / "modules" / "sh"
     folder.mkdir(parents=True)

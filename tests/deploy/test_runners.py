@@ -19,18 +19,10 @@ from typing import Any
 import pytest
 
 from masterchief.config.secrets import Redactor, Secret
-from masterchief.deploy.runners import (
-    PLUGIN_DIR,
-    SAFE_PATH,
-    VENV_BIN,
-    OutputLine,
-    RunResult,
-    RunSpec,
-    build_steps,
-    clean_text,
-    run,
-    tool_path,
-)
+from masterchief.deploy.kinds import build_steps
+from masterchief.deploy.kinds.ansible import PLUGIN_DIR
+from masterchief.deploy.kinds.base import SAFE_PATH, VENV_BIN, RunSpec, tool_path
+from masterchief.deploy.runners import OutputLine, RunResult, clean_text, run
 from masterchief.errors import ConfigError, UserError
 from tests.procs import job_pids
 
