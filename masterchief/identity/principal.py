@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from masterchief.bindings.flags import implied
 
 if TYPE_CHECKING:
-    from masterchief.identity.users import User
+    from masterchief.identity.index import User
 
 __all__ = ["Identity", "Via", "restriction", "unprivileged"]
 

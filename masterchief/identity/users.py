@@ -27,42 +27,45 @@ one place that is decided): a hostmask match carries no privileges when the
 mask is weak (``hostmasks.py``) or, unless configured, when the network has
 accounts.
 
-Names: handles and accounts compare under rfc1459 case folding (``ERIN{1}``
-is ``erin[1]``), the coarsest standard CASEMAPPING, and are unique under it
-(a store index), so no server can see two records as one name; an account
-found that way must also be equal under the server's own CASEMAPPING.
-Channel keys are stored ASCII-lower-cased; ``User.chan_flags`` and
-``UserTable.chattr`` take the casemapping and treat equal names as one.
+Records, names and the index are ``index.py``; password hashing is
+``passwords.py``.  An account found by its rfc1459 key must also be equal
+under the server's own CASEMAPPING; ``UserTable.chattr`` takes the
+casemapping and treats equal channel names as one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
-import re
-import secrets
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from types import MappingProxyType
 
 from masterchief.bindings.flags import FlagError, apply_changes
-from masterchief.bindings.masks import irc_lower, mask_match
+from masterchief.bindings.masks import irc_lower
 from masterchief.errors import UserError
-from masterchief.store.sqlite.store import ConflictError, Store, StoreError, UserRecord
-from masterchief.text import has_hidden
+from masterchief.store.sqlite.store import ConflictError, Store, StoreError
 
 from .hostmasks import (
     WeakHostmask,
     check_hostmask_strength,
-    host_pattern,
     is_weak_hostmask,
-    nick_pattern,
     normalize_hostmask,
-    specificity,
 )
+from .index import (
+    NOT_LOGGED_IN,
+    Index,
+    User,
+    ascii_lower,
+    check_account,
+    check_channel,
+    check_handle,
+    name_key,
+    to_record,
+    to_user,
+    valid_handle,
+)
+from .passwords import check_password, hash_password, verify_password
 from .principal import Identity, restriction, unprivileged
 
 __all__ = [
@@ -83,278 +86,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_HANDLE = re.compile(r"[A-Za-z0-9_\-\[\]\\^{}|`]{1,32}")
-_ACCOUNT = re.compile(r"[^\s,]{1,64}")
-_CHANNEL = re.compile(r"[#&+!][^\s,\x07\x00]{1,199}")
-_NOT_LOGGED_IN = frozenset({"", "*", "0"})  # account-tag/extended-join "*", WHOX "0"
-_EMPTY: Mapping[str, str] = MappingProxyType({})
-
-PASSWORD_MIN = 6
-PASSWORD_MAX = 1024
-
-
-def _ascii_lower(text: str) -> str:
-    return irc_lower(text, "ascii")
-
-
-def name_key(name: str) -> str:
-    """A handle or account folded under rfc1459: equal keys are one name.
-
-    rfc1459 is the coarsest standard CASEMAPPING (it makes ``[]\\~`` the
-    upper case of ``{}|^``; strict-rfc1459 and ascii make fewer names equal),
-    so names kept apart under it are apart on every server -- the CLI, which
-    has no server to ask, can decide alone.  The store's unique indexes use
-    the same folding.
-    """
-    return irc_lower(name, "rfc1459")
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """A user record.  ``hostmasks`` are sorted; ``chanflags`` is keyed by
-    ASCII-lower-cased channel."""
-
-    handle: str
-    hostmasks: tuple[str, ...] = ()
-    account: str | None = None
-    flags: str = ""
-    chanflags: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)
-    info: str = ""
-    password_hash: str | None = field(default=None, repr=False)
-    created_at: str = ""
-
-    def __post_init__(self) -> None:
-        # Keep the invariants whoever builds a User (the store returns the
-        # same order): sorted unique hostmasks, folded keys, read-only map.
-        masks = tuple(sorted(set(self.hostmasks)))
-        if masks != self.hostmasks:
-            object.__setattr__(self, "hostmasks", masks)
-        folded = {_ascii_lower(k): v for k, v in self.chanflags.items()}
-        if not isinstance(self.chanflags, MappingProxyType) or folded != self.chanflags:
-            object.__setattr__(self, "chanflags", MappingProxyType(folded))
-
-    def chan_flags(self, channel: str, casemapping: str = "rfc1459") -> str:
-        """The flags held on ``channel`` (names equal under ``casemapping`` count)."""
-        key = _ascii_lower(channel)
-        direct = self.chanflags.get(key, "")
-        if casemapping.lower() == "ascii":
-            return direct
-        target = irc_lower(channel, casemapping)
-        found = set(direct)
-        for name, flags in self.chanflags.items():
-            if name != key and irc_lower(name, casemapping) == target:
-                found.update(flags)
-        return "".join(sorted(found))
-
-
-# --- validation -------------------------------------------------------------------------
-
-
-def valid_handle(handle: str) -> bool:
-    return _HANDLE.fullmatch(handle) is not None
-
-
-def _check_handle(handle: str) -> str:
-    if not valid_handle(handle):
-        raise UserError(
-            f"invalid handle {handle[:40]!r}: use 1-32 letters, digits or _-[]\\^{{}}|`"
-        )
-    return handle
-
-
-def _check_account(account: str | None) -> str | None:
-    if account is None:
-        return None
-    if account in _NOT_LOGGED_IN or not _ACCOUNT.fullmatch(account):
-        raise UserError(f"invalid account name {account[:70]!r}")
-    return account
-
-
-def check_channel(channel: str) -> str:
-    """``channel`` if it is a valid channel name, else ``UserError``.
-
-    The one place both ``!chattr`` and the CLI's ``--channel`` are checked.
-    """
-    if has_hidden(channel):
-        raise UserError(f"invalid channel name {channel[:70]!r}: control or invisible characters")
-    if not _CHANNEL.fullmatch(channel):
-        raise UserError(f"invalid channel name {channel[:70]!r}")
-    return channel
-
-
-# --- passwords ----------------------------------------------------------------------------
-
-_SCRYPT_N = 2**14
-_SCRYPT_R = 8
-_SCRYPT_P = 1
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
-    return hashlib.scrypt(
-        password.encode("utf-8"),
-        salt=salt,
-        n=n,
-        r=r,
-        p=p,
-        dklen=dklen,
-        maxmem=256 * n * r * p + 2**20,
-    )
-
-
-def hash_password(password: str) -> str:
-    """``scrypt$n$r$p$salt_b64$hash_b64``.  CPU-heavy: use ``asyncio.to_thread``."""
-    salt = secrets.token_bytes(16)
-    digest = _scrypt(password, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, 32)
-    b64 = base64.b64encode
-    return (
-        f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}$"
-        f"{b64(salt).decode('ascii')}${b64(digest).decode('ascii')}"
-    )
-
-
-_DUMMY_HASH: list[str] = []  # computed once, for users without a password
-
-
-def verify_password(user: User | None, password: str) -> bool:
-    """Whether ``password`` is ``user``'s, compared in constant time.
-
-    An unknown user or one without a password costs the same work as a real
-    check, so timing does not tell which handles exist.  CPU-heavy: from
-    async code call it through ``asyncio.to_thread``.
-    """
-    stored = user.password_hash if user is not None else None
-    if not stored:
-        if not _DUMMY_HASH:
-            _DUMMY_HASH.append(hash_password("not-a-password"))
-        _check(_DUMMY_HASH[0], password)
-        return False
-    return _check(stored, password)
-
-
-def _check(stored: str, password: str) -> bool:
-    try:
-        scheme, n_s, r_s, p_s, salt_s, hash_s = stored.split("$")
-        n, r, p = int(n_s), int(r_s), int(p_s)
-        salt = base64.b64decode(salt_s, validate=True)
-        expected = base64.b64decode(hash_s, validate=True)
-    except ValueError:
-        return False
-    if scheme != "scrypt" or not (1 < n <= 2**20 and n & (n - 1) == 0):
-        return False
-    if not (1 <= r <= 32 and 1 <= p <= 16 and 16 <= len(expected) <= 64):
-        return False
-    actual = _scrypt(password, salt, n, r, p, len(expected))
-    return hmac.compare_digest(actual, expected)
-
-
-def _check_password(password: str) -> str:
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise UserError(f"a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters")
-    return password
-
-
-# --- the index ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _MaskEntry:
-    user: User
-    mask: str
-    nick_mask: str  # as written; lowered per casemapping at match time
-    rest_mask: str  # already a mask_match pattern
-    score: int
-    weak: bool
-
-
-class _Index:
-    """An immutable snapshot of the table; built whole, never modified."""
-
-    __slots__ = ("by_account", "by_handle", "masks", "users")
-
-    def __init__(self, users: Iterable[User]) -> None:
-        ordered = sorted(users, key=lambda u: _ascii_lower(u.handle))
-        self.users: tuple[User, ...] = tuple(ordered)
-        self.by_handle: dict[str, User] = {name_key(u.handle): u for u in ordered}
-        self.by_account: dict[str, User] = {
-            name_key(u.account): u for u in ordered if u.account is not None
-        }
-        entries: list[_MaskEntry] = []
-        for u in ordered:
-            for mask in u.hostmasks:
-                nick, _, rest = mask.partition("!")
-                entries.append(
-                    _MaskEntry(
-                        u,
-                        mask,
-                        nick,
-                        host_pattern(rest),
-                        specificity(mask),
-                        is_weak_hostmask(mask),
-                    )
-                )
-        # Best first: strong masks, the most specific, then handle order (sort
-        # is stable) -- a weak mask never shadows a strong one that matches.
-        entries.sort(key=lambda e: (e.weak, -e.score))
-        self.masks: tuple[_MaskEntry, ...] = tuple(entries)
-
-    def match_account(self, account: str, casemapping: str) -> User | None:
-        found = self.by_account.get(name_key(account))
-        if found is None or found.account is None:
-            return None
-        # Unique under rfc1459; the server's own mapping may tell more apart.
-        if irc_lower(found.account, casemapping) != irc_lower(account, casemapping):
-            return None
-        return found
-
-    def match_host(
-        self, nick: str, uhost: str, casemapping: str, *, skip_with_account: bool
-    ) -> _MaskEntry | None:
-        nick_l = irc_lower(nick, casemapping)
-        for entry in self.masks:
-            if skip_with_account and entry.user.account is not None:
-                continue
-            if not mask_match(nick_pattern(entry.nick_mask, casemapping), nick_l):
-                continue
-            if mask_match(entry.rest_mask, uhost):
-                return entry
-        return None
-
-
-def _record(user: User) -> UserRecord:
-    return UserRecord(
-        handle=user.handle,
-        account=user.account,
-        flags=user.flags,
-        info=user.info,
-        password_hash=user.password_hash,
-        created_at=user.created_at,
-        hostmasks=user.hostmasks,
-        chanflags=user.chanflags,
-    )
-
-
-def _user(rec: UserRecord) -> User:
-    return User(
-        handle=rec.handle,
-        hostmasks=tuple(rec.hostmasks),
-        account=rec.account,
-        flags=rec.flags,
-        chanflags=MappingProxyType(dict(rec.chanflags)),
-        info=rec.info,
-        password_hash=rec.password_hash,
-        created_at=rec.created_at,
-    )
-
-
-# --- the table ------------------------------------------------------------------------------
-
 
 class UserTable:
     """Users indexed in memory, written through to the ``Store``."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._index = _Index(())
+        self._index = Index(())
         self._lock = asyncio.Lock()  # one mutation at a time; readers never wait
         self._version: int | None = None  # the store's users_version the index is at
         self._wake = asyncio.Event()  # request_reload(): reload now, version or not
@@ -369,7 +107,7 @@ class UserTable:
         """Re-read every user from the store (after another process changed it)."""
         async with self._lock:
             version, records = await self._store.load_users_versioned()
-            self._index = _Index(_user(r) for r in records)
+            self._index = Index(to_user(r) for r in records)
             self._version = version
         _warn_weak(self._index.users)
 
@@ -424,7 +162,7 @@ class UserTable:
         See the module doc for the policy.
         """
         index = self._index
-        if accounts_available and account is not None and account not in _NOT_LOGGED_IN:
+        if accounts_available and account is not None and account not in NOT_LOGGED_IN:
             found = index.match_account(account, casemapping)
             if found is not None:
                 return Identity(found, "account", casemapping)
@@ -474,13 +212,13 @@ class UserTable:
         password: str | None = None,
         info: str = "",
     ) -> User:
-        _check_handle(handle)
+        check_handle(handle)
         masks = tuple(normalize_hostmask(m) for m in hostmasks)
-        account = _check_account(account)
+        account = check_account(account)
         flags = _flags(apply_changes, "", flags) if flags not in ("-", "*") else ""
         pw_hash = None
         if password is not None:
-            pw_hash = await asyncio.to_thread(hash_password, _check_password(password))
+            pw_hash = await asyncio.to_thread(hash_password, check_password(password))
         async with self._lock:
             taken = self.get(handle)
             if taken is not None:
@@ -495,14 +233,14 @@ class UserTable:
                 password_hash=pw_hash,
             )
             try:
-                rec = await self._store.insert_user(_record(user))
+                rec = await self._store.insert_user(to_record(user))
             except ConflictError:
                 raise UserError(
                     f"handle {handle!r} or its account is already in the store"
                     " (changed elsewhere? reload the user table)"
                 ) from None
             user = replace(user, created_at=rec.created_at)
-            self._index = _Index([*self._index.users, user])
+            self._index = Index([*self._index.users, user])
             return user
 
     async def chattr(
@@ -520,7 +258,7 @@ class UserTable:
                     replace(user, flags=_flags(apply_changes, user.flags, changes))
                 )
             check_channel(channel)
-            key = _ascii_lower(channel)
+            key = ascii_lower(channel)
             target = irc_lower(channel, casemapping)
             chanflags = dict(user.chanflags)
             current = ""
@@ -551,7 +289,7 @@ class UserTable:
 
     async def set_account(self, handle: str, account: str | None) -> User:
         """Tie ``handle`` to a services account (``None`` unties it)."""
-        account = _check_account(account)
+        account = check_account(account)
         async with self._lock:
             user = self._existing(handle)
             self._check_account_free(account, user.handle)
@@ -561,7 +299,7 @@ class UserTable:
         """Set (``None``: clear) the partyline password."""
         pw_hash = None
         if password is not None:
-            pw_hash = await asyncio.to_thread(hash_password, _check_password(password))
+            pw_hash = await asyncio.to_thread(hash_password, check_password(password))
         async with self._lock:
             user = self._existing(handle)
             return await self._save(replace(user, password_hash=pw_hash))
@@ -574,7 +312,7 @@ class UserTable:
         async with self._lock:
             user = self._existing(handle)
             await self._store.delete_user(user.handle)
-            self._index = _Index(u for u in self._index.users if u is not user)
+            self._index = Index(u for u in self._index.users if u is not user)
 
     # --- helpers ---
 
@@ -594,12 +332,12 @@ class UserTable:
 
     async def _save(self, user: User) -> User:
         try:
-            await self._store.save_user(_record(user))
+            await self._store.save_user(to_record(user))
         except ConflictError:
             raise UserError(
                 f"cannot save {user.handle}: it conflicts with another user in the store"
             ) from None
-        self._index = _Index(
+        self._index = Index(
             user if name_key(u.handle) == name_key(user.handle) else u for u in self._index.users
         )
         return user
