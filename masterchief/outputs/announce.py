@@ -17,8 +17,9 @@ script that binds the same key and returns True replaces the built-in line
 
 Each Event goes ``extract()`` (the one place that knows how intake and the
 pollers wrap a payload) -> a pure formatter (``formatters/``) -> the
-channels configured for that provider (``channels_for()``) -> the outbox's
-``announce(channel, text, kind=, fold_key=, meta=)``.  Nothing a payload
+targets configured for that provider (``targets_for()``: its channels, as
+IRC ``Target``s) -> the outbox's ``announce(target, text, kind=,
+fold_key=, meta=)``.  Nothing a payload
 does escapes a handler: a formatter that raises is logged and gives no
 line; a failing ``announce`` is logged and the other channels still get
 theirs.  Lines naming a build (``Announcement.once``) are posted once: the
@@ -43,6 +44,7 @@ from .formatters import (
     format_rest,
     format_rest_status,
 )
+from .targets import Target
 
 __all__ = [
     "OWNER",
@@ -50,9 +52,9 @@ __all__ = [
     "AnnounceStats",
     "Announcer",
     "Delivery",
-    "channels_for",
     "extract",
     "install",
+    "targets_for",
 ]
 
 log = logging.getLogger("masterchief.announce")
@@ -67,7 +69,7 @@ class Announce(Protocol):
 
     def __call__(
         self,
-        target: str,
+        target: Target,
         text: str,
         *,
         kind: str = "text",
@@ -119,7 +121,7 @@ def extract(ev: Event) -> Delivery | None:
     return None
 
 
-def channels_for(config: Config, delivery: Delivery) -> tuple[str, ...]:
+def targets_for(config: Config, delivery: Delivery) -> tuple[Target, ...]:
     """The channels configured for ``delivery``'s provider, poller or hook."""
     hooks = config.webhooks
     if delivery.source in ("rest", "rest-status"):
@@ -137,7 +139,7 @@ def channels_for(config: Config, delivery: Delivery) -> tuple[str, ...]:
             "pagerduty": hooks.pagerduty,
         }.get(delivery.source)
         found = named.channels if named is not None else ()
-    return tuple(dict.fromkeys(found))
+    return tuple(Target.parse(channel) for channel in dict.fromkeys(found))
 
 
 def _source(delivery: Delivery) -> str:
@@ -178,8 +180,8 @@ class Announcer:
         self._remember = remember
         self.stats = AnnounceStats()
 
-    def plan(self, ev: Event) -> list[tuple[str, Announcement]]:
-        """The (channel, line) pairs ``ev`` gives, each line's ``meta`` naming
+    def plan(self, ev: Event) -> list[tuple[Target, Announcement]]:
+        """The (target, line) pairs ``ev`` gives, each line's ``meta`` naming
         its ``source`` (``github``, a generic hook's or a poller's name) for
         the outbox's expiry summaries.  Never raises."""
         delivery = extract(ev)
@@ -195,8 +197,8 @@ class Announcer:
         if not lines:
             return []
         self.stats.events += 1
-        channels = channels_for(self._config(), delivery)
-        if not channels:
+        targets = targets_for(self._config(), delivery)
+        if not targets:
             self.stats.unrouted += len(lines)
             log.debug("%s %s: no channels configured", ev.type, ev.key)
             return []
@@ -206,7 +208,7 @@ class Announcer:
             # lets the outbox keep a line once when a delivery is replayed after a crash
             extra["delivery"] = ev.tags["delivery"]
         lines = [replace(a, meta={**extra, **a.meta}) for a in lines]
-        return [(channel, a) for a in lines for channel in channels]
+        return [(target, a) for a in lines for target in targets]
 
     def _first_time(self, a: Announcement) -> bool:
         if a.once is None:
@@ -221,11 +223,11 @@ class Announcer:
         return True
 
     async def handle(self, ev: Event) -> None:
-        """Announce what ``ev`` gives to its channels (the bound handler)."""
-        for channel, a in self.plan(ev):
+        """Announce what ``ev`` gives to its targets (the bound handler)."""
+        for target, a in self.plan(ev):
             try:
                 await self._announce(
-                    channel,
+                    target,
                     a.text,
                     kind=a.kind,
                     fold_key=a.fold_key,
@@ -233,7 +235,7 @@ class Announcer:
                 )
             except Exception:
                 self.stats.errors += 1
-                log.exception("announcing %s %s to %s failed", ev.type, ev.key, channel)
+                log.exception("announcing %s %s to %s failed", ev.type, ev.key, target)
             else:
                 self.stats.lines += 1
 
@@ -244,7 +246,7 @@ def _app_announce(app: AppLike) -> Announce:
     warned = False
 
     async def announce(
-        target: str,
+        target: Target,
         text: str,
         *,
         kind: str = "text",
@@ -260,8 +262,8 @@ def _app_announce(app: AppLike) -> Announce:
             warned = True
             log.warning("no outbox: announcements go straight to IRC and are not durable")
         output = getattr(app, "output", None)
-        if output is not None:
-            output.privmsg(target, text, "alert")
+        if output is not None and target.is_irc:
+            output.privmsg(target.name, text, "alert")
 
     return announce
 

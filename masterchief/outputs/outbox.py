@@ -51,12 +51,20 @@ Repeats from upstream: a webhook intake that dispatches a delivery again
 after a crash (its "done" mark was not yet on disk) announces the same lines
 again. When ``meta["delivery"]`` names the delivery, an announcement equal to
 one still waiting here (same target, text and delivery) is not stored twice.
+
+Targets: a row names a ``Target`` (``targets.py``), stored as its text,
+``irc:#ops``; a row written before targets existed (``#ops``) is an IRC
+target. IRC targets are fed to the pacer as above. A target of another
+transport (a console, a test transport: ``add_transport``) is handed to
+that transport whole, in id order, whenever it is connected, and confirmed
+once delivered: there is no server to echo it and no flood budget to fold for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -71,6 +79,7 @@ from ..bindings.masks import irc_lower
 from ..irc import storm
 from ..irc.pacer import OutputQueue, sanitize
 from ..store.sqlite.store import OutboxRecord, Store, StoreError
+from .targets import IRC, Target, Transport
 
 __all__ = ["Outbox", "current_outbox", "delayed_prefix", "expired_line", "human_age"]
 
@@ -78,7 +87,6 @@ log = logging.getLogger("masterchief.outbox")
 
 _current: Outbox | None = None
 _RETRY_S = 5.0  # after a store failure in the feeder
-_MAX_TARGET_BYTES = 200  # leaves a summary line room for its text
 _EARLY_S = 2.0  # how long an echo may wait for the on_sent of its line
 
 
@@ -131,10 +139,12 @@ def _meta(rec: OutboxRecord) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _check_target(target: str) -> None:
-    bad = not target or target.startswith(":") or any(c <= " " or c == "\x7f" for c in target)
-    if bad or len(target.encode("utf-8")) > _MAX_TARGET_BYTES:
-        raise ValueError(f"announcement target {target[:80]!r} is not a channel or nick")
+_IRC_PREFIX = f"{IRC}:"
+
+
+def _irc_name(target: str) -> str:
+    """The channel or nick of a stored IRC target (``irc:#ops`` -> ``#ops``)."""
+    return target.removeprefix(_IRC_PREFIX)
 
 
 @dataclass(slots=True, eq=False)
@@ -167,6 +177,7 @@ class Outbox:
         confirm_after_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        transports: Iterable[Transport] = (),
     ) -> None:
         self._store = store
         self._output = output
@@ -183,6 +194,8 @@ class Outbox:
         self._max_summary_lines = max(1, min(10, math.floor(max_backlog_s * output.rate / 2)))
         self._pending: dict[str, deque[OutboxRecord]] = {}
         self._turns: deque[str] = deque()  # targets with pending rows, in turn order
+        self._others: deque[str] = deque()  # the same, of other transports than IRC
+        self._transports: dict[str, Transport] = {t.name: t for t in transports}
         self._known: set[int] = set()  # ids pending, handed over or unconfirmed
         self._handed: deque[_Unit] = deque()  # in the output queue, not yet written
         self._unconfirmed: deque[_Unit] = deque()  # written, in order
@@ -204,9 +217,14 @@ class Outbox:
 
     # -- intake ------------------------------------------------------------------
 
+    def add_transport(self, transport: Transport) -> None:
+        """Deliver the targets of ``transport.name`` through ``transport``."""
+        self._transports[transport.name] = transport
+        self._wakeup.set()
+
     async def announce(
         self,
-        target: str,
+        target: Target | str,
         text: str,
         *,
         kind: str = "text",
@@ -223,7 +241,10 @@ class Outbox:
         target or empty text, ``StoreError`` when the store cannot take it
         (the caller should fail its request).
         """
-        _check_target(target)
+        parsed = target if isinstance(target, Target) else Target.parse(target)
+        if not parsed.is_irc and parsed.transport not in self._transports:
+            raise ValueError(f"no transport {parsed.transport!r} for announcements to {parsed}")
+        target = str(parsed)
         if not sanitize(text).strip():
             raise ValueError("announcement text is empty")
         await self._ensure_loaded()
@@ -242,6 +263,9 @@ class Outbox:
         self._wakeup.set()
 
     def _add(self, rec: OutboxRecord) -> None:
+        where = str(Target.parse(rec.target))
+        if where != rec.target:  # a row from before targets: "#ops" is "irc:#ops"
+            rec = dataclasses.replace(rec, target=where)
         if rec.id in self._known:
             return
         self._known.add(rec.id)
@@ -255,7 +279,7 @@ class Outbox:
         if queue is None:
             queue = self._pending[rec.target] = deque()
         if not queue:
-            self._turns.append(rec.target)
+            (self._turns if where.startswith(_IRC_PREFIX) else self._others).append(where)
         if queue and queue[-1].id > rec.id:  # requeued, or announce() calls resumed out of order
             items = sorted([*queue, rec], key=lambda r: r.id)
             queue.clear()
@@ -283,9 +307,9 @@ class Outbox:
     # -- confirmation ------------------------------------------------------------
 
     def echo(self, target: str, text: str) -> bool:
-        """The server echoed our PRIVMSG *text* to *target*: confirm its unit
-        and every unit written before it. Whether it was one of ours."""
-        want = irc_lower(target, "rfc1459")
+        """The server echoed our PRIVMSG *text* to *target* (a channel or nick):
+        confirm its unit and every unit written before it. Whether it was one of ours."""
+        want = irc_lower(_IRC_PREFIX + target, "rfc1459")
         for k, unit in enumerate(self._unconfirmed):
             if irc_lower(unit.target, "rfc1459") == want and unit.line.endswith(" :" + text):
                 self._confirm([self._unconfirmed.popleft() for _ in range(k + 1)])
@@ -330,7 +354,7 @@ class Outbox:
                 self._early.remove(early)  # a line of a longer message, not a last one
             elif early[:2] == (want, text):
                 self._early.remove(early)
-                self.echo(unit.target, text)
+                self.echo(_irc_name(unit.target), text)
                 break
 
     def _connection_ended(self) -> None:
@@ -374,10 +398,9 @@ class Outbox:
         delays: list[float] = []
         if self._unconfirmed:
             delays.append(self._unconfirmed[0].sent_at + self._confirm_after_s - now)
-        if self.connected:
-            wait = self._feed()
-            if wait is not None:
-                delays.append(wait)
+        wait = self._feed()
+        if wait is not None:
+            delays.append(wait)
         return max(0.0, min(delays)) if delays else None
 
     async def run(self) -> None:
@@ -428,6 +451,12 @@ class Outbox:
         self._stats["deleted"] += len(ids)
 
     def _feed(self) -> float | None:
+        for _ in range(len(self._others)):
+            target = self._others.popleft()
+            if not self._hand_elsewhere(target):
+                self._others.append(target)  # its transport is not connected
+        if not self.connected:
+            return None
         while self._turns:
             wait = self._output.drain_time(priority="alert") - self._lead
             if wait >= 0:
@@ -441,6 +470,27 @@ class Outbox:
             else:
                 del self._pending[target]
         return None
+
+    def _hand_elsewhere(self, target: str) -> bool:
+        """Hand every row of a target of another transport to it, confirmed at
+        once; False (nothing done) while that transport is not connected."""
+        parsed = Target.parse(target)
+        transport = self._transports.get(parsed.transport)
+        if transport is not None and not transport.connected:
+            return False
+        records = list(self._pending.pop(target))
+        now = self._clock()
+        for rec in records:
+            text = self._prefix(now, [rec]) + rec.text
+            try:
+                if transport is None:  # gone since it was announced (a restart)
+                    raise LookupError(f"no transport {parsed.transport!r}")
+                transport.deliver(parsed.name, text)
+            except Exception:  # one transport's failure must not stop the others
+                log.exception("outbox: dropped an announcement for %s", target)
+            self._stats["sent"] += 1
+        self._confirm([_Unit(target, records)])
+        return True
 
     def _hand_over(self, target: str, queue: deque[OutboxRecord]) -> None:
         now = self._clock()
@@ -462,7 +512,7 @@ class Outbox:
             ]
             lines = storm.fold(
                 notes,
-                max_bytes=self._output.text_budget(target) - len(prefix.encode("utf-8")),
+                max_bytes=self._output.text_budget(_irc_name(target)) - len(prefix.encode("utf-8")),
                 max_lines=self._max_summary_lines,
             )
             self._stats["summaries"] += 1
@@ -501,7 +551,7 @@ class Outbox:
         self._handed.append(unit)
         try:
             queued = self._output.privmsg(
-                target,
+                _irc_name(target),
                 text,
                 "alert",
                 on_sent=lambda line: self._on_sent(unit, line),

@@ -429,7 +429,7 @@ class App:
         ``events replay --dry-run`` calls it on an App it never runs, so keep
         it free of tasks and I/O beyond reading files."""
         builtins.install(self)
-        announce.install(self)  # webhook/REST lines -> self.outbox (builtin:webhooks)
+        announce.install(self, self.outbox.announce)  # webhook/REST lines (builtin:webhooks)
         for err in self.modules.reload().errors:
             log.error("module %s", err)
         deploy_commands.install(self, self.jobs)

@@ -34,6 +34,7 @@ from masterchief.outputs.formatters import (
     format_rest_status,
 )
 from masterchief.outputs.formatters.common import duration, integer, truncate
+from masterchief.outputs.targets import Target
 
 PAYLOADS = Path(__file__).parents[1] / "sources" / "webhooks" / "payloads" / "announce"
 
@@ -804,16 +805,18 @@ class Recorder:
 
     async def __call__(
         self,
-        target: str,
+        target: Target,
         text: str,
         *,
         kind: str = "text",
         fold_key: str | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> None:
-        if target == self.fail_for:
+        assert target.is_irc  # configured channels are IRC targets
+        if target.name == self.fail_for:
             raise OSError("store is down")
-        self.calls.append((target, text, kind, fold_key, dict(meta) if meta is not None else None))
+        meta_copy = dict(meta) if meta is not None else None
+        self.calls.append((target.name, text, kind, fold_key, meta_copy))
 
     def lines(self) -> list[tuple[str, str]]:
         return [(target, text) for target, text, *_ in self.calls]
