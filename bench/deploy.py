@@ -72,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import bot_revision, machine, percentile, verdict
 from masterchief.config.schema import BotConfig, OutputConfig
 from masterchief.config.secrets import MASK, RedactingFilter
-from masterchief.deploy.jobs import TERMINAL, Job
+from masterchief.deploy.job import TERMINAL, Job
 from masterchief.deploy.kinds.base import SAFE_PATH, VENV_BIN
 from masterchief.runtime.app import App
 from tests.harness import running_bot
@@ -392,7 +392,7 @@ async def through_bot(
         profiler = cProfile.Profile() if args.profile else None
         since = len(watcher.lines)
         start = Snapshot.take(app)
-        lines0 = app.jobs.stats["lines"]
+        lines0 = app.jobs.runs.stats["lines"]
         if profiler is not None:
             profiler.enable()
         try:
@@ -417,7 +417,7 @@ async def through_bot(
             await asyncio.gather(lag_task, return_exceptions=True)
         lag_ms = [x * 1000 for x in lag.lags]
         jobs = sorted(ours(), key=lambda j: j.env)
-        job_lines = app.jobs.stats["lines"] - lines0
+        job_lines = app.jobs.runs.stats["lines"] - lines0
 
         summary = re.compile(rf"job [0-9a-f]{{6}} {MODULE}/\S+ deploy (succeeded|failed)")
 

@@ -26,7 +26,8 @@ from ..bindings.event import Event
 from ..bindings.flags import FlagMask
 from ..config.secrets import REDACTOR
 from ..deploy import bothost
-from ..deploy.jobs import JobManager, Person
+from ..deploy.job import Person
+from ..deploy.jobs import JobManager
 from ..deploy.params import parse_args, validate_params
 from ..errors import UserError
 from .paging import private_page, split_page

@@ -13,7 +13,8 @@ from masterchief.bindings.event import Event
 from masterchief.config.schema import DeployConfig
 from masterchief.config.secrets import REDACTOR, Secret
 from masterchief.deploy.catalog import ModuleLoader
-from masterchief.deploy.jobs import Job, JobManager, Person
+from masterchief.deploy.job import Job, Person
+from masterchief.deploy.jobs import JobManager
 from masterchief.deploy.runners import OutputLine
 from masterchief.errors import UserError
 from masterchief.store.sqlite.store import Store
@@ -195,7 +196,7 @@ async def test_approvals_sent_at_the_same_moment_start_the_job_once(rig: Rig) ->
     refused = [g for g in got if isinstance(g, UserError)]
     assert len(refused) == 1 and "not waiting for approval" in str(refused[0])
     await finished(job)
-    assert job.status == "succeeded" and rig.jobs.stats["started"] == 1
+    assert job.status == "succeeded" and rig.jobs.runs.stats["started"] == 1
     assert len(job.approvals) == 2
 
 
@@ -211,7 +212,7 @@ async def test_an_approval_racing_a_cancel_never_runs(rig: Rig) -> None:
     assert isinstance(got[0], UserError) and "(cancelled)" in str(got[0])
     assert got[1] == f"job {job.id} cancelled"
     assert job.status == "cancelled" and job.started_at is None
-    assert rig.jobs.stats["started"] == 0
+    assert rig.jobs.runs.stats["started"] == 0
 
 
 async def test_the_same_request_twice_waits_once(rig: Rig) -> None:
@@ -264,16 +265,16 @@ async def test_progress_tick_is_bounded_per_channel(rig: Rig) -> None:
         made.append(job)
     del module
     for job in made[:2]:
-        rig.jobs._output(job, OutputLine(text="TASK [install]", kind="task"))
-        rig.jobs._output(job, OutputLine(text="ok: host1"))
-    assert rig.jobs.progress_tick() == 4  # 2 jobs x (#ops, #deploys)
+        rig.jobs.runs.output(job, OutputLine(text="TASK [install]", kind="task"))
+        rig.jobs.runs.output(job, OutputLine(text="ok: host1"))
+    assert rig.jobs.runs.progress_tick() == 4  # 2 jobs x (#ops, #deploys)
     assert all("TASK [install] | ok: host1" in text for _, text in rig.said)
-    assert rig.jobs.progress_tick() == 0  # nothing new
+    assert rig.jobs.runs.progress_tick() == 0  # nothing new
     rig.said.clear()
     for job in made:
         for n in range(1000):
-            rig.jobs._output(job, OutputLine(text=f"line {n}"))
-    assert rig.jobs.progress_tick() == 2  # 5 jobs with news: one combined line per channel
+            rig.jobs.runs.output(job, OutputLine(text=f"line {n}"))
+    assert rig.jobs.runs.progress_tick() == 2  # 5 jobs with news: one combined line per channel
     assert rig.said[0][1].startswith("5 jobs running — ")
     assert "line 999" in rig.said[0][1]
     for job in made:
@@ -289,16 +290,16 @@ async def test_progress_tick_names_the_boundaries_passed_since_the_last(rig: Rig
     rig.jobs.jobs[job.id] = job
     try:
         for n in range(6):
-            rig.jobs._output(job, OutputLine(text=f"TASK [t{n}]", kind="task"))
-            rig.jobs._output(job, OutputLine(text=f"ok: t{n}"))
-        assert rig.jobs.progress_tick() == 2  # #ops and #deploys
+            rig.jobs.runs.output(job, OutputLine(text=f"TASK [t{n}]", kind="task"))
+            rig.jobs.runs.output(job, OutputLine(text=f"ok: t{n}"))
+        assert rig.jobs.runs.progress_tick() == 2  # #ops and #deploys
         text = rig.said[0][1]
         # six boundaries in one interval: the last four by name, two more counted
         assert "(+2) TASK [t2] > TASK [t3] > TASK [t4] > TASK [t5] | ok: t5" in text
         assert "TASK [t1]" not in text
         rig.said.clear()
-        rig.jobs._output(job, OutputLine(text="still in t5"))
-        assert rig.jobs.progress_tick() == 2
+        rig.jobs.runs.output(job, OutputLine(text="still in t5"))
+        assert rig.jobs.runs.progress_tick() == 2
         # no boundary since: the task it is in, then the newest line
         assert rig.said[0][1].endswith("TASK [t5] | still in t5")
     finally:
@@ -351,7 +352,7 @@ async def test_an_approval_after_the_ttl_is_refused_before_the_ticker_runs(rig: 
     with pytest.raises(UserError, match=f"job {job.id} expired at .*request it again"):
         await rig.jobs.approve(job.id, CAROL, anyone)
     assert job.status == "expired" and job.started_at is None
-    assert rig.jobs.stats["started"] == 0
+    assert rig.jobs.runs.stats["started"] == 0
     await told(rig, f"job {job.id} base/prod deploy expired: no approval in time")
     with pytest.raises(UserError, match=r"not waiting for approval \(expired\)"):
         await rig.jobs.deny(job.id, CAROL, anyone, "late")
@@ -385,7 +386,7 @@ async def test_nothing_about_a_job_overtakes_its_started_line(rig: Rig) -> None:
     job = await rig.jobs.request(module, "dev", "deploy", {"service": "api"}, ALICE, "#ops")
     assert job.status == "running"
     await asyncio.sleep(0.5)  # a negative check: time enough to run and print, were it started
-    assert rig.jobs.progress_tick() == 0 and rig.said == []
+    assert rig.jobs.runs.progress_tick() == 0 and rig.said == []
     assert [e.key for e in rig.events] == ["deploy.requested"]
     assert list(job.tail) == []  # the process has not started
     rig.gate.set()
@@ -404,7 +405,7 @@ async def test_a_line_told_while_a_flush_is_announcing_is_not_stranded(rig: Rig)
     await told(rig, f"job {first.id} (!deploy base prod service=a")
     rig.gate.clear()  # the next flush hangs in the middle of announcing
     second = await rig.jobs.request(module, "prod", "deploy", {"service": "b"}, ALICE, "#ops")
-    teller = rig.jobs._teller
+    teller = rig.jobs.runs.teller
     # the flush took the line and waits on the gate
     await wait_until(lambda: not teller._gathered and teller.busy, 15)
     third = await rig.jobs.request(module, "prod", "deploy", {"service": "c"}, ALICE, "#ops")

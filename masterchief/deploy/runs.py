@@ -1,0 +1,369 @@
+"""Deploy runs: a job started, run, closed and told about; progress ticks.
+
+How this works.  ``start`` takes the (module, environment) lease in the
+store -- one run at a time, across processes -- and refuses with the
+holder's name when another job has it; a job that waited for approval has
+the bot-host rule checked again first.  The run itself is ``runners.run``
+(a process group, scrubbed environment, redacted output); every line lands
+in the job's tail, may become a ``deploy.progress`` Event (only when a
+binding wants it), and the newest line or task boundary is shown in the
+channels at most every ``progress_interval_s`` by one ticker for all jobs
+(``progress_tick``), so twenty jobs never flood the pacer.  Starts and
+final summaries go through the durable outbox, in order (``telling``): a
+job's process and its events begin only once its "started" line is in the
+outbox, and a progress tick waits while anything is on its way there, so
+nothing about a job overtakes its start or result.  A dry run's result is
+followed by what it would change (``plan_lines`` in the channels; a longer
+plan goes to the requester privately).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..bindings.event import Event
+from ..config.schema import DeployConfig
+from ..config.secrets import REDACTOR
+from ..errors import UserError
+from ..store.sqlite.store import Store
+from . import bothost, runners
+from .catalog import ModuleLoader
+from .job import (
+    PLAN_CHARS,
+    STEP_CHARS,
+    TERMINAL,
+    Job,
+    age,
+    clock_time,
+    live,
+    progress_text,
+)
+from .manifest import Module
+from .telling import Teller
+
+__all__ = ["JobRuns"]
+
+log = logging.getLogger("masterchief.deploy")
+
+
+class JobRuns:
+    """Runs the jobs the manager starts, and tells the channels about them."""
+
+    def __init__(
+        self,
+        config: DeployConfig,
+        store: Store,
+        modules: ModuleLoader,
+        jobs: dict[str, Job],
+        *,
+        announce: Callable[[str, str], Awaitable[None]],
+        say: Callable[[str, str], object],
+        submit: Callable[[Event], object],
+        wants: Callable[[str], bool],
+        module_config: Callable[[str, str], Mapping[str, Any]],
+        pending: Callable[[], int],
+        project_dir: Path,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.modules = modules
+        self.jobs = jobs  # the manager's: shared, never copied
+        self._say = say
+        self._submit = submit
+        self._wants = wants
+        self._module_config = module_config
+        self._project_dir = project_dir
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.teller = Teller(announce)
+        self._pending = pending
+        self.stats = {"started": 0, "refused": 0, "lines": 0, "progress_lines": 0}
+
+    def targets(self, job: Job) -> list[str]:
+        out: list[str] = []
+        for t in (job.channel, *self.config.channels):
+            if t and t.lower() not in {o.lower() for o in out}:
+                out.append(t)
+        if not out and job.requester.nick:
+            out.append(job.requester.nick)
+        return out
+
+    async def start(self, job: Job) -> None:
+        # Callers just computed (request) or checked (approve) the digest.
+        if job.status in TERMINAL or job.status == "running":
+            return  # closed meanwhile, or already started: never twice
+        module = self.modules.current.get(job.module)
+        if module is None:
+            await self.close(job, "cancelled", "the module was removed")
+            return
+        if job.rule is not None:
+            why = await self._bot_host_refusal(job, module)
+            if job.status in TERMINAL or job.status == "running":
+                return  # cancelled or expired while the inventory was read
+            if why is not None:
+                self.stats["refused"] += 1
+                await self.close(job, "refused", why)
+                return
+        ttl = module.manifest.timeout_s + 2 * self.config.kill_grace_s + 60
+        holder = f"job {job.id} ({job.mode} by {job.requester.handle}) on {self.holder}"
+        taken = await self.store.lease_acquire(
+            job.module, job.env, job_id=job.id, holder=holder, ttl_s=ttl
+        )
+        if taken is not None:
+            self.stats["refused"] += 1
+            why = f"{job.where} is busy: {taken['holder']} since {clock_time(taken['acquired_at'])}"
+            await self.close(job, "refused", why)
+            return
+        job.status = "running"
+        job.started_at = time.time()
+        self.stats["started"] += 1
+        await self.store.job_update(job.id, status="running", started_at=job.started_at)
+        await self.tell_all(job, f"job {job.id} started: {job.command} by {job.requester.handle}")
+
+        def begin() -> None:
+            # Only now: the event, the process and everything it prints come
+            # after the "started" line, which is in the outbox.
+            self.event("deploy.started", job)
+            self.spawn(self._run(job, module))
+
+        self.teller.after(begin)
+
+    async def _bot_host_refusal(self, job: Job, module: Module) -> str | None:
+        """The bot-host rule again, for a job that waited for approval: its
+        module config (``allow_bot_host``, inventory overrides) or inventory
+        may have been edited since the request.  The requester's +n is the
+        one recorded then (``job.owner``).  None: it may start."""
+        try:
+            await bothost.check(
+                module, job.env, job.params, lambda: self._module_config(module.name, job.env),
+                owner=job.owner, project_dir=self._project_dir, extra_env=self.passed_env(),
+            )  # fmt: skip
+        except UserError as exc:
+            return f"re-checked before starting: {exc}"
+        except Exception:
+            ref = secrets.token_hex(3)
+            log.exception("job %s (%s): bot-host re-check failed (ref %s)", job.id, job.where, ref)
+            return f"re-checked before starting: module config unreadable (ref {ref})"
+        return None
+
+    async def _spec(self, job: Job, module: Module) -> runners.RunSpec:
+        # Module config may call Key Vault: a worker thread keeps the loop free.
+        variables = await asyncio.to_thread(self._module_config, module.name, job.env)
+        return runners.RunSpec(
+            job_id=job.id,
+            module=module,
+            env=job.env,
+            mode=job.mode,
+            params=job.params,
+            variables=dict(variables),
+            work_dir=self.config.work_dir / job.id,
+            timeout_s=module.manifest.timeout_s,
+            kill_grace_s=self.config.kill_grace_s,
+            max_line_bytes=self.config.max_output_line_bytes,
+            tail_lines=self.config.tail_lines,
+            extra_env=self.passed_env(),
+        )
+
+    async def _run(self, job: Job, module: Module) -> None:
+        status, summary, code = "failed", "", None
+        plan: tuple[tuple[str, ...], int] = ((), 0)
+        try:
+            # Inside the try: a module config that fails to load (a vault
+            # secret gone) still closes the job and releases the lease.
+            spec = await self._spec(job, module)
+            result = await runners.run(spec, lambda line: self.output(job, line), cancel=job.cancel)
+            status, code = result.status, result.exit_code
+            summary = result.summary
+            plan = (result.changes, result.change_count)
+        except Exception:
+            ref = secrets.token_hex(3)
+            log.exception("job %s (%s) could not run (ref %s)", job.id, job.where, ref)
+            summary = f"could not run (ref {ref})"
+        finally:
+            with contextlib.suppress(Exception):
+                await self.store.lease_release(job.module, job.env, job.id)
+        job.exit_code = code
+        await self.close(job, status, job.reason, summary=summary, plan=plan)
+
+    def passed_env(self) -> dict[str, str]:
+        """``deploy.pass_env``: variables of the bot's own environment that jobs
+        get (cloud credentials, KUBECONFIG, SSH_AUTH_SOCK).  Their values are
+        treated as secrets: never shown."""
+        out = {n: os.environ[n] for n in self.config.pass_env if os.environ.get(n)}
+        for value in out.values():
+            REDACTOR.register(value)
+        return out
+
+    def output(self, job: Job, line: runners.OutputLine) -> None:
+        job.tail.append(line.text)
+        self.stats["lines"] += 1
+        if line.kind in ("task", "step"):
+            job.boundary = line.text
+            job.latest = ""
+            job.passed += 1
+            job.passed_names.append(line.text[:STEP_CHARS])
+        else:
+            job.latest = line.text
+        job.fresh = True
+        if self._wants("deploy.progress"):
+            self._submit(
+                Event(
+                    type="event",
+                    key="deploy.progress",
+                    source="deploy",
+                    text=line.text,
+                    payload={
+                        "job": job.id,
+                        "module": job.module,
+                        "env": job.env,
+                        "kind": line.kind,
+                        "line": line.text,
+                    },
+                )
+            )
+
+    async def close(
+        self,
+        job: Job,
+        status: str,
+        reason: str | None,
+        *,
+        summary: str | None = None,
+        plan: tuple[tuple[str, ...], int] = ((), 0),
+    ) -> None:
+        """Record the job's end and tell the channels (a dry run: with what it
+        would change); the ``deploy.finished`` event follows the result line."""
+        job.status = status
+        job.reason = reason
+        job.finished_at = time.time()
+        took = job.finished_at - (job.started_at or job.created_at)
+        if summary is None:
+            summary = f"{status}" + (f": {reason}" if reason else "")
+        summary = summary.removesuffix(f" (job {job.id})")
+        job.summary = REDACTOR.redact(summary)
+        await self.store.job_update(
+            job.id,
+            status=status,
+            reason=job.reason,
+            finished_at=job.finished_at,
+            exit_code=job.exit_code,
+            summary=job.summary,
+            tail=list(job.tail),
+        )
+        text = f"job {job.id} {job.where} {job.mode} "
+        if job.started_at is None:
+            text += f"{status}: {reason}" if reason else status
+        else:
+            text += f"{job.summary}" if job.summary else f"{status} in {took:.1f}s"
+            if reason and reason not in text:
+                text += f" ({reason})"
+        await self.tell_all(job, text)
+        if job.mode == "plan" and plan[1]:
+            self._tell_plan(job, text, *plan)
+        self.teller.after(lambda: self.event("deploy.finished", job))
+
+    async def tell_all(self, job: Job, text: str) -> None:
+        """Starts, summaries, approvals: durable, gathered and in order (``telling``)."""
+        text = REDACTOR.redact(text)
+        for target in self.targets(job):
+            self.teller.tell(target, text)
+
+    def _tell_plan(self, job: Job, result: str, lines: tuple[str, ...], count: int) -> None:
+        """A dry run's first lines of what would change: in the channels when
+        they are few (``plan_lines``), else to the requester privately (up to
+        ``plan_private_lines``) and a pointer in the channels."""
+        cfg = self.config
+        targets = self.targets(job)
+        nick = job.requester.nick
+        private = nick is not None and not any(self._same_target(nick, t) for t in targets)
+        if count <= cfg.plan_lines or not private or not cfg.plan_private_lines:
+            shown = cfg.plan_private_lines if not private else cfg.plan_lines
+            plan = self._plan_texts(job, lines, count, shown)
+            for target in targets:
+                for text in plan:
+                    self.teller.tell(target, text, packable=False)
+            return
+        assert nick is not None
+        for target in targets:
+            pointer = f"[{job.id}] {count} changes: the plan went to {nick} privately"
+            self.teller.tell(target, pointer, packable=False)
+        self.teller.tell(nick, REDACTOR.redact(result), packable=False)
+        for text in self._plan_texts(job, lines, count, cfg.plan_private_lines):
+            self.teller.tell(nick, text, packable=False)
+
+    @staticmethod
+    def _plan_texts(job: Job, lines: tuple[str, ...], count: int, shown: int) -> list[str]:
+        texts = [REDACTOR.redact(f"[{job.id}] {line}")[:PLAN_CHARS] for line in lines[:shown]]
+        if count > len(texts):
+            more = count - len(texts)
+            texts.append(f"[{job.id}] ... {more} more (the job's last lines: !job {job.id})")
+        return texts
+
+    @staticmethod
+    def _same_target(a: str, b: str) -> bool:
+        return a.casefold() == b.casefold()
+
+    def event(self, key: str, job: Job, **extra: Any) -> None:
+        payload = {k: v for k, v in job.record().items() if k != "tail"}
+        self._submit(Event(type="event", key=key, source="deploy", payload={**payload, **extra}))
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def progress_tick(self, now: float | None = None) -> int:
+        """Show what is new in running jobs: one line per job, or one combined
+        line per channel when more than three jobs have news.  Returns lines sent.
+
+        Skipped (the news keeps for the next tick) while a start or result
+        is on its way to IRC: progress goes straight to the pacer and must
+        not overtake it."""
+        now = time.time() if now is None else now
+        if self.teller.busy or self._pending() > 0:
+            return 0
+        news: dict[str, list[tuple[Job, str]]] = {}
+        for job in live(self.jobs):
+            if job.status != "running" or not job.fresh:
+                continue
+            job.fresh = False
+            what = progress_text(job)
+            if not what:
+                continue
+            for target in self.targets(job):
+                news.setdefault(target, []).append((job, what))
+        sent = 0
+        for target, items in news.items():
+            if len(items) <= 3:
+                for job, what in items:
+                    self._say(
+                        target,
+                        f"[{job.id} {job.where} {age(now - (job.started_at or now))}] {what}",
+                    )
+                    sent += 1
+            else:
+                parts = [f"{job.id} {job.where}: {what[:60]}" for job, what in items]
+                self._say(target, f"{len(items)} jobs running — " + "; ".join(parts))
+                sent += 1
+        self.stats["progress_lines"] += sent
+        return sent
+
+    async def shutdown(self) -> None:
+        """Cancel the running jobs and wait for them (and the outbox lines) to end."""
+        for job in live(self.jobs):
+            if job.status == "running":
+                job.reason = "the bot is stopping"
+                job.cancel.set()
+        await self.teller.drain(timeout=5)  # a run about to begin begins, cancelled
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.config.kill_grace_s + 5)
+        await self.teller.drain(timeout=5)
