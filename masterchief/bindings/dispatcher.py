@@ -48,16 +48,9 @@ raises or times out is logged with a reference id, and the user sees only
 hang) stops the worker.
 
 Built-in plain handlers cannot be cancelled either, so ``run()`` starts a
-``_Watchdog`` thread for them.  Around each inline call the worker bumps one
-counter (odd while a call runs: two integer stores, the inline path stays
-fast).  The thread polls it; a call it has seen running for
-``handler_timeout_s`` is interrupted: the thread sends ``SIGUSR2`` to the
-main thread, whose handler raises ``HandlerTimeout`` into the handler, but
-only if that same call is still running and is not in the dispatcher's own
-frames, so it never lands in dispatcher code.  The timeout is then reported
-exactly like an async one.  Signals reach only the main thread: with the
-loop in another thread the watchdog can only log, once per call, which
-binding has blocked the loop and for how long.
+``Watchdog`` (watchdog.py) for them: a call that runs past
+``handler_timeout_s`` gets ``HandlerTimeout`` raised into it, and the
+timeout is then reported exactly like an async one.
 
 An optional ``recorder`` (the event log) is told each Event's outcome once
 it has been processed: ``fired``, ``refused``, ``failed``, ``no-binding``
@@ -75,13 +68,11 @@ import dataclasses
 import functools
 import inspect
 import logging
-import signal
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from types import CodeType, FrameType
+from types import CodeType
 from typing import Any, Final
 
 from .access import (
@@ -98,21 +89,9 @@ from .access import (
 from .event import Event, Reply, new_ref
 from .lane import HandlerLane, HandlerTimeout
 from .registry import BIND_TYPES, Binding, BindingTable, current_owner
+from .watchdog import Watchdog
 
-__all__ = [
-    "FAILED",
-    "FIRED",
-    "NO_BINDING",
-    "REFUSED",
-    "SKIPPED",
-    "DispatchStats",
-    "Dispatcher",
-    "HandlerTimeout",
-    "Principal",
-    "Recorder",
-    "Resolver",
-    "permitted",
-]
+__all__ = ["DispatchStats", "Dispatcher"]
 
 log = logging.getLogger("masterchief.dispatch")
 
@@ -141,147 +120,6 @@ class _Failed:
 _FAILED = _Failed()
 
 
-# The signal the watchdog interrupts the main thread with.  Not SIGALRM:
-# pytest-timeout (and other timers) own that one.
-WATCHDOG_SIGNAL: Final = signal.SIGUSR2
-
-_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
-
-
-class _Watchdog:
-    """Times plain handler calls from a thread; interrupts an overdue one.
-
-    The loop thread owns ``seq`` and ``binding``: ``seq`` is odd while a call
-    runs and a fresh odd number marks each call (its token).  The thread only
-    reads them, so no lock is needed.  A token it has seen unchanged for
-    ``timeout`` seconds belongs to a call that has run at least that long
-    (never less: it was first seen after the call began), at most one poll
-    interval more.
-    """
-
-    __slots__ = (
-        "_poll",
-        "_stop",
-        "_target",
-        "_thread",
-        "binding",
-        "fired",
-        "seq",
-        "timeout",
-    )
-
-    def __init__(self, timeout: float) -> None:
-        self.seq = 0
-        self.binding: Binding | None = None
-        self.fired = 0  # the token the last signal was meant for
-        self.timeout = timeout
-        self._poll = 0.1
-        self._stop = threading.Event()
-        self._target: int | None = None  # main thread ident when signals can be used
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._poll = min(0.1, max(0.01, self.timeout / 4))
-        self._stop = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            self._target = threading.main_thread().ident
-            _install(self)
-        self._thread = threading.Thread(target=self._watch, name="dispatch-watchdog", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()  # no signal is sent after this returns
-        if self._target is not None:
-            _uninstall(self)
-
-    def _watch(self) -> None:
-        seen, since, told = 0, 0.0, False
-        while not self._stop.wait(self._poll):
-            token = self.seq
-            if not token & 1:  # no call running
-                continue
-            binding = self.binding
-            now = time.monotonic()
-            if token != seen:
-                seen, since, told = token, now, False
-                continue
-            blocked = now - since
-            if blocked < self.timeout or self.seq != token:
-                continue
-            if self._target is not None:
-                self.fired = token
-                signal.pthread_kill(self._target, WATCHDOG_SIGNAL)
-                # Interrupted at once unless it blocks in C code (or swallows
-                # the exception): say so once; the signal is repeated each poll.
-                if not told and blocked >= 2 * self.timeout + 1:
-                    told = True
-                    self._blocked(binding, blocked, "did not stop when interrupted")
-            elif not told:
-                told = True
-                self._blocked(binding, blocked, "the loop is not in the main thread")
-
-    @staticmethod
-    def _blocked(b: Binding | None, seconds: float, why: str) -> None:
-        what = f"{b.handler_name} ({b.type} {b.mask})" if b is not None else "?"
-        log.error(
-            "handler %s has blocked the event loop for %.1fs and cannot be timed out (%s)",
-            what,
-            seconds,
-            why,
-        )
-
-
-# Watchdogs whose loop runs in the main thread share one signal handler.
-_watched: list[_Watchdog] = []
-_previous: _SignalHandler = None
-
-
-def _install(wd: _Watchdog) -> None:
-    global _previous
-    if not _watched:
-        _previous = signal.signal(WATCHDOG_SIGNAL, _on_signal)
-    _watched.append(wd)
-
-
-def _uninstall(wd: _Watchdog) -> None:
-    with contextlib.suppress(ValueError):
-        _watched.remove(wd)
-    if not _watched and signal.getsignal(WATCHDOG_SIGNAL) is _on_signal:
-        signal.signal(WATCHDOG_SIGNAL, _previous if _previous is not None else signal.SIG_DFL)
-
-
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    """Raise ``HandlerTimeout`` into the overdue call, if it still runs.
-
-    Runs in the main thread between two bytecodes of whatever it was doing.
-    The token check makes a late signal harmless; the frame checks keep the
-    exception out of the dispatcher's own code: it is raised only when the
-    innermost frame is the handler's (or below it) and a dispatcher frame that
-    calls handlers is further up.  Otherwise nothing happens and the watchdog
-    repeats the signal at its next poll while the call goes on.
-    """
-    for wd in _watched:
-        if wd.fired and wd.seq == wd.fired:
-            if _in_handler(frame):
-                wd.fired = 0
-                raise HandlerTimeout(f"handler ran past {wd.timeout}s")
-            return
-    if callable(_previous):
-        _previous(signum, frame)
-
-
-def _in_handler(frame: FrameType | None) -> bool:
-    if frame is None or frame.f_code in _CALLERS:
-        return False
-    while frame is not None:
-        if frame.f_code in _CALLERS:
-            return True
-        frame = frame.f_back
-    return False
-
-
 @dataclass(slots=True)
 class DispatchStats:
     received: int = 0
@@ -294,6 +132,9 @@ class DispatchStats:
 
 
 Chain = tuple[Event, ...]
+Staged = list[
+    tuple[Event, tuple[Binding, ...]]
+]  # a chain's Events that matched, with their bindings
 Done = Callable[[], object] | None
 _Item = tuple[Chain, Done]
 
@@ -321,7 +162,11 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self.recorder: Recorder | None = None
-        self._watchdog = _Watchdog(handler_timeout_s)
+        # Asked once per chain whose last matched stage is a command, with the
+        # sender's record (resolved once, here): False drops the chain. The IRC
+        # client's per-user command flood limit, without a second match/resolve.
+        self.gate: Callable[[Event, Principal | None], bool] | None = None
+        self._watchdog = Watchdog(handler_timeout_s, _CALLERS)
         # Script plain handlers; at most ``handler_threads`` threads, however
         # many handlers are stuck (see lane.py for what happens when all are).
         self.lane = HandlerLane(takeover_s=takeover_s, max_threads=handler_threads)
@@ -413,7 +258,7 @@ class Dispatcher:
         self.stats.processed += 1
         snap = self.table.snapshot
         rec = self.recorder
-        staged: list[tuple[Event, tuple[Binding, ...]]] = []
+        staged: Staged = []
         for ev in chain:
             found = snap.match(ev)
             if found:
@@ -423,6 +268,10 @@ class Dispatcher:
         if not staged:
             return False
         who = self.resolver(chain[0])
+        gate = self.gate
+        last = staged[-1][0]
+        if gate is not None and BIND_TYPES[last.type].command and not gate(last, who):
+            return False
         # A match that carries no privileges (a weak or untrusted hostmask)
         # does not name the record either: a script that trusts ``ev.handle``
         # must not take a stranger with carol's ident for carol.
@@ -465,12 +314,6 @@ class Dispatcher:
             rec(ev, outcome)
         except Exception:  # the recorder must not stop the dispatcher
             log.exception("event recorder failed on %s %s", ev.type, ev.key)
-
-    @staticmethod
-    def _rest(staged: list[tuple[Event, tuple[Binding, ...]]], last: Event) -> list[Event]:
-        """The stages after ``last`` (a true return stopped the chain there)."""
-        events = [ev for ev, _ in staged]
-        return events[events.index(last) + 1 :]
 
     def _refuse(self, b: Binding, ev: Event, who: Principal | None, stats: DispatchStats) -> None:
         spec = BIND_TYPES[b.type]
@@ -532,43 +375,43 @@ class Dispatcher:
 
     # -- plain handlers: inline (built-ins) or in a lane thread (a _Job) ------
 
-    def _run_sync(
+    def _walk(
         self,
-        staged: list[tuple[Event, tuple[Binding, ...]]],
+        staged: Staged,
         who: Principal | None,
-        job: _Job | None = None,
-    ) -> bool:
-        """Walk a chain of plain handlers: inline on the loop (``job`` None),
-        or in a lane thread for ``job``.  False when the job was abandoned
-        (a handler timed out; the loop finishes the chain, see ``_overdue``)."""
-        if job is None:
-            rec = self.recorder
-            stats = self.stats
-            note: Callable[[Event, str], object] | None = (
-                None if rec is None else functools.partial(self._record, rec)
-            )
-        else:
-            stats = job.stats
-            note = job.note if self.recorder is not None else None
-        for i, (ev, bindings) in enumerate(staged):
-            stop = False
-            fired = refused = failed = 0
-            for j, b in enumerate(bindings):
+        stats: DispatchStats,
+        note: Callable[[Event, str], object] | None,
+        start: tuple[int, int] = (0, 0),
+        carry: tuple[int, int, int, bool] = (0, 0, 0, False),
+        *,
+        count: bool = True,
+    ) -> Generator[tuple[Binding, Event, tuple[int, int, bool]], object, None]:
+        """The one walk of a chain, whoever runs its handlers.
+
+        Yields each permitted binding with its Event and where the walk
+        stands (stage, next binding, stop flag: where a continuation would
+        start) and is sent the handler's result (``_FAILED``, or its return
+        value: true stops the chain after this stage and skips the rest of
+        its built-ins).  ``note`` is told each stage's outcome.  ``start`` and
+        ``carry`` continue a chain part-way (stage, binding; the counters and
+        stop flag of that stage); ``count`` False: the handlers will not run
+        (``_expire``), so no hits are counted."""
+        for i in range(start[0], len(staged)):
+            ev, bindings = staged[i]
+            first = start[1] if i == start[0] else 0
+            fired, refused, failed, stop = carry if i == start[0] else (0, 0, 0, False)
+            for j in range(first, len(bindings)):
+                b = bindings[j]
                 if stop and b.builtin:
                     continue  # a true return from a user binding skips the default
                 if not self._allowed(b, ev, who, stats):
                     refused += 1
                     continue
-                b.hits += 1
-                stats.fired += 1
+                if count:
+                    b.hits += 1
+                    stats.fired += 1
                 fired += 1
-                if job is None:
-                    result = self._call_inline(b, ev)
-                else:
-                    job.at = (i, j + 1, stop)
-                    result = job.call(b, ev)
-                    if result is _ABANDONED:
-                        return False
+                result = yield b, ev, (i, j + 1, stop)
                 if result is _FAILED:
                     failed += 1
                 elif result:
@@ -577,10 +420,38 @@ class Dispatcher:
                 note(ev, _outcome(fired, refused, failed))
             if stop:
                 if note is not None:
-                    for later in self._rest(staged, ev):
-                        note(later, SKIPPED)
+                    for later in staged[i + 1 :]:
+                        note(later[0], SKIPPED)
                 break
-        return True
+
+    def _note(self) -> Callable[[Event, str], object] | None:
+        rec = self.recorder
+        return None if rec is None else functools.partial(self._record, rec)
+
+    def _run_sync(self, staged: Staged, who: Principal | None, job: _Job | None = None) -> bool:
+        """Walk a chain of plain handlers: inline on the loop (``job`` None),
+        or in a lane thread for ``job``.  False when the job was abandoned
+        (a handler timed out; the loop finishes the chain, see ``_overdue``)."""
+        if job is None:
+            walk = self._walk(staged, who, self.stats, self._note())
+        else:
+            note = job.note if self.recorder is not None else None
+            walk = self._walk(staged, who, job.stats, note)
+        result: object = None
+        try:
+            b, ev, at = next(walk)
+            while True:
+                if job is None:
+                    result = self._call_inline(b, ev)
+                else:
+                    job.at = at
+                    result = job.call(b, ev)
+                    if result is _ABANDONED:
+                        walk.close()
+                        return False
+                b, ev, at = walk.send(result)
+        except StopIteration:
+            return True
 
     def _call_inline(self, b: Binding, ev: Event) -> object:
         """A built-in plain handler on the loop, under the watchdog."""
@@ -601,9 +472,7 @@ class Dispatcher:
         self._fail(b, ev, None if timed_out else failure, timed_out)
         return _FAILED
 
-    def _start_job(
-        self, staged: list[tuple[Event, tuple[Binding, ...]]], who: Principal | None, on_done: Done
-    ) -> None:
+    def _start_job(self, staged: Staged, who: Principal | None, on_done: Done) -> None:
         """Hand a chain of scripts' plain handlers to the lane (holding a slot)."""
         loop = asyncio.get_running_loop()
         sink = _LoopSink(loop)
@@ -679,16 +548,14 @@ class Dispatcher:
             self.handler_timeout_s,
             self.lane.max_threads,
         )
-        for ev, bindings in job.staged:
-            fired = refused = 0
-            for b in bindings:
-                if not self._allowed(b, ev, job.who):
-                    refused += 1
-                    continue
-                fired += 1
+        walk = self._walk(job.staged, job.who, self.stats, self._note(), count=False)
+        try:
+            b, ev, _ = next(walk)
+            while True:
                 self._fail(b, ev, None, True)
-            if self.recorder is not None:
-                self._record(self.recorder, ev, _outcome(fired, refused, fired))
+                b, ev, _ = walk.send(_FAILED)
+        except StopIteration:
+            pass
         self._slots.release()
         self._finish(job.on_done)
         self._end()
@@ -697,39 +564,19 @@ class Dispatcher:
 
     async def _run_async(
         self,
-        staged: list[tuple[Event, tuple[Binding, ...]]],
+        staged: Staged,
         who: Principal | None,
         start: tuple[int, int] = (0, 0),
         carry: tuple[int, int, int, bool] = (0, 0, 0, False),
     ) -> None:
-        """Run a chain in a task; ``start``/``carry`` continue one part-way
-        (stage, binding; the counters and stop flag of that stage)."""
-        rec = self.recorder
-        for i in range(start[0], len(staged)):
-            ev, bindings = staged[i]
-            fired, refused, failed, stop = carry if i == start[0] else (0, 0, 0, False)
-            for b in bindings[start[1] :] if i == start[0] else bindings:
-                if stop and b.builtin:
-                    continue
-                if not self._allowed(b, ev, who):
-                    refused += 1
-                    continue
-                b.hits += 1
-                self.stats.fired += 1
-                fired += 1
-                result = await self._call(b, ev)
-                if result is _FAILED:
-                    failed += 1
-                elif result:
-                    stop = True
-            rec = self.recorder
-            if rec is not None:
-                self._record(rec, ev, _outcome(fired, refused, failed))
-            if stop:
-                if rec is not None:
-                    for later in self._rest(staged, ev):
-                        self._record(rec, later, SKIPPED)
-                break
+        """Run a chain in a task; ``start``/``carry`` continue one part-way."""
+        walk = self._walk(staged, who, self.stats, self._note(), start, carry)
+        try:
+            b, ev, _ = next(walk)
+            while True:
+                b, ev, _ = walk.send(await self._call(b, ev))
+        except StopIteration:
+            pass
 
     async def _call(self, b: Binding, ev: Event) -> object:
         if _inline(b):
@@ -908,8 +755,8 @@ class _Job:
         self,
         dispatcher: Dispatcher,
         loop: asyncio.AbstractEventLoop,
-        staged: list[tuple[Event, tuple[Binding, ...]]],
-        threaded: list[tuple[Event, tuple[Binding, ...]]],
+        staged: Staged,
+        threaded: Staged,
         who: Principal | None,
         on_done: Done,
         sink: _LoopSink,

@@ -38,10 +38,8 @@ it and goes on.
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import logging
-import queue
 import threading
 import time
 from typing import Final, Protocol
@@ -118,10 +116,10 @@ class HandlerLane:
         # Held while the monitor looks at running work; work may take it for
         # short sections of its own (the dispatcher's abandon protocol).
         self.lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
-        # The same work, oldest first, until a thread starts it: what the
-        # monitor checks when every thread is blocked.
+        # Work not yet started, oldest first: what the active thread takes
+        # next, and what the monitor checks when every thread is blocked.
         self._waiting: collections.deque[Work] = collections.deque()
+        self._ready = threading.Condition(self.lock)  # notified when work is queued
         self._active: _Worker | None = None
         self._workers: list[_Worker] = []  # alive: active, blocked, parked
         self._parked: list[_Worker] = []
@@ -138,8 +136,9 @@ class HandlerLane:
         (unless something before it blocks)."""
         if not self._started:
             self._start()
-        self._waiting.append(work)
-        self._queue.put(work)
+        with self._ready:
+            self._waiting.append(work)
+            self._ready.notify()
 
     def interrupt(self, work: Work) -> bool:
         """Raise ``HandlerTimeout`` into the thread running ``work``, if one
@@ -173,12 +172,12 @@ class HandlerLane:
     def shutdown(self) -> None:
         """Stop the monitor and let idle threads exit (blocked ones exit when
         their work returns; all are daemon threads)."""
-        with self.lock:
+        with self._ready:
             self._stop.set()
             self._busy.set()
             for w in self._workers:
                 w.wake.set()
-        self._queue.put(None)
+            self._ready.notify_all()
 
     # -- threads ----------------------------------------------------------------
 
@@ -229,28 +228,23 @@ class HandlerLane:
 
     def _next(self, w: _Worker) -> Work | None:
         """The next work for ``w`` (None: the thread should exit)."""
-        while not self._stop.is_set():
-            if self._active is not w:
-                if not self._park(w):
+        while True:
+            with self._ready:
+                while self._active is w and not self._waiting and not self._stop.is_set():
+                    self._ready.wait()
+                if self._stop.is_set():
                     return None
-                continue
-            work = self._queue.get()
-            if work is None:  # shutdown's wake-up
-                continue
-            with self.lock:
-                if self._waiting and self._waiting[0] is work:
-                    self._waiting.popleft()  # always, but for a shutdown's None
-                else:
-                    with contextlib.suppress(ValueError):
-                        self._waiting.remove(work)
-                if not work.start():
-                    continue  # cancelled (timed out) while it waited
-                w.since = time.monotonic()
-                w.work = work
-                if not self._busy.is_set():
-                    self._busy.set()
-            return work
-        return None
+                if self._active is w:
+                    work = self._waiting.popleft()
+                    if not work.start():
+                        continue  # cancelled (timed out) while it waited
+                    w.since = time.monotonic()
+                    w.work = work
+                    if not self._busy.is_set():
+                        self._busy.set()
+                    return work
+            if not self._park(w):
+                return None
 
     def _park(self, w: _Worker) -> bool:
         """Wait as a spare until made active; False: exit instead."""

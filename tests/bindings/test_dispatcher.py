@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-from masterchief.bindings import dispatcher
-from masterchief.bindings.dispatcher import WATCHDOG_SIGNAL, Dispatcher
+from masterchief.bindings import watchdog
+from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable, current_owner
+from masterchief.bindings.watchdog import WATCHDOG_SIGNAL
 from tests.harness import Who, wait_until
 
 
@@ -358,7 +359,7 @@ async def test_watchdog_signal_outside_a_handler_is_harmless(setup) -> None:  # 
     table.bind("pub", "-|-", "!ok", lambda ev: ev.reply("ok"), owner="builtin:x")
     d.submit(*pub("!ok", sink))
     await d.drain()
-    await wait_until(lambda: signal.getsignal(WATCHDOG_SIGNAL) is dispatcher._on_signal, 15)
+    await wait_until(lambda: signal.getsignal(WATCHDOG_SIGNAL) is watchdog._on_signal, 15)
     wd = d._watchdog
     assert wd.seq == 2  # one call: odd while it ran, even now
     for token in (wd.seq - 1, wd.seq):  # the ended call's token; the current value
