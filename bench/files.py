@@ -31,7 +31,7 @@ from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
 from masterchief.config.schema import FilesConfig
 from masterchief.sources.files.watcher import FileWatcher
-from masterchief.store.sqlite.store import Store
+from masterchief.store.sqlite import open_store
 
 
 def maxrss_mb() -> float:
@@ -70,7 +70,7 @@ async def main() -> None:
         size = src.stat().st_size
         print(f"wrote {size / 1e6:.0f} MB, {expected:,} rows in {time.perf_counter() - t0:.1f}s")
 
-        store = await Store.open(work / "mc.db")
+        store = await open_store(work / "mc.db")
         table = BindingTable()
         dispatcher = Dispatcher(table, handler_timeout_s=3600)
         counted: list[int] = []

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from masterchief.bindings import BindingTable, Dispatcher, Event
 from masterchief.config.schema import LogConfig
 from masterchief.sources.logs.tail import LogTailer
-from masterchief.store.sqlite.store import Store
+from masterchief.store.sqlite import open_store
 
 CODES = 20
 WORDS = [
@@ -87,7 +87,7 @@ async def run(path: Path, store_path: Path) -> tuple[float, int, int]:
         table.bind("log", "-|-", f"{path} *ERRCODE-{k} *", count)
     dispatcher = Dispatcher(table, resolver=lambda ev: None, handler_timeout_s=10)
     size = path.stat().st_size
-    async with await Store.open(store_path) as store:
+    async with await open_store(store_path) as store:
         tailer = LogTailer(
             LogConfig(name="bench", path=path, start_at="beginning"),
             dispatcher,

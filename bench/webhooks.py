@@ -133,7 +133,7 @@ async def server_main(args: argparse.Namespace) -> int:
     from masterchief.config.engine import build_config
     from masterchief.eventlog.writer import EventLog
     from masterchief.http.server import WebServer
-    from masterchief.store.sqlite.store import Store
+    from masterchief.store.sqlite import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="mc-bench-webhooks-"))
     config = build_config(
@@ -144,7 +144,7 @@ async def server_main(args: argparse.Namespace) -> int:
         },
         project_dir=tmp,
     )
-    store = await Store.open(config.store.path)
+    store = await open_store(config.store.path)
     table = BindingTable()
     handled = 0
 

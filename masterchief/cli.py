@@ -30,7 +30,8 @@ from masterchief.identity.users import (
     is_weak_hostmask,
     unprivileged,
 )
-from masterchief.store.sqlite.store import EventLogRecord, ReplayRequest, Store, StoreError
+from masterchief.store.api import EventLogRecord, ReplayRequest, Store, StoreError
+from masterchief.store.sqlite import open_store
 
 __all__ = ["main"]
 
@@ -162,7 +163,7 @@ def files_status(config_dir: Path, env: str) -> None:
     from masterchief.sources.status import folder_rows, format_status, log_rows
 
     async def report() -> list[str]:
-        store = await Store.open(config.store.path)
+        store = await open_store(config.store.path)
         try:
             return format_status(await folder_rows(config, store), await log_rows(store))
         finally:
@@ -176,7 +177,7 @@ def _with_store(config: Config, action: Callable[[Store], Awaitable[T]]) -> T:
     """Open the bot's store, run ``action``, close."""
 
     async def go() -> T:
-        store = await Store.open(config.store.path)
+        store = await open_store(config.store.path)
         try:
             return await action(store)
         finally:
@@ -225,14 +226,10 @@ def jobs_list(config_dir: Path, env: str, statuses: tuple[str, ...], limit: int)
         click.echo("no jobs")
         return
     for r in rows:
-        took = (
-            f"{r['finished_at'] - r['started_at']:.1f}s"
-            if r["finished_at"] and r["started_at"]
-            else "-"
-        )
+        took = f"{r.finished_at - r.started_at:.1f}s" if r.finished_at and r.started_at else "-"
         click.echo(
-            f"{r['id']}  {r['status']:<17} {r['mode']:<6} {r['module']:<20} {r['env']:<10} "
-            f"{r['requester']:<12} {_utc(r['created_at'])}  {took:>8}  exit {r['exit_code']}"
+            f"{r.id}  {r.status:<17} {r.mode:<6} {r.module:<20} {r.env:<10} "
+            f"{r.requester:<12} {_utc(r.created_at)}  {took:>8}  exit {r.exit_code}"
         )
 
 
@@ -245,33 +242,31 @@ def jobs_show(config_dir: Path, env: str, job_id: str) -> None:
     row = _with_store(config, lambda st: st.job_get(job_id.lower()))
     if row is None:
         _fail(f"no job {job_id!r}")
-    params = " ".join(f"{k}={v}" for k, v in sorted(row["params"].items())) or "-"
-    requester = row["requester"] + (
-        f" (account {row['requester_account']})" if row["requester_account"] else ""
+    params = " ".join(f"{k}={v}" for k, v in sorted(row.params.items())) or "-"
+    requester = row.requester + (
+        f" (account {row.requester_account})" if row.requester_account else ""
     )
-    approvals = (
-        ", ".join(f"{a['handle']} at {_utc(a.get('at'))}" for a in row["approvals"]) or "none"
-    )
+    approvals = ", ".join(f"{a.handle} at {_utc(a.at)}" for a in row.approvals) or "none"
     for label, value in (
-        ("job", row["id"]),
-        ("module", f"{row['module']} {row['module_version']}"),
-        ("environment", row["env"]),
-        ("mode", row["mode"]),
+        ("job", row.id),
+        ("module", f"{row.module} {row.module_version}"),
+        ("environment", row.env),
+        ("mode", row.mode),
         ("parameters", params),
-        ("requested by", f"{requester} in {row['channel'] or 'a private message'}"),
+        ("requested by", f"{requester} in {row.channel or 'a private message'}"),
         ("approvals", approvals),
-        ("status", row["status"]),
-        ("reason", row["reason"] or "-"),
-        ("created", _utc(row["created_at"])),
-        ("started", _utc(row["started_at"])),
-        ("finished", _utc(row["finished_at"])),
-        ("exit code", row["exit_code"]),
-        ("summary", row["summary"] or "-"),
-        ("digest", row["digest"]),
+        ("status", row.status),
+        ("reason", row.reason or "-"),
+        ("created", _utc(row.created_at)),
+        ("started", _utc(row.started_at)),
+        ("finished", _utc(row.finished_at)),
+        ("exit code", row.exit_code),
+        ("summary", row.summary or "-"),
+        ("digest", row.digest),
     ):
         click.echo(f"{label + ':':<14}{value}")
-    click.echo(f"output (last {len(row['tail'])} lines):")
-    for line in row["tail"]:
+    click.echo(f"output (last {len(row.tail)} lines):")
+    for line in row.tail:
         click.echo(f"  | {line}")
 
 

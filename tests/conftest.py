@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from masterchief.store.sqlite.store import Store
+from masterchief.store.sqlite import SqliteStore, open_store
 from tests.ircclient import TestClient
 from tests.servers import (
     Account,
@@ -254,9 +254,9 @@ def make_account(irc_network: IRCNetwork) -> AccountFactory:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     """A fresh store (SQLite file ``mc.db`` in the test's tmp_path), closed after."""
-    s = await Store.open(tmp_path / "mc.db")
+    s = await open_store(tmp_path / "mc.db")
     try:
         yield s
     finally:

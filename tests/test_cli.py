@@ -15,7 +15,7 @@ from masterchief.cli import main
 from masterchief.config.engine import load_config
 from masterchief.config.schema import Config
 from masterchief.identity.users import UserTable, verify_password
-from masterchief.store.sqlite.store import Store
+from masterchief.store.sqlite import open_store
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def cli(runner: CliRunner, config_dir: Path, *args: str, **kw: object) -> Result
 
 
 async def load_users(path: Path) -> UserTable:
-    store = await Store.open(path)
+    store = await open_store(path)
     try:
         return await UserTable.load(store)
     finally:

@@ -17,7 +17,8 @@ from masterchief.config.engine import load_config
 from masterchief.config.secrets import Redactor
 from masterchief.eventlog.policy import to_record
 from masterchief.identity.users import UserTable
-from masterchief.store.sqlite.store import EventLogRecord, Store
+from masterchief.store.api import EventLogRecord
+from masterchief.store.sqlite import open_store
 
 SCRIPT = """\
 from pathlib import Path
@@ -68,7 +69,7 @@ def cli(runner: CliRunner, project: Path, *args: str) -> Result:
 
 def seed(project: Path, records: list[EventLogRecord], users: bool = False) -> None:
     async def go() -> None:
-        store = await Store.open(load_config(project / "config", "dev").store.path)
+        store = await open_store(load_config(project / "config", "dev").store.path)
         try:
             await store.event_log_append(records)
             if users:
@@ -82,7 +83,7 @@ def seed(project: Path, records: list[EventLogRecord], users: bool = False) -> N
 
 def counts(project: Path) -> tuple[int, int, int]:
     async def go() -> tuple[int, int, int]:
-        store = await Store.open(load_config(project / "config", "dev").store.path)
+        store = await open_store(load_config(project / "config", "dev").store.path)
         try:
             requests = await store.replay_get(list(range(1, 1000)))
             return await store.event_log_count(), len(requests), len(await store.load_users())
@@ -191,7 +192,7 @@ def test_replay_without_a_running_bot_is_cancelled(runner: CliRunner, project: P
     assert "is the bot running" in result.output
 
     async def states() -> list[str]:
-        store = await Store.open(load_config(project / "config", "dev").store.path)
+        store = await open_store(load_config(project / "config", "dev").store.path)
         try:
             return [r.state for r in await store.replay_get([1])]
         finally:

@@ -10,7 +10,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from masterchief.cli import main
-from masterchief.store.sqlite.store import Store
+from masterchief.store.api import Approval, JobRecord
+from masterchief.store.sqlite import open_store
 
 
 def _project(tmp_path: Path) -> Path:
@@ -29,45 +30,44 @@ def _project(tmp_path: Path) -> Path:
 
 async def _seed(db: Path) -> None:
     (db.parent).mkdir(parents=True, exist_ok=True)
-    async with await Store.open(db) as store:
+    async with await open_store(db) as store:
         now = time.time()
         await store.job_insert(
-            {
-                "id": "a1b2c3",
-                "module": "api",
-                "module_version": "1.2.0",
-                "env": "prod",
-                "mode": "deploy",
-                "params": {"version": "1.4.2", "token": "***"},
-                "digest": "f" * 64,
-                "requester": "alice",
-                "requester_account": "alice",
-                "requester_nick": "alice",
-                "channel": "#ops",
-                "status": "succeeded",
-                "approvals": [{"handle": "bob", "nick": "bob", "account": "bob", "at": now}],
-                "created_at": now - 60,
-                "started_at": now - 50,
-                "finished_at": now - 38,
-                "exit_code": 0,
-                "summary": "succeeded in 12.0s: changed 3, failed 0",
-                "tail": ["TASK [deploy]", "ok: done"],
-            }
+            JobRecord(
+                id="a1b2c3",
+                module="api",
+                module_version="1.2.0",
+                env="prod",
+                mode="deploy",
+                params={"version": "1.4.2", "token": "***"},
+                digest="f" * 64,
+                requester="alice",
+                requester_account="alice",
+                requester_nick="alice",
+                channel="#ops",
+                status="succeeded",
+                approvals=(Approval(handle="bob", nick="bob", account="bob", at=now),),
+                created_at=now - 60,
+                started_at=now - 50,
+                finished_at=now - 38,
+                exit_code=0,
+                summary="succeeded in 12.0s: changed 3, failed 0",
+                tail=("TASK [deploy]", "ok: done"),
+            )
         )
         await store.job_insert(
-            {
-                "id": "d4e5f6",
-                "module": "api",
-                "module_version": "1.2.0",
-                "env": "dev",
-                "mode": "plan",
-                "params": {},
-                "digest": "e" * 64,
-                "requester": "carol",
-                "status": "failed",
-                "created_at": now - 10,
-                "exit_code": 2,
-            }
+            JobRecord(
+                id="d4e5f6",
+                module="api",
+                module_version="1.2.0",
+                env="dev",
+                mode="plan",
+                digest="e" * 64,
+                requester="carol",
+                status="failed",
+                created_at=now - 10,
+                exit_code=2,
+            )
         )
 
 

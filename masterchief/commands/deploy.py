@@ -30,6 +30,7 @@ from ..deploy.job import Person
 from ..deploy.jobs import JobManager
 from ..deploy.params import parse_args, validate_params
 from ..errors import UserError
+from ..store.api import JobRecord
 from .paging import private_page, split_page
 
 if TYPE_CHECKING:
@@ -179,9 +180,9 @@ def install(app: App, jobs: JobManager) -> None:
         row = live.record() if live is not None else await app.store.job_get(job_id)
         if row is None:
             raise UserError(f"no job {job_id[:16]!r}")
-        approvals = ", ".join(a["handle"] for a in row["approvals"]) or "none"
-        lines = [_row_line(row), f"approvals: {approvals}; reason: {row['reason'] or '-'}"]
-        lines += [f"| {line}" for line in list(row["tail"])[-10:]]
+        approvals = ", ".join(a.handle for a in row.approvals) or "none"
+        lines = [_row_line(row), f"approvals: {approvals}; reason: {row.reason or '-'}"]
+        lines += [f"| {line}" for line in row.tail[-10:]]
         private_page(ev, app.command_prefix, lines, page, f"job {job_id[:16]}")
 
     async def modules(ev: Event) -> None:
@@ -237,11 +238,11 @@ def install(app: App, jobs: JobManager) -> None:
     table.bind("evnt", "-", "disconnect-server", on_disconnect, owner=OWNER)
 
 
-def _row_line(r: dict[str, Any]) -> str:
-    when = time.strftime("%m-%d %H:%M", time.gmtime(r["created_at"]))
-    params = " ".join(f"{k}={v}" for k, v in sorted(r["params"].items()))
-    head = f"{r['id']} {r['status']:<17} {r['mode']} {r['module']} {r['env']} {params}".rstrip()
-    extra = f" by {r['requester']} at {when} UTC"
-    if r.get("summary") and r["status"] not in ("running", "awaiting_approval"):
-        extra += f" — {r['summary']}"
+def _row_line(r: JobRecord) -> str:
+    when = time.strftime("%m-%d %H:%M", time.gmtime(r.created_at))
+    params = " ".join(f"{k}={v}" for k, v in sorted(r.params.items()))
+    head = f"{r.id} {r.status:<17} {r.mode} {r.module} {r.env} {params}".rstrip()
+    extra = f" by {r.requester} at {when} UTC"
+    if r.summary and r.status not in ("running", "awaiting_approval"):
+        extra += f" — {r.summary}"
     return head + extra

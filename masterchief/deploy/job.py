@@ -12,6 +12,7 @@ or approved, and ``same_as`` decides who counts as the same person.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,9 +21,11 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, Protocol
 
 from ..config.secrets import MASK, REDACTOR, Secret
+from ..store.api import Approval, JobRecord, JobStore, LeaseStore
 from .manifest import ApprovalRule, Module, folder_digest
 
 __all__ = [
@@ -31,12 +34,14 @@ __all__ = [
     "STEPS_SHOWN",
     "STEP_CHARS",
     "TERMINAL",
+    "DeployStore",
     "Job",
     "Mode",
     "Person",
     "age",
     "clock_time",
     "content_root",
+    "deploy_lease",
     "job_digest",
     "live",
     "progress_text",
@@ -101,9 +106,6 @@ class Person:
             str(self.account).casefold() == str(other.account).casefold()
         )
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"handle": self.handle, "nick": self.nick, "account": self.account}
-
 
 @dataclass(eq=False, slots=True)
 class Job:
@@ -149,29 +151,47 @@ class Job:
     def where(self) -> str:
         return f"{self.module}/{self.env}"
 
-    def record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "module": self.module,
-            "module_version": self.module_version,
-            "env": self.env,
-            "mode": self.mode,
-            "params": self.shown,
-            "digest": self.digest,
-            "requester": self.requester.handle,
-            "requester_account": self.requester.account,
-            "requester_nick": self.requester.nick,
-            "channel": self.channel,
-            "status": self.status,
-            "approvals": [{**p.as_dict(), "at": at} for p, at in self.approvals],
-            "reason": self.reason,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "exit_code": self.exit_code,
-            "summary": self.summary,
-            "tail": list(self.tail),
-        }
+    def record(self) -> JobRecord:
+        """The job as the store keeps it (parameters as shown: secrets ``***``)."""
+        return JobRecord(
+            id=self.id,
+            module=self.module,
+            module_version=self.module_version,
+            env=self.env,
+            mode=self.mode,
+            params=MappingProxyType(dict(self.shown)),
+            digest=self.digest,
+            requester=self.requester.handle,
+            requester_account=self.requester.account,
+            requester_nick=self.requester.nick,
+            channel=self.channel,
+            status=self.status,
+            approvals=tuple(Approval(p.handle, at, p.nick, p.account) for p, at in self.approvals),
+            reason=self.reason,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            exit_code=self.exit_code,
+            summary=self.summary,
+            tail=tuple(self.tail),
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The ``deploy.*`` Events' payload: the record without the output tail."""
+        rec = self.record()
+        out = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec) if f.name != "tail"}
+        out["params"] = dict(rec.params)
+        out["approvals"] = [dataclasses.asdict(a) for a in rec.approvals]
+        return out
+
+
+class DeployStore(JobStore, LeaseStore, Protocol):
+    """What deploy needs of the store: job history and the run leases."""
+
+
+def deploy_lease(module: str, env: str) -> str:
+    """The lease one run of ``module`` in ``env`` holds."""
+    return f"deploy:{module}/{env}"
 
 
 def content_root(module: Module) -> Path:

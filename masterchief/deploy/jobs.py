@@ -42,17 +42,18 @@ from ..bindings.flags import FlagMask
 from ..config.schema import DeployConfig
 from ..config.secrets import REDACTOR, Secret
 from ..errors import UserError
-from ..store.sqlite.store import Store
 from ..text import without_hidden
 from .catalog import ModuleLoader
 from .job import (
     ACTIVE,
     TERMINAL,
+    DeployStore,
     Job,
     Mode,
     Person,
     age,
     clock_time,
+    deploy_lease,
     job_digest,
     live,
     shown_params,
@@ -72,7 +73,7 @@ class JobManager:
     def __init__(
         self,
         config: DeployConfig,
-        store: Store,
+        store: DeployStore,
         modules: ModuleLoader,
         *,
         announce: Callable[[str, str], Awaitable[None]],
@@ -246,7 +247,9 @@ class JobManager:
         left = rule.approvers - len(job.approvals)
         if left <= 0:
             job.status = "starting"
-        await self.store.job_update(job.id, approvals=job.record()["approvals"])
+        # Stored as still awaiting approval: "starting" is never stored (the
+        # status says so only in memory, so a second !approve cannot start it).
+        await self.store.job_update(dataclasses.replace(job.record(), status="awaiting_approval"))
         self.runs.event("deploy.approved", job, approver=approver.handle)
         if left > 0:
             return f"job {job.id}: approved by {approver.handle}, {left} more needed"
@@ -382,12 +385,14 @@ class JobManager:
         stale = await self.store.jobs_list(limit=1000, statuses=list(ACTIVE))
         for row in stale:
             await self.store.job_update(
-                row["id"],
-                status="interrupted",
-                reason="the bot stopped while the job was active",
-                finished_at=time.time(),
+                dataclasses.replace(
+                    row,
+                    status="interrupted",
+                    reason="the bot stopped while the job was active",
+                    finished_at=time.time(),
+                )
             )
-            await self.store.lease_release(row["module"], row["env"], row["id"])
+            await self.store.lease_release(deploy_lease(row.module, row.env), row.id)
         return len(stale)
 
     async def run(self) -> None:

@@ -34,16 +34,17 @@ from ..bindings.event import Event
 from ..config.schema import DeployConfig
 from ..config.secrets import REDACTOR
 from ..errors import UserError
-from ..store.sqlite.store import Store
 from . import bothost, runners
 from .catalog import ModuleLoader
 from .job import (
     PLAN_CHARS,
     STEP_CHARS,
     TERMINAL,
+    DeployStore,
     Job,
     age,
     clock_time,
+    deploy_lease,
     live,
     progress_text,
 )
@@ -61,7 +62,7 @@ class JobRuns:
     def __init__(
         self,
         config: DeployConfig,
-        store: Store,
+        store: DeployStore,
         modules: ModuleLoader,
         jobs: dict[str, Job],
         *,
@@ -116,17 +117,17 @@ class JobRuns:
         ttl = module.manifest.timeout_s + 2 * self.config.kill_grace_s + 60
         holder = f"job {job.id} ({job.mode} by {job.requester.handle}) on {self.holder}"
         taken = await self.store.lease_acquire(
-            job.module, job.env, job_id=job.id, holder=holder, ttl_s=ttl
+            deploy_lease(job.module, job.env), holder=job.id, info=holder, ttl_s=ttl
         )
         if taken is not None:
             self.stats["refused"] += 1
-            why = f"{job.where} is busy: {taken['holder']} since {clock_time(taken['acquired_at'])}"
+            why = f"{job.where} is busy: {taken.info} since {clock_time(taken.acquired_at)}"
             await self.close(job, "refused", why)
             return
         job.status = "running"
         job.started_at = time.time()
         self.stats["started"] += 1
-        await self.store.job_update(job.id, status="running", started_at=job.started_at)
+        await self.store.job_update(job.record())
         await self.tell_all(job, f"job {job.id} started: {job.command} by {job.requester.handle}")
 
         def begin() -> None:
@@ -190,7 +191,7 @@ class JobRuns:
             summary = f"could not run (ref {ref})"
         finally:
             with contextlib.suppress(Exception):
-                await self.store.lease_release(job.module, job.env, job.id)
+                await self.store.lease_release(deploy_lease(job.module, job.env), job.id)
         job.exit_code = code
         await self.close(job, status, job.reason, summary=summary, plan=plan)
 
@@ -250,15 +251,7 @@ class JobRuns:
             summary = f"{status}" + (f": {reason}" if reason else "")
         summary = summary.removesuffix(f" (job {job.id})")
         job.summary = REDACTOR.redact(summary)
-        await self.store.job_update(
-            job.id,
-            status=status,
-            reason=job.reason,
-            finished_at=job.finished_at,
-            exit_code=job.exit_code,
-            summary=job.summary,
-            tail=list(job.tail),
-        )
+        await self.store.job_update(job.record())
         text = f"job {job.id} {job.where} {job.mode} "
         if job.started_at is None:
             text += f"{status}: {reason}" if reason else status
@@ -313,7 +306,7 @@ class JobRuns:
         return a.casefold() == b.casefold()
 
     def event(self, key: str, job: Job, **extra: Any) -> None:
-        payload = {k: v for k, v in job.record().items() if k != "tail"}
+        payload = job.payload()
         self._submit(Event(type="event", key=key, source="deploy", payload={**payload, **extra}))
 
     def spawn(self, coro: Awaitable[None]) -> None:

@@ -32,7 +32,7 @@ from masterchief.bindings.access import FAILED, FIRED, REFUSED
 from masterchief.bindings.event import Event, ReplySink
 from masterchief.config.secrets import MASK, REDACTOR, Redactor, Secret
 from masterchief.errors import UserError
-from masterchief.store.sqlite.store import EventLogRecord
+from masterchief.store.api import EventLogRecord
 
 __all__ = ["ReplayError", "rebuild", "to_record", "truncated", "worth_logging"]
 

@@ -27,7 +27,7 @@ from masterchief.bindings.event import Event
 from masterchief.bindings.masks import compile_mask
 from masterchief.bindings.registry import Snapshot
 from masterchief.errors import UserError
-from masterchief.store.sqlite.store import EventLogRecord, ReplayRequest, Store
+from masterchief.store.api import EventLogRecord, EventLogStore, LoggedReplayStore, ReplayRequest
 
 from .policy import ReplayError, rebuild, truncated
 
@@ -65,7 +65,7 @@ def parse_since(text: str, now: datetime | None = None) -> float:
 
 
 async def list_events(
-    store: Store,
+    store: EventLogStore,
     *,
     types: Sequence[str] = (),
     since: float | None = None,
@@ -194,7 +194,7 @@ def explain(rec: EventLogRecord, snapshot: Snapshot, resolve: Resolver) -> list[
 
 
 async def request_replays(
-    store: Store, event_ids: Sequence[str], *, timeout: float, poll_s: float = 0.1
+    store: LoggedReplayStore, event_ids: Sequence[str], *, timeout: float, poll_s: float = 0.1
 ) -> list[ReplayRequest]:
     """Queue a replay of each event for the running bot and wait up to
     ``timeout`` seconds for each to finish.  Requests no bot took by then are

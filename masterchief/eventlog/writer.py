@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from masterchief.bindings.event import Event
 from masterchief.config.schema import EventsConfig
 from masterchief.config.secrets import REDACTOR, Redactor
-from masterchief.store.sqlite.store import EventLogRecord, Store, StoreError
+from masterchief.store.api import EventLogRecord, EventLogStore, StoreError
 
 from .policy import to_record, worth_logging
 
@@ -51,7 +51,7 @@ class EventLog:
 
     def __init__(
         self,
-        store: Store,
+        store: EventLogStore,
         config: EventsConfig,
         *,
         redactor: Redactor = REDACTOR,

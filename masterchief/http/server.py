@@ -68,7 +68,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -76,7 +76,7 @@ from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.config.engine import ConfigError
 from masterchief.config.schema import WebConfig, WebhooksConfig
-from masterchief.store.sqlite.store import DeliveryRecord, Store
+from masterchief.store.api import DeliveryRecord, DeliveryStore, HealthStore
 
 from ..sources.webhooks import verify
 from ..sources.webhooks.providers import (
@@ -152,6 +152,10 @@ class _Reject(Exception):
         self.rejection = rejection
 
 
+class WebStore(DeliveryStore, HealthStore, Protocol):
+    """What the web server needs of the store: intake, and /healthz's probe."""
+
+
 class WebServer:
     """The aiohttp server.  ``await run()`` serves until cancelled; ``port``
     is the bound port once ``started`` is set (``web.port: 0`` picks one)."""
@@ -160,7 +164,7 @@ class WebServer:
         self,
         web_config: WebConfig,
         hooks: WebhooksConfig,
-        store: Store,
+        store: WebStore,
         dispatcher: Dispatcher,
         *,
         health: Health | None = None,

@@ -21,7 +21,7 @@ from types import MappingProxyType
 
 from masterchief.bindings.masks import irc_lower, mask_match
 from masterchief.errors import UserError
-from masterchief.store.sqlite.store import UserRecord
+from masterchief.store.api import UserRecord
 from masterchief.text import has_hidden
 
 from .hostmasks import host_pattern, is_weak_hostmask, nick_pattern, specificity

@@ -44,7 +44,7 @@ from types import MappingProxyType
 from masterchief.bindings.flags import FlagError, apply_changes
 from masterchief.bindings.masks import irc_lower
 from masterchief.errors import UserError
-from masterchief.store.sqlite.store import ConflictError, Store, StoreError
+from masterchief.store.api import ConflictError, StoreError, UserStore
 
 from .hostmasks import (
     WeakHostmask,
@@ -88,9 +88,9 @@ log = logging.getLogger(__name__)
 
 
 class UserTable:
-    """Users indexed in memory, written through to the ``Store``."""
+    """Users indexed in memory, written through to the ``UserStore``."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: UserStore) -> None:
         self._store = store
         self._index = Index(())
         self._lock = asyncio.Lock()  # one mutation at a time; readers never wait
@@ -98,7 +98,7 @@ class UserTable:
         self._wake = asyncio.Event()  # request_reload(): reload now, version or not
 
     @classmethod
-    async def load(cls, store: Store) -> UserTable:
+    async def load(cls, store: UserStore) -> UserTable:
         table = cls(store)
         await table.reload()
         return table

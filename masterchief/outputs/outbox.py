@@ -78,7 +78,7 @@ from ..bindings.event import Event
 from ..bindings.masks import irc_lower
 from ..irc import storm
 from ..irc.pacer import OutputQueue, sanitize
-from ..store.sqlite.store import OutboxRecord, Store, StoreError
+from ..store.api import OutboxRecord, OutboxStore, StoreError
 from .targets import IRC, Target, Transport
 
 __all__ = ["Outbox", "current_outbox", "delayed_prefix", "expired_line", "human_age"]
@@ -167,7 +167,7 @@ class Outbox:
 
     def __init__(
         self,
-        store: Store,
+        store: OutboxStore,
         output: OutputQueue,
         *,
         connected: asyncio.Event | None = None,

@@ -52,7 +52,8 @@ from ..sources.files.watcher import FileWatcher
 from ..sources.logs.tail import LogTailers
 from ..sources.replay import ReplayWorker
 from ..sources.rest.poller import RestPollers
-from ..store.sqlite.store import Store
+from ..store.api import Store
+from ..store.sqlite import open_store
 
 __all__ = ["App", "RehashReport", "run_bot"]
 
@@ -191,7 +192,7 @@ class App:
 
     @classmethod
     async def create(cls, config: Config, *, vault_client: VaultClient | None = None) -> App:
-        store = await Store.open(config.store.path)
+        store = await open_store(config.store.path)
         users = await UserTable.load(store)
         return cls(config, store, users, vault_client=vault_client)
 

@@ -20,7 +20,7 @@ from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import ReplySink, new_ref
 from masterchief.eventlog.policy import ReplayError, rebuild
 from masterchief.eventlog.writer import EventLog
-from masterchief.store.sqlite.store import ReplayRequest, Store, StoreError
+from masterchief.store.api import LoggedReplayStore, ReplayRequest, StoreError
 
 __all__ = ["ReplayWorker"]
 
@@ -40,7 +40,7 @@ class ReplayWorker:
 
     def __init__(
         self,
-        store: Store,
+        store: LoggedReplayStore,
         dispatcher: Dispatcher,
         eventlog: EventLog | None = None,
         *,

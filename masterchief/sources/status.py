@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config.schema import Config, FilesConfig
-from ..store.sqlite.store import Store
+from ..store.api import CheckpointStore, FileLedgerStore
 from .files.watcher import ignored_name
+from .logs.offsets import stored_offsets
 
 __all__ = ["as_of", "folder_rows", "format_status", "log_rows"]
 
@@ -64,7 +65,7 @@ def _quarantined(cfg: FilesConfig) -> int:
     return n
 
 
-async def folder_rows(config: Config, store: Store) -> list[dict[str, Any]]:
+async def folder_rows(config: Config, store: FileLedgerStore) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for cfg in config.files:
         ledger = await store.file_ledger_counts(cfg.name)
@@ -73,8 +74,8 @@ async def folder_rows(config: Config, store: Store) -> list[dict[str, Any]]:
                 "name": cfg.name,
                 "path": str(cfg.path),
                 "pending": await asyncio.to_thread(_pending_on_disk, cfg),
-                "processed": ledger.get("done", 0),
-                "in_flight": ledger.get("dispatched", 0),
+                "processed": ledger.done,
+                "in_flight": ledger.dispatched,
                 "quarantined": await asyncio.to_thread(_quarantined, cfg),
             }
         )
@@ -89,10 +90,19 @@ def _size(path: str) -> int | None:
 
 
 async def log_rows(
-    store: Store, live: Iterable[dict[str, Any]] | None = None
+    store: CheckpointStore, live: Iterable[dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """Stored offsets, overlaid with the running tailers' view when given."""
-    rows = {(r["name"], r["path"]): dict(r) for r in await store.log_offsets()}
+    rows: dict[tuple[str, str], dict[str, Any]] = {
+        (o.name, o.path): {
+            "name": o.name,
+            "path": o.path,
+            "offset": o.offset,
+            "updated_at": at,
+            "lines_per_s": o.lines_per_s,
+        }
+        for o, at in await stored_offsets(store)
+    }
     for st in live or ():
         key = (st["name"], st["path"])
         row = rows.setdefault(key, {"name": st["name"], "path": st["path"]})

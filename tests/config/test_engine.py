@@ -259,11 +259,11 @@ def test_stand_ins_a_field_refuses_fall_back_to_the_default(tmp_path: Path) -> N
 async def test_the_app_refuses_a_partial_config(tmp_path: Path) -> None:
     from masterchief.identity.users import UserTable
     from masterchief.runtime.app import App
-    from masterchief.store.sqlite.store import Store
+    from masterchief.store.sqlite import open_store
 
     cfg = make_config(tmp_path, PARTIAL)
     config = load_config(cfg, environ={"VAR_DIR": str(tmp_path)}, sections=["store"])
-    store = await Store.open(config.store.path)
+    store = await open_store(config.store.path)
     try:
         with pytest.raises(ConfigError, match="every reference resolved"):
             App(config, store, await UserTable.load(store))

@@ -114,7 +114,7 @@ async def test_plan_with_jinja_parameters_runs_nothing_and_prints_no_secret(
     assert not marker.exists()
     rows = await tmpl_bot.store.jobs_list()
     assert len(rows) == len(attacks)
-    tails = [t for r in rows for t in (await tmpl_bot.store.job_get(r["id"]))["tail"]]
+    tails = [t for r in rows for t in (await tmpl_bot.store.job_get(r.id)).tail]
     assert any("probe={{api_token|reverse}}" in t for t in tails), tails
     assert any("version={{lookup('pipe','touch${IFS}" in t for t in tails), tails
     seen = "\n".join([*op.lines, *tails])
@@ -310,9 +310,9 @@ async def test_an_approved_job_rechecks_the_module_config_before_it_starts(
         text
     ), text
     assert "(target-1: a loopback address" in text, text
-    rows = {r["module"]: r for r in await gated_bot.store.jobs_list()}
-    assert rows["gated"]["status"] == rows["remote"]["status"] == "refused"
-    assert rows["gated"]["started_at"] is None and rows["remote"]["started_at"] is None
+    rows = {r.module: r for r in await gated_bot.store.jobs_list()}
+    assert rows["gated"].status == rows["remote"].status == "refused"
+    assert rows["gated"].started_at is None and rows["remote"].started_at is None
     # Positive control: allowed again, unchanged between request and approval, it runs.
     setting.write_text("allow_bot_host: true\n")
     text = await _request_and_approve(

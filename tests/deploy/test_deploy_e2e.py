@@ -169,8 +169,8 @@ async def test_permission_matrix(bot, irc_client) -> None:  # type: ignore[no-un
     line = await say(boss, "!deploy svc dev service=nginx", r"job [0-9a-f]{6} svc/dev deploy ")
     assert "succeeded" in line.text
     row = await bot.store.job_get(job_id(line.text))
-    assert row["requester"] == boss.handle and row["status"] == "succeeded"
-    assert any("done nginx" in t for t in row["tail"])
+    assert row.requester == boss.handle and row.status == "succeeded"
+    assert any("done nginx" in t for t in row.tail)
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ async def test_approval_by_requester_refused_by_someone_else_runs(bot, irc_clien
     line = await say(other, f"!approve {job}", rf"job {job} svc/prod deploy ")
     assert "succeeded" in line.text
     row = await bot.store.job_get(job)
-    assert [a["handle"] for a in row["approvals"]] == [other.handle]
+    assert [a.handle for a in row.approvals] == [other.handle]
 
 
 async def test_approval_expires(bot, irc_client) -> None:  # type: ignore[no-untyped-def]
@@ -219,7 +219,7 @@ async def test_approval_expires(bot, irc_client) -> None:  # type: ignore[no-unt
     job = job_id(line.text)
     line = await boss.wait_for(rf"PRIVMSG #ops :job {job} quick/prod deploy expired", 10)
     row = await bot.store.job_get(job)
-    assert row["status"] == "expired" and row["started_at"] is None
+    assert row.status == "expired" and row.started_at is None
 
 
 async def test_second_deploy_to_the_same_environment_is_refused_naming_the_holder(
@@ -236,8 +236,8 @@ async def test_second_deploy_to_the_same_environment_is_refused_naming_the_holde
     line = await say(boss, "!deploy svc qa service=other", r"job [0-9a-f]{6} svc/qa deploy ")
     assert "succeeded" in line.text, line.text
     assert bot.jobs.jobs[first].status == "running"
-    leases = {(r["module"], r["env"]): r["job_id"] for r in await bot.store.leases()}
-    assert leases == {("svc", "dev"): first}  # qa's lease was released at its end
+    leases = {r.name: r.holder for r in await bot.store.leases()}
+    assert leases == {"deploy:svc/dev": first}  # qa's lease was released at its end
     progress = await boss.wait_for(rf"PRIVMSG #ops :\[{first} svc/dev \S+\] .*waiting \d+", 10)
     assert progress
     (tmp_path / "gate").touch()
@@ -253,7 +253,7 @@ async def test_cancel_kills_the_whole_process_group(bot, irc_client) -> None:  #
     await say(boss, f"!cancel {job}", f"{boss.nick}: job {job}: cancelling")
     line = await boss.wait_for(rf"PRIVMSG #ops :job {job} svc/dev deploy cancelled", 15)
     assert job_pids(job) == set()
-    assert (await bot.store.job_get(job))["status"] == "cancelled"
+    assert (await bot.store.job_get(job)).status == "cancelled"
 
 
 FORMS = ("background", "setsid", "setsid_env_i", "nohup")
@@ -308,7 +308,7 @@ async def test_timeout_stops_the_job(bot, irc_client) -> None:  # type: ignore[n
     job = job_id(line.text)
     line = await boss.wait_for(rf"PRIVMSG #ops :job {job} hang/dev deploy timed out", 15)
     assert job_pids(job) == set()
-    assert (await bot.store.job_get(job))["status"] == "timed_out"
+    assert (await bot.store.job_get(job)).status == "timed_out"
 
 
 async def test_a_secret_printed_by_a_failing_job_is_masked_everywhere(
@@ -327,8 +327,8 @@ async def test_a_secret_printed_by_a_failing_job_is_masked_everywhere(
     assert shown.text.endswith("token=***")
     # the job record: its tail holds the line, masked
     row = await bot.store.job_get(job)
-    assert row["exit_code"] == 3
-    assert "connecting with token=***" in row["tail"]
+    assert row.exit_code == 3
+    assert "connecting with token=***" in row.tail
     # the event log: the command and the job's deploy.* events, none with the secret
     await bot.eventlog.flush()
     logged = await bot.store.event_log_page(limit=1000)
@@ -367,7 +367,7 @@ async def test_a_vault_secret_in_module_config_reaches_the_job_and_is_masked(
     job = job_id(line.text)
     assert vault.calls == ["svc-token"]
     row = await bot.store.job_get(job)
-    assert "connecting with token=***" in row["tail"]  # the vault value, masked
+    assert "connecting with token=***" in row.tail  # the vault value, masked
     assert vaulted not in repr(row) + "".join(str(ln) for ln in boss.lines)
 
 
@@ -386,7 +386,7 @@ async def test_requester_logging_out_cancels_the_waiting_job(bot, irc_client, ma
     line = await requester.wait_for(rf"PRIVMSG #ops :job {job} svc/prod deploy cancelled", 15)
     assert "lost their account" in line.text
     row = await bot.store.job_get(job)
-    assert row["status"] == "cancelled" and row["started_at"] is None
+    assert row.status == "cancelled" and row.started_at is None
 
 
 async def test_an_approval_is_bound_to_the_module_content(bot, irc_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -401,7 +401,7 @@ async def test_an_approval_is_bound_to_the_module_content(bot, irc_client, tmp_p
     line = await say(other, f"!approve {job}", f"{other.nick}: ")
     assert f"job {job} cancelled" in line.text and "changed since it was requested" in line.text
     row = await bot.store.job_get(job)
-    assert row["status"] == "cancelled" and row["started_at"] is None
+    assert row.status == "cancelled" and row.started_at is None
 
 
 @pytest.mark.timeout(180)
@@ -443,7 +443,7 @@ async def test_plan_baseline_dev_runs_ansible_check_mode_on_localhost(
         line = await op.wait_for(rf"PRIVMSG #ops :job {job} baseline/dev plan ", 150)
         assert "succeeded" in line.text and "failed 0" in line.text, line.text
         row = await app.store.job_get(job)
-        assert row["status"] == "succeeded" and row["exit_code"] == 0
+        assert row.status == "succeeded" and row.exit_code == 0
 
 
 # --- !modules, !jobs, !deny ------------------------------------------------------------
@@ -498,8 +498,8 @@ async def test_deny_with_a_reason_answers_the_denier_and_tells_the_channel(bot, 
     told = await boss.wait_for(rf"PRIVMSG #ops :job {job} svc/prod deploy denied", 15)
     assert told.text.endswith(f"denied by {other.handle}: not during the freeze")
     row = await bot.store.job_get(job)
-    assert row["status"] == "denied" and row["started_at"] is None
-    assert row["reason"] == f"denied by {other.handle}: not during the freeze"
+    assert row.status == "denied" and row.started_at is None
+    assert row.reason == f"denied by {other.handle}: not during the freeze"
     line = await say(other, f"!approve {job}", f"{other.nick}: ")
     assert line.text.endswith(f"job {job} is not waiting for approval (denied)")
 
@@ -538,7 +538,7 @@ async def test_rehash_reloads_an_edited_module_without_a_restart(
         )
         assert "succeeded" in line.text, line.text
         row = await app.store.job_get(job_id(line.text))
-        assert row["module_version"] == "1.1.0" and "done nginx" in row["tail"]
+        assert row.module_version == "1.1.0" and "done nginx" in row.tail
 
 
 # --- stand-in terraform and helm on the bot's PATH -------------------------------------
@@ -613,8 +613,8 @@ async def test_terraform_plan_and_deploy_run_the_terraform_on_path(
         r"job \w{6} net/dev deploy succeeded in [\d.]+s: changed 3, failed 0", line.text
     )
     row = await tool_bot.store.job_get(job_id(line.text))
-    assert row["status"] == "succeeded" and "terraform apply" in row["tail"]
-    assert "azurerm_subnet.a: Creation complete after 0s [id=42]" in row["tail"]
+    assert row.status == "succeeded" and "terraform apply" in row.tail
+    assert "azurerm_subnet.a: Creation complete after 0s [id=42]" in row.tail
     folder = tmp_path / "modules" / "net"
     argvs = [c["argv"][0] for c in calls(folder)]
     assert argvs == ["init", "workspace", "plan"] * 2 + ["apply"]
@@ -641,7 +641,7 @@ async def test_helm_plan_and_deploy_run_the_helm_on_path(
     line = await say(op, "!deploy web dev image_tag=1.4.2", r"job [0-9a-f]{6} web/dev deploy ")
     assert re.fullmatch(r"job \w{6} web/dev deploy succeeded in [\d.]+s", line.text), line.text
     row = await tool_bot.store.job_get(job_id(line.text))
-    assert "STATUS: deployed" in row["tail"] and "NAMESPACE: apps" in row["tail"]
+    assert "STATUS: deployed" in row.tail and "NAMESPACE: apps" in row.tail
     argvs = [c["argv"][:2] for c in calls(tmp_path / "modules" / "web")]
     assert argvs == [["plugin", "list"], ["template", "web"], ["upgrade", "--install"]]
 

@@ -84,7 +84,7 @@ async def test_a_job_gets_its_own_environments_module_config(env_bot: App, irc_c
         m = re.search(r"job ([0-9a-f]{6})", line.text)
         assert m is not None
         row = await env_bot.store.job_get(m.group(1))
-        tail = "\n".join(row["tail"])
+        tail = "\n".join(row.tail)
         # prod: its overlay's region and its own secret (redacted: registered
         # when the prod overlay was loaded); dev: no token of its own, the base one
         assert f"in {env} region={region} token=***" in tail, tail

@@ -17,7 +17,8 @@ from masterchief.deploy.job import Job, Person
 from masterchief.deploy.jobs import JobManager
 from masterchief.deploy.runners import OutputLine
 from masterchief.errors import UserError
-from masterchief.store.sqlite.store import Store
+from masterchief.store.api import JobRecord
+from masterchief.store.sqlite import SqliteStore, open_store
 from tests.harness import wait_until
 
 MANIFEST = """\
@@ -37,7 +38,7 @@ parameters:
 
 
 class Rig:
-    def __init__(self, jobs: JobManager, store: Store) -> None:
+    def __init__(self, jobs: JobManager, store: SqliteStore) -> None:
         self.jobs = jobs
         self.store = store
         self.announced: list[tuple[str, str]] = []
@@ -57,7 +58,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         (d / "run.sh").chmod(0o755)
     loader = ModuleLoader([tmp_path / "modules"])
     assert not loader.reload().errors
-    store = await Store.open(tmp_path / "s.db")
+    store = await open_store(tmp_path / "s.db")
     config = DeployConfig(work_dir=tmp_path / "jobs", channels=("#deploys",), kill_grace_s=1)
     holder: list[Rig] = []
 
@@ -121,7 +122,7 @@ async def test_a_run_announces_start_and_summary_and_records_events(rig: Rig) ->
     assert keys[:2] == ["deploy.requested", "deploy.started"] and keys[-1] == "deploy.finished"
     assert "deploy.progress" in keys
     row = await rig.store.job_get(job.id)
-    assert row is not None and "hello api" in row["tail"]
+    assert row is not None and "hello api" in row.tail
 
 
 async def test_secret_parameters_are_shown_and_stored_as_stars(rig: Rig) -> None:
@@ -133,7 +134,7 @@ async def test_secret_parameters_are_shown_and_stored_as_stars(rig: Rig) -> None
     assert "token=***" in job.command
     await finished(job)
     row = await rig.store.job_get(job.id)
-    assert row is not None and row["params"]["token"] == "***"
+    assert row is not None and row.params["token"] == "***"
     assert "param-secret-1234" not in repr(row) + repr(rig.announced)
     # registered process-wide: the command's text in the event log and logs is masked
     assert REDACTOR.redact("deploy base dev token=param-secret-1234") == "deploy base dev token=***"
@@ -170,7 +171,7 @@ async def test_two_approvers_needed_distinct_people(rig: Rig) -> None:
     await finished(job)
     assert job.status == "succeeded"
     row = await rig.store.job_get(job.id)
-    assert row is not None and [a["handle"] for a in row["approvals"]] == ["bob", "carol"]
+    assert row is not None and [a.handle for a in row.approvals] == ["bob", "carol"]
 
 
 DAVE = Person("dave", "dave", "dave")
@@ -308,23 +309,22 @@ async def test_progress_tick_names_the_boundaries_passed_since_the_last(rig: Rig
 
 async def test_recover_marks_stale_jobs_interrupted_and_frees_leases(rig: Rig) -> None:
     await rig.store.job_insert(
-        {
-            "id": "dead01",
-            "module": "base",
-            "module_version": "1",
-            "env": "dev",
-            "mode": "deploy",
-            "params": {},
-            "digest": "",
-            "requester": "alice",
-            "status": "running",
-            "created_at": time.time(),
-        }
+        JobRecord(
+            id="dead01",
+            module="base",
+            module_version="1",
+            env="dev",
+            mode="deploy",
+            digest="",
+            requester="alice",
+            status="running",
+            created_at=time.time(),
+        )
     )
-    await rig.store.lease_acquire("base", "dev", job_id="dead01", holder="old", ttl_s=600)
+    await rig.store.lease_acquire("deploy:base/dev", holder="dead01", info="old", ttl_s=600)
     assert await rig.jobs.recover() == 1
     row = await rig.store.job_get("dead01")
-    assert row is not None and row["status"] == "interrupted"
+    assert row is not None and row.status == "interrupted"
     assert await rig.store.leases() == []
 
 
@@ -449,7 +449,7 @@ async def test_an_approved_job_rechecks_the_bot_host_rule_before_it_starts(
     (d / "run.sh").chmod(0o755)
     loader = ModuleLoader([tmp_path / "modules"])
     assert not loader.reload().errors
-    store = await Store.open(tmp_path / "s.db")
+    store = await open_store(tmp_path / "s.db")
     settings: dict[str, object] = {"allow_bot_host": True}
     asked: list[tuple[str, str]] = []
 

@@ -47,7 +47,7 @@ async def test_an_approval_after_the_ttl_is_refused_and_the_job_expires(
     told = await other.wait_for(rf"PRIVMSG #ops :job {job} quick/prod deploy expired", 15)
     assert told.text.endswith("no approval in time")
     row = await app.store.job_get(job)
-    assert row["status"] == "expired" and row["started_at"] is None and row["approvals"] == []
+    assert row.status == "expired" and row.started_at is None and row.approvals == ()
     line = await say(other, f"!approve {job}", f"{other.nick}: ")
     assert line.text.endswith(f"job {job} is not waiting for approval (expired)")
 
@@ -63,7 +63,7 @@ async def test_a_requester_who_quits_irc_cancels_the_waiting_job(bot, irc_client
     line = await say(other, f"!approve {job}", f"{other.nick}: ")
     assert line.text.endswith(f"job {job} is not waiting for approval (cancelled)")
     row = await bot.store.job_get(job)
-    assert row["status"] == "cancelled" and row["started_at"] is None
+    assert row.status == "cancelled" and row.started_at is None
     # told once, although the QUIT reached the bot as a sign event per shared channel
     await other.expect_none(rf"PRIVMSG #ops :job {job} svc/prod deploy cancelled", 1.0)
 
@@ -86,7 +86,7 @@ async def test_an_identified_requester_who_quits_cancels_the_waiting_job(  # typ
     await requester.quit("laptop closed")
     told = await other.wait_for(rf"PRIVMSG #ops :job {job} svc/prod deploy cancelled", 15)
     assert told.text.endswith("the requester quit IRC")
-    assert (await bot.store.job_get(job))["status"] == "cancelled"
+    assert (await bot.store.job_get(job)).status == "cancelled"
 
 
 async def test_a_requester_who_leaves_the_last_shared_channel_cancels_the_job(  # type: ignore[no-untyped-def]
@@ -99,7 +99,7 @@ async def test_a_requester_who_leaves_the_last_shared_channel_cancels_the_job(  
     await boss.part("#ops", "brb")
     told = await other.wait_for(rf"PRIVMSG #ops :job {job} svc/prod deploy cancelled", 15)
     assert told.text.endswith("the requester left the channels I can see them on")
-    assert (await bot.store.job_get(job))["status"] == "cancelled"
+    assert (await bot.store.job_get(job)).status == "cancelled"
 
 
 async def test_a_request_needing_approval_from_someone_the_bot_cannot_see_is_refused(  # type: ignore[no-untyped-def]

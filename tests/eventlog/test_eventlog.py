@@ -29,7 +29,8 @@ from masterchief.eventlog.query import (
 )
 from masterchief.eventlog.writer import EventLog
 from masterchief.sources.replay import ReplayWorker
-from masterchief.store.sqlite.store import EventLogRecord, Store, StoreError
+from masterchief.store.api import EventLogRecord, StoreError
+from masterchief.store.sqlite import SqliteStore
 from tests.harness import Who, wait_until
 
 
@@ -244,7 +245,7 @@ def events_config(**kw: Any) -> EventsConfig:
     return EventsConfig(**kw)
 
 
-async def test_group_commit_of_many_events(store: Store) -> None:
+async def test_group_commit_of_many_events(store: SqliteStore) -> None:
     calls: list[int] = []
     append = store.event_log_append
 
@@ -264,7 +265,7 @@ async def test_group_commit_of_many_events(store: Store) -> None:
     assert log_.stats.written == 1200
 
 
-async def test_run_flushes_in_the_background(store: Store) -> None:
+async def test_run_flushes_in_the_background(store: SqliteStore) -> None:
     log_ = EventLog(store, events_config(), redactor=Redactor(), flush_interval_s=0.02)
     task = asyncio.create_task(log_.run())
     try:
@@ -278,7 +279,7 @@ async def test_run_flushes_in_the_background(store: Store) -> None:
 
 
 async def test_buffer_overflow_is_counted_and_reported(
-    store: Store, caplog: pytest.LogCaptureFixture
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     log_ = EventLog(store, events_config(), redactor=Redactor(), max_buffer=10)
     for i in range(15):
@@ -293,7 +294,7 @@ async def test_buffer_overflow_is_counted_and_reported(
     assert sorted(r.key for r in rows) == sorted(f"a/{i}" for i in range(10))
 
 
-async def test_write_failure_keeps_rows_for_the_next_flush(store: Store) -> None:
+async def test_write_failure_keeps_rows_for_the_next_flush(store: SqliteStore) -> None:
     log_ = EventLog(store, events_config(), redactor=Redactor())
     append = store.event_log_append
     failures = [StoreError("disk I/O error")]
@@ -312,20 +313,20 @@ async def test_write_failure_keeps_rows_for_the_next_flush(store: Store) -> None
     assert await store.event_log_count() == 1
 
 
-async def test_disabled_log_records_nothing(store: Store) -> None:
+async def test_disabled_log_records_nothing(store: SqliteStore) -> None:
     log_ = EventLog(store, events_config(enabled=False), redactor=Redactor())
     log_.record(ev("webhook", "a/b"), "fired")
     assert log_.buffered == 0
 
 
-async def test_not_worth_logging_is_not_buffered(store: Store) -> None:
+async def test_not_worth_logging_is_not_buffered(store: SqliteStore) -> None:
     log_ = EventLog(store, events_config(), redactor=Redactor())
     log_.record(ev("join", "#ops a!b@c"), "fired")
     log_.record(ev("pubm", "#ops hello"), "no-binding")
     assert log_.buffered == 0
 
 
-async def test_retention_prunes_old_rows_at_start(store: Store) -> None:
+async def test_retention_prunes_old_rows_at_start(store: SqliteStore) -> None:
     now = time.time()
     old = EventLogRecord("old1", now - 31 * 86400, "webhook", "a/b", "{}", "{}", "fired")
     young = EventLogRecord("young1", now - 29 * 86400, "webhook", "a/b", "{}", "{}", "fired")
@@ -343,7 +344,7 @@ async def test_retention_prunes_old_rows_at_start(store: Store) -> None:
     assert len(await store.replay_pending()) == 1
 
 
-async def test_retention_uses_the_configured_days(store: Store) -> None:
+async def test_retention_uses_the_configured_days(store: SqliteStore) -> None:
     now = 1_800_000_000.0
     recs = [
         EventLogRecord(f"e{d}", now - d * 86400 - 1, "rest", "p", "{}", "{}", "fired")
@@ -376,7 +377,7 @@ def chanmsg(text: str, sink: Sink, nick: str = "bob") -> tuple[Event, Event]:
 
 
 @pytest.fixture
-async def wired(store: Store) -> AsyncIterator[tuple[BindingTable, Dispatcher, EventLog]]:
+async def wired(store: SqliteStore) -> AsyncIterator[tuple[BindingTable, Dispatcher, EventLog]]:
     table = BindingTable()
     users = {"bob": Who("bob", "", {"#ops": "o"}), "eve": Who("eve", "v")}
     d = Dispatcher(table, resolver=lambda e: users.get(e.nick or ""), handler_timeout_s=0.5)
@@ -389,7 +390,7 @@ async def wired(store: Store) -> AsyncIterator[tuple[BindingTable, Dispatcher, E
 
 
 async def test_dispatcher_logs_fired_and_refused_commands_not_chat(
-    store: Store, wired: tuple[BindingTable, Dispatcher, EventLog]
+    store: SqliteStore, wired: tuple[BindingTable, Dispatcher, EventLog]
 ) -> None:
     table, d, log_ = wired
     sink = Sink()
@@ -419,7 +420,7 @@ async def test_dispatcher_logs_fired_and_refused_commands_not_chat(
 
 
 async def test_dispatcher_reports_every_event_of_a_chain(
-    store: Store, wired: tuple[BindingTable, Dispatcher, EventLog]
+    store: SqliteStore, wired: tuple[BindingTable, Dispatcher, EventLog]
 ) -> None:
     table, d, _ = wired
     seen: list[tuple[str, str]] = []
@@ -467,7 +468,7 @@ REPLY_SINK = Sink()
 
 @pytest.fixture
 async def bot(
-    store: Store, wired: tuple[BindingTable, Dispatcher, EventLog]
+    store: SqliteStore, wired: tuple[BindingTable, Dispatcher, EventLog]
 ) -> AsyncIterator[tuple[BindingTable, Dispatcher, EventLog, ReplayWorker]]:
     table, d, log_ = wired
     worker = ReplayWorker(store, d, log_, sink=REPLY_SINK, poll_s=0.02)
@@ -477,13 +478,13 @@ async def bot(
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def request_state(store: Store, request_id: int) -> tuple[str, str | None]:
+async def request_state(store: SqliteStore, request_id: int) -> tuple[str, str | None]:
     (req,) = await store.replay_get([request_id])
     return req.state, req.result
 
 
 async def test_replay_worker_redispatches_marked_and_logs_it(
-    store: Store, bot: tuple[BindingTable, Dispatcher, EventLog, ReplayWorker]
+    store: SqliteStore, bot: tuple[BindingTable, Dispatcher, EventLog, ReplayWorker]
 ) -> None:
     table, d, log_, _ = bot
     got: list[Event] = []
@@ -517,7 +518,7 @@ async def test_replay_worker_redispatches_marked_and_logs_it(
 
 
 async def test_replayed_command_is_checked_against_current_flags(
-    store: Store, bot: tuple[BindingTable, Dispatcher, EventLog, ReplayWorker]
+    store: SqliteStore, bot: tuple[BindingTable, Dispatcher, EventLog, ReplayWorker]
 ) -> None:
     table, d, log_, _ = bot
     ran: list[Event] = []
@@ -542,7 +543,7 @@ async def test_replayed_command_is_checked_against_current_flags(
 
 
 async def test_replay_of_an_unknown_or_truncated_event_fails(
-    store: Store, bot: tuple[BindingTable, Dispatcher, EventLog, ReplayWorker]
+    store: SqliteStore, bot: tuple[BindingTable, Dispatcher, EventLog, ReplayWorker]
 ) -> None:
     big = to_record(
         Event(type="webhook", key="a/b", payload="x" * 5000),
@@ -563,7 +564,7 @@ async def test_replay_of_an_unknown_or_truncated_event_fails(
 
 
 async def test_request_replays_waits_for_the_bot(
-    store: Store, bot: tuple[BindingTable, Dispatcher, EventLog, ReplayWorker]
+    store: SqliteStore, bot: tuple[BindingTable, Dispatcher, EventLog, ReplayWorker]
 ) -> None:
     table, d, log_, _ = bot
     table.bind("rest", "-|-", "*", lambda e: None)
@@ -576,7 +577,7 @@ async def test_request_replays_waits_for_the_bot(
     assert (req.result or "").endswith(": fired")
 
 
-async def test_request_replays_without_a_bot_cancels(store: Store) -> None:
+async def test_request_replays_without_a_bot_cancels(store: SqliteStore) -> None:
     rec = to_record(Event(type="webhook", key="a/b"), "fired", redactor=Redactor())
     await store.event_log_append([rec])
     (req,) = await request_replays(store, [rec.id], timeout=0.05, poll_s=0.01)
@@ -586,7 +587,7 @@ async def test_request_replays_without_a_bot_cancels(store: Store) -> None:
     assert await store.replay_claim(req.id) is False
 
 
-async def test_request_replays_of_unknown_ids_queues_nothing(store: Store) -> None:
+async def test_request_replays_of_unknown_ids_queues_nothing(store: SqliteStore) -> None:
     with pytest.raises(UserError, match="not in the event log: nope"):
         await request_replays(store, ["nope"], timeout=1)
     assert await store.replay_pending() == []
@@ -619,7 +620,7 @@ def test_parse_since_rejects_nonsense() -> None:
         parse_since("yesterday", NOW)
 
 
-async def test_list_filters_type_since_and_key(store: Store) -> None:
+async def test_list_filters_type_since_and_key(store: SqliteStore) -> None:
     now = time.time()
     recs = [
         EventLogRecord("w1", now - 60, "webhook", "github/push", "{}", "{}", "fired"),

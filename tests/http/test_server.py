@@ -1,7 +1,7 @@
 """The webhook server over real HTTP: intake, every rejection path, dedup,
 store failure, slow handlers, recovery after a crash, and the App wiring.
 
-Most tests run a ``WebServer`` with a real ``Store`` and the real
+Most tests run a ``WebServer`` with a real ``SqliteStore`` and the real
 ``Dispatcher`` (no IRC); the App tests at the end run the whole bot against
 the session InspIRCd.
 """
@@ -42,7 +42,8 @@ from masterchief.config.schema import (
 from masterchief.config.secrets import Secret
 from masterchief.http.server import MAX_BACKLOG, WebServer
 from masterchief.runtime.app import App
-from masterchief.store.sqlite.store import Store
+from masterchief.store.api import NewDelivery
+from masterchief.store.sqlite import SqliteStore, open_store
 from tests.harness import bot_config_data, wait_until
 from tests.sources.webhooks.signing import standard_webhooks_headers
 
@@ -125,7 +126,7 @@ def fresh_push() -> bytes:
 @dataclass
 class Web:
     server: WebServer
-    store: Store
+    store: SqliteStore
     dispatcher: Dispatcher
     table: BindingTable
     session: aiohttp.ClientSession
@@ -147,7 +148,7 @@ class Web:
             return resp.status, data
 
 
-async def count_rows(store: Store, where: str = "1") -> int:
+async def count_rows(store: SqliteStore, where: str = "1") -> int:
     """Rows in deliveries (test-side peek with the sqlite3 module)."""
     import sqlite3
 
@@ -190,7 +191,7 @@ async def serving(
         },
         project_dir=tmp,
     )
-    store = await Store.open(config.store.path)
+    store = await open_store(config.store.path)
     table = BindingTable()
     dispatcher = Dispatcher(table, handler_timeout_s=5)
     server = WebServer(
@@ -937,12 +938,12 @@ def test_admin_config_needs_a_port_or_a_token_and_a_token_is_never_empty(
 
 
 async def test_done_deliveries_older_than_7_days_are_pruned_at_start(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "mc.db")
+    store = await open_store(tmp_path / "mc.db")
     old = await store.insert_delivery(
-        "github", "old", "github/push", "{}", received_at=time.time() - 8 * 86400
+        NewDelivery("github", "old", "github/push", "{}", received_at=time.time() - 8 * 86400)
     )
     recent = await store.insert_delivery(
-        "github", "recent", "github/push", "{}", received_at=time.time() - 86400
+        NewDelivery("github", "recent", "github/push", "{}", received_at=time.time() - 86400)
     )
     assert old is not None and recent is not None
     await store.delivery_done(old)
@@ -1014,11 +1015,11 @@ async def test_app_bind_webhook_receives_event_with_payload_and_delivery_id(
 
 async def test_app_redispatches_pending_deliveries_after_a_crash(tmp_path: Path, ircd: Any) -> None:
     # the "crash": a delivery stored (202 answered) but never marked done
-    store = await Store.open(tmp_path / "mc.db")
+    store = await open_store(tmp_path / "mc.db")
     body = payload("github_push").decode()
     meta = json.dumps({"source": "github", "headers": {"x-github-delivery": "d-1"}})
     delivery = await store.insert_delivery(
-        "github", "d-1", "github/push", body, meta, received_at=time.time() - 120
+        NewDelivery("github", "d-1", "github/push", body, meta, received_at=time.time() - 120)
     )
     await store.close()
     assert delivery is not None
@@ -1040,7 +1041,7 @@ async def test_app_redispatches_pending_deliveries_after_a_crash(tmp_path: Path,
             lambda: app.web.writer.backlog == 0 and not app.web.depths()["webhook_inflight"], 5
         )  # type: ignore[union-attr]
         assert app.web.counters()["github"] == {"redelivered": 1}
-    store = await Store.open(tmp_path / "mc.db")
+    store = await open_store(tmp_path / "mc.db")
     try:
         assert await store.pending_deliveries() == []
     finally:

@@ -108,13 +108,13 @@ async def test_a_stranger_with_carols_username_cannot_approve_or_command(
             f"you matched {weak_why}: flags above +v and approvals do not count"
         )
         row = await app.store.job_get(job)
-        assert row is not None and row["status"] == "awaiting_approval"
-        assert row["approvals"] == []
+        assert row is not None and row.status == "awaiting_approval"
+        assert row.approvals == ()
         # someone identified by services still approves, and the job runs
         line = await said(ann, f"!approve {job}", rf"job {job} svc/prod deploy ")
         assert "succeeded" in line.text
         row = await app.store.job_get(job)
-        assert [a["handle"] for a in row["approvals"]] == ["ann"]
+        assert [a.handle for a in row.approvals] == ["ann"]
 
 
 async def test_hostmask_flags_on_account_networks_trusts_specific_masks_only(

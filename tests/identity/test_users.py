@@ -19,12 +19,12 @@ from masterchief.identity.users import (
     normalize_hostmask,
     verify_password,
 )
-from masterchief.store.sqlite.store import Store
+from masterchief.store.sqlite import SqliteStore, open_store
 from tests.harness import wait_until
 
 
 @pytest.fixture
-async def table(store: Store) -> UserTable:
+async def table(store: SqliteStore) -> UserTable:
     return await UserTable.load(store)
 
 
@@ -334,7 +334,7 @@ async def test_set_password(table: UserTable) -> None:
 # --- persistence and the index swap -------------------------------------------------------
 
 
-async def test_changes_are_written_through(store: Store, table: UserTable) -> None:
+async def test_changes_are_written_through(store: SqliteStore, table: UserTable) -> None:
     await table.add_user("alice", hostmasks=["alice!*@*"], account="aa", flags="n", info="hi")
     await table.chattr("alice", "+o", channel="#ops")
     await table.add_user("bob")
@@ -347,8 +347,10 @@ async def test_changes_are_written_through(store: Store, table: UserTable) -> No
     assert alice.chan_flags("#OPS") == "o"
 
 
-async def test_reload_sees_other_writers(tmp_path: Path, store: Store, table: UserTable) -> None:
-    other_store = await Store.open(tmp_path / "mc.db")
+async def test_reload_sees_other_writers(
+    tmp_path: Path, store: SqliteStore, table: UserTable
+) -> None:
+    other_store = await open_store(tmp_path / "mc.db")
     try:
         other = await UserTable.load(other_store)
         await other.add_user("carol", flags="m")
@@ -517,7 +519,7 @@ async def test_accounts_equal_under_rfc1459_cannot_coexist(table: UserTable) -> 
 
 async def test_refresh_reloads_only_on_a_change(tmp_path: Path, table: UserTable) -> None:
     assert await table.refresh() is False
-    async with await Store.open(tmp_path / "mc.db") as other_store:
+    async with await open_store(tmp_path / "mc.db") as other_store:
         other = await UserTable.load(other_store)
         await other.add_user("newbie", account="newbie", flags="o")
     assert table.get("newbie") is None
@@ -528,7 +530,7 @@ async def test_refresh_reloads_only_on_a_change(tmp_path: Path, table: UserTable
 
 
 async def test_watch_sees_changes_and_reload_requests(tmp_path: Path, table: UserTable) -> None:
-    async with await Store.open(tmp_path / "mc.db") as other_store:
+    async with await open_store(tmp_path / "mc.db") as other_store:
         other = await UserTable.load(other_store)
         task = asyncio.create_task(table.watch(0.05))
         try:

@@ -1,4 +1,4 @@
-"""The durable outbox (masterchief/outputs/outbox.py) with a real Store in a temporary
+"""The durable outbox (masterchief/outputs/outbox.py) with a real SqliteStore in a temporary
 folder, a real OutputQueue and fake clocks; plus the OutputQueue's delivery
 callbacks it relies on.
 
@@ -27,7 +27,8 @@ from masterchief.outputs.outbox import (
     expired_line,
     human_age,
 )
-from masterchief.store.sqlite.store import OutboxRecord, Store
+from masterchief.store.api import OutboxRecord
+from masterchief.store.sqlite import SqliteStore
 from tests.harness import wait_until
 
 
@@ -46,11 +47,11 @@ T0 = 1_800_000_000.0  # wall clock at the start of each test
 
 
 class Rig:
-    """An Outbox over a real Store and an OutputQueue, both on fake clocks."""
+    """An Outbox over a real SqliteStore and an OutputQueue, both on fake clocks."""
 
     def __init__(
         self,
-        store: Store,
+        store: SqliteStore,
         *,
         burst: int = 7,
         rate: float = 1.0,
@@ -144,7 +145,7 @@ def test_expired_line_says_what_and_how_old() -> None:
 # --------------------------------------------------------------------------- durability and order
 
 
-async def test_announce_is_in_the_store_when_it_returns(store: Store) -> None:
+async def test_announce_is_in_the_store_when_it_returns(store: SqliteStore) -> None:
     rig = Rig(store)
     await rig.outbox.announce("#ops", "deploy done", kind="github", meta={"source": "github"})
     [row] = await store.outbox_pending()
@@ -154,7 +155,7 @@ async def test_announce_is_in_the_store_when_it_returns(store: Store) -> None:
     assert json.loads(row.meta or "") == {"source": "github"}
 
 
-async def test_rows_are_deleted_only_once_the_server_echoed_them(store: Store) -> None:
+async def test_rows_are_deleted_only_once_the_server_echoed_them(store: SqliteStore) -> None:
     rig = Rig(store)
     for i in range(3):
         await rig.outbox.announce("#ops", f"news {i}")
@@ -174,7 +175,7 @@ async def test_rows_are_deleted_only_once_the_server_echoed_them(store: Store) -
     assert not rig.outbox.echo("#ops", "news 2")  # someone else's, or a repeat
 
 
-async def test_the_echo_binding_takes_only_our_own_lines(store: Store) -> None:
+async def test_the_echo_binding_takes_only_our_own_lines(store: SqliteStore) -> None:
     rig = Rig(store)
     await rig.outbox.announce("#ops", "hello there")
     await rig.outbox.step()
@@ -191,7 +192,7 @@ async def test_the_echo_binding_takes_only_our_own_lines(store: Store) -> None:
     assert rig.outbox.stats()["echoed"] == 1
 
 
-async def test_without_echo_a_line_is_confirmed_by_time(store: Store) -> None:
+async def test_without_echo_a_line_is_confirmed_by_time(store: SqliteStore) -> None:
     rig = Rig(store, confirm_after_s=30)
     await rig.outbox.announce("#ops", "no echo here")
     await rig.outbox.step()
@@ -206,7 +207,7 @@ async def test_without_echo_a_line_is_confirmed_by_time(store: Store) -> None:
 
 
 async def test_when_the_connection_ends_unconfirmed_lines_go_out_again_in_order(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     connected = asyncio.Event()
     connected.set()
@@ -238,7 +239,7 @@ async def test_when_the_connection_ends_unconfirmed_lines_go_out_again_in_order(
     assert await store.outbox_count() == 0
 
 
-async def test_a_crash_between_queueing_and_sending_loses_nothing(store: Store) -> None:
+async def test_a_crash_between_queueing_and_sending_loses_nothing(store: SqliteStore) -> None:
     first = Rig(store)
     for i in range(5):
         await first.outbox.announce("#ops", f"news {i}")
@@ -252,7 +253,7 @@ async def test_a_crash_between_queueing_and_sending_loses_nothing(store: Store) 
     assert await store.outbox_count() == 0
 
 
-async def test_a_restart_after_deletion_does_not_repeat(store: Store) -> None:
+async def test_a_restart_after_deletion_does_not_repeat(store: SqliteStore) -> None:
     first = Rig(store)
     for i in range(4):
         await first.outbox.announce("#ops", f"news {i}")
@@ -263,7 +264,7 @@ async def test_a_restart_after_deletion_does_not_repeat(store: Store) -> None:
     assert texts(await second.deliver_all()) == ["news 3"]
 
 
-async def test_announcements_made_before_load_are_not_doubled(store: Store) -> None:
+async def test_announcements_made_before_load_are_not_doubled(store: SqliteStore) -> None:
     rig = Rig(store)
     await rig.outbox.announce("#ops", "early")  # before the feeder loaded the table
     await rig.outbox.step()  # loads
@@ -271,7 +272,7 @@ async def test_announcements_made_before_load_are_not_doubled(store: Store) -> N
     assert texts(await rig.deliver_all()) == ["early", "later"]
 
 
-async def test_a_delivery_announced_again_is_kept_once(store: Store) -> None:
+async def test_a_delivery_announced_again_is_kept_once(store: SqliteStore) -> None:
     rig = Rig(store)
     await rig.outbox.announce("#ops", "push 1", meta={"source": "github", "delivery": 7})
     await rig.outbox.announce("#ops", "push 1", meta={"source": "github", "delivery": 7})
@@ -294,7 +295,7 @@ async def test_a_delivery_announced_again_is_kept_once(store: Store) -> None:
     assert await store.outbox_count() == 1
 
 
-async def test_order_per_target_with_targets_taking_turns(store: Store) -> None:
+async def test_order_per_target_with_targets_taking_turns(store: SqliteStore) -> None:
     rig = Rig(store, burst=100, rate=100.0)
     for i in range(4):
         await rig.outbox.announce("#a", f"a{i}")
@@ -304,7 +305,7 @@ async def test_order_per_target_with_targets_taking_turns(store: Store) -> None:
     assert [ln.split(" :", 1)[1] for ln in lines] == ["a0", "b0", "a1", "b1", "a2", "a3"]
 
 
-async def test_only_what_the_pacer_sends_within_a_second_is_handed_over(store: Store) -> None:
+async def test_only_what_the_pacer_sends_within_a_second_is_handed_over(store: SqliteStore) -> None:
     rig = Rig(store, burst=7, rate=1.0)
     for i in range(20):
         await rig.outbox.announce("#ops", f"news {i}")
@@ -317,7 +318,7 @@ async def test_only_what_the_pacer_sends_within_a_second_is_handed_over(store: S
     assert lines[ALERT_SHARE] == "pong"
 
 
-async def test_nothing_is_handed_over_while_disconnected(store: Store) -> None:
+async def test_nothing_is_handed_over_while_disconnected(store: SqliteStore) -> None:
     connected = asyncio.Event()
     rig = Rig(store, connected=connected)
     await rig.outbox.announce("#ops", "while away")
@@ -327,7 +328,7 @@ async def test_nothing_is_handed_over_while_disconnected(store: Store) -> None:
     assert texts(await rig.deliver_all()) == ["while away"]
 
 
-async def test_invalid_announcements_are_refused(store: Store) -> None:
+async def test_invalid_announcements_are_refused(store: SqliteStore) -> None:
     rig = Rig(store)
     for target in ("", "#a b", ":x", "#x\r\n", "#" + "x" * 300):
         with pytest.raises(ValueError, match="target"):
@@ -340,7 +341,7 @@ async def test_invalid_announcements_are_refused(store: Store) -> None:
 # --------------------------------------------------------------------------- delayed and expired
 
 
-async def test_old_announcements_are_marked_delayed(store: Store) -> None:
+async def test_old_announcements_are_marked_delayed(store: SqliteStore) -> None:
     rig = Rig(store, delayed_after_s=60)
     await rig.outbox.announce("#ops", "old one")
     rig.wall.advance(200)
@@ -349,7 +350,7 @@ async def test_old_announcements_are_marked_delayed(store: Store) -> None:
     assert rig.outbox.stats()["delayed"] == 1
 
 
-async def test_expired_announcements_are_summarised_not_replayed(store: Store) -> None:
+async def test_expired_announcements_are_summarised_not_replayed(store: SqliteStore) -> None:
     rig = Rig(store, expire_after_s=1800, delayed_after_s=60)
     for i in range(3):
         await rig.outbox.announce("#ops", f"push {i}", meta={"source": "github"})
@@ -385,7 +386,7 @@ async def announce_alert(outbox: Outbox, name: str, instance: str, status: str =
                           fold_key=name, meta=alert_meta(name, instance, status))  # fmt: skip
 
 
-async def test_a_backlog_over_the_limit_is_folded(store: Store) -> None:
+async def test_a_backlog_over_the_limit_is_folded(store: SqliteStore) -> None:
     rig = Rig(store, burst=7, rate=1.0, max_backlog_s=10)
     for i in range(1, 21):
         await announce_alert(rig.outbox, "HighCPU", f"web-{i}")
@@ -399,7 +400,7 @@ async def test_a_backlog_over_the_limit_is_folded(store: Store) -> None:
     assert rig.outbox.stats()["folded"] == 37
 
 
-async def test_a_backlog_under_the_limit_is_sent_as_is(store: Store) -> None:
+async def test_a_backlog_under_the_limit_is_sent_as_is(store: SqliteStore) -> None:
     rig = Rig(store, burst=7, rate=1.0, max_backlog_s=10)
     for i in range(1, 11):  # 10 lines: 3 s at the pacer's rate
         await announce_alert(rig.outbox, "HighCPU", f"web-{i}")
@@ -407,7 +408,7 @@ async def test_a_backlog_under_the_limit_is_sent_as_is(store: Store) -> None:
     assert lines == [f"[FIRING] HighCPU on web-{i}: too hot" for i in range(1, 11)]
 
 
-async def test_the_newest_state_wins_and_fired_and_resolved_collapse(store: Store) -> None:
+async def test_the_newest_state_wins_and_fired_and_resolved_collapse(store: SqliteStore) -> None:
     rig = Rig(store, burst=1, rate=1.0, max_backlog_s=5)
     for i in range(1, 9):
         await announce_alert(rig.outbox, "HighCPU", f"web-{i}")
@@ -422,7 +423,7 @@ async def test_the_newest_state_wins_and_fired_and_resolved_collapse(store: Stor
     ]
 
 
-async def test_plain_announcements_keep_their_place_in_a_storm(store: Store) -> None:
+async def test_plain_announcements_keep_their_place_in_a_storm(store: SqliteStore) -> None:
     rig = Rig(store, burst=1, rate=1.0, max_backlog_s=5)
     await rig.outbox.announce("#alerts", "maintenance starts")
     for i in range(1, 11):
@@ -436,7 +437,9 @@ async def test_plain_announcements_keep_their_place_in_a_storm(store: Store) -> 
     ]
 
 
-async def test_alerts_that_arrive_during_a_storm_are_folded_as_they_queue(store: Store) -> None:
+async def test_alerts_that_arrive_during_a_storm_are_folded_as_they_queue(
+    store: SqliteStore,
+) -> None:
     rig = Rig(store, burst=7, rate=1.0, max_backlog_s=10)
     sent: list[str] = []
     instance = 0
@@ -464,7 +467,7 @@ async def test_alerts_that_arrive_during_a_storm_are_folded_as_they_queue(store:
     assert await store.outbox_count() == 0
 
 
-async def test_a_summary_fits_the_line_with_its_delayed_marker(store: Store) -> None:
+async def test_a_summary_fits_the_line_with_its_delayed_marker(store: SqliteStore) -> None:
     rig = Rig(store, burst=1, rate=1.0, max_backlog_s=2, delayed_after_s=60)
     for i in range(200):
         await announce_alert(rig.outbox, "HighCPU", f"host-{i * 7}.eu-west-1.compute.internal")
@@ -482,7 +485,9 @@ async def test_a_summary_fits_the_line_with_its_delayed_marker(store: Store) -> 
 # --------------------------------------------------------------------------- the feeder task
 
 
-async def test_run_delivers_through_the_output_task_and_empties_the_store(store: Store) -> None:
+async def test_run_delivers_through_the_output_task_and_empties_the_store(
+    store: SqliteStore,
+) -> None:
     connected = asyncio.Event()
     output = OutputQueue(burst=50, rate=1000.0)
     outbox = Outbox(store, output, connected=connected)

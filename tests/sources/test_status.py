@@ -15,9 +15,10 @@ from click.testing import CliRunner
 from masterchief.bindings.event import Event
 from masterchief.cli import main
 from masterchief.config.schema import LogConfig
+from masterchief.sources.logs.offsets import LogOffset, save_offset, stored_offsets
 from masterchief.sources.logs.tail import LogTailer
 from masterchief.sources.status import as_of
-from masterchief.store.sqlite.store import Store
+from masterchief.store.sqlite import open_store
 from tests.harness import TRUST_HOSTMASKS, client_mask, running_bot, wait_until
 
 
@@ -63,20 +64,23 @@ def test_files_status_offline(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
 
     async def seed() -> float:
-        store = await Store.open(tmp_path / "var" / "mc.db")
+        store = await open_store(tmp_path / "var" / "mc.db")
         st = log.stat()
-        await store.log_offset_save(
-            "app",
-            str(log),
-            dev=st.st_dev,
-            ino=st.st_ino,
-            fingerprint=b"one",
-            offset=4,
-            lines_per_s=12.5,
+        await save_offset(
+            store,
+            LogOffset(
+                name="app",
+                path=str(log),
+                dev=st.st_dev,
+                ino=st.st_ino,
+                fingerprint=b"one".hex(),
+                offset=4,
+                lines_per_s=12.5,
+            ),
         )
-        (row,) = await store.log_offsets()
+        ((_, updated_at),) = await stored_offsets(store)
         await store.close()
-        return float(row["updated_at"])
+        return updated_at
 
     measured = asyncio.run(seed())
     lines = _status(cfg)
@@ -92,7 +96,7 @@ def test_files_status_offline_shows_the_rate_a_tailer_stored(tmp_path: Path) -> 
     cfg = _config(tmp_path)
 
     async def tail() -> None:
-        async with await Store.open(tmp_path / "var" / "mc.db") as store:
+        async with await open_store(tmp_path / "var" / "mc.db") as store:
             sink = Sink()
             tailer = LogTailer(
                 LogConfig(name="app", path=log, start_at="beginning"),

@@ -51,7 +51,7 @@ from typing import IO, Any
 
 from ...bindings.event import Event
 from ...config.schema import FilesConfig
-from ...store.sqlite.store import Store
+from ...store.api import FileIdentity, FileLedgerStore, FileState, LedgerEntry
 from .parse import (
     Refused,
     csv_header,
@@ -177,7 +177,7 @@ class FileWatcher:
         self,
         configs: Sequence[FilesConfig],
         submit: Callable[..., Awaitable[None]],
-        store: Store,
+        store: FileLedgerStore,
         *,
         announce: Announce | None = None,
     ) -> None:
@@ -197,8 +197,8 @@ class FileWatcher:
                     "name": w.config.name,
                     "path": str(w.root),
                     "pending": len(w.pending),
-                    "processed": ledger.get("done", 0),
-                    "in_flight": ledger.get("dispatched", 0),
+                    "processed": ledger.done,
+                    "in_flight": ledger.dispatched,
                     "quarantined": w.stats.quarantined,
                     "duplicates": w.stats.duplicates,
                     "redelivered": w.stats.redelivered,
@@ -303,24 +303,23 @@ class FileWatcher:
             return
         keep_open = False
         try:
-            same = await self._store.file_ledger_find(
-                cfg.name, dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns
-            )
+            identity = FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            same = await self._store.file_ledger_find(cfg.name, identity)
             # A "done" identity is confirmed by content: its inode may have been
             # freed (after: delete) and reused by a new file of the same size.
-            trusted = same if same is not None and same[1] in _UNFINISHED else None
+            trusted = same if same is not None and same.state in _UNFINISHED else None
             try:
                 digest, content = await asyncio.to_thread(
-                    _read, fh, fmt, cfg.max_bytes, trusted[0] if trusted else None
+                    _read, fh, fmt, cfg.max_bytes, trusted.hash if trusted else None
                 )
             except Refused as exc:
                 await self._quarantine(watch, path, exc)
                 return
             if trusted is not None:
-                state: str | None = trusted[1]
+                state: FileState | None = trusted.state
             else:
                 known = await self._store.file_ledger_get(cfg.name, digest)
-                state = known[0] if known else None
+                state = known.state if known else None
             if state == "done":
                 watch.stats.duplicates += 1
                 log.info("files %s: %s already processed; not dispatched again", cfg.name, path)
@@ -328,16 +327,9 @@ class FileWatcher:
                 return
             redelivery = state == "dispatched"
 
-            async def record(state: str) -> None:
+            async def record(state: FileState) -> None:
                 await self._store.file_ledger_put(
-                    cfg.name,
-                    digest,
-                    dev=st.st_dev,
-                    ino=st.st_ino,
-                    size=st.st_size,
-                    mtime_ns=st.st_mtime_ns,
-                    path=str(path),
-                    state=state,
+                    LedgerEntry(cfg.name, digest, identity, str(path), state)
                 )
 
             if state is None:

@@ -81,7 +81,8 @@ from typing import Any, Protocol
 
 from ...bindings.event import Event
 from ...config.schema import LogConfig
-from ...store.sqlite.store import Store
+from ...store.api import CheckpointStore
+from .offsets import LogOffset, load_offset, save_offset
 from .parse import Parser, make_parser
 
 __all__ = [
@@ -267,7 +268,7 @@ class FileFollower:
         path: str,
         sink: TailSink,
         *,
-        store: Store | None,
+        store: CheckpointStore | None,
         parser: Parser,
         poll_s: float,
         flush_lines: int = FLUSH_LINES,
@@ -329,19 +330,17 @@ class FileFollower:
             self._seen_before = True  # appears later: read it from the beginning
             return False
         fd, st = opened
-        saved = (
-            await self.store.log_offset_load(self.config.name, self.path) if self.store else None
-        )
+        saved = await load_offset(self.store, self.config.name, self.path) if self.store else None
         offset = 0
         if saved is not None:
-            fp: bytes = saved["fingerprint"]
+            fp = bytes.fromhex(saved.fingerprint)
             if (
-                saved["dev"] == st.st_dev
-                and saved["ino"] == st.st_ino
+                saved.dev == st.st_dev
+                and saved.ino == st.st_ino
                 and _fingerprint(fd, len(fp)) == fp
-                and saved["offset"] <= st.st_size
+                and saved.offset <= st.st_size
             ):
-                offset = int(saved["offset"])
+                offset = saved.offset
         elif not self._seen_before and self.config.start_at == "end":
             offset = st.st_size
         self._seen_before = True
@@ -488,14 +487,17 @@ class FileFollower:
                 c.stored(settled)  # the offset already stored covers them
                 return
             ident, off = committed
-            await self.store.log_offset_save(
-                self.config.name,
-                self.path,
-                dev=ident.dev,
-                ino=ident.ino,
-                fingerprint=ident.fingerprint,
-                offset=off,
-                lines_per_s=round(self._lines_per_s(now), 1),
+            await save_offset(
+                self.store,
+                LogOffset(
+                    name=self.config.name,
+                    path=self.path,
+                    dev=ident.dev,
+                    ino=ident.ino,
+                    fingerprint=ident.fingerprint.hex(),
+                    offset=off,
+                    lines_per_s=round(self._lines_per_s(now), 1),
+                ),
             )
             self._flushed = committed
             c.stored(settled)
@@ -551,7 +553,7 @@ class LogTailer:
         config: LogConfig,
         sink: TailSink,
         *,
-        store: Store | None = None,
+        store: CheckpointStore | None = None,
         poll_s: float = 0.1,
         rescan_s: float = 2.0,
         flush_lines: int = FLUSH_LINES,
@@ -609,7 +611,7 @@ class LogTailers:
         configs: Sequence[LogConfig],
         sink: TailSink,
         *,
-        store: Store | None = None,
+        store: CheckpointStore | None = None,
         wanted: Callable[[str], bool] | None = None,
     ) -> None:
         names = [c.name for c in configs]

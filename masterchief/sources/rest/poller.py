@@ -42,8 +42,8 @@ failures log at debug level; the first success after it emits
 ``rest.recovered`` and logs one line.
 
 State that must survive a restart (the selection hash, validators, whether
-a failure was already reported) lives in the store's ``rest_poll_state``
-table, keyed by poller name and reset when ``url`` or ``select`` changes.
+a failure was already reported) is the store checkpoint ``rest:<name>``
+(a ``RestState``), reset when ``url`` or ``select`` changes.
 
 Event payloads
 --------------
@@ -98,7 +98,7 @@ from masterchief.bindings.event import Event, new_ref
 from masterchief.config.schema import RestPollConfig
 from masterchief.config.secrets import MASK, REDACTOR, Redactor, Secret
 from masterchief.errors import ConfigError
-from masterchief.store.sqlite.store import Store, StoreError
+from masterchief.store.api import CheckpointStore, StoreError, from_json, to_json
 
 from .oauth import BodyTooLarge, ClientCredentials, TokenError, read_limited
 
@@ -203,6 +203,18 @@ def check_select(expression: str) -> ParsedResult:
         raise ValueError(f"invalid JMESPath expression: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class RestState:
+    """A poller's checkpoint: what it last saw, valid for ``fingerprint``."""
+
+    fingerprint: str
+    hash: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    failures: int = 0
+    failing_since: float | None = None
+
+
 def _fingerprint(config: RestPollConfig) -> str:
     """What the stored state is valid for: the same URL and selection."""
     return hashlib.sha256(f"{config.url}\n{config.select or ''}".encode()).hexdigest()
@@ -267,7 +279,7 @@ class RestPoller:
         config: RestPollConfig,
         sink: EventSink,
         *,
-        store: Store | None = None,
+        store: CheckpointStore | None = None,
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -356,17 +368,20 @@ class RestPoller:
         if self.store is None:
             return
         try:
-            row = await self.store.rest_state_load(self.name)
+            saved = await self.store.checkpoint_get(f"rest:{self.name}")
         except StoreError as exc:
             log.error("rest %s: cannot load poller state: %s", self.name, self._scrub(str(exc)))
             return
-        if row is None or row["fingerprint"] != self._fingerprint:
+        if saved is None:
             return
-        self._hash = row["hash"]
-        self._etag = row["etag"]
-        self._last_modified = row["last_modified"]
-        self.failures = int(row["failures"])
-        self._failing_since = row["failing_since"]
+        row = from_json(RestState, saved.value)
+        if row.fingerprint != self._fingerprint:
+            return
+        self._hash = row.hash
+        self._etag = row.etag
+        self._last_modified = row.last_modified
+        self.failures = int(row.failures)
+        self._failing_since = row.failing_since
         self._saved = self._state()
 
     async def _save_state(self) -> None:
@@ -374,14 +389,18 @@ class RestPoller:
         if self.store is None or state == self._saved:
             return
         try:
-            await self.store.rest_state_save(
-                self.name,
-                fingerprint=self._fingerprint,
-                hash=self._hash,
-                etag=self._etag,
-                last_modified=self._last_modified,
-                failures=self.failures,
-                failing_since=self._failing_since,
+            await self.store.checkpoint_put(
+                f"rest:{self.name}",
+                to_json(
+                    RestState(
+                        fingerprint=self._fingerprint,
+                        hash=self._hash,
+                        etag=self._etag,
+                        last_modified=self._last_modified,
+                        failures=self.failures,
+                        failing_since=self._failing_since,
+                    )
+                ),
             )
             self._saved = state
         except StoreError as exc:
@@ -650,7 +669,7 @@ class RestPollers:
         configs: Sequence[RestPollConfig],
         sink: EventSink,
         *,
-        store: Store | None = None,
+        store: CheckpointStore | None = None,
         **poller_options: Any,
     ) -> None:
         names = [c.name for c in configs]

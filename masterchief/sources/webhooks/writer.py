@@ -6,7 +6,7 @@ How this works
 A request handler awaits ``insert(...)``: the row joins ``_pending`` with a
 future, and if no flush is running one is started.  The flush takes
 everything pending (up to ``max_batch`` rows) plus the done marks collected
-so far, writes them with ``Store.record_deliveries`` in one transaction and
+so far, writes them with ``DeliveryStore.record_deliveries`` in one transaction and
 resolves each future with its id (None for a duplicate) or the store's
 exception.  Rows that arrive during a write wait for the next one, so under
 load a transaction carries many rows and the per-transaction cost (thread
@@ -26,19 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from masterchief.store.sqlite.store import Store
+from masterchief.store.api import DeliveryStore, NewDelivery
 
 __all__ = ["DeliveryWriter", "WriterClosed", "reraise_if_cancelling"]
 
 log = logging.getLogger("masterchief.web")
 
-_Row = tuple[str, str, str, str, str, float]
-
 
 def reraise_if_cancelling() -> None:
     """Re-raise a cancellation that a store call turned into another error.
 
-    (``Store._transaction`` can replace a CancelledError with a StoreError
+    (a store transaction can replace a CancelledError with a StoreError
     when its ROLLBACK fails; a loop that catches Exception would then go on
     as if nobody had asked it to stop.)"""
     task = asyncio.current_task()
@@ -51,12 +49,12 @@ class WriterClosed(RuntimeError):
 
 
 class DeliveryWriter:
-    """Group-commit writer for webhook deliveries over one ``Store``."""
+    """Group-commit writer for webhook deliveries over one ``DeliveryStore``."""
 
-    def __init__(self, store: Store, *, max_batch: int = 500) -> None:
+    def __init__(self, store: DeliveryStore, *, max_batch: int = 500) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._pending: list[tuple[_Row, asyncio.Future[int | None]]] = []
+        self._pending: list[tuple[NewDelivery, asyncio.Future[int | None]]] = []
         self._done: list[int] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -80,7 +78,9 @@ class DeliveryWriter:
         if self._closed:
             raise WriterClosed("delivery writer closed")
         fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._pending.append(((provider, dedup_key, event_key, body, meta, received_at), fut))
+        self._pending.append(
+            (NewDelivery(provider, dedup_key, event_key, body, meta, received_at), fut)
+        )
         self._kick()
         return await fut
 
@@ -111,7 +111,7 @@ class DeliveryWriter:
             )
 
     async def _flush(self) -> None:
-        batch: list[tuple[_Row, asyncio.Future[int | None]]] = []
+        batch: list[tuple[NewDelivery, asyncio.Future[int | None]]] = []
         try:
             while self._pending or self._done:
                 batch = self._pending[: self.max_batch]

@@ -30,7 +30,8 @@ from masterchief.sources.files.parse import (
     parse_document,
 )
 from masterchief.sources.files.watcher import FileWatcher, ignored_name
-from masterchief.store.sqlite.store import Store
+from masterchief.store.api import FileIdentity, FileState, LedgerEntry
+from masterchief.store.sqlite import SqliteStore, open_store
 from tests.harness import wait_until
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
@@ -176,7 +177,7 @@ async def watching(
     mask: str = "*",
     **cfg: Any,
 ) -> AsyncIterator[Rig]:
-    store = await Store.open(tmp / "mc.db")
+    store = await open_store(tmp / "mc.db")
     table = BindingTable()
     dispatcher = Dispatcher(table, handler_timeout_s=10)
     config = FilesConfig(
@@ -454,12 +455,12 @@ sys.path.insert(0, {repo!r})
 from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.registry import BindingTable
 from masterchief.config.schema import FilesConfig
-from masterchief.store.sqlite.store import Store
+from masterchief.store.sqlite import SqliteStore, open_store
 from masterchief.sources.files.watcher import FileWatcher
 
 async def main():
     tmp = Path({tmp!r})
-    store = await Store.open(tmp / "mc.db")
+    store = await open_store(tmp / "mc.db")
     table = BindingTable()
     dispatcher = Dispatcher(table)
     def die(ev):
@@ -663,13 +664,13 @@ async def test_known_identity_is_not_hashed_again(
     tmp_path: Path, hashed: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     states: list[tuple[str, str]] = []
-    real_put = Store.file_ledger_put
+    real_put = SqliteStore.file_ledger_put
 
-    async def spy(self: Store, watch: str, content_hash: str, **kw: Any) -> None:
-        states.append((content_hash, kw["state"]))
-        await real_put(self, watch, content_hash, **kw)
+    async def spy(self: SqliteStore, entry: LedgerEntry) -> None:
+        states.append((entry.hash, entry.state))
+        await real_put(self, entry)
 
-    monkeypatch.setattr(Store, "file_ledger_put", spy)
+    monkeypatch.setattr(SqliteStore, "file_ledger_put", spy)
     gate = asyncio.Event()
     started = asyncio.Event()
 
@@ -708,18 +709,16 @@ async def test_seen_row_found_by_identity_is_dispatched_after_restart(
     inbox.mkdir()
     (inbox / "seen.json").write_text('{"n": 1}')
     (inbox / "reused.json").write_text('{"n": 2}')
-    store = await Store.open(tmp_path / "mc.db")
-    for name, digest, state in [("seen", "digest-seen", "seen"), ("reused", "digest-old", "done")]:
+    store = await open_store(tmp_path / "mc.db")
+    ledger: list[tuple[str, str, FileState]] = [
+        ("seen", "digest-seen", "seen"),
+        ("reused", "digest-old", "done"),
+    ]
+    for name, digest, state in ledger:
         st = (inbox / f"{name}.json").stat()
+        identity = FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         await store.file_ledger_put(
-            "inbox",
-            digest,
-            dev=st.st_dev,
-            ino=st.st_ino,
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-            path=str(inbox / f"{name}.json"),
-            state=state,
+            LedgerEntry("inbox", digest, identity, str(inbox / f"{name}.json"), state)
         )
     await store.close()
     at_handler: dict[str, str | None] = {}
@@ -727,7 +726,7 @@ async def test_seen_row_found_by_identity_is_dispatched_after_restart(
     async def check(rig: Rig, ev: Event) -> None:
         rig.events.append(ev)
         row = await rig.watcher._store.file_ledger_get("inbox", ev.payload["hash"])
-        at_handler[ev.payload["name"]] = row[0] if row else None
+        at_handler[ev.payload["name"]] = row.state if row else None
 
     async with watching(tmp_path, check) as rig:
         await wait_until(lambda: processed(rig, "seen.json") and processed(rig, "reused.json"), 20)
@@ -740,7 +739,7 @@ async def test_seen_row_found_by_identity_is_dispatched_after_restart(
         assert hashed == [1]
         assert at_handler == {"seen.json": "dispatched", "reused.json": "dispatched"}
         row = await rig.watcher._store.file_ledger_get("inbox", "digest-seen")
-        assert row is not None and row[0] == "done"
+        assert row is not None and row.state == "done"
 
 
 # --- hostile paths through the watcher ---------------------------------------------------

@@ -18,15 +18,15 @@ from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
 from masterchief.config.schema import LogConfig
+from masterchief.sources.logs.offsets import load_offset
 from masterchief.sources.logs.tail import (
     FLUSH_LINES,
     FileFollower,
     LineSplitter,
     LogTailer,
-    LogTailers,
     TailSink,
 )
-from masterchief.store.sqlite.store import Store
+from masterchief.store.sqlite import SqliteStore, open_store
 
 
 class Sink:
@@ -78,7 +78,9 @@ def cfg(path: Path, **kw: Any) -> LogConfig:
     return LogConfig(name="app", path=path, **kw)
 
 
-def tailer(config: LogConfig, sink: TailSink, store: Store | None = None, **kw: Any) -> LogTailer:
+def tailer(
+    config: LogConfig, sink: TailSink, store: SqliteStore | None = None, **kw: Any
+) -> LogTailer:
     kw.setdefault("poll_s", 0.005)
     kw.setdefault("rescan_s", 0.02)
     return LogTailer(config, sink, store=store, **kw)
@@ -90,8 +92,8 @@ def append(path: Path, text: str) -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with await Store.open(tmp_path / "store.db") as s:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with await open_store(tmp_path / "store.db") as s:
         yield s
 
 
@@ -324,15 +326,15 @@ async def test_delete_and_recreate(tmp_path: Path) -> None:
 
 
 async def test_restart_in_the_middle_resumes_without_loss_or_duplication(
-    tmp_path: Path, store: Store
+    tmp_path: Path, store: SqliteStore
 ) -> None:
     path = tmp_path / "app.log"
     path.write_text("".join(f"l{i}\n" for i in range(100)))
     first = Sink()
     async with running(tailer(cfg(path), first, store, flush_lines=10)):
         await wait_for(lambda: len(first.events) == 100)
-    saved = await store.log_offset_load("app", str(path))
-    assert saved is not None and saved["offset"] == path.stat().st_size
+    saved = await load_offset(store, "app", str(path))
+    assert saved is not None and saved.offset == path.stat().st_size
     append(path, "".join(f"l{i}\n" for i in range(100, 150)))
     second = Sink()
     async with running(tailer(cfg(path, start_at="end"), second, store)):
@@ -356,7 +358,7 @@ class StuckSink(Sink):
 
 
 async def test_clean_stop_in_the_middle_stores_the_exact_offset(
-    tmp_path: Path, store: Store
+    tmp_path: Path, store: SqliteStore
 ) -> None:
     path = tmp_path / "app.log"
     lines = [f"l{i:05d}" for i in range(20_000)]
@@ -365,8 +367,8 @@ async def test_clean_stop_in_the_middle_stores_the_exact_offset(
     async with running(tailer(cfg(path), first, store)):
         await asyncio.wait_for(first.reached.wait(), 15)
     assert first.lines == lines[:5037]
-    saved = await store.log_offset_load("app", str(path))
-    assert saved is not None and saved["offset"] == 5037 * len("l00000\n")  # exactly
+    saved = await load_offset(store, "app", str(path))
+    assert saved is not None and saved.offset == 5037 * len("l00000\n")  # exactly
     second = Sink()
     async with running(tailer(cfg(path), second, store)):
         await wait_for(lambda: len(second.events) >= 20_000 - 5037)
@@ -380,12 +382,12 @@ sys.path.insert(0, {repo!r})
 from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.registry import BindingTable
 from masterchief.config.schema import LogConfig
-from masterchief.store.sqlite.store import Store
+from masterchief.store.sqlite import SqliteStore, open_store
 from masterchief.sources.logs.tail import LogTailer
 
 async def main():
     tmp = Path({tmp!r})
-    store = await Store.open(tmp / "mc.db")
+    store = await open_store(tmp / "mc.db")
     out = os.open(tmp / "out.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     table = BindingTable()
     def handle(ev):
@@ -417,7 +419,7 @@ async def test_killed_tailer_delivers_at_most_flush_lines_again(tmp_path: Path) 
     assert before == lines[:2501]
     after = Sink()
     async with (
-        await Store.open(tmp_path / "mc.db") as store,
+        await open_store(tmp_path / "mc.db") as store,
         running(tailer(cfg(path, start_at="end"), after, store)),
     ):
         await wait_for(lambda: bool(after.lines) and after.lines[-1] == lines[-1])
@@ -427,7 +429,7 @@ async def test_killed_tailer_delivers_at_most_flush_lines_again(tmp_path: Path) 
 
 
 async def test_a_stuck_handler_holds_its_file_back_after_flush_lines(
-    tmp_path: Path, store: Store
+    tmp_path: Path, store: SqliteStore
 ) -> None:
     """The price of the crash bound: no more than FLUSH_LINES dispatched lines
     past the stored offset, so a hung handler stops the file there (and only
@@ -458,8 +460,8 @@ async def test_a_stuck_handler_holds_its_file_back_after_flush_lines(
             await wait_for(lambda: len(seen) == 1000)
             await dispatcher.drain()
             await follower.flush()
-        saved = await store.log_offset_load("app", str(path))
-        assert saved is not None and saved["offset"] == path.stat().st_size
+        saved = await load_offset(store, "app", str(path))
+        assert saved is not None and saved.offset == path.stat().st_size
     finally:
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -468,7 +470,7 @@ async def test_a_stuck_handler_holds_its_file_back_after_flush_lines(
 
 
 async def test_offset_is_committed_only_after_dispatch_finished(
-    tmp_path: Path, store: Store
+    tmp_path: Path, store: SqliteStore
 ) -> None:
     """With a real dispatcher: a line whose handler has not finished is not
     committed, so a crash (no final flush) repeats it rather than losing it."""
@@ -493,13 +495,13 @@ async def test_offset_is_committed_only_after_dispatch_finished(
             await wait_for(lambda: seen == ["b ERROR"] and len(everything) == 3)
             follower = t.followers[str(path)]
             await follower.flush()
-            saved = await store.log_offset_load("app", str(path))
-            assert saved is not None and saved["offset"] == 2  # "b ERROR" still running
+            saved = await load_offset(store, "app", str(path))
+            assert saved is not None and saved.offset == 2  # "b ERROR" still running
             release.set()
             await dispatcher.drain()
             await follower.flush()
-            saved = await store.log_offset_load("app", str(path))
-            assert saved is not None and saved["offset"] == path.stat().st_size
+            saved = await load_offset(store, "app", str(path))
+            assert saved is not None and saved.offset == path.stat().st_size
     finally:
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -507,7 +509,7 @@ async def test_offset_is_committed_only_after_dispatch_finished(
     assert sorted(everything) == ["a", "b ERROR", "c"]  # a path-only mask gets every line
 
 
-async def test_inode_reuse_is_detected_by_fingerprint(tmp_path: Path, store: Store) -> None:
+async def test_inode_reuse_is_detected_by_fingerprint(tmp_path: Path, store: SqliteStore) -> None:
     path = tmp_path / "app.log"
     path.write_text("old content one\nold content two\n")
     first = Sink()
@@ -523,12 +525,6 @@ async def test_inode_reuse_is_detected_by_fingerprint(tmp_path: Path, store: Sto
     async with running(tailer(cfg(path), second, store)):
         await wait_for(lambda: len(second.events) == 2)
     assert second.lines == ["NEW first line that is long enough", "NEW second"]
-
-
-async def test_tailers_reject_duplicate_names(tmp_path: Path) -> None:
-    c = cfg(tmp_path / "a.log")
-    with pytest.raises(ValueError, match="duplicate"):
-        LogTailers([c, c], Sink())
 
 
 async def test_an_unreadable_path_does_not_stop_the_tailer(
@@ -547,7 +543,7 @@ async def test_an_unreadable_path_does_not_stop_the_tailer(
 
 
 async def test_unwanted_lines_are_not_dispatched_but_their_offsets_commit(
-    tmp_path: Path, store: Store
+    tmp_path: Path, store: SqliteStore
 ) -> None:
     path = tmp_path / "app.log"
     path.write_text("a\nb ERROR\nc\nd\n")
@@ -556,5 +552,5 @@ async def test_unwanted_lines_are_not_dispatched_but_their_offsets_commit(
     async with running(t):
         await wait_for(lambda: bool(t.followers) and t.followers[str(path)].lines == 4)
     assert sink.lines == ["b ERROR"]
-    saved = await store.log_offset_load("app", str(path))
-    assert saved is not None and saved["offset"] == path.stat().st_size
+    saved = await load_offset(store, "app", str(path))
+    assert saved is not None and saved.offset == path.stat().st_size

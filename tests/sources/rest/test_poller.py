@@ -40,7 +40,7 @@ from masterchief.sources.rest.poller import (
     jittered,
     redact_url,
 )
-from masterchief.store.sqlite.store import Store
+from masterchief.store.sqlite import open_store
 from tests.harness import running_bot, wait_until
 
 # --- harness -----------------------------------------------------------------------
@@ -812,13 +812,13 @@ async def test_state_survives_restart(
 ) -> None:
     api.json_at("/s", {"v": 1}, ETag='"v1"')
     cfg = config(api.url("/s"))
-    async with await Store.open(tmp_path / "s.db") as store:
+    async with await open_store(tmp_path / "s.db") as store:
         sink = Sink()
         p = poller(cfg, sink, store=store)
         await p.load_state()
         assert (await p.poll_once(session)).emitted
 
-    async with await Store.open(tmp_path / "s.db") as store:
+    async with await open_store(tmp_path / "s.db") as store:
         sink = Sink()
         p = poller(cfg, sink, store=store)
         await p.load_state()
@@ -829,7 +829,7 @@ async def test_state_survives_restart(
         assert not (await p.poll_once(session)).ok
         assert len(sink.of("event", "rest.failing")) == 1
 
-    async with await Store.open(tmp_path / "s.db") as store:
+    async with await open_store(tmp_path / "s.db") as store:
         sink = Sink()
         p = poller(cfg, sink, store=store)
         await p.load_state()
