@@ -9,7 +9,7 @@ import pytest
 from masterchief.bindings.event import ConsoleSession, Event, IrcUser, LinkedBot, SourceOrigin
 from masterchief.identity.resolve import LINKED_BOT, Resolver
 from masterchief.identity.users import UserTable
-from masterchief.store.sqlite.store import Store
+from masterchief.store.api import UserStore
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Net:
 
 
 @pytest.fixture
-async def users(store: Store) -> UserTable:
+async def users(store: UserStore) -> UserTable:
     table = await UserTable.load(store)
     await table.add_user("alice", hostmasks=["*!alice@a.example"], account="AliceAcct", flags="n")
     await table.add_user("bob", hostmasks=["*!bob@b.example"], flags="o")
