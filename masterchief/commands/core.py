@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..bindings.event import Event
+from ..bindings.event import ConsoleSession, Event, LinkedBot
 from ..bindings.flags import FLAG_LETTERS, FlagError, apply_changes, implied
 from ..bindings.masks import irc_lower
 from ..bindings.registry import BIND_TYPES, Binding
@@ -111,14 +111,25 @@ def _describe(app: App, b: Binding, prefix: str) -> str:
     return f"{b.mask} — {text} (flags {b.flags.text})"
 
 
+def _seen_as(ev: Event) -> tuple[str, str]:
+    """How ``!whoami`` names the asker, and how they were seen."""
+    peer = ev.peer
+    if isinstance(peer, ConsoleSession):
+        return peer.handle, f"{peer.transport} session {peer.session}"
+    if isinstance(peer, LinkedBot):
+        return peer.user or peer.bot, f"through the linked bot {peer.bot}"
+    return str(ev.nick), f"account {ev.account or 'none'}"
+
+
 def cmd_whoami(app: App, ev: Event) -> None:
     who = app.resolve(ev)
-    acct = ev.account or "none"
+    name, seen = _seen_as(ev)
     if who is None:
-        ev.reply(f"{ev.nick}: no user record matches you ({ev.hostmask}, account {acct})")
+        where = f"{ev.hostmask}, {seen}" if ev.peer is None else seen
+        ev.reply(f"{name}: no user record matches you ({where})")
         return
     glob = who.global_flags()
-    text = f"{ev.nick}: you are {who.handle} (account {acct}), "
+    text = f"{name}: you are {who.handle} ({seen}), "
     text += f"global flags +{glob}" if glob else "no global flags"
     if ev.channel:
         chan = who.channel_flags(ev.channel)

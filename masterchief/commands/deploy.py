@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..bindings.event import Event
+from ..bindings.event import ConsoleSession, Event
 from ..bindings.flags import FlagMask
 from ..config.secrets import REDACTOR
 from ..deploy import bothost
@@ -30,6 +30,7 @@ from ..deploy.job import Person
 from ..deploy.jobs import JobManager
 from ..deploy.params import parse_args, validate_params
 from ..errors import UserError
+from ..outputs.targets import Target
 from ..store.api import JobRecord
 from .paging import private_page, split_page
 
@@ -63,7 +64,10 @@ def _who(
         chan = who.channel_flags(channel) if channel else ""
         return mask.allows(who.global_flags(), chan)
 
-    return Person(who.handle, ev.nick, ev.account, trusted=who.restricted is None), allowed
+    peer = ev.peer
+    console = Target(peer.transport, peer.session) if isinstance(peer, ConsoleSession) else None
+    trusted = who.restricted is None
+    return Person(who.handle, ev.nick, ev.account, trusted=trusted, console=console), allowed
 
 
 def _may_read_jobs(app: App, jobs: JobManager, ev: Event, what: str) -> None:

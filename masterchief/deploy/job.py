@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from ..config.secrets import MASK, REDACTOR, Secret
+from ..outputs.targets import Target
 from ..store.api import Approval, JobRecord, JobStore, LeaseStore
 from .manifest import ApprovalRule, Module, folder_digest
 
@@ -96,6 +97,17 @@ class Person:
     # or untrusted hostmask): such a caller is nobody's "self", so acting on a
     # job as its requester needs the module's flags like anyone else.
     trusted: bool = True
+    # A requester who asked from a console (partyline, web) rather than IRC:
+    # their session, where they are told what the channels are told.
+    console: Target | None = None
+
+    @property
+    def private_target(self) -> Target | None:
+        """Where this person is told privately: the console session, else the
+        nick on IRC (which follows nick changes)."""
+        if self.console is not None:
+            return self.console
+        return Target.irc(self.nick) if self.nick else None
 
     def same_as(self, other: Person) -> bool:
         if not self.trusted:

@@ -42,6 +42,7 @@ from ..bindings.flags import FlagMask
 from ..config.schema import DeployConfig
 from ..config.secrets import REDACTOR, Secret
 from ..errors import UserError
+from ..outputs.targets import Target
 from ..text import without_hidden
 from .catalog import ModuleLoader
 from .job import (
@@ -76,8 +77,8 @@ class JobManager:
         store: DeployStore,
         modules: ModuleLoader,
         *,
-        announce: Callable[[str, str], Awaitable[None]],
-        say: Callable[[str, str], object],
+        announce: Callable[[Target, str], Awaitable[None]],
+        say: Callable[[Target, str], object],
         submit: Callable[[Event], object],
         wants: Callable[[str], bool] = lambda key: True,
         module_config: Callable[[str, str], Mapping[str, Any]] = lambda name, env: {},

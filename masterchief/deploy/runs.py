@@ -34,6 +34,7 @@ from ..bindings.event import Event
 from ..config.schema import DeployConfig
 from ..config.secrets import REDACTOR
 from ..errors import UserError
+from ..outputs.targets import Target
 from . import bothost, runners
 from .catalog import ModuleLoader
 from .job import (
@@ -66,8 +67,8 @@ class JobRuns:
         modules: ModuleLoader,
         jobs: dict[str, Job],
         *,
-        announce: Callable[[str, str], Awaitable[None]],
-        say: Callable[[str, str], object],
+        announce: Callable[[Target, str], Awaitable[None]],
+        say: Callable[[Target, str], object],
         submit: Callable[[Event], object],
         wants: Callable[[str], bool],
         module_config: Callable[[str, str], Mapping[str, Any]],
@@ -89,13 +90,17 @@ class JobRuns:
         self._pending = pending
         self.stats = {"started": 0, "refused": 0, "lines": 0, "progress_lines": 0}
 
-    def targets(self, job: Job) -> list[str]:
-        out: list[str] = []
+    def targets(self, job: Job) -> list[Target]:
+        """Where a job's lines go: its channel and ``deploy.channels``, else the
+        requester privately; a requester on a console, who cannot see the
+        channels, is told in their session too."""
+        out: list[Target] = []
         for t in (job.channel, *self.config.channels):
-            if t and t.lower() not in {o.lower() for o in out}:
-                out.append(t)
-        if not out and job.requester.nick:
-            out.append(job.requester.nick)
+            if t and t.lower() not in {o.name.lower() for o in out}:
+                out.append(Target.irc(t))
+        to = job.requester.private_target
+        if to is not None and (not out or not to.is_irc):
+            out.append(to)
         return out
 
     async def start(self, job: Job) -> None:
@@ -276,8 +281,10 @@ class JobRuns:
         ``plan_private_lines``) and a pointer in the channels."""
         cfg = self.config
         targets = self.targets(job)
-        nick = job.requester.nick
-        private = nick is not None and not any(self._same_target(nick, t) for t in targets)
+        to = job.requester.private_target
+        channels = [t for t in targets if not (to and self._same_target(to, t))]
+        # told apart from the channels (a requester's own target is not one)
+        private = to is not None and bool(channels)
         if count <= cfg.plan_lines or not private or not cfg.plan_private_lines:
             shown = cfg.plan_private_lines if not private else cfg.plan_lines
             plan = self._plan_texts(job, lines, count, shown)
@@ -285,13 +292,15 @@ class JobRuns:
                 for text in plan:
                     self.teller.tell(target, text, packable=False)
             return
-        assert nick is not None
-        for target in targets:
-            pointer = f"[{job.id}] {count} changes: the plan went to {nick} privately"
+        assert to is not None
+        who = job.requester.nick or job.requester.handle
+        for target in channels:
+            pointer = f"[{job.id}] {count} changes: the plan went to {who} privately"
             self.teller.tell(target, pointer, packable=False)
-        self.teller.tell(nick, REDACTOR.redact(result), packable=False)
+        if to not in targets:  # a console requester was told the result already
+            self.teller.tell(to, REDACTOR.redact(result), packable=False)
         for text in self._plan_texts(job, lines, count, cfg.plan_private_lines):
-            self.teller.tell(nick, text, packable=False)
+            self.teller.tell(to, text, packable=False)
 
     @staticmethod
     def _plan_texts(job: Job, lines: tuple[str, ...], count: int, shown: int) -> list[str]:
@@ -302,8 +311,8 @@ class JobRuns:
         return texts
 
     @staticmethod
-    def _same_target(a: str, b: str) -> bool:
-        return a.casefold() == b.casefold()
+    def _same_target(a: Target, b: Target) -> bool:
+        return a.transport == b.transport and a.name.casefold() == b.name.casefold()
 
     def event(self, key: str, job: Job, **extra: Any) -> None:
         payload = job.payload()
@@ -324,7 +333,7 @@ class JobRuns:
         now = time.time() if now is None else now
         if self.teller.busy or self._pending() > 0:
             return 0
-        news: dict[str, list[tuple[Job, str]]] = {}
+        news: dict[Target, list[tuple[Job, str]]] = {}
         for job in live(self.jobs):
             if job.status != "running" or not job.fresh:
                 continue

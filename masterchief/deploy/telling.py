@@ -26,6 +26,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from ..outputs.targets import Target
+
 __all__ = ["Teller", "pack"]
 
 log = logging.getLogger("masterchief.deploy")
@@ -73,15 +75,15 @@ class Teller:
     """Gathers lines per target and announces them in order (see the module doc)."""
 
     def __init__(
-        self, announce: Callable[[str, str], Awaitable[None]], gather_s: float = 0.25
+        self, announce: Callable[[Target, str], Awaitable[None]], gather_s: float = 0.25
     ) -> None:
         self._announce = announce
         self.gather_s = gather_s
-        self._gathered: dict[str, list[tuple[str, bool]]] = {}
+        self._gathered: dict[Target, list[tuple[str, bool]]] = {}
         self._after: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def tell(self, target: str, text: str, *, packable: bool = True) -> None:
+    def tell(self, target: Target, text: str, *, packable: bool = True) -> None:
         """Queue ``text`` (already redacted) for ``target``."""
         self._gathered.setdefault(target, []).append((text, packable))
         self._kick()

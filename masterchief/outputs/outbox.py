@@ -79,7 +79,7 @@ from ..bindings.masks import irc_lower
 from ..irc import storm
 from ..irc.pacer import OutputQueue, sanitize
 from ..store.api import OutboxRecord, OutboxStore, StoreError
-from .targets import IRC, Target, Transport
+from .targets import IRC, Target, Transport, Transports
 
 __all__ = ["Outbox", "current_outbox", "delayed_prefix", "expired_line", "human_age"]
 
@@ -177,7 +177,7 @@ class Outbox:
         confirm_after_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-        transports: Iterable[Transport] = (),
+        transports: Transports | None = None,
     ) -> None:
         self._store = store
         self._output = output
@@ -195,7 +195,7 @@ class Outbox:
         self._pending: dict[str, deque[OutboxRecord]] = {}
         self._turns: deque[str] = deque()  # targets with pending rows, in turn order
         self._others: deque[str] = deque()  # the same, of other transports than IRC
-        self._transports: dict[str, Transport] = {t.name: t for t in transports}
+        self._transports = transports if transports is not None else Transports()
         self._known: set[int] = set()  # ids pending, handed over or unconfirmed
         self._handed: deque[_Unit] = deque()  # in the output queue, not yet written
         self._unconfirmed: deque[_Unit] = deque()  # written, in order
@@ -219,7 +219,7 @@ class Outbox:
 
     def add_transport(self, transport: Transport) -> None:
         """Deliver the targets of ``transport.name`` through ``transport``."""
-        self._transports[transport.name] = transport
+        self._transports.add(transport)
         self._wakeup.set()
 
     async def announce(

@@ -6,7 +6,8 @@ text and the announcer, the deploy announcements and scripts speak it.  A
 bare name (``#ops``, ``alice``: the configuration's channels, outbox rows
 written before targets existed) is an IRC target.  A ``Transport`` is what
 delivers lines to its own targets' names (the IRC one is
-``irc/transport.py``); the outbox picks it by ``Target.transport``.
+``irc/transport.py``); ``Transports`` finds it by ``Target.transport``, for
+the outbox and for lines that need not be durable (deploy progress ticks).
 Validation is here, once: a transport name is lower-case letters, digits
 and dashes; a target name is one word, not starting with ``:``, that fits a
 protocol line (no spaces or control characters, at most 200 bytes).
@@ -15,10 +16,11 @@ protocol line (no spaces or control characters, at most 200 bytes).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["IRC", "Target", "Transport"]
+__all__ = ["IRC", "Target", "Transport", "Transports"]
 
 IRC = "irc"
 _TRANSPORT = re.compile(r"[a-z][a-z0-9-]{0,31}")
@@ -78,3 +80,25 @@ class Target:
     @property
     def is_irc(self) -> bool:
         return self.transport == IRC
+
+
+class Transports:
+    """The transports by name (see the module doc)."""
+
+    def __init__(self, transports: Iterable[Transport] = ()) -> None:
+        self._by_name = {t.name: t for t in transports}
+
+    def add(self, transport: Transport) -> None:
+        self._by_name[transport.name] = transport
+
+    def get(self, name: str) -> Transport | None:
+        return self._by_name.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def deliver(self, target: Target, text: str) -> int:
+        """Say ``text`` to ``target`` now, not durably; the lines it became
+        (0: no transport of that name)."""
+        transport = self._by_name.get(target.transport)
+        return 0 if transport is None else transport.deliver(target.name, text)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import os
 import signal
@@ -47,6 +46,7 @@ from ..irc.flood import FloodPolicy
 from ..irc.pacer import OutputQueue
 from ..outputs import announce
 from ..outputs.outbox import Outbox
+from ..outputs.targets import Transports
 from ..sources.clock import Clock
 from ..sources.files.watcher import FileWatcher
 from ..sources.logs.tail import LogTailers
@@ -127,6 +127,8 @@ class App:
             self.irc,
             hostmask_flags=lambda: self.config.users.hostmask_flags_on_account_networks,
         )
+        # What delivers lines to Targets: IRC, later the partyline and web console.
+        self.transports = Transports([self.irc.transport])
         # Durable announcements (webhooks, scripts): fed to IRC while connected.
         self.outbox = Outbox(
             store,
@@ -135,6 +137,7 @@ class App:
             expire_after_s=config.outbox.expire_after_s,
             delayed_after_s=config.outbox.delayed_after_s,
             max_backlog_s=out.max_backlog_s,
+            transports=self.transports,
         )
         # The server's echo of our own lines confirms announcements (echo-message).
         echo = self.outbox.echo_handler(lambda: self.irc.nickname)
@@ -164,7 +167,7 @@ class App:
             store,
             self.modules,
             announce=self.outbox.announce,
-            say=functools.partial(self.output.privmsg, priority="alert"),  # deploy lines' lane
+            say=self.transports.deliver,  # progress ticks: not durable, IRC's alert lane
             submit=self.dispatcher.submit,
             wants=self._wants_event,
             module_config=self.module_config,

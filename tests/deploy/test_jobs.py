@@ -17,6 +17,7 @@ from masterchief.deploy.job import Job, Person
 from masterchief.deploy.jobs import JobManager
 from masterchief.deploy.runners import OutputLine
 from masterchief.errors import UserError
+from masterchief.outputs.targets import Target
 from masterchief.store.api import JobRecord
 from masterchief.store.sqlite import SqliteStore, open_store
 from tests.harness import wait_until
@@ -62,16 +63,16 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     config = DeployConfig(work_dir=tmp_path / "jobs", channels=("#deploys",), kill_grace_s=1)
     holder: list[Rig] = []
 
-    async def announce(target: str, text: str) -> None:
+    async def announce(target: Target, text: str) -> None:
         await holder[0].gate.wait()
-        holder[0].announced.append((target, text))
+        holder[0].announced.append((target.name, text))
 
     jobs = JobManager(
         config,
         store,
         loader,
         announce=announce,
-        say=lambda target, text: holder[0].said.append((target, text)),
+        say=lambda target, text: holder[0].said.append((target.name, text)),
         submit=lambda ev: holder[0].events.append(ev),
     )
     holder.append(Rig(jobs, store))

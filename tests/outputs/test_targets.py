@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from masterchief.outputs.targets import Target
+from masterchief.outputs.targets import Target, Transports
 from tests.harness import wait_until
 from tests.outputs.test_outbox import T0, Rig, texts
 
@@ -59,7 +59,7 @@ class Console:
 
 async def test_other_transports_get_their_targets_irc_keeps_its_own(store: Any) -> None:
     console = Console()
-    rig = Rig(store, transports=[console])  # type: ignore[arg-type]
+    rig = Rig(store, transports=Transports([console]))
     await rig.outbox.announce("irc:#ops", "to irc")
     await rig.outbox.announce(Target("test", "s1"), "one")
     await rig.outbox.announce("test:s1", "two")
@@ -72,7 +72,7 @@ async def test_other_transports_get_their_targets_irc_keeps_its_own(store: Any) 
 async def test_a_transport_not_connected_keeps_its_rows(store: Any) -> None:
     console = Console()
     console.connected = False
-    rig = Rig(store, transports=[console])  # type: ignore[arg-type]
+    rig = Rig(store, transports=Transports([console]))
     await rig.outbox.announce("test:s1", "later")
     await rig.outbox.step()
     assert console.lines == [] and rig.outbox.depth() == 1
@@ -96,3 +96,12 @@ async def test_rows_from_before_targets_are_irc_targets(store: Any) -> None:
     rig = Rig(store)
     await rig.outbox.announce("irc:#ops", "new row")  # the same target: one queue, in order
     assert texts(await rig.deliver_all()) == ["old row", "new row"]
+
+
+def test_transports_deliver_by_the_targets_transport() -> None:
+    console = Console()
+    transports = Transports([console])
+    assert transports.deliver(Target("test", "s1"), "hi") == 1
+    assert transports.deliver(Target.irc("#ops"), "nobody") == 0  # no IRC transport here
+    assert console.lines == [("s1", "hi")]
+    assert "test" in transports and "irc" not in transports
