@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 __all__ = [
+    "AGGREGATES",
     "Approval",
     "Checkpoint",
     "CheckpointStore",
@@ -82,9 +83,6 @@ R = TypeVar("R")
 
 def _frozen_empty() -> Mapping[str, str]:
     return MappingProxyType({})
-
-
-# --- records ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +275,6 @@ def from_json(kind: Callable[..., R], value: JsonObject) -> R:
     known = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
     args: dict[str, Any] = {k: v for k, v in value.items() if k in known}
     return kind(**args)
-
-
-# --- aggregates ----------------------------------------------------------------------------
 
 
 class HealthStore(Protocol):
@@ -479,16 +474,5 @@ class Store(
     async def close(self) -> None: ...
 
 
-AGGREGATES: tuple[type, ...] = (
-    HealthStore,
-    UserStore,
-    DeliveryStore,
-    OutboxStore,
-    JobStore,
-    LeaseStore,
-    CheckpointStore,
-    FileLedgerStore,
-    EventLogStore,
-    ReplayStore,
-)
+AGGREGATES: tuple[type, ...] = tuple(b for b in Store.__bases__ if b is not Protocol)
 """The aggregate Protocols (the contract suite checks each method is tested)."""
