@@ -34,7 +34,6 @@ __all__ = [
     "LinkedBot",
     "Origin",
     "Reply",
-    "ReplySink",
     "SourceOrigin",
     "new_ref",
 ]
@@ -58,9 +57,6 @@ class Reply(Protocol):
 
     def private(self, event: Event, text: str) -> None:
         """Answer only ``event``'s sender (long or personal replies)."""
-
-
-ReplySink = Reply  # the earlier name, for code not yet renamed
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from pathlib import PurePath
 from typing import Any
 
 from masterchief.bindings.access import FAILED, FIRED, REFUSED
-from masterchief.bindings.event import Event, ReplySink
+from masterchief.bindings.event import Event, Reply
 from masterchief.config.secrets import MASK, REDACTOR, Redactor, Secret
 from masterchief.errors import UserError
 from masterchief.store.api import EventLogRecord
@@ -213,7 +213,7 @@ def truncated(rec: EventLogRecord) -> bool:
 
 
 def rebuild(
-    rec: EventLogRecord, *, sink: ReplySink | None = None, allow_truncated: bool = False
+    rec: EventLogRecord, *, sink: Reply | None = None, allow_truncated: bool = False
 ) -> Event:
     """The Event a replay of ``rec`` dispatches: the stored (redacted) data,
     a new id and time, ``replay_of`` = the original's id.  The handle is left

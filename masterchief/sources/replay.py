@@ -17,7 +17,7 @@ import dataclasses
 import logging
 
 from masterchief.bindings.dispatcher import Dispatcher
-from masterchief.bindings.event import ReplySink, new_ref
+from masterchief.bindings.event import Reply, new_ref
 from masterchief.eventlog.policy import ReplayError, rebuild
 from masterchief.eventlog.writer import EventLog
 from masterchief.store.api import LoggedReplayStore, ReplayRequest, StoreError
@@ -44,7 +44,7 @@ class ReplayWorker:
         dispatcher: Dispatcher,
         eventlog: EventLog | None = None,
         *,
-        sink: ReplySink | None = None,
+        sink: Reply | None = None,
         poll_s: float = 0.5,
         max_inflight: int = 16,
         wait_s: float | None = None,
