@@ -27,6 +27,7 @@ __all__ = [
     "Recorder",
     "Resolver",
     "permitted",
+    "refusal",
 ]
 
 
@@ -65,3 +66,17 @@ def permitted(b: Binding, ev: Event, who: Principal | None) -> bool:
     glob = who.global_flags() if who is not None else ""
     chan = who.channel_flags(ev.channel) if who is not None and ev.channel else ""
     return b.flags.allows(glob, chan)
+
+
+def refusal(b: Binding, ev: Event, who: Principal | None) -> str:
+    """What someone refused by ``b``'s flags is told: what they need, and why
+    their user record (if any) does not give it."""
+    to = f"{ev.nick}: " if ev.nick and ev.channel else ""
+    need = b.flags.describe(ev.channel)
+    if b.flags.anyone:
+        return f"{to}you may not use {ev.key}"
+    if who is None:
+        return f"{to}you need {need} for {ev.key} (no user record matches you)"
+    if who.restricted is not None:
+        return f"{to}you need {need} for {ev.key} (you matched {who.restricted})"
+    return f"{to}you need {need} for {ev.key}"

@@ -24,27 +24,25 @@ order and hands the queue to another thread once a piece blocks for
 ``takeover_s``.  So a ``def`` handler that blocks never stops the loop, and
 what is queued behind it waits at most ``takeover_s``, the first time too.
 
-- A chain whose handlers are all scripts' plain ones is one ``_Job`` for the
-  lane: ``_run_sync`` walks it there exactly as it walks a built-in chain
-  inline (flags, ``stop``, records), and the loop collects finished jobs in
-  batches (``_collect``: counters, records, ``on_done``).  No task or future
-  per event: that is what keeps most of the inline throughput.
+- A chain whose handlers are all scripts' plain ones is one ``LaneChain``
+  for the lane: ``run_sync`` walks it there with the same ``_walk`` as a
+  built-in chain inline (flags, ``stop``, records), and the loop collects
+  finished jobs in batches (``_collect``: counters, records, ``on_done``).
+  No task or future per event: that keeps most of the inline throughput.
 - Any other chain runs in its own task (``_run_async``), tracked in
   ``self._tasks``: ``async def`` handlers are awaited under
-  ``handler_timeout_s``, a script's plain handler is one ``_Call`` in the
+  ``handler_timeout_s``, a script's plain handler is one ``LaneCall`` in the
   lane awaited the same way, a built-in one runs inline.
 
-Both kinds of task and job hold one of ``max_inflight`` slots.  A handler in
-the lane sees its Event with a sink that hands replies to the loop through
-``call_soon_threadsafe`` (in order, before its result), and its return value
-decides as before (a pubm's True skips the pub stage, a ctcp's True the
-built-in reply).  At ``handler_timeout_s`` the call is abandoned: reported
-like an async timeout, its later replies dropped, ``HandlerTimeout`` raised
-into it at its next Python instruction, and the rest of its chain goes on in
-a task (``_overdue``); a job that waited that long without starting (every
-lane thread blocked) fails and never runs (``_expire``).  A handler that
-raises or times out is logged with a reference id, and the user sees only
-``!cmd failed (ref 1a2b3c)``.  Nothing a handler does (raise, ``sys.exit()``,
+Both kinds of task and job hold one of ``max_inflight`` slots; lanework.py
+has the lane's side (replies handed back to the loop in order, a handler's
+return value deciding as inline).  At ``handler_timeout_s`` a lane call is
+abandoned: reported like an async timeout, its later replies dropped,
+``HandlerTimeout`` raised into it, and the rest of its chain goes on in a
+task (``overdue``); a job that waited that long without starting (every lane
+thread blocked) fails and never runs (``_expire``).  A handler that raises
+or times out is logged with a reference id, and the user sees only ``!cmd
+failed (ref 1a2b3c)``.  Nothing a handler does (raise, ``sys.exit()``,
 hang) stops the worker.
 
 Built-in plain handlers cannot be cancelled either, so ``run()`` starts a
@@ -63,15 +61,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import dataclasses
 import functools
 import inspect
 import logging
 import time
 from collections.abc import Callable, Coroutine, Generator
-from concurrent.futures import Future
-from dataclasses import dataclass
 from types import CodeType
 from typing import Any, Final
 
@@ -85,9 +80,19 @@ from .access import (
     Recorder,
     Resolver,
     permitted,
+    refusal,
 )
-from .event import Event, Reply, new_ref
+from .event import Event, new_ref
 from .lane import HandlerLane, HandlerTimeout
+from .lanework import (
+    ABANDONED,
+    HANDLER_FAILED,
+    DispatchStats,
+    Done,
+    LaneChain,
+    Staged,
+    call_in_lane,
+)
 from .registry import BIND_TYPES, Binding, BindingTable, current_owner
 from .watchdog import Watchdog
 
@@ -108,34 +113,7 @@ def _outcome(fired: int, refused: int, failed: int) -> str:
     return REFUSED if refused else SKIPPED
 
 
-class _Failed:
-    """What ``_call`` returns for a handler that raised or timed out (falsy)."""
-
-    __slots__ = ()
-
-    def __bool__(self) -> bool:
-        return False
-
-
-_FAILED = _Failed()
-
-
-@dataclass(slots=True)
-class DispatchStats:
-    received: int = 0
-    dropped: int = 0
-    processed: int = 0
-    fired: int = 0
-    refused: int = 0
-    errors: int = 0
-    timeouts: int = 0
-
-
 Chain = tuple[Event, ...]
-Staged = list[
-    tuple[Event, tuple[Binding, ...]]
-]  # a chain's Events that matched, with their bindings
-Done = Callable[[], object] | None
 _Item = tuple[Chain, Done]
 
 
@@ -171,7 +149,7 @@ class Dispatcher:
         # many handlers are stuck (see lane.py for what happens when all are).
         self.lane = HandlerLane(takeover_s=takeover_s, max_threads=handler_threads)
         self._jobs = 0  # chains in the lane
-        self._finished: collections.deque[_Job] = collections.deque()  # to collect
+        self._finished: collections.deque[LaneChain] = collections.deque()  # to collect
         self._collecting = False  # a _collect is scheduled
 
     # -- intake --------------------------------------------------------------
@@ -278,7 +256,7 @@ class Dispatcher:
         if who is not None and who.restricted is None:
             staged = [(dataclasses.replace(ev, handle=who.handle), bs) for ev, bs in staged]
         if all(_inline(b) for _, bs in staged for b in bs):
-            self._run_sync(staged, who)
+            self.run_sync(staged, who)
             return False
         await self._slots.acquire()
         if all(_in_lane(b) for _, bs in staged for b in bs):
@@ -295,9 +273,12 @@ class Dispatcher:
 
     def _task_done(self, task: asyncio.Task[None], on_done: Done) -> None:
         self._tasks.discard(task)
+        self._chain_end(None if task.cancelled() else on_done)
+
+    def _chain_end(self, on_done: Done) -> None:
+        """A chain that held a slot (a task's or the lane's) has finished."""
         self._slots.release()
-        if not task.cancelled():
-            self._finish(on_done)
+        self._finish(on_done)
         self._end()
 
     def _allowed(
@@ -320,7 +301,6 @@ class Dispatcher:
         if not spec.command:
             return
         stats.refused += 1
-        need = b.flags.describe(ev.channel)
         log.info(
             "refused %s %s for %s (%s) handle=%s: needs %s",
             b.type,
@@ -330,17 +310,9 @@ class Dispatcher:
             who.handle if who else None,
             b.flags.text,
         )
-        to = f"{ev.nick}: " if ev.nick and ev.channel else ""
-        if b.flags.anyone:
-            ev.reply(f"{to}you may not use {ev.key}")
-        elif who is None:
-            ev.reply(f"{to}you need {need} for {ev.key} (no user record matches you)")
-        elif who.restricted is not None:
-            ev.reply(f"{to}you need {need} for {ev.key} (you matched {who.restricted})")
-        else:
-            ev.reply(f"{to}you need {need} for {ev.key}")
+        ev.reply(refusal(b, ev, who))
 
-    def _fail(
+    def fail(
         self,
         b: Binding,
         ev: Event,
@@ -352,28 +324,23 @@ class Dispatcher:
         stats = stats or self.stats
         if timed_out:
             stats.timeouts += 1
-            log.error(
-                "handler %s for %s %r timed out after %ss (ref %s)",
-                b.handler_name,
-                ev.type,
-                ev.key,
-                self.handler_timeout_s,
-                ref,
-            )
+            what, exc = f"timed out after {self.handler_timeout_s}s", None
         else:
             stats.errors += 1
-            log.error(
-                "handler %s for %s %r failed (ref %s)",
-                b.handler_name,
-                ev.type,
-                ev.key,
-                ref,
-                exc_info=exc,
-            )
+            what = "failed"
+        log.error(
+            "handler %s for %s %r %s (ref %s)",
+            b.handler_name,
+            ev.type,
+            ev.key,
+            what,
+            ref,
+            exc_info=exc,
+        )
         if BIND_TYPES[b.type].command:
             ev.reply(f"{ev.key} failed (ref {ref})")
 
-    # -- plain handlers: inline (built-ins) or in a lane thread (a _Job) ------
+    # -- plain handlers: inline (built-ins) or in a lane thread (a LaneChain) ------
 
     def _walk(
         self,
@@ -390,7 +357,7 @@ class Dispatcher:
 
         Yields each permitted binding with its Event and where the walk
         stands (stage, next binding, stop flag: where a continuation would
-        start) and is sent the handler's result (``_FAILED``, or its return
+        start) and is sent the handler's result (``HANDLER_FAILED``, or its return
         value: true stops the chain after this stage and skips the rest of
         its built-ins).  ``note`` is told each stage's outcome.  ``start`` and
         ``carry`` continue a chain part-way (stage, binding; the counters and
@@ -412,7 +379,7 @@ class Dispatcher:
                     stats.fired += 1
                 fired += 1
                 result = yield b, ev, (i, j + 1, stop)
-                if result is _FAILED:
+                if result is HANDLER_FAILED:
                     failed += 1
                 elif result:
                     stop = True
@@ -428,10 +395,10 @@ class Dispatcher:
         rec = self.recorder
         return None if rec is None else functools.partial(self._record, rec)
 
-    def _run_sync(self, staged: Staged, who: Principal | None, job: _Job | None = None) -> bool:
+    def run_sync(self, staged: Staged, who: Principal | None, job: LaneChain | None = None) -> bool:
         """Walk a chain of plain handlers: inline on the loop (``job`` None),
         or in a lane thread for ``job``.  False when the job was abandoned
-        (a handler timed out; the loop finishes the chain, see ``_overdue``)."""
+        (a handler timed out; the loop finishes the chain, see ``overdue``)."""
         if job is None:
             walk = self._walk(staged, who, self.stats, self._note())
         else:
@@ -446,7 +413,7 @@ class Dispatcher:
                 else:
                     job.at = at
                     result = job.call(b, ev)
-                    if result is _ABANDONED:
+                    if result is ABANDONED:
                         walk.close()
                         return False
                 b, ev, at = walk.send(result)
@@ -469,22 +436,15 @@ class Dispatcher:
             wd.seq = seq + 1  # even: no interrupt lands in the reporting below
             current_owner.reset(token)
         timed_out = isinstance(failure, HandlerTimeout)
-        self._fail(b, ev, None if timed_out else failure, timed_out)
-        return _FAILED
+        self.fail(b, ev, None if timed_out else failure, timed_out)
+        return HANDLER_FAILED
 
     def _start_job(self, staged: Staged, who: Principal | None, on_done: Done) -> None:
         """Hand a chain of scripts' plain handlers to the lane (holding a slot)."""
-        loop = asyncio.get_running_loop()
-        sink = _LoopSink(loop)
-        threaded = [
-            (ev if ev.sink is None else dataclasses.replace(ev, sink=sink.wrap(ev.sink)), bs)
-            for ev, bs in staged
-        ]
-        job = _Job(self, loop, staged, threaded, who, on_done, sink)
         self._jobs += 1
-        self.lane.submit(job)
+        self.lane.submit(LaneChain(self, asyncio.get_running_loop(), staged, who, on_done))
 
-    def _job_done(self, job: _Job) -> None:
+    def chain_done(self, job: LaneChain) -> None:
         """In the lane thread: ``job`` walked its chain; the loop collects it."""
         self._finished.append(job)
         if not self._collecting:
@@ -498,17 +458,11 @@ class Dispatcher:
             job = self._finished.popleft()
             self._merge(job)
             self._jobs -= 1
-            self._slots.release()
-            self._finish(job.on_done)
-            self._end()
+            self._chain_end(job.on_done)
 
-    def _merge(self, job: _Job) -> None:
+    def _merge(self, job: LaneChain) -> None:
         """Count a job's outcome and record its events (on the loop)."""
-        s, js = self.stats, job.stats
-        s.fired += js.fired
-        s.refused += js.refused
-        s.errors += js.errors
-        s.timeouts += js.timeouts
+        self.stats.add(job.stats)
         job.stats = DispatchStats()
         rec = self.recorder
         if rec is not None:
@@ -516,7 +470,7 @@ class Dispatcher:
                 self._record(rec, ev, outcome)
         job.records.clear()
 
-    def _overdue(self, job: _Job, token: int) -> None:
+    def overdue(self, job: LaneChain, token: int) -> None:
         """On the loop: a job's handler ran past the timeout.  Report it,
         abandon the job (its thread leaves it alone from now on and is
         interrupted) and finish the chain in a task from the next binding."""
@@ -529,7 +483,7 @@ class Dispatcher:
         if b is None or ev is None:  # cannot happen: set before the call
             return
         self._jobs -= 1
-        self._fail(b, ev, None, True, job.stats)  # through the job's sink: after its replies
+        self.fail(b, ev, None, True, job.stats)  # through the job's sink: after its replies
         job.sink.open = False  # anything it says from now on is dropped
         self.lane.interrupt(job)
         self._merge(job)
@@ -537,7 +491,7 @@ class Dispatcher:
         carry = (1, 0, 1, stop)  # this stage fired and failed, whatever else happens
         self._spawn(self._run_async(job.staged, job.who, (stage, index), carry), job.on_done)
 
-    def _expire(self, job: _Job) -> None:
+    def _expire(self, job: LaneChain) -> None:
         """On the loop: ``job`` waited ``handler_timeout_s`` for a lane thread
         (every one was blocked) and never started; it never will.  Each
         handler it would have run fails as timed out."""
@@ -552,13 +506,11 @@ class Dispatcher:
         try:
             b, ev, _ = next(walk)
             while True:
-                self._fail(b, ev, None, True)
-                b, ev, _ = walk.send(_FAILED)
+                self.fail(b, ev, None, True)
+                b, ev, _ = walk.send(HANDLER_FAILED)
         except StopIteration:
             pass
-        self._slots.release()
-        self._finish(job.on_done)
-        self._end()
+        self._chain_end(job.on_done)
 
     # -- async handlers and mixed chains ---------------------------------------
 
@@ -591,47 +543,27 @@ class Dispatcher:
             elif b.is_async:
                 result = b.handler(ev)
             else:
-                result = await self._in_lane(b, ev)
+                result = await call_in_lane(self.lane, b, ev, self.handler_timeout_s)
             if inspect.isawaitable(result):
                 async with asyncio.timeout(self.handler_timeout_s):
                     result = await result
             return result
         except TimeoutError as exc:
             timed_out = time.monotonic() - started >= self.handler_timeout_s * 0.99
-            self._fail(b, ev, exc, timed_out)
+            self.fail(b, ev, exc, timed_out)
         except HandlerTimeout:
-            self._fail(b, ev, None, True)
+            self.fail(b, ev, None, True)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise
-            self._fail(b, ev, None, False)
+            self.fail(b, ev, None, False)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            self._fail(b, ev, exc, False)
+            self.fail(b, ev, exc, False)
         finally:
             with contextlib.suppress(ValueError):
                 current_owner.reset(token)
-        return _FAILED
-
-    async def _in_lane(self, b: Binding, ev: Event) -> object:
-        """Run one script plain handler of a mixed chain in the lane; its
-        result, or raise.  At the timeout the call is abandoned: its later
-        replies are dropped, a call still queued never starts, a running one
-        is interrupted."""
-        sink = _LoopSink(asyncio.get_running_loop())
-        if ev.sink is not None:
-            ev = dataclasses.replace(ev, sink=sink.wrap(ev.sink))
-        ctx = contextvars.copy_context()  # current_owner: its tasks and binds are the script's
-        call = _Call(b.handler_name, ctx.run, (b.handler, ev))
-        self.lane.submit(call)
-        try:
-            async with asyncio.timeout(self.handler_timeout_s):
-                return await asyncio.wrap_future(call.future)
-        except BaseException:
-            sink.open = False
-            if not call.future.cancel():
-                self.lane.interrupt(call)
-            raise
+        return HANDLER_FAILED
 
 
 def _inline(b: Binding) -> bool:
@@ -642,208 +574,6 @@ def _inline(b: Binding) -> bool:
 def _in_lane(b: Binding) -> bool:
     """Whether ``b`` runs in the lane: a script's (or anyone else's) plain handler."""
     return not b.is_async and not b.builtin
-
-
-class _Abandoned:
-    __slots__ = ()
-
-
-_ABANDONED = _Abandoned()
-
-
-class _LoopSink:
-    """Replies from a lane thread: each is handed to the loop in order
-    (``call_soon_threadsafe``); once the call is abandoned they are dropped."""
-
-    __slots__ = ("_loop", "open")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.open = True
-
-    def wrap(self, inner: Reply) -> _Relay:
-        return _Relay(self, inner)
-
-    def send(self, say: Callable[[Event, str], None], event: Event, text: str) -> None:
-        if not self.open:
-            log.info(
-                "dropped a reply to %s %s from a handler that timed out", event.type, event.key
-            )
-            return
-        try:
-            self._loop.call_soon_threadsafe(say, event, text)
-        except RuntimeError:  # the loop has closed (the bot stopped)
-            log.info("dropped a reply to %s %s: the bot has stopped", event.type, event.key)
-
-
-class _Relay:
-    """The ``Reply`` an Event carries into a lane thread."""
-
-    __slots__ = ("_inner", "_sink")
-
-    def __init__(self, sink: _LoopSink, inner: Reply) -> None:
-        self._sink = sink
-        self._inner = inner
-
-    def reply(self, event: Event, text: str) -> None:
-        self._sink.send(self._inner.reply, event, text)
-
-    def private(self, event: Event, text: str) -> None:
-        self._sink.send(self._inner.private, event, text)
-
-
-class _Call:
-    """One plain handler of a mixed chain, for the lane; awaited via ``future``."""
-
-    __slots__ = ("args", "fn", "future", "label")
-
-    def __init__(self, label: str, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        self.label = label
-        self.fn = fn
-        self.args = args
-        self.future: Future[object] = Future()
-
-    def start(self) -> bool:
-        return self.future.set_running_or_notify_cancel()
-
-    def run(self) -> None:
-        try:
-            result = self.fn(*self.args)
-        except BaseException as exc:  # the awaiting task decides what it means
-            if not self.future.done():
-                self.future.set_exception(exc)
-        else:
-            if not self.future.done():
-                self.future.set_result(result)
-
-    def check(self, now: float) -> None:
-        """Its timeout is the awaiting task's."""
-
-
-class _Job:
-    """A chain whose handlers are all scripts' plain ones, walked by
-    ``Dispatcher._run_sync`` in a lane thread.
-
-    ``seq`` is odd while a handler runs (one token per call).  The lane's
-    monitor calls ``check``; past the timeout the loop is told
-    (``Dispatcher._overdue``) and, if that call still runs, abandons the job:
-    under the lane lock, so either the thread sees ``abandoned`` after the
-    call or the loop sees the call ended -- never both."""
-
-    __slots__ = (
-        "abandoned",
-        "at",
-        "binding",
-        "dispatcher",
-        "event",
-        "label",
-        "loop",
-        "on_done",
-        "records",
-        "seq",
-        "since",
-        "sink",
-        "staged",
-        "stats",
-        "submitted",
-        "threaded",
-        "told",
-        "who",
-    )
-
-    def __init__(
-        self,
-        dispatcher: Dispatcher,
-        loop: asyncio.AbstractEventLoop,
-        staged: Staged,
-        threaded: Staged,
-        who: Principal | None,
-        on_done: Done,
-        sink: _LoopSink,
-    ) -> None:
-        self.dispatcher = dispatcher
-        self.loop = loop
-        self.staged = staged  # the Events as the loop's sinks see them (for a continuation)
-        self.threaded = threaded  # the same, replying through ``sink``
-        self.who = who
-        self.on_done = on_done
-        self.sink = sink
-        self.stats = DispatchStats()
-        self.records: list[tuple[Event, str]] = []
-        self.label = f"{staged[0][0].type} {staged[0][0].key[:40]}"
-        self.at: tuple[int, int, bool] = (0, 0, False)  # where a continuation starts
-        self.binding: Binding | None = None
-        self.event: Event | None = None
-        self.seq = 0  # odd while a handler runs; 0 until the job starts
-        self.since = 0.0
-        self.submitted = time.monotonic()
-        self.told = -1  # the last token the loop was told about
-        self.abandoned = False
-
-    def start(self) -> bool:
-        return not self.abandoned  # (lane lock held) expired while it waited
-
-    def note(self, ev: Event, outcome: str) -> None:
-        self.records.append((ev, outcome))
-
-    def run(self) -> None:
-        d = self.dispatcher
-        try:
-            finished = d._run_sync(self.threaded, self.who, self)
-        except BaseException:  # defensive: the chain must still end (slot, on_done)
-            log.exception("dispatcher failed on %s", self.label)
-            with d.lane.lock:
-                finished = not self.abandoned
-                self.abandoned = True  # no timeout report after this
-        if finished:
-            d._job_done(self)
-
-    def call(self, b: Binding, ev: Event) -> object:
-        """Run one handler in this thread; ``_ABANDONED`` if it timed out."""
-        self.binding, self.event = b, ev
-        self.since = time.monotonic()
-        self.seq += 1  # odd: running
-        token = current_owner.set(b.owner)
-        result: object = None
-        failure: BaseException | None = None
-        try:
-            result = b.handler(ev)
-        except BaseException as exc:  # in a thread even CancelledError is just a failure
-            failure = exc
-        finally:
-            current_owner.reset(token)
-        with self.dispatcher.lane.lock:
-            if self.abandoned:
-                return _ABANDONED
-            self.seq += 1
-        if failure is not None:
-            self.dispatcher._fail(b, ev, failure, False, self.stats)
-            return _FAILED
-        return result
-
-    def check(self, now: float) -> None:
-        """From the lane's monitor (lane lock held): tell the loop once per
-        call that has run past the timeout, or once if the job has waited that
-        long without starting (token 0)."""
-        seq = self.seq
-        if seq & 1:
-            since = self.since
-        elif seq == 0:
-            since = self.submitted
-        else:
-            return
-        if seq != self.told and now - since >= self.dispatcher.handler_timeout_s:
-            self.told = seq
-            with contextlib.suppress(RuntimeError):  # the loop has closed
-                self.loop.call_soon_threadsafe(self.dispatcher._overdue, self, seq)
-
-    def abandon(self, token: int) -> bool:
-        """On the loop: give up on the call ``token`` if it is still running."""
-        with self.dispatcher.lane.lock:
-            if self.abandoned or self.seq != token:
-                return False
-            self.abandoned = True
-            return True
 
 
 # The dispatcher frames that call handlers inline: HandlerTimeout is raised only below them.
