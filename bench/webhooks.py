@@ -133,6 +133,7 @@ async def server_main(args: argparse.Namespace) -> int:
     from masterchief.config.engine import build_config
     from masterchief.eventlog.writer import EventLog
     from masterchief.http.server import WebServer
+    from masterchief.sources.webhooks.intake import WebhookIntake
     from masterchief.store.sqlite import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="mc-bench-webhooks-"))
@@ -154,11 +155,16 @@ async def server_main(args: argparse.Namespace) -> int:
 
     table.bind("webhook", "-|-", "github/*", on_push)
     dispatcher = Dispatcher(table, queue_size=config.bot.queue_size)
-    server = WebServer(config.web, config.webhooks, store, dispatcher)
-    server.writer.max_batch = args.max_batch
+    server = WebServer(config.web, ping=store.ping)
+    intake = WebhookIntake(
+        config.webhooks, store, max_body_bytes=config.web.max_body_bytes, mount=server
+    )
+    intake.writer.max_batch = args.max_batch
+    intake_started = asyncio.Event()
     tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(server.run(), name="web"),
+        asyncio.create_task(intake.run(dispatcher, intake_started), name="intake"),
     ]
     eventlog: EventLog | None = None
     if args.eventlog:  # as in the bot: every delivery's Event is also in the event log
@@ -166,6 +172,7 @@ async def server_main(args: argparse.Namespace) -> int:
         dispatcher.recorder = eventlog.record
         tasks.append(asyncio.create_task(eventlog.run(), name="eventlog"))
     await asyncio.wait_for(server.started.wait(), 10)
+    await asyncio.wait_for(intake_started.wait(), 10)
     load1 = os.getloadavg()
     print(f"masterchief bench/webhooks.py  {time.strftime('%Y-%m-%d %H:%M:%S %z')}")
     print(
@@ -201,7 +208,7 @@ async def server_main(args: argparse.Namespace) -> int:
     await dispatcher.drain(30)
     # wait for the batched done marks to land
     for _ in range(300):
-        if not server.depths()["webhook_inflight"]:
+        if not intake.depths()["webhook_inflight"]:
             break
         await asyncio.sleep(0.05)
     logged = 0
@@ -211,7 +218,7 @@ async def server_main(args: argparse.Namespace) -> int:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    counters = server.counters().get("github", {})
+    counters = intake.counters().get("github", {})
     await store.close()
 
     db = sqlite3.connect(config.store.path)
@@ -239,7 +246,7 @@ async def server_main(args: argparse.Namespace) -> int:
     print(f"statuses: {statuses}; server counters: {counters}")
     print(
         f"store: {rows} deliveries, {done} marked done; handler ran {handled} times; "
-        f"group commit: {server.writer.stats()}"
+        f"group commit: {intake.writer.stats()}"
     )
     ok = True
     checks = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ from masterchief.config.schema import Config
 from masterchief.identity.principal import Identity
 from masterchief.identity.users import User
 from masterchief.runtime.app import App
+from masterchief.sources.base import SourceFamily
+from masterchief.sources.webhooks.intake import WebhookIntake
 from tests.servers import unique_name
 
 
@@ -71,15 +73,17 @@ async def running_bot(
     wait_channels: bool = True,
     environ: Mapping[str, str] | None = None,
     config: Config | None = None,
+    families: Sequence[SourceFamily] | None = None,
     **over: Any,
 ) -> AsyncIterator[App]:
     """Start an App in this event loop; yields once it is connected and joined.
-    ``config`` (e.g. from ``load_config``) replaces the built one."""
+    ``config`` (e.g. from ``load_config``) replaces the built one; ``families``
+    (default: the bot's list) the source families."""
     (tmp / "scripts").mkdir(parents=True, exist_ok=True)
     if config is None:
         data = bot_config_data(tmp, host, port, **over)
         config = build_config(data, project_dir=tmp, environ=environ or {})
-    app = await App.create(config)
+    app = await (App.create(config) if families is None else App.create(config, families=families))
     task = asyncio.create_task(app.run(), name="app")
     try:
         assert app.irc is not None
@@ -130,3 +134,10 @@ def client_mask(ident: str) -> str:
     """A strong hostmask for a test client connected with ``username=ident``
     (``*!ident@*`` is weak: it never carries flags above +v)."""
     return f"*!{ident}@{CLIENT_HOST}"
+
+
+def webhook_intake(app: App) -> WebhookIntake:
+    """The running bot's webhook intake (the ``webhooks`` source)."""
+    intake = app.sources.find("webhooks", "intake")
+    assert isinstance(intake, WebhookIntake), "the bot has no webhook intake (web disabled?)"
+    return intake

@@ -130,6 +130,8 @@ class Dispatcher:
         takeover_s: float = 0.02,
     ) -> None:
         self.table = table
+        self._wants_snapshot: object = None
+        self._wants_cache: dict[tuple[str, str], bool] = {}
         self.resolver = resolver
         self.handler_timeout_s = handler_timeout_s
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(queue_size)
@@ -153,6 +155,21 @@ class Dispatcher:
         self._collecting = False  # a _collect is scheduled
 
     # -- intake --------------------------------------------------------------
+
+    def wants(self, type_: str, key: str) -> bool:
+        """Whether any binding could match ``(type_, key)`` (``Snapshot.wants``),
+        for sources that skip Events nobody listens to.  Asked per log line or
+        job output line, so answers are kept until the bindings change."""
+        snapshot = self.table.snapshot
+        if snapshot is not self._wants_snapshot:
+            self._wants_snapshot = snapshot
+            self._wants_cache.clear()
+        found = self._wants_cache.get((type_, key))
+        if found is None:
+            if len(self._wants_cache) >= 4096:  # keys may be unbounded (log paths)
+                self._wants_cache.clear()
+            found = self._wants_cache[(type_, key)] = snapshot.wants(type_, key)
+        return found
 
     def submit(self, *chain: Event, on_done: Done = None) -> bool:
         """Queue a chain without waiting; False (and counted) when the queue is full.

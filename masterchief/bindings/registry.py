@@ -348,6 +348,19 @@ class Snapshot:
         index = self._masks.get(type_)
         return index is not None and index.any_match(key)
 
+    def wants(self, type_: str, key: str) -> bool:
+        """Whether an Event ``(type_, key)`` could fire a binding, flags not
+        checked: exact for EXACT and MASK types, "any binding of the type" for
+        the others (a cron mask needs the minute, a partial one the word)."""
+        spec = BIND_TYPES.get(type_)
+        if spec is None:
+            return False
+        if spec.kind is MatchKind.MASK:
+            return self.mask_matches(type_, key)
+        if spec.kind is MatchKind.EXACT:
+            return (type_, key.lower()) in self._exact
+        return self.has_type(type_)
+
     def match(self, ev: Event) -> tuple[Binding, ...]:
         """Bindings that fire for ``ev``, in firing order."""
         spec = BIND_TYPES.get(ev.type)

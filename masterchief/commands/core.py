@@ -37,6 +37,8 @@ from ..bindings.registry import BIND_TYPES, Binding
 from ..errors import UserError
 from ..identity.users import check_channel, check_hostmask_strength
 from ..irc.pacer import PRIORITIES
+from ..sources.logs.tail import LogTailer
+from ..sources.status import format_sources
 from .paging import PAGE_LINES, private_page, split_page, wrap_words
 
 if TYPE_CHECKING:
@@ -196,6 +198,8 @@ def cmd_rehash(app: App, ev: Event) -> None:
         _tell_few(ev, "rehash: ", lines, "masterchief module validate")
     if report.modules_changed:
         ev.reply(f"rehash: modules reloaded: {', '.join(report.modules_changed[:10])}")
+    if report.sources_changed:
+        ev.reply(f"rehash: sources {', '.join(report.sources_changed[:10])}")
 
 
 def _problems(n: int) -> str:
@@ -405,10 +409,18 @@ async def cmd_files(app: App, ev: Event) -> None:
     from ..sources.status import folder_rows, format_status, log_rows
 
     _, page = split_page(ev.args, 0)
-    live = app.logs.status()
+    live = [
+        st for s in app.sources.sources if isinstance(s, LogTailer) for st in s.follower_status()
+    ]
     folders = await folder_rows(app.config, app.store)
     logs = await log_rows(app.store, live)
     private_page(ev, app.command_prefix, format_status(folders, logs), page, "files")
+
+
+def cmd_sources(app: App, ev: Event) -> None:
+    _, page = split_page(ev.args, 0)
+    lines = format_sources(app.sources.statuses(), time.time())
+    private_page(ev, app.command_prefix, lines, page, "sources")
 
 
 BUILTINS: tuple[Command, ...] = (
@@ -421,6 +433,7 @@ BUILTINS: tuple[Command, ...] = (
     Command("status", "-|-", "", "uptime, queue depths, binds, users", cmd_status),
     Command("adduser", "m", "HANDLE NICK", "add a user by their account or hostmask", cmd_adduser),
     Command("chattr", "m|m", "HANDLE FLAGS [#chan]", "change a user's flags", cmd_chattr),
+    Command("sources", "o|o", "[page]", "every input source: state, events, errors", cmd_sources),
     Command("files", "o|o", "[page]", "watched folders and tailed logs", cmd_files),
 )
 BUILTIN_HELP = {c.name: c for c in BUILTINS}

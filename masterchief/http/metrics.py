@@ -9,9 +9,10 @@ text format.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+
+from ..metrics import Family
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -21,21 +22,10 @@ __all__ = ["CONTENT_TYPE", "Family", "Metrics"]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@dataclass(frozen=True, slots=True)
-class Family:
-    """One metric: ``samples`` maps label values (in ``labels`` order) to a value."""
-
-    name: str
-    help: str
-    kind: str  # "gauge" | "counter"
-    labels: tuple[str, ...] = ()
-    samples: Mapping[tuple[str, ...], float] = field(default_factory=dict)
+MetricsSource = Callable[[], list[Family]]
 
 
-Source = Callable[[], list[Family]]
-
-
-def _collector(sources: list[Source]) -> Any:
+def _collector(sources: list[MetricsSource]) -> Any:
     # prometheus-client (~5 MB with http.server and wsgiref) is loaded at the
     # first scrape, not by every bot that is never scraped.
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -61,10 +51,10 @@ class Metrics:
     """A registry of sources; ``render()`` gives the exposition text."""
 
     def __init__(self) -> None:
-        self._sources: list[Source] = []
+        self._sources: list[MetricsSource] = []
         self._registry: Any = None
 
-    def add(self, source: Source) -> None:
+    def add(self, source: MetricsSource) -> None:
         self._sources.append(source)
 
     def render(self) -> bytes:

@@ -15,9 +15,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import masterchief
 
@@ -41,17 +41,15 @@ from ..http.metrics import Family, Metrics
 from ..http.server import WebServer
 from ..identity.resolve import Resolver
 from ..identity.users import Identity, UserTable
-from ..irc.client import IrcBot, IrcSettings, SaslFailed
 from ..irc.flood import FloodPolicy
 from ..irc.pacer import OutputQueue
+from ..irc.supervisor import IrcBot, IrcSettings, SaslFailed
 from ..outputs import announce
 from ..outputs.outbox import Outbox
 from ..outputs.targets import Transports
-from ..sources.clock import Clock
-from ..sources.files.watcher import FileWatcher
-from ..sources.logs.tail import LogTailers
-from ..sources.replay import ReplayWorker
-from ..sources.rest.poller import RestPollers
+from ..sources.base import SharedHttp, SourceDeps, SourceFamily
+from ..sources.families import FAMILIES
+from ..sources.runner import SourceRunner
 from ..store.api import Store
 from ..store.sqlite import open_store
 
@@ -94,6 +92,7 @@ class App:
         users: UserTable,
         *,
         vault_client: VaultClient | None = None,
+        families: Sequence[SourceFamily] = FAMILIES,
     ) -> None:
         if config.unresolved:  # a partial load (offline commands) holds stand-ins
             raise ConfigError("the bot needs the whole configuration, every reference resolved")
@@ -140,23 +139,9 @@ class App:
             transports=self.transports,
         )
         # The server's echo of our own lines confirms announcements (echo-message).
-        echo = self.outbox.echo_handler(lambda: self.irc.nickname)
-        self.table.bind("raw", "-", "PRIVMSG", echo, owner="builtin:outbox")
+        self.irc.on_echo = self.outbox.echo
         masterchief.set_table(self.table, self.output.privmsg)
         self.scripts = ScriptManager(self.table, list(config.bot.scripts))
-        self.clock = Clock(self.dispatcher, ZoneInfo(config.bot.timezone))
-        self.rest = RestPollers(config.rest, self.dispatcher, store=store)
-        self.logs = LogTailers(
-            config.logs,
-            self.dispatcher,
-            store=store,
-            # lines no log binding matches are not dispatched (they would fire nothing)
-            wanted=lambda key: self.table.snapshot.mask_matches("log", key),
-        )
-        # Watched folders: refused files are reported through the outbox.
-        self.files = FileWatcher(
-            config.files, self.dispatcher.put, store, announce=self.outbox.announce
-        )
         # Deploy modules and jobs (progress lines go straight to the pacer,
         # starts and summaries through the durable outbox).
         self.modules = ModuleLoader(list(config.deploy.modules))
@@ -179,25 +164,43 @@ class App:
         self.web: WebServer | None = None
         if config.web.enabled:
             self.web = WebServer(
-                config.web,
-                config.webhooks,
-                store,
-                self.dispatcher,
-                health=self._health,
-                metrics=self.metrics.render,
+                config.web, ping=store.ping, health=self._health, metrics=self.metrics.render
             )
-        # The event log records what the dispatcher processed; replays come
-        # from ``masterchief events replay`` through the store.
+        # The event log records what the dispatcher processed.
         self.eventlog = EventLog(store, config.events)
         self.dispatcher.recorder = self.eventlog.record
-        self.replays = ReplayWorker(store, self.dispatcher, self.eventlog, sink=self.irc.transport)
+        # Every input but IRC: the families' sources, built now (a bad entry
+        # fails the start), run, supervised and reconfigured by the runner.
+        self.http = SharedHttp()
+        self.sources = SourceRunner(
+            families,
+            config,
+            SourceDeps(
+                store=store,
+                announce=self.outbox.announce,  # refused files are reported
+                project_dir=config.project_dir,
+                http=self.http,
+                webhooks=self.web,
+                outcome=self.eventlog.replay_outcome,
+                reply=self.irc.transport,
+            ),
+            self.dispatcher,
+        )
+        self.metrics.add(self.sources.metrics)
         self._stop = asyncio.Event()
+        self._sources_started = asyncio.Event()
 
     @classmethod
-    async def create(cls, config: Config, *, vault_client: VaultClient | None = None) -> App:
+    async def create(
+        cls,
+        config: Config,
+        *,
+        vault_client: VaultClient | None = None,
+        families: Sequence[SourceFamily] = FAMILIES,
+    ) -> App:
         store = await open_store(config.store.path)
         users = await UserTable.load(store)
-        return cls(config, store, users, vault_client=vault_client)
+        return cls(config, store, users, vault_client=vault_client, families=families)
 
     def module_config(self, name: str, env: str) -> dict[str, Any]:
         """Module ``name``'s config for environment ``env`` (the job's, not the
@@ -327,32 +330,12 @@ class App:
                 {(k,): v for k, v in self.eventlog.counters().items()},
             )
         )
-        if self.web is not None:
-            counters = self.web.counters()
-            fams.append(
-                Family(
-                    "masterchief_webhook_deliveries",
-                    "Webhook requests by outcome",
-                    "counter",
-                    ("provider", "outcome"),
-                    {(p, o): n for p, c in counters.items() for o, n in c.items()},
-                )
-            )
-            fams.append(
-                Family(
-                    "masterchief_webhook_queue_depth",
-                    "Webhook backlog and in flight",
-                    "gauge",
-                    ("queue",),
-                    {(q,): n for q, n in self.web.depths().items()},
-                )
-            )
         return fams
 
     def _health(self) -> HealthInfo:
         """What /healthz shows besides the web server's own view (store, web)."""
         irc = self.irc.status()
-        failing = sorted(p.name for p in self.rest.pollers if p.failing)
+        failing = [s.qualified for s in self.sources.statuses() if s.state == "failing"]
         return HealthInfo(
             components={
                 "irc": (
@@ -362,12 +345,15 @@ class App:
                 ),
                 # an outside API failing is not the bot's outage: degraded, not down
                 "sources": (
-                    ComponentHealth.degraded("REST poller(s) failing: " + ", ".join(failing))
+                    ComponentHealth.degraded("failing: " + ", ".join(failing))
                     if failing
                     else ComponentHealth()
                 ),
             },
-            queues={"output": sum(self.output.depths().values())},
+            queues={
+                "dispatch": self.dispatcher.queue.qsize(),
+                "output": sum(self.output.depths().values()),
+            },
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -419,6 +405,12 @@ class App:
             log.warning(
                 "rehash: %s changed; restart the bot to apply", ", ".join(report.restart_needed)
             )
+        try:
+            report.sources_changed = self.sources.reconfigure(new)
+        except ConfigError as exc:
+            report.config_error = str(exc)
+            log.error("rehash: a source cannot be built, keeping the running ones: %s", exc)
+            return
         self.config = new
         self.jobs.config = new.deploy
         self.modules.paths = list(new.deploy.modules)
@@ -449,13 +441,9 @@ class App:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.dispatcher.run(), name="dispatcher")
                 tg.create_task(self.eventlog.run(), name="eventlog")
-                tg.create_task(self.replays.run(), name="replays")
-                tg.create_task(self.clock.run(), name="clock")
                 tg.create_task(self.scripts.watch(), name="scripts")
                 tg.create_task(self.outbox.run(), name="outbox")
-                tg.create_task(self.rest.run(), name="rest")
-                tg.create_task(self.logs.run(), name="logs")
-                tg.create_task(self.files.run(), name="files")  # stops its observer
+                tg.create_task(self.sources.run(self._sources_started), name="sources")
                 tg.create_task(self.modules.watch(), name="modules")
                 tg.create_task(self.jobs.run(), name="jobs")  # cancels running jobs on stop
                 tg.create_task(self.users.watch(), name="users")  # CLI changes within ~0.5 s
@@ -477,6 +465,7 @@ class App:
         await self.irc.connected.wait()
         if self.web is not None:
             await self.web.started.wait()
+        await self._sources_started.wait()
         log.info("ready: %s", self.where())
 
     def where(self) -> str:
@@ -499,6 +488,7 @@ class App:
 
     async def _shutdown(self) -> None:
         await self.irc.shutdown()  # idempotent; here for the error path
+        await self.http.aclose()
         await self.eventlog.flush()  # what was recorded but not yet written
         await self.store.close()
 
@@ -508,7 +498,8 @@ class _Stopped(Exception):
 
 
 # Sections whose change needs a restart (connections, sockets, watchers).
-_RESTART_SECTIONS = ("irc", "store", "web", "webhooks", "rest", "files", "logs", "outbox", "bot")
+# (Sources -- rest, files, logs, webhooks, the clock -- are reconfigured live.)
+_RESTART_SECTIONS = ("irc", "store", "web", "outbox", "bot")
 
 
 @dataclasses.dataclass(slots=True)
@@ -522,6 +513,7 @@ class RehashReport:
     modules_kept: list[str] = dataclasses.field(default_factory=list)  # broken now, old version on
     module_config_errors: dict[str, str] = dataclasses.field(default_factory=dict)  # by module
     modules_changed: list[str] = dataclasses.field(default_factory=list)
+    sources_changed: list[str] = dataclasses.field(default_factory=list)  # "rest:x added"
 
 
 def _http(host: str, port: int) -> str:

@@ -13,19 +13,27 @@ announced the 60 minutes that do not exist when clocks go forward (02:00 to
 02:59 in Paris, all at 03:00) and stayed silent for the hour that repeats
 when they go back.  Like Eggdrop (localtime each minute), a repeated hour is
 announced twice and a skipped one not at all.
+
+The clock is a source (``family clock``, one entry built from
+``bot.timezone``); a minute no ``time`` or ``cron`` binding matches is not
+dispatched at all (``sink.wants``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
 
-from ..bindings.dispatcher import Dispatcher
 from ..bindings.event import Event
+from ..metrics import Family
+from .base import EventSink, SourceCounters, SourceDeps, SourceStatus
 
-__all__ = ["Clock", "minute_events"]
+__all__ = ["FAMILY", "Clock", "minute_events"]
 
 log = logging.getLogger("masterchief.clock")
 
@@ -39,16 +47,20 @@ def minute_events(minute: datetime) -> tuple[Event, Event]:
 
 
 class Clock:
+    """The ``clock`` source: ``time`` and ``cron`` Events, one pair per minute."""
+
+    family = "clock"
+    name = "minutes"
+
     def __init__(
         self,
-        dispatcher: Dispatcher,
         tz: tzinfo,
         *,
         now: Callable[[tzinfo], datetime] = datetime.now,
         max_catchup: int = 60,
     ) -> None:
-        self.dispatcher = dispatcher
         self.tz = tz
+        self.counters = SourceCounters()
         self._now = now
         self.max_catchup = max_catchup
         self.last: datetime | None = None
@@ -75,18 +87,56 @@ class Clock:
             self.last = out[-1]
         return out
 
-    def tick(self) -> int:
-        snap = self.dispatcher.table.snapshot
+    def tick(self, sink: EventSink) -> int:
+        """Dispatch the due minutes; how many minutes that was."""
         minutes = self.due()
-        if not (snap.has_type("time") or snap.has_type("cron")):
-            return 0
         for m in minutes:
             for ev in minute_events(m):  # separate chains: both types always fire
-                self.dispatcher.submit(ev)
+                if sink.wants(ev.type, ev.key):
+                    self.counters.event(int(sink.submit(ev)))
         return len(minutes)
 
-    async def run(self) -> None:
+    async def run(self, sink: EventSink, started: asyncio.Event) -> None:
+        started.set()
         while True:
-            self.tick()
+            self.tick(sink)
             now = self._now(self.tz)
             await asyncio.sleep(60.0 - now.second - now.microsecond / 1e6 + 0.01)
+
+    def status(self) -> SourceStatus:
+        c = self.counters
+        last = self.last.strftime("%H:%M %Z") if self.last else "none yet"
+        return SourceStatus(
+            self.family,
+            self.name,
+            "ok",
+            f"{self.tz}; last minute {last}",
+            events=c.events,
+            last_success=c.last_success,
+        )
+
+    def metrics(self) -> list[Family]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class ClockEntry:
+    name: str
+    timezone: str
+
+
+class ClockFamily:
+    """One clock, in ``bot.timezone``."""
+
+    name = "clock"
+    section = "bot"
+    bind_types = ("time", "cron")
+
+    def entries(self, config: Any) -> Sequence[ClockEntry]:
+        return [ClockEntry(Clock.name, config.bot.timezone)]
+
+    def build(self, entry: ClockEntry, deps: SourceDeps) -> Clock:
+        return Clock(ZoneInfo(entry.timezone))
+
+
+FAMILY = ClockFamily()

@@ -15,14 +15,18 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Reply, new_ref
 from masterchief.eventlog.policy import ReplayError, rebuild
-from masterchief.eventlog.writer import EventLog
+from masterchief.metrics import Family
 from masterchief.store.api import LoggedReplayStore, ReplayRequest, StoreError
 
-__all__ = ["ReplayWorker"]
+from .base import EventSink, SourceDeps, SourceStatus
+
+__all__ = ["FAMILY", "ReplayWorker"]
 
 log = logging.getLogger("masterchief.eventlog")
 
@@ -38,31 +42,35 @@ class ReplayWorker:
     ``sink`` (the bot), to where the original came from.
     """
 
+    family = "replay"
+    name = "requests"
+
     def __init__(
         self,
         store: LoggedReplayStore,
-        dispatcher: Dispatcher,
-        eventlog: EventLog | None = None,
         *,
+        outcome: Callable[[str], str | None] | None = None,
         sink: Reply | None = None,
         poll_s: float = 0.5,
         max_inflight: int = 16,
-        wait_s: float | None = None,
+        wait_s: float = 60.0,
     ) -> None:
         self.store = store
-        self.dispatcher = dispatcher
-        self.eventlog = eventlog
+        self.outcome = outcome
         self.sink = sink
+        self.events: EventSink | None = None
         self.poll_s = poll_s
         self.max_inflight = max_inflight
-        self.wait_s = wait_s if wait_s is not None else max(60.0, 4 * dispatcher.handler_timeout_s)
+        self.wait_s = wait_s
         self.replayed = 0
         self.failed = 0
         self._inflight = 0
         self._failing = False
 
-    async def run(self) -> None:
+    async def run(self, sink: EventSink, started: asyncio.Event) -> None:
         """Poll until cancelled; replays in flight are cancelled with it."""
+        self.events = sink
+        started.set()
         async with asyncio.TaskGroup() as tg:
             while True:
                 try:
@@ -131,11 +139,50 @@ class ReplayWorker:
                 finished.set_result(None)
 
         log.info("replaying %s %s %s as %s", rec.type, rec.key, rec.id, ev.id)
-        await self.dispatcher.put(ev, on_done=on_done)
+        assert self.events is not None
+        await self.events.put(ev, on_done=on_done)
         try:
             async with asyncio.timeout(self.wait_s):
                 await finished
         except TimeoutError:
             return "failed", f"replayed as {ev.id}, but its handlers did not finish in time"
-        outcome = self.eventlog.replay_outcome(ev.id) if self.eventlog is not None else None
+        outcome = self.outcome(ev.id) if self.outcome is not None else None
         return "done", f"replayed as {ev.id}: {outcome or 'dispatched'}"
+
+    def status(self) -> SourceStatus:
+        return SourceStatus(
+            self.family,
+            self.name,
+            "failing" if self._failing else "ok",
+            "cannot read replay requests" if self._failing else "replay requests",
+            events=self.replayed,
+            errors=self.failed,
+            pending=self._inflight,
+        )
+
+    def metrics(self) -> list[Family]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayEntry:
+    name: str
+    wait_s: float
+
+
+class ReplayFamily:
+    """``masterchief events replay`` requests, taken from the store."""
+
+    name = "replay"
+    section = "events"
+    bind_types: tuple[str, ...] = ()  # replays feed the types of what they replay
+
+    def entries(self, config: Any) -> Sequence[ReplayEntry]:
+        # a replay waits for its handlers at least as long as they may run
+        return [ReplayEntry(ReplayWorker.name, max(60.0, 4 * config.bot.handler_timeout_s))]
+
+    def build(self, entry: ReplayEntry, deps: SourceDeps) -> ReplayWorker:
+        return ReplayWorker(deps.store, outcome=deps.outcome, sink=deps.reply, wait_s=entry.wait_s)
+
+
+FAMILY = ReplayFamily()

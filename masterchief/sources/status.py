@@ -21,10 +21,11 @@ from typing import Any
 
 from ..config.schema import Config, FilesConfig
 from ..store.api import CheckpointStore, FileLedgerStore
+from .base import SourceStatus
 from .files.watcher import ignored_name
 from .logs.offsets import stored_offsets
 
-__all__ = ["as_of", "folder_rows", "format_status", "log_rows"]
+__all__ = ["as_of", "folder_rows", "format_sources", "format_status", "log_rows"]
 
 _SPECIAL = (".quarantine", ".processed")
 
@@ -147,3 +148,32 @@ def _rate(row: dict[str, Any]) -> str:
 def as_of(epoch: float) -> str:
     """When a stored rate was measured, in UTC to the second."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_sources(statuses: Iterable[SourceStatus], now: float) -> list[str]:
+    """``!sources`` / ``masterchief sources status``: one line per source,
+    ``family:name state -- detail; N events, N errors, N pending, last ok 2m ago``."""
+    out: list[str] = []
+    for s in statuses:
+        parts = [
+            f"{s.events} event{'s' * (s.events != 1)}",
+            f"{s.errors} error{'s' * (s.errors != 1)}",
+        ]
+        if s.pending is not None:
+            parts.append(f"{s.pending} pending")
+        if s.last_success is not None:
+            parts.append(f"last ok {_ago(now - s.last_success)}")
+        detail = f" -- {s.detail}" if s.detail else ""
+        out.append(f"{s.qualified} {s.state}{detail}; {', '.join(parts)}")
+    return out or ["no sources configured"]
+
+
+def _ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 90:
+        return f"{s}s ago"
+    if s < 90 * 60:
+        return f"{s // 60}m ago"
+    if s < 36 * 3600:
+        return f"{s // 3600}h ago"
+    return f"{s // 86400}d ago"

@@ -144,15 +144,16 @@ async def test_time_cron_evnt_event(bot) -> None:  # type: ignore[no-untyped-def
     bot.table.bind("evnt", "-|-", "rehash", rec)
     bot.table.bind("event", "-|-", "re*", rec)
     # drive the clock directly: two minutes pass while the loop was "busy"
-    now = datetime(2026, 11, 27, 10, 0, tzinfo=bot.clock.tz)
-    bot.clock._now = lambda tz: now
-    bot.clock.last = datetime(2026, 11, 27, 9, 57, tzinfo=bot.clock.tz)
-    assert bot.clock.tick() == 3
+    clock = bot.sources.find("clock", "minutes")
+    now = datetime(2026, 11, 27, 10, 0, tzinfo=clock.tz)
+    clock._now = lambda tz: now
+    clock.last = datetime(2026, 11, 27, 9, 57, tzinfo=clock.tz)
+    assert clock.tick(bot.dispatcher) == 3
     times = await rec.wait("time", 3)
     crons = await rec.wait("cron", 3)
     assert [e.key for e in times] == ["58 09 27 11 2026", "59 09 27 11 2026", "00 10 27 11 2026"]
     assert [e.payload.minute for e in crons] == [58, 59, 0]
-    assert bot.clock.tick() == 0  # the same minute never fires twice
+    assert clock.tick(bot.dispatcher) == 0  # the same minute never fires twice
     bot.rehash()
     (evnt,) = await rec.wait("evnt")
     (event,) = await rec.wait("event")

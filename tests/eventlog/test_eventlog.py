@@ -471,8 +471,14 @@ async def bot(
     store: SqliteStore, wired: tuple[BindingTable, Dispatcher, EventLog]
 ) -> AsyncIterator[tuple[BindingTable, Dispatcher, EventLog, ReplayWorker]]:
     table, d, log_ = wired
-    worker = ReplayWorker(store, d, log_, sink=REPLY_SINK, poll_s=0.02)
-    task = asyncio.create_task(worker.run())
+    worker = ReplayWorker(
+        store,
+        outcome=log_.replay_outcome,
+        sink=REPLY_SINK,
+        poll_s=0.02,
+        wait_s=max(60.0, 4 * d.handler_timeout_s),
+    )
+    task = asyncio.create_task(worker.run(d, asyncio.Event()))
     yield table, d, log_, worker
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -40,8 +40,10 @@ from masterchief.config.schema import (
     WebhooksConfig,
 )
 from masterchief.config.secrets import Secret
-from masterchief.http.server import MAX_BACKLOG, WebServer
+from masterchief.http.health import HealthInfo
+from masterchief.http.server import WebServer
 from masterchief.runtime.app import App
+from masterchief.sources.webhooks.intake import MAX_BACKLOG, WebhookIntake
 from masterchief.store.api import NewDelivery
 from masterchief.store.sqlite import SqliteStore, open_store
 from tests.harness import bot_config_data, wait_until
@@ -126,6 +128,7 @@ def fresh_push() -> bytes:
 @dataclass
 class Web:
     server: WebServer
+    intake: WebhookIntake
     store: SqliteStore
     dispatcher: Dispatcher
     table: BindingTable
@@ -196,20 +199,29 @@ async def serving(
     dispatcher = Dispatcher(table, handler_timeout_s=5)
     server = WebServer(
         config.web,
+        ping=store.ping,
+        metrics=metrics,
+        # what the runtime adds (components, queues); here, the dispatcher's queue
+        health=lambda: HealthInfo(queues={"dispatch": dispatcher.queue.qsize()}),
+    )
+    intake = WebhookIntake(
         config.webhooks if webhooks is None else webhooks,
         store,
-        dispatcher,
+        max_body_bytes=config.web.max_body_bytes,
+        mount=server,
         max_backlog=max_backlog,
-        metrics=metrics,
     )
+    intake_started = asyncio.Event()
     tasks = [
         asyncio.create_task(dispatcher.run(), name="dispatcher"),
         asyncio.create_task(server.run(), name="web"),
+        asyncio.create_task(intake.run(dispatcher, intake_started), name="intake"),
     ]
     try:
         await asyncio.wait_for(server.started.wait(), 10)
+        await asyncio.wait_for(intake_started.wait(), 10)
         async with aiohttp.ClientSession() as session:
-            w = Web(server, store, dispatcher, table, session)
+            w = Web(server, intake, store, dispatcher, table, session)
             table.bind("webhook", "-|-", "*", w.events.append)
             yield w
     finally:
@@ -246,10 +258,10 @@ async def test_signed_github_push_is_stored_dispatched_and_marked_done(web: Web)
     # the delivery id is not signed: the body (what the signature covers) is the key
     assert ev.tags["dedup"] == "body-sha256:" + hashlib.sha256(body).hexdigest()
     assert abs(ev.time.timestamp() - time.time()) < 30
-    await wait_until(lambda: web.server.depths()["webhook_inflight"] == 0, 15)
-    await wait_until(lambda: web.server.writer.backlog == 0, 15)
+    await wait_until(lambda: web.intake.depths()["webhook_inflight"] == 0, 15)
+    await wait_until(lambda: web.intake.writer.backlog == 0, 15)
     assert await count_rows(web.store, "done = 1") == 1
-    assert web.server.counters()["github"] == {"accepted": 1}
+    assert web.intake.counters()["github"] == {"accepted": 1}
 
 
 def _deliveries() -> list[tuple[str, str, bytes, dict[str, str], str]]:
@@ -389,7 +401,7 @@ async def test_rejections_are_answered_logged_counted_and_not_stored(
     assert reason in data["error"]
     assert "\n" not in data["error"]
     provider = path.split("?")[0].removeprefix("/webhooks/")
-    assert web.server.counters()[provider] == {outcome: 1}
+    assert web.intake.counters()[provider] == {outcome: 1}
     logged = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
     assert len(logged) == 1 and provider in logged[0] and "127.0.0.1" in logged[0]
     for secret in (GH_SECRET, GL_TOKEN, JK_TOKEN, AM_TOKEN, REL_SECRET, *PD_SECRETS):
@@ -416,7 +428,7 @@ async def test_disabled_and_unknown_endpoints_are_404(tmp_path: Path) -> None:
         ):
             status, data = await w.post(path, body, {"X-Gitlab-Token": "anything"})
             assert (status, data) == (404, {"error": "no such webhook"}), path
-        counters = w.server.counters()
+        counters = w.intake.counters()
         assert counters["gitlab"] == {"not_found": 1}
         assert counters["unknown"] == {"not_found": 3}  # attacker names are not counter keys
         assert counters["jenkins"] == {"not_found": 1}
@@ -470,7 +482,7 @@ async def test_blank_secrets_that_got_past_validation_disable_the_provider(
         generic=(GenericHook.model_construct(name="release", secret=blank),),
     )
     async with serving(tmp_path, webhooks=hooks) as w:
-        assert w.server.providers == {}
+        assert w.intake.providers == {}
         for path, body, headers in _empty_key_deliveries():
             status, data = await w.post(path, body, headers)
             assert (status, data) == (404, {"error": "no such webhook"}), path
@@ -523,7 +535,7 @@ async def test_oversize_by_content_length_is_413_before_reading(web: Web) -> Non
     body = b'{"pad": "' + b"x" * LIMIT + b'"}'
     status, data = await web.post("/webhooks/github", body, github_headers(body))
     assert status == 413 and "larger than 4096 bytes" in data["error"]
-    assert web.server.counters()["github"] == {"too_large": 1}
+    assert web.intake.counters()["github"] == {"too_large": 1}
     assert await count_rows(web.store) == 0
 
 
@@ -541,7 +553,7 @@ async def test_oversize_chunked_body_stops_at_the_limit(web: Web) -> None:
     body = b'{"pad": "' + b"x" * (LIMIT * 4) + b'"}'  # what the signature covers
     status, data = await web.post("/webhooks/github", stream(), github_headers(body))
     assert status == 413 and "larger than" in data["error"]
-    assert web.server.counters()["github"] == {"too_large": 1}
+    assert web.intake.counters()["github"] == {"too_large": 1}
     assert await count_rows(web.store) == 0
     # the server still serves
     ok = payload("github_push")
@@ -572,7 +584,7 @@ async def test_deeply_nested_json_is_400(web: Web) -> None:
     deep = b"[" * 2000 + b"]" * 2000  # 4000 bytes, under the limit, deeper than the parser goes
     status, data = await web.post("/webhooks/github", deep, github_headers(deep))
     assert status == 400 and "nested too deeply" in data["error"], data
-    assert web.server.counters()["github"] == {"bad_request": 1}
+    assert web.intake.counters()["github"] == {"bad_request": 1}
 
 
 async def test_crlf_quit_in_a_commit_message_reaches_the_event_unchanged(web: Web) -> None:
@@ -605,7 +617,7 @@ async def test_duplicate_delivery_is_200_and_dispatched_once(web: Web) -> None:
     await web.dispatcher.drain(5)
     await wait_until(lambda: len(web.events) == 2, 15)
     assert len({ev.tags["delivery"] for ev in web.events}) == 2
-    assert web.server.counters()["github"] == {"accepted": 2, "duplicate": 5}
+    assert web.intake.counters()["github"] == {"accepted": 2, "duplicate": 5}
     assert await count_rows(web.store) == 2
 
 
@@ -650,7 +662,7 @@ async def test_generic_webhook_id_repeated_is_2xx_and_dispatched_once(web: Web) 
         other["webhook-id"],
     ]
     assert web.events[0].tags["delivery"] == str(data["id"])
-    assert web.server.counters()["generic/release"] == {
+    assert web.intake.counters()["generic/release"] == {
         "accepted": 2,
         "duplicate": 2,
         "unauthorized": 2,
@@ -682,7 +694,7 @@ async def test_legacy_generic_replayed_with_a_new_request_id_is_a_duplicate(
         await wait_until(lambda: w.events, 15)
         await w.dispatcher.drain(5)
         assert len(w.events) == 1
-        assert w.server.counters()["generic/release"] == {
+        assert w.intake.counters()["generic/release"] == {
             "accepted": 1,
             "duplicate": 3,
             "unauthorized": 1,
@@ -715,7 +727,7 @@ async def test_store_failure_is_503_not_4xx(web: Web) -> None:
     body = payload("github_push")
     status, data = await web.post("/webhooks/github", body, github_headers(body))
     assert status == 503 and "retry" in data["error"]
-    assert web.server.counters()["github"] == {"unavailable": 1}
+    assert web.intake.counters()["github"] == {"unavailable": 1}
     await web.dispatcher.drain(5)
     assert web.events == []
 
@@ -736,11 +748,11 @@ async def test_202_is_fast_while_handlers_are_slow(web: Web) -> None:
         assert status == 202
     assert time.monotonic() - t0 < 2.0  # handler_timeout_s is 5: they would not be done
     await wait_until(lambda: len(started) == 3, 15)
-    assert web.server.depths()["webhook_inflight"] == 3
+    assert web.intake.depths()["webhook_inflight"] == 3
     assert await count_rows(web.store, "done = 0") == 3
     release.set()
-    await wait_until(lambda: web.server.depths()["webhook_inflight"] == 0, 15)
-    await wait_until(lambda: web.server.writer.backlog == 0, 15)
+    await wait_until(lambda: web.intake.depths()["webhook_inflight"] == 0, 15)
+    await wait_until(lambda: web.intake.writer.backlog == 0, 15)
     assert await count_rows(web.store, "done = 1") == 3
 
 
@@ -753,18 +765,18 @@ async def test_full_dispatch_queue_backlogs_then_feeds(tmp_path: Path) -> None:
 
         # a dispatcher with a tiny queue: replace it before traffic
         small = Dispatcher(w.table, queue_size=1, max_inflight=1, handler_timeout_s=5)
-        w.server.dispatcher = small
+        w.intake.sink = small
         w.table.bind("webhook", "-|-", "github/*", blocker)
         runner = asyncio.create_task(small.run())
         try:
             bodies = [fresh_push() for _ in range(5)]
             results = [await w.post("/webhooks/github", b, github_headers(b)) for b in bodies]
             assert [s for s, _ in results] == [202] * 5
-            await wait_until(lambda: w.server.depths()["webhook_backlog"] > 0, 15)
+            await wait_until(lambda: w.intake.depths()["webhook_backlog"] > 0, 15)
             gate.set()
             await wait_until(lambda: len(w.events) == 5, 20)
             await wait_until(
-                lambda: w.server.depths() == {"webhook_backlog": 0, "webhook_inflight": 0}, 10
+                lambda: w.intake.depths() == {"webhook_backlog": 0, "webhook_inflight": 0}, 10
             )
         finally:
             runner.cancel()
@@ -781,7 +793,7 @@ async def test_full_dispatch_backlog_is_503_and_the_retry_is_taken(tmp_path: Pat
             await gate.wait()
 
         small = Dispatcher(w.table, queue_size=1, max_inflight=1, handler_timeout_s=30)
-        w.server.dispatcher = small
+        w.intake.sink = small
         w.table.bind("webhook", "-|-", "github/*", blocker)
         runner = asyncio.create_task(small.run())
         try:
@@ -796,12 +808,12 @@ async def test_full_dispatch_backlog_is_503_and_the_retry_is_taken(tmp_path: Pat
                 accepted += 1
             assert status == 503, "the backlog never filled"
             assert "backlog" in data["error"]
-            assert w.server.depths()["webhook_backlog"] == 2
-            assert w.server.counters()["github"] == {"accepted": accepted, "unavailable": 1}
+            assert w.intake.depths()["webhook_backlog"] == 2
+            assert w.intake.counters()["github"] == {"accepted": accepted, "unavailable": 1}
             assert await count_rows(w.store) == accepted  # the refused one was not stored
             gate.set()
             await wait_until(lambda: len(w.events) == accepted, 20)
-            await wait_until(lambda: w.server.depths()["webhook_backlog"] == 0, 15)
+            await wait_until(lambda: w.intake.depths()["webhook_backlog"] == 0, 15)
             status, _ = await w.post("/webhooks/github", body, headers)  # the provider retries
             assert status == 202
             await wait_until(lambda: len(w.events) == accepted + 1, 15)
@@ -1036,11 +1048,12 @@ async def test_app_redispatches_pending_deliveries_after_a_crash(tmp_path: Path,
         assert ev.tags["x-github-delivery"] == "d-1"
         assert ev.key == "github/push" and ev.payload == json.loads(body)
         assert 100 < time.time() - ev.time.timestamp() < 200  # the original receive time
-        assert app.web is not None
+        intake = app.sources.find("webhooks", "intake")
+        assert isinstance(intake, WebhookIntake)
         await wait_until(
-            lambda: app.web.writer.backlog == 0 and not app.web.depths()["webhook_inflight"], 5
-        )  # type: ignore[union-attr]
-        assert app.web.counters()["github"] == {"redelivered": 1}
+            lambda: intake.writer.backlog == 0 and not intake.depths()["webhook_inflight"], 5
+        )
+        assert intake.counters()["github"] == {"redelivered": 1}
     store = await open_store(tmp_path / "mc.db")
     try:
         assert await store.pending_deliveries() == []

@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.registry import BindingTable
 from masterchief.config.engine import build_config
 from masterchief.runtime.app import App
@@ -50,7 +49,7 @@ def make_clock(tz: tzinfo, instant: datetime) -> tuple[BindingTable, Clock, Fake
     table = BindingTable()
     table.bind("cron", "-|-", NINE, lambda ev: None)
     now = FakeNow(instant)
-    return table, Clock(Dispatcher(table), tz, now=now), now
+    return table, Clock(tz, now=now), now
 
 
 # 09:00 in Paris is 08:00 UTC in winter (CET) and 07:00 UTC in summer (CEST);
@@ -126,12 +125,14 @@ async def test_app_clock_uses_bot_timezone(tmp_path: Path) -> None:
     app = await App.create(build_config(data, project_dir=tmp_path))
     try:
         app.table.bind("cron", "-|-", NINE, lambda ev: None)
+        clock = app.sources.find("clock", "minutes")
+        assert isinstance(clock, Clock)
         now = FakeNow(utc(2024, 7, 1, 7, 0))
-        app.clock._now = now
-        app.clock.last = None
-        assert fired(app.table, app.clock) == [NINE]
-        app.clock.last = None
+        clock._now = now
+        clock.last = None
+        assert fired(app.table, clock) == [NINE]
+        clock.last = None
         now.instant = utc(2024, 7, 1, 9, 0)
-        assert fired(app.table, app.clock) == []
+        assert fired(app.table, clock) == []
     finally:
         await app.store.close()

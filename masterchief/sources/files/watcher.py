@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fnmatch
 import hashlib
 import logging
@@ -50,8 +51,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from ...bindings.event import Event
-from ...config.schema import FilesConfig
+from ...config.schema import Config, FilesConfig
+from ...metrics import Family
 from ...store.api import FileIdentity, FileLedgerStore, FileState, LedgerEntry
+from ..base import EventSink, SourceDeps, SourceStatus
 from .parse import (
     Refused,
     csv_header,
@@ -63,7 +66,7 @@ from .parse import (
 )
 from .parse import parse_document as _parse_document
 
-__all__ = ["CsvRows", "FileWatcher", "WatchStats", "ignored_name"]
+__all__ = ["FAMILY", "CsvRows", "FileWatcher", "WatchStats", "ignored_name"]
 
 log = logging.getLogger("masterchief.files")
 
@@ -171,12 +174,15 @@ class CsvRows:
 
 
 class FileWatcher:
-    """Every configured watched folder; ``await run()`` until cancelled."""
+    """Watched folders; ``await run()`` until cancelled.  As a source
+    (``files``) it watches one ``files:`` entry; tests may give several."""
+
+    family = "files"
 
     def __init__(
         self,
         configs: Sequence[FilesConfig],
-        submit: Callable[..., Awaitable[None]],
+        submit: Callable[..., Awaitable[None]] | None,
         store: FileLedgerStore,
         *,
         announce: Announce | None = None,
@@ -185,9 +191,40 @@ class FileWatcher:
         self._store = store
         self._announce = announce
         self.watches = [_Watch(c, c.path) for c in configs]
+        self.name = ",".join(c.name for c in configs)
+        self.errors = 0
+        self.last_success: float | None = None
         self._observer: Any = None
 
-    async def status(self) -> list[dict[str, Any]]:
+    def status(self) -> SourceStatus:
+        w = self.watches
+        return SourceStatus(
+            self.family,
+            self.name,
+            "ok" if self._observer is not None else "starting",
+            ", ".join(str(x.root) for x in w),
+            events=sum(x.stats.dispatched for x in w),
+            errors=self.errors + sum(x.stats.quarantined for x in w),
+            pending=sum(len(x.pending) for x in w),
+            last_success=self.last_success,
+        )
+
+    def metrics(self) -> list[Family]:
+        return [
+            Family(
+                "masterchief_files",
+                "Watched folder counters",
+                "counter",
+                ("folder", "outcome"),
+                {
+                    (x.config.name, k): v
+                    for x in self.watches
+                    for k, v in dataclasses.asdict(x.stats).items()
+                },
+            )
+        ]
+
+    async def folder_status(self) -> list[dict[str, Any]]:
         """Each watched folder: pending, processed and quarantined counts (for ``!files``)."""
         out: list[dict[str, Any]] = []
         for w in self.watches:
@@ -233,7 +270,11 @@ class FileWatcher:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(
+        self, sink: EventSink | None = None, started: asyncio.Event | None = None
+    ) -> None:
+        if sink is not None:
+            self._submit = sink.put
         if not self.watches:
             return
         # watchdog (~5 MB) is loaded only when a folder is watched.
@@ -250,6 +291,8 @@ class FileWatcher:
         try:
             for w in self.watches:
                 self._scan_dir(w, w.root)  # after start: nothing falls between
+            if started is not None:
+                started.set()
             async with asyncio.TaskGroup() as tg:
                 for w in self.watches:
                     tg.create_task(self._loop(w), name=f"files:{w.config.name}")
@@ -286,6 +329,7 @@ class FileWatcher:
                 except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
                     raise
                 except Exception:
+                    self.errors += 1
                     log.exception("files %s: failed on %s", watch.config.name, path)
 
     # -- one file ------------------------------------------------------------------------
@@ -357,6 +401,7 @@ class FileWatcher:
                     finished.set_result(None)
 
             keep_open = True
+            assert self._submit is not None, "run() with a sink, or give submit"
             try:
                 await self._submit(ev, on_done=on_done)
                 await finished
@@ -364,6 +409,7 @@ class FileWatcher:
                 fh.close()
             await record("done")
             watch.stats.dispatched += 1
+            self.last_success = time.time()
             if redelivery:
                 watch.stats.redelivered += 1
             if rows is not None and rows.error is not None:
@@ -486,3 +532,20 @@ def _quarantine_file(root: Path, path: Path, reason: str) -> None:
     partial = target.with_name("." + target.name + ".reason.part")
     partial.write_text(reason + "\n", encoding="utf-8")
     os.replace(partial, reason_file)
+
+
+class FilesFamily:
+    """``files:`` entries: one watcher (and observer thread) per folder."""
+
+    name = "files"
+    section = "files"
+    bind_types = ("file",)
+
+    def entries(self, config: Config) -> Sequence[FilesConfig]:
+        return config.files
+
+    def build(self, entry: FilesConfig, deps: SourceDeps) -> FileWatcher:
+        return FileWatcher([entry], None, deps.store, announce=deps.announce)
+
+
+FAMILY = FilesFamily()

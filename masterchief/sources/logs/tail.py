@@ -2,8 +2,8 @@
 
 How this works
 --------------
-``LogTailers(configs, sink, store=...)`` runs one ``LogTailer`` per ``logs:``
-entry; a tailer expands its ``path`` glob every ``rescan_s`` and runs one
+Each ``logs:`` entry is one ``LogTailer`` (a source, ``LogsFamily``);
+it expands its ``path`` glob every ``rescan_s`` and runs one
 ``FileFollower`` per matching file.  A follower polls: it reads its open file
 to the end, then ``stat()``s the path:
 
@@ -70,6 +70,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import glob
 import logging
 import os
@@ -80,17 +81,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ...bindings.event import Event
-from ...config.schema import LogConfig
+from ...config.schema import Config, LogConfig
+from ...metrics import Family
 from ...store.api import CheckpointStore
+from ..base import EventSink, SourceDeps, SourceStatus
 from .offsets import LogOffset, load_offset, save_offset
 from .parse import Parser, make_parser
 
 __all__ = [
+    "FAMILY",
     "FLUSH_LINES",
     "FileFollower",
     "LineSplitter",
     "LogTailer",
-    "LogTailers",
     "TailSink",
 ]
 
@@ -286,6 +289,7 @@ class FileFollower:
         self.flush_s = flush_s
         self.wanted = wanted
         self.lines = 0
+        self.errors = 0
         self._src: _Source | None = None  # the file at the path
         self._rotated: list[_Source] = []  # renamed or deleted, still being read
         self._warned = False
@@ -522,6 +526,7 @@ class FileFollower:
                     await self._maybe_flush()
                     failing = None
                 except Exception as exc:  # one bad file must not stop the bot
+                    self.errors += 1
                     if repr(exc) != failing:
                         log.exception("%s: tailing failed; retrying", self.path)
                     failing = repr(exc)
@@ -546,12 +551,16 @@ class FileFollower:
 
 
 class LogTailer:
-    """One ``logs:`` entry: a follower per file matching its path (a glob)."""
+    """One ``logs:`` entry, a ``logs`` source: a follower per file matching
+    its path (a glob).  Lines no ``log`` binding wants are not dispatched
+    (``wanted``, by default the sink's ``wants``)."""
+
+    family = "logs"
 
     def __init__(
         self,
         config: LogConfig,
-        sink: TailSink,
+        sink: TailSink | None = None,
         *,
         store: CheckpointStore | None = None,
         poll_s: float = 0.1,
@@ -561,6 +570,7 @@ class LogTailer:
         wanted: Callable[[str], bool] | None = None,
     ) -> None:
         self.config = config
+        self.name = config.name
         self.wanted = wanted
         self.sink = sink
         self.store = store
@@ -578,6 +588,7 @@ class LogTailer:
         return [pattern]  # followed even before it exists
 
     def _follower(self, path: str, initial: bool) -> FileFollower:
+        assert self.sink is not None
         return FileFollower(
             self.config,
             path,
@@ -591,7 +602,13 @@ class LogTailer:
             wanted=self.wanted,
         )
 
-    async def run(self) -> None:
+    async def run(
+        self, sink: EventSink | None = None, started: asyncio.Event | None = None
+    ) -> None:
+        if sink is not None:
+            self.sink = sink
+            if self.wanted is None:
+                self.wanted = functools.partial(sink.wants, "log")
         initial = True
         async with asyncio.TaskGroup() as tg:
             while True:
@@ -599,33 +616,45 @@ class LogTailer:
                     if path not in self.followers:
                         f = self.followers[path] = self._follower(path, initial)
                         tg.create_task(f.run(), name=f"tail:{self.config.name}:{path}")
+                if initial and started is not None:
+                    started.set()
                 initial = False
                 await asyncio.sleep(self.rescan_s)
 
+    def follower_status(self) -> list[dict[str, Any]]:
+        """Each followed file: offsets, lines and rate (for ``!files``)."""
+        return [f.status() for f in self.followers.values()]
 
-class LogTailers:
-    """All ``logs:`` entries, run in one TaskGroup."""
+    def status(self) -> SourceStatus:
+        followers = list(self.followers.values())
+        errors = sum(f.errors for f in followers)
+        lines = sum(f.lines for f in followers)
+        files = len(followers)
+        return SourceStatus(
+            self.family,
+            self.name,
+            "ok" if followers else "idle",
+            f"{self.config.path}: {files} file{'s' * (files != 1)} followed",
+            events=lines,
+            errors=errors,
+        )
 
-    def __init__(
-        self,
-        configs: Sequence[LogConfig],
-        sink: TailSink,
-        *,
-        store: CheckpointStore | None = None,
-        wanted: Callable[[str], bool] | None = None,
-    ) -> None:
-        names = [c.name for c in configs]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"logs: duplicate name(s) {', '.join(dupes)}")
-        self.tailers = [LogTailer(c, sink, store=store, wanted=wanted) for c in configs]
+    def metrics(self) -> list[Family]:
+        return []
 
-    def status(self) -> list[dict[str, Any]]:
-        return [f.status() for t in self.tailers for f in t.followers.values()]
 
-    async def run(self) -> None:
-        if not self.tailers:
-            return
-        async with asyncio.TaskGroup() as tg:
-            for t in self.tailers:
-                tg.create_task(t.run(), name=f"tail:{t.config.name}")
+class LogsFamily:
+    """``logs:`` entries, one tailer each."""
+
+    name = "logs"
+    section = "logs"
+    bind_types = ("log",)
+
+    def entries(self, config: Config) -> Sequence[LogConfig]:
+        return config.logs
+
+    def build(self, entry: LogConfig, deps: SourceDeps) -> LogTailer:
+        return LogTailer(entry, store=deps.store)
+
+
+FAMILY = LogsFamily()

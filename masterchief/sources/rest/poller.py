@@ -95,23 +95,25 @@ import aiohttp
 from yarl import URL
 
 from masterchief.bindings.event import Event, new_ref
-from masterchief.config.schema import RestPollConfig
+from masterchief.config.schema import Config, RestPollConfig
 from masterchief.config.secrets import MASK, REDACTOR, Redactor, Secret
 from masterchief.errors import ConfigError
+from masterchief.metrics import Family
 from masterchief.store.api import CheckpointStore, StoreError, from_json, to_json
 
+from ..base import SourceDeps, SourceState, SourceStatus
 from .oauth import BodyTooLarge, ClientCredentials, TokenError, read_limited
 
 if TYPE_CHECKING:
     from jmespath.parser import ParsedResult
 
 __all__ = [
+    "FAMILY",
     "EventSink",
     "PollFailure",
     "PollResult",
     "PollerStats",
     "RestPoller",
-    "RestPollers",
     "backoff_delay",
     "canonical_hash",
     "check_select",
@@ -146,9 +148,12 @@ _SECRET_PARAMS = frozenset(
 
 
 class EventSink(Protocol):
-    """Where pollers put Events (the ``Dispatcher``): waits for room in the queue."""
+    """Where a poller puts Events (the dispatcher): waits for room in the queue."""
 
     async def put(self, *chain: Event) -> None: ...
+
+
+HttpSession = Callable[[], Awaitable[aiohttp.ClientSession]]
 
 
 Clock = Callable[[], float]
@@ -271,15 +276,20 @@ class _Fetched:
 
 
 class RestPoller:
-    """Polls one endpoint.  ``run(session)`` loops forever; tests call
-    ``poll_once(session)`` and pass ``clock``/``sleep``/``rng`` to control time."""
+    """Polls one endpoint: the ``rest`` source of one ``rest:`` entry.
+    ``run(sink, started)`` loops forever on the runtime's shared HTTP session
+    (``http``); tests call ``poll_once(session)`` with a ``sink`` given here
+    and pass ``clock``/``sleep``/``rng`` to control time."""
+
+    family = "rest"
 
     def __init__(
         self,
         config: RestPollConfig,
-        sink: EventSink,
+        sink: EventSink | None = None,
         *,
         store: CheckpointStore | None = None,
+        http: HttpSession | None = None,
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -290,8 +300,11 @@ class RestPoller:
     ) -> None:
         self.config = config
         self.name = config.name
-        self.sink = sink
+        self.sink: EventSink = sink if sink is not None else _NoSink()
         self.store = store
+        self._http = http
+        self.last_success: float | None = None
+        self._last_reason: str | None = None
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -413,13 +426,54 @@ class RestPoller:
         base = backoff_delay(self.config.interval_s, self.failures, self.backoff_cap)
         return jittered(base, self.jitter, self._rng())
 
-    async def run(self, session: aiohttp.ClientSession) -> None:
+    async def run(self, sink: EventSink, started: asyncio.Event) -> None:
         """Poll until cancelled."""
+        assert self._http is not None, "a running poller needs the shared HTTP session"
+        self.sink = sink
+        session = await self._http()
         await self.load_state()
+        started.set()
         while True:
-            started = self._clock()
+            began = self._clock()
             await self.poll_once(session)
-            await self._sleep(max(0.0, started + self.next_delay() - self._clock()))
+            await self._sleep(max(0.0, began + self.next_delay() - self._clock()))
+
+    # -- as a source -------------------------------------------------------------
+
+    def status(self) -> SourceStatus:
+        s = self.stats
+        if self.failing:
+            state: SourceState = "failing"
+            detail = f"{self.shown_url}: {self._last_reason or 'failing'} ({self.failures}x)"
+        else:
+            state = "ok" if s.polls else "starting"
+            detail = f"{self.shown_url} every {self.config.interval_s:g}s"
+        return SourceStatus(
+            self.family,
+            self.name,
+            state,
+            detail,
+            events=s.emitted,
+            errors=s.failed,
+            last_success=self.last_success,
+        )
+
+    def metrics(self) -> list[Family]:
+        s = self.stats
+        return [
+            Family(
+                "masterchief_rest_polls",
+                "REST polls by outcome",
+                "counter",
+                ("poller", "outcome"),
+                {
+                    (self.name, "polled"): s.polls,
+                    (self.name, "failed"): s.failed,
+                    (self.name, "not_modified"): s.not_modified,
+                    (self.name, "emitted"): s.emitted,
+                },
+            )
+        ]
 
     # -- one poll --------------------------------------------------------------
 
@@ -511,7 +565,7 @@ class RestPoller:
 
     def _headers(self, token: Secret | None) -> dict[str, str]:
         auth = self.config.auth
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if auth.type == "api_key" and auth.header is not None and auth.key is not None:
             headers[auth.header] = auth.key.reveal()
         elif auth.type == "bearer" and auth.token is not None:
@@ -588,6 +642,7 @@ class RestPoller:
 
     async def _failed(self, failure: PollFailure) -> PollResult:
         self.stats.failed += 1
+        self._last_reason = failure.reason
         self.failures += 1
         detail = f" ({failure.detail})" if failure.detail else ""
         if self._failing_since is None:
@@ -629,6 +684,7 @@ class RestPoller:
         return PollResult(ok=False, reason=failure.reason)
 
     async def _recovered(self) -> None:
+        self.last_success = self._wall()
         since, failures = self._failing_since, self.failures
         self.failures = 0
         self._failing_since = None
@@ -658,36 +714,26 @@ class RestPoller:
         )
 
 
-# --- all pollers -------------------------------------------------------------------
+# --- the family ---------------------------------------------------------------------
 
 
-class RestPollers:
-    """Every configured poller, one shared HTTP session, one task each."""
+class _NoSink:
+    async def put(self, *chain: Event) -> None:
+        raise RuntimeError("a poller needs a sink: run() it, or give one to poll_once tests")
 
-    def __init__(
-        self,
-        configs: Sequence[RestPollConfig],
-        sink: EventSink,
-        *,
-        store: CheckpointStore | None = None,
-        **poller_options: Any,
-    ) -> None:
-        names = [c.name for c in configs]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ConfigError(f"REST poller names must be unique: {', '.join(dupes)}", key="rest")
-        self.pollers = [RestPoller(c, sink, store=store, **poller_options) for c in configs]
 
-    async def run(self) -> None:
-        """Run every poller until cancelled; the session closes on the way out."""
-        if not self.pollers:
-            return
-        async with (
-            aiohttp.ClientSession(
-                headers={"User-Agent": USER_AGENT},
-                cookie_jar=aiohttp.DummyCookieJar(),  # pollers share the session, not cookies
-            ) as session,
-            asyncio.TaskGroup() as tg,
-        ):
-            for poller in self.pollers:
-                tg.create_task(poller.run(session), name=f"rest:{poller.name}")
+class RestFamily:
+    """``rest:`` entries, one poller each, sharing the runtime's HTTP session."""
+
+    name = "rest"
+    section = "rest"
+    bind_types = ("rest",)
+
+    def entries(self, config: Config) -> Sequence[RestPollConfig]:
+        return config.rest
+
+    def build(self, entry: RestPollConfig, deps: SourceDeps) -> RestPoller:
+        return RestPoller(entry, store=deps.store, http=deps.http)
+
+
+FAMILY = RestFamily()

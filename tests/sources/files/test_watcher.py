@@ -380,7 +380,7 @@ async def test_same_file_twice_and_renamed(tmp_path: Path) -> None:
         await wait_until(lambda: processed(rig, "b.json"), 20)
         assert len(rig.events) == 1
         assert rig.watcher.watches[0].stats.duplicates == 1
-        [status] = await rig.watcher.status()
+        [status] = await rig.watcher.folder_status()
         assert status["processed"] == 1 and status["duplicates"] == 1
         assert status["pending"] == 0 and status["in_flight"] == 0
     # and again after a restart

@@ -16,6 +16,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from aiohttp.test_utils import TestServer
 from masterchief.bindings.event import Event
 from masterchief.config.schema import RestPollConfig
 from masterchief.errors import ConfigError
+from masterchief.sources.base import SharedHttp, SourceDeps
 from masterchief.sources.rest.oauth import (
     TokenError,
     basic_client_auth,
@@ -33,13 +35,16 @@ from masterchief.sources.rest.oauth import (
     refresh_margin,
 )
 from masterchief.sources.rest.poller import (
+    FAMILY as REST_FAMILY,
+)
+from masterchief.sources.rest.poller import (
     RestPoller,
-    RestPollers,
     backoff_delay,
     canonical_hash,
     jittered,
     redact_url,
 )
+from masterchief.sources.runner import SourceRunner
 from masterchief.store.sqlite import open_store
 from tests.harness import running_bot, wait_until
 
@@ -190,6 +195,10 @@ def poller(cfg: RestPollConfig, sink: Sink, ft: FakeTime | None = None, **kw: An
     )
 
 
+async def _ready(session: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    return session
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -273,8 +282,6 @@ def test_config_errors() -> None:
     sink = Sink()
     with pytest.raises(ConfigError, match=r"rest\.svc\.select.*JMESPath"):
         poller(config("http://127.0.0.1/x", select="foo[?"), sink)
-    with pytest.raises(ConfigError, match="unique: svc"):
-        RestPollers([config("http://127.0.0.1/a"), config("http://127.0.0.1/b")], sink)
     bad = RestPollConfig.model_construct(**{**config("http://x/").__dict__, "url": "ftp://x/y"})
     with pytest.raises(ConfigError, match="http and https"):
         poller(bad, sink)
@@ -598,8 +605,8 @@ async def test_backoff_and_report_once_then_recovery(
 
     api.routes["/s"] = handler
     ft, sink = FakeTime(), Sink()
-    p = poller(config(api.url("/s")), sink, ft)
-    task = asyncio.create_task(p.run(session))
+    p = poller(config(api.url("/s")), sink, ft, http=lambda: _ready(session))
+    task = asyncio.create_task(p.run(sink, asyncio.Event()))
     try:
         await ft.wait_sleeps(1)
         assert ft.delays == [60.0] and len(sink.rest) == 1
@@ -852,22 +859,40 @@ async def test_state_survives_restart(
 
 
 async def test_pollers_run_in_one_session_and_close(api: Api) -> None:
+    """Every poller of the ``rest`` family runs on the runtime's one shared
+    session, sends its own User-Agent, and the session closes with the runtime."""
     api.json_at("/a", {"a": 1})
     api.json_at("/b", {"b": 2})
     sink = Sink()
-    pollers = RestPollers([config(api.url("/a"), name="a"), config(api.url("/b"), name="b")], sink)
-    task = asyncio.create_task(pollers.run())
+    http = SharedHttp()
+    runner = SourceRunner(
+        [REST_FAMILY],
+        SimpleNamespace(rest=(config(api.url("/a"), name="a"), config(api.url("/b"), name="b"))),
+        SourceDeps(store=None, announce=no_announce, http=http),
+        sink,  # type: ignore[arg-type]
+    )
+    started = asyncio.Event()
+    task = asyncio.create_task(runner.run(started))
     try:
         await sink.wait_for(lambda: len(sink.rest) == 2)
+        assert started.is_set()
+        session = await http()
+        assert session is await http()  # one session for every poller
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await http.aclose()
+    assert session.closed
     assert sorted((e.key, json.dumps(e.payload["data"])) for e in sink.rest) == [
         ("rest/a", '{"a": 1}'),
         ("rest/b", '{"b": 2}'),
     ]
     assert all(s.headers["User-Agent"] == "MasterChief REST poller" for s in api.seen)
-    await asyncio.wait_for(RestPollers([], sink).run(), 1)  # nothing to poll: returns at once
+    assert [s.state for s in runner.statuses()] == ["ok", "ok"]
+
+
+async def no_announce(channel: str, text: str) -> None:
+    raise AssertionError("REST pollers announce through bindings, not directly")
 
 
 # --- end to end: the bot, a real InspIRCd, a loopback REST API ---------------------------------
@@ -952,7 +977,8 @@ async def test_bot_announces_changes_failure_and_recovery(
 
         await wait_until(lambda: polls() >= 1, 15)
 
-        poller = app.rest.pollers[0]
+        poller = app.sources.find("rest", "svc")
+        assert isinstance(poller, RestPoller)
         emitted, n = poller.stats.emitted, polls()
         state["doc"] = {"v": 1, "noise": 1}  # outside the selection: no announcement
         await wait_until(lambda: polls() >= n + 2, 15)

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.harness import running_bot
+from tests.harness import running_bot, webhook_intake
 from tests.sources.webhooks.signing import github_headers, standard_webhooks_headers
 
 STD_SECRET = "e2e-standard-release-secret"  # loopback test servers only: not secrets
@@ -134,7 +134,7 @@ async def test_replayed_deliveries_are_refused_and_announced_once(
         assert len(said(watcher, nick, "7.0.1-std")) == 1
         assert len(said(watcher, nick, "7.0.1-old")) == 1
         assert len(said(watcher, nick, "replayed?")) == 1
-        counters = app.web.counters()
+        counters = webhook_intake(app).counters()
         assert counters["generic/release"] == {"accepted": 2, "unauthorized": 4, "duplicate": 1}
         assert counters["generic/legacy"] == {"accepted": 1, "duplicate": 3, "unauthorized": 1}
         assert counters["github"] == {"accepted": 1, "duplicate": 2}

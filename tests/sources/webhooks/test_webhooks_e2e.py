@@ -21,7 +21,7 @@ import aiohttp
 
 import masterchief
 from masterchief.bindings import Event
-from tests.harness import running_bot
+from tests.harness import running_bot, webhook_intake
 from tests.sources.webhooks.signing import github_headers, standard_webhooks_headers
 
 SECRET = "e2e-github-secret"
@@ -154,14 +154,14 @@ async def test_rejected_and_duplicate_deliveries_announce_nothing_more(
             )
         lines = bot_lines(watcher, nick)
         assert len(lines) == 2 and '"valid one"' in lines[0] and '"valid two"' in lines[1]
-        assert app.web.counters()["github"] == {
+        assert webhook_intake(app).counters()["github"] == {
             "unauthorized": 1,
             "too_large": 1,
             "bad_request": 1,
             "accepted": 2,
             "duplicate": 1,
         }
-        assert app.web.counters()["jenkins"] == {"not_found": 1}
+        assert webhook_intake(app).counters()["jenkins"] == {"not_found": 1}
 
 
 GL_TOKEN = "e2e-gitlab-token"  # loopback test servers only: not secrets
