@@ -15,12 +15,10 @@ restricted the same way (``resolve.py`` says why).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from masterchief.bindings.flags import implied
-
-if TYPE_CHECKING:
-    from masterchief.identity.index import User
+from masterchief.identity.index import User
 
 __all__ = ["Identity", "Via", "restriction", "unprivileged"]
 

@@ -505,3 +505,19 @@ async def test_an_approved_job_rechecks_the_bot_host_rule_before_it_starts(
     finally:
         await jobs.shutdown()
         await store.close()
+
+
+async def test_a_console_requester_is_told_in_their_session_too(rig: Rig) -> None:
+    """Someone who asked from a console cannot see the channels: the job's
+    lines go to the channels and to their session."""
+    session = Target("test", "s1")
+    dora = Person("dora", console=session)
+    assert dora.private_target == session and ALICE.private_target == Target.irc("alice")
+    module = rig.jobs.module("base")
+    job = await rig.jobs.request(module, "dev", "deploy", {"service": "api"}, dora, None)
+    assert rig.jobs.runs.targets(job) == [Target.irc("#deploys"), session]
+    await finished(job)
+    await told(rig, f"job {job.id} base/dev deploy succeeded")
+    await rig.jobs.shutdown()
+    told_there = [text for target, text in rig.announced if target == "s1"]
+    assert told_there[0].startswith(f"job {job.id} started") and "succeeded" in told_there[-1]
