@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -15,7 +14,6 @@ from masterchief.identity.users import (
     User,
     UserTable,
     check_channel,
-    hash_password,
     normalize_hostmask,
     verify_password,
 )
@@ -288,34 +286,6 @@ def test_user_normalizes_chanflags() -> None:
 
 
 # --- passwords ----------------------------------------------------------------------------
-
-HASH_FORMAT = re.compile(r"scrypt\$16384\$8\$1\$[A-Za-z0-9+/=]{24}\$[A-Za-z0-9+/=]{44}")
-
-
-def test_hash_and_verify() -> None:
-    h = hash_password("correct horse")
-    assert HASH_FORMAT.fullmatch(h)
-    assert hash_password("correct horse") != h  # salted
-    user = User(handle="u", password_hash=h)
-    assert verify_password(user, "correct horse")
-    assert not verify_password(user, "correct horsE")
-    assert not verify_password(user, "")
-    assert not verify_password(User(handle="u"), "correct horse")
-    assert not verify_password(None, "correct horse")
-
-
-@pytest.mark.parametrize(
-    "stored",
-    [
-        "garbage",
-        "md5$1$2$3$abc$def",
-        "scrypt$16384$8$1$!!!$abc",
-        "scrypt$3$8$1$AAAAAAAAAAAAAAAAAAAAAA==$" + "A" * 44,  # n not a power of two
-        "scrypt$1099511627776$8$1$AAAAAAAAAAAAAAAAAAAAAA==$" + "A" * 44,  # absurd cost
-    ],
-)
-def test_malformed_hashes_never_verify(stored: str) -> None:
-    assert not verify_password(User(handle="u", password_hash=stored), "anything")
 
 
 async def test_set_password(table: UserTable) -> None:
