@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from masterchief.config.engine import build_config
-from masterchief.irc.client import SaslFailed
+from masterchief.irc.supervisor import SaslFailed
 from masterchief.runtime.app import App
 from tests.harness import bot_config_data, running_bot, wait_until
 from tests.servers import unique_name
