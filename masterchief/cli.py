@@ -150,6 +150,33 @@ def config_show(config_dir: Path, env: str) -> None:
 
 
 @main.group()
+def sources() -> None:
+    """Input sources (REST pollers, watched folders, tailed logs, webhook
+    intake, the clock, replays): sources status."""
+
+
+@sources.command("status")
+@_config_options
+def sources_status(config_dir: Path, env: str) -> None:
+    """Every configured source as the running bot last stored it (state,
+    events, errors, pending, last success, and when); the bot writes them
+    every few seconds while it runs."""
+    config = _load(config_dir, env, lenient=True)
+    from masterchief.sources.families import FAMILIES
+    from masterchief.sources.runner import STATUS_PREFIX
+    from masterchief.sources.status import stored_sources
+
+    configured = [
+        (fam.name, str(getattr(entry, "name", "")))
+        for fam in FAMILIES
+        for entry in fam.entries(config)
+    ]
+    stored = _with_store(config, lambda st: st.checkpoints(STATUS_PREFIX))
+    for line in stored_sources(configured, stored, time.time()):
+        click.echo(line)
+
+
+@main.group()
 def files() -> None:
     """Watched folders and tailed logs: files status."""
 

@@ -67,11 +67,11 @@ async def test_the_wanted_event_answer_follows_the_bindings(tmp_path: Path) -> N
     _write(cfg, 'irc: {host: 127.0.0.1, channels: ["#ops"]}\n')
     app = await App.create(load_config(cfg))
     try:
-        assert app._wants_event("deploy.progress") is False
+        assert app.dispatcher.wants("event", "deploy.progress") is False
         app.table.bind("event", "-|-", "deploy.*", lambda ev: None, owner="script:x")
-        assert app._wants_event("deploy.progress") is True
+        assert app.dispatcher.wants("event", "deploy.progress") is True
         app.table.unbind_owner("script:x")
-        assert app._wants_event("deploy.progress") is False
+        assert app.dispatcher.wants("event", "deploy.progress") is False
     finally:
         await app.store.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -145,8 +146,6 @@ class App:
         # Deploy modules and jobs (progress lines go straight to the pacer,
         # starts and summaries through the durable outbox).
         self.modules = ModuleLoader(list(config.deploy.modules))
-        self._wants_snapshot: object = None
-        self._wants_cache: dict[str, bool] = {}
         self.jobs = JobManager(
             config.deploy,
             store,
@@ -154,7 +153,7 @@ class App:
             announce=self.outbox.announce,
             say=self.transports.deliver,  # progress ticks: not durable, IRC's alert lane
             submit=self.dispatcher.submit,
-            wants=self._wants_event,
+            wants=functools.partial(self.dispatcher.wants, "event"),
             module_config=self.module_config,
             pending=self.outbox.depth,
             project_dir=config.project_dir,
@@ -208,18 +207,6 @@ class App:
         (fresh per call, so a rotated vault secret is read at the next job)."""
         resolvers = module_resolvers(self.config, vault_client=self.vault_client)
         return load_module_config(self.config, name, env=env, resolvers=resolvers)
-
-    def _wants_event(self, key: str) -> bool:
-        """Whether an ``event`` binding matches ``key`` -- asked once per job
-        output line, so the answer is kept until the bindings change."""
-        snapshot = self.table.snapshot
-        if snapshot is not self._wants_snapshot:
-            self._wants_snapshot = snapshot
-            self._wants_cache.clear()
-        found = self._wants_cache.get(key)
-        if found is None:
-            found = self._wants_cache[key] = snapshot.mask_matches("event", key)
-        return found
 
     # -- identity --------------------------------------------------------------
 

@@ -22,6 +22,9 @@ so an invalid new entry changes nothing and is reported.
 ``statuses()`` and ``metrics()`` read every source at call time: the common
 counters (events, errors, pending, last success) as
 ``masterchief_source_*{family,source}`` plus each source's own families.
+Every ``STATUS_EVERY_S`` the statuses are also written to the store as
+checkpoints ``source-status:<family>:<name>`` (only those that changed), so
+``masterchief sources status`` can show them without reaching the bot.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,10 +43,12 @@ from ..errors import ConfigError
 from ..metrics import Family
 from .base import EventSink, Source, SourceDeps, SourceFamily, SourceStatus
 
-__all__ = ["SourceRunner"]
+__all__ = ["STATUS_PREFIX", "SourceRunner"]
 
 log = logging.getLogger("masterchief.sources")
 
+STATUS_PREFIX = "source-status:"
+STATUS_EVERY_S = 10.0
 _BACKOFF_MIN_S = 1.0
 _BACKOFF_MAX_S = 60.0
 
@@ -116,7 +122,7 @@ class SourceRunner:
                 for run in list(self._running.values()):
                     await run.started.wait()
                 started.set()
-                await asyncio.Event().wait()  # until cancelled
+                await self._persist_statuses()  # until cancelled
             finally:
                 self._tasks = None
 
@@ -150,6 +156,26 @@ class SourceRunner:
                 continue
             run.started.set()
             return
+
+    async def _persist_statuses(self) -> None:
+        store = self.deps.store
+        if store is None or not hasattr(store, "checkpoint_put"):
+            await asyncio.Event().wait()
+        written: dict[str, dict[str, Any]] = {}
+        while True:
+            for st in self.statuses():
+                value = {**dataclasses.asdict(st), "as_of": time.time()}
+                name = STATUS_PREFIX + st.qualified
+                same = {k: v for k, v in value.items() if k != "as_of"}
+                if written.get(name) == same:
+                    continue
+                try:
+                    await store.checkpoint_put(name, value)
+                except Exception as exc:  # the store's trouble is reported by /healthz
+                    log.debug("sources: cannot store the status of %s: %s", st.qualified, exc)
+                    break
+                written[name] = same
+            await asyncio.sleep(STATUS_EVERY_S)
 
     # -- reconfiguring -------------------------------------------------------------
 

@@ -20,12 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from ..config.schema import Config, FilesConfig
-from ..store.api import CheckpointStore, FileLedgerStore
+from ..store.api import Checkpoint, CheckpointStore, FileLedgerStore
 from .base import SourceStatus
 from .files.watcher import ignored_name
 from .logs.offsets import stored_offsets
 
-__all__ = ["as_of", "folder_rows", "format_sources", "format_status", "log_rows"]
+__all__ = [
+    "as_of",
+    "folder_rows",
+    "format_sources",
+    "format_status",
+    "log_rows",
+    "stored_sources",
+]
 
 _SPECIAL = (".quarantine", ".processed")
 
@@ -177,3 +184,30 @@ def _ago(seconds: float) -> str:
     if s < 36 * 3600:
         return f"{s // 3600}h ago"
     return f"{s // 86400}d ago"
+
+
+def stored_sources(
+    configured: Iterable[tuple[str, str]], stored: Iterable[Checkpoint], now: float
+) -> list[str]:
+    """``masterchief sources status`` offline: each configured source as the
+    bot last stored it (``source-status:<family>:<name>`` checkpoints), with
+    when; a configured source with no stored status was never run."""
+    by_name: dict[str, Checkpoint] = {}
+    for row in stored:
+        by_name[row.name.partition(":")[2]] = row
+    out: list[str] = []
+    for family, name in configured:
+        cp = by_name.get(f"{family}:{name}")
+        if cp is None:
+            out.append(f"{family}:{name} not reported yet (not run by the bot since configured)")
+            continue
+        value = cp.value
+        try:
+            fields: dict[str, Any] = {k: v for k, v in value.items() if k != "as_of"}
+            st = SourceStatus(**fields)
+        except TypeError:  # written by another version: show what is certain
+            out.append(f"{family}:{name} status unreadable (as of {as_of(cp.updated_at)})")
+            continue
+        (line,) = format_sources([st], now)
+        out.append(f"{line} (as of {as_of(cp.updated_at)})")
+    return out or ["no sources configured"]
