@@ -19,6 +19,7 @@ transport's ``Reply``: ``ev.reply`` answers where the Event came from,
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Awaitable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,16 @@ __all__ = [
 ]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+# Event ids must be unique (the event log's key, ``replay_of``), not secret:
+# a PRNG seeded from the OS costs a fraction of an ``os.urandom`` call per
+# Event, and every IRC line makes one or two (bench/rtt.py).
+_ids = random.Random(secrets.randbits(128))
+
+
+def _new_id() -> str:
+    return f"{_ids.getrandbits(64):016x}"
 
 
 def new_ref() -> str:
@@ -137,7 +148,7 @@ class Event:
     source: str | None = None
     # A peer other than an IRC user (who is ``nick``/``uhost``/``account``).
     peer: ConsoleSession | LinkedBot | None = None
-    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    id: str = field(default_factory=_new_id)
     sink: Reply | None = field(default=None, compare=False, repr=False)
     replay_of: str | None = None  # the id of the logged Event this one replays
 

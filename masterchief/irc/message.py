@@ -61,7 +61,7 @@ def _tags(text: str) -> Mapping[str, str]:
         if not eq or not value or not key:
             continue  # a tag without a value says only "present": not kept
         out[key] = _unescape(value) if "\\" in value else value
-    return out
+    return MappingProxyType(out)  # read-only already: an Event keeps it without a copy
 
 
 def _unescape(value: str) -> str:
