@@ -4,7 +4,9 @@ Script writers need three names::
 
     from masterchief import bind, unbind, Event
 
-``bind``/``unbind``/``binds`` act on the running bot's binding table.
+``bind``/``unbind``/``binds``/``say`` act on the bot that runs the script
+(``bindings/scriptapi.py``: a context variable each bot sets, so two bots in
+one process never touch each other's bindings).
 
 A script's plain ``def`` handlers run in a worker thread (see the README),
 so everything here may be called from one: ``say`` is handed to the bot's
@@ -19,37 +21,17 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .bindings.event import Event
-from .bindings.registry import Binding, BindingTable, Handler
+from .bindings.registry import Binding, Handler
+from .bindings.scriptapi import current
 
-__all__ = ["Event", "bind", "binds", "say", "unbind"]
+__all__ = ["Event", "announce", "bind", "binds", "say", "unbind"]
 
 T = TypeVar("T")
 
-_table = BindingTable()
-_say: Callable[[str, str], object] | None = None
-_loop: asyncio.AbstractEventLoop | None = None  # the running bot's
 
-
-def table() -> BindingTable:
-    """The binding table that ``bind``/``unbind`` use (the running bot's)."""
-    return _table
-
-
-def set_table(new: BindingTable, say_fn: Callable[[str, str], object] | None = None) -> None:
-    """Point the script API at a bot (called by the App, on its event loop)."""
-    global _table, _say, _loop
-    _table = new
-    _say = say_fn
-    try:
-        _loop = asyncio.get_running_loop()
-    except RuntimeError:  # built outside a loop (offline tools): calls run in place
-        _loop = None
-
-
-def _off_loop() -> asyncio.AbstractEventLoop | None:
+def _off_loop(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop | None:
     """The bot's loop when called from a thread without one (a plain
     handler's), else None: call in place."""
-    loop = _loop
     if loop is None or not loop.is_running():
         return None
     try:
@@ -59,13 +41,13 @@ def _off_loop() -> asyncio.AbstractEventLoop | None:
     return None
 
 
-def _on_loop(fn: Callable[..., T], *args: Any) -> T:
+def _on_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)``, run on the bot's loop; waits for its result from a thread.
 
     The call keeps the caller's context (``call_soon_threadsafe`` copies it),
     so a binding made from a script's handler still belongs to that script."""
-    loop = _off_loop()
-    if loop is None:
+    target = _off_loop(loop)
+    if target is None:
         return fn(*args)
     done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
@@ -75,7 +57,7 @@ def _on_loop(fn: Callable[..., T], *args: Any) -> T:
         except BaseException as exc:
             done.set_exception(exc)
 
-    loop.call_soon_threadsafe(run)
+    target.call_soon_threadsafe(run)
     return done.result(timeout=30)
 
 
@@ -83,17 +65,19 @@ def bind(type: str, flags: str, mask: str, handler: Handler | None = None) -> An
     """Bind ``handler`` (or decorate it): ``@bind("pub", "-|-", "!ping")``."""
     if handler is None:
         return lambda fn: bind(type, flags, mask, fn)
-    return _on_loop(_table.bind, type, flags, mask, handler)
+    api = current()
+    return _on_loop(api.loop, api.table.bind, type, flags, mask, handler)
 
 
 def unbind(type: str, flags: str, mask: str, handler: Handler) -> bool:
     """Remove the binding made with exactly these arguments."""
-    return _on_loop(_table.unbind, type, flags, mask, handler)
+    api = current()
+    return _on_loop(api.loop, api.table.unbind, type, flags, mask, handler)
 
 
 def binds(type: str | None = None) -> list[Binding]:
     """The bindings (optionally of one type) with their hit counts."""
-    return _table.binds(type)
+    return current().table.binds(type)
 
 
 def say(target: str, text: str) -> None:
@@ -106,14 +90,29 @@ def say(target: str, text: str) -> None:
     From a plain handler's thread the line is handed to the bot's event loop,
     after anything that handler said before.
     """
-    say_fn = _say
-    if say_fn is None:
+    api = current()
+    if api.say is None:
         raise RuntimeError("say() needs a running bot")
-    loop = _off_loop()
+    loop = _off_loop(api.loop)
     if loop is None:
-        say_fn(target, text)
+        api.say(target, text)
         return
     try:
-        loop.call_soon_threadsafe(say_fn, target, text)
+        loop.call_soon_threadsafe(api.say, target, text)
     except RuntimeError:  # the loop has closed
         raise RuntimeError("say() needs a running bot") from None
+
+
+def announce(target: str, text: str) -> Any:
+    """Announce ``text`` to a channel through the durable outbox: kept in the
+    store until IRC has it (across a disconnect or a restart), in order with
+    the bot's other announcements -- unlike ``say``, which is paced but not
+    stored.  On the loop it returns an awaitable (awaiting it waits for the
+    store write); from a plain handler's thread it returns once stored."""
+    api = current()
+    if api.announce is None:
+        raise RuntimeError("announce() needs a running bot")
+    loop = _off_loop(api.loop)
+    if loop is None:
+        return asyncio.ensure_future(api.announce(target, text))
+    return asyncio.run_coroutine_threadsafe(api.announce(target, text), loop).result(timeout=30)

@@ -213,6 +213,7 @@ class LaneChain:
         "records",
         "seq",
         "since",
+        "context",
         "sink",
         "staged",
         "stats",
@@ -253,6 +254,9 @@ class LaneChain:
         self.submitted = time.monotonic()
         self.told = -1  # the last token the loop was told about
         self.abandoned = False
+        # The submitting task's context: the script API's bot (``scriptapi``)
+        # and anything else a handler reads from context variables.
+        self.context = contextvars.copy_context()
 
     def start(self) -> bool:
         return not self.abandoned  # (lane lock held) expired while it waited
@@ -263,7 +267,7 @@ class LaneChain:
     def run(self) -> None:
         d = self.dispatcher
         try:
-            finished = d.run_sync(self.threaded, self.who, self)
+            finished = self.context.run(d.run_sync, self.threaded, self.who, self)
         except BaseException:  # defensive: the chain must still end (slot, on_done)
             log.exception("dispatcher failed on %s", self.label)
             with d.lane.lock:

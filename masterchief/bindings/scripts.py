@@ -36,6 +36,7 @@ from typing import Any
 
 from .event import new_ref
 from .registry import BindingTable, current_owner
+from .scriptapi import ScriptApi, using
 
 __all__ = ["LoadResult", "ScriptManager"]
 
@@ -59,8 +60,17 @@ class LoadResult:
 
 
 class ScriptManager:
-    def __init__(self, table: BindingTable, dirs: list[Path], *, poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        table: BindingTable,
+        dirs: list[Path],
+        *,
+        poll_s: float = 1.0,
+        api: ScriptApi | None = None,
+    ) -> None:
         self.table = table
+        # What ``masterchief.bind``/``say`` reach while a script is imported.
+        self.api = api if api is not None else ScriptApi(table)
         self.dirs = dirs
         self.poll_s = poll_s
         self._modules: dict[str, ModuleType] = {}
@@ -126,7 +136,7 @@ class ScriptManager:
                 raise ImportError(f"cannot load {path}")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
-            with self.table.collecting(owner) as bucket:
+            with using(self.api), self.table.collecting(owner) as bucket:
                 spec.loader.exec_module(module)
         except BaseException as exc:
             sys.modules.pop(name, None)

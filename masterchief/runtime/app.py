@@ -20,11 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import masterchief
-
 from ..bindings.dispatcher import Dispatcher
 from ..bindings.event import Event
 from ..bindings.registry import BindingTable
+from ..bindings.scriptapi import ScriptApi, using
 from ..bindings.scripts import LoadResult, ScriptManager
 from ..commands import core as builtins
 from ..commands import deploy as deploy_commands
@@ -32,6 +31,7 @@ from ..config.engine import load_config
 from ..config.schema import Config
 from ..config.secrets import install_log_redaction
 from ..config.vault import VaultClient, unfetched_vault_resolver
+from ..deploy import announce as deploy_announce
 from ..deploy.catalog import ModuleLoader
 from ..deploy.jobs import JobManager
 from ..deploy.module_config import load_module_config, module_config_problems, module_resolvers
@@ -141,16 +141,21 @@ class App:
         )
         # The server's echo of our own lines confirms announcements (echo-message).
         self.irc.on_echo = self.outbox.echo
-        masterchief.set_table(self.table, self.output.privmsg)
-        self.scripts = ScriptManager(self.table, list(config.bot.scripts))
-        # Deploy modules and jobs (progress lines go straight to the pacer,
-        # starts and summaries through the durable outbox).
+        # What scripts' bind/say/announce reach: this bot (a context variable, not a global).
+        self.script_api = ScriptApi(self.table, self.output.privmsg, self.outbox.announce)
+        self.scripts = ScriptManager(self.table, list(config.bot.scripts), api=self.script_api)
+        # Deploy modules and jobs: progress lines go straight to the transports;
+        # a job's news is deploy.announce Events, said through the durable outbox
+        # by the builtin:deploy-announce binding.
         self.modules = ModuleLoader(list(config.deploy.modules))
+        self.deploy_announcer = deploy_announce.DeployAnnouncer(
+            self.outbox.announce, lambda: self.config.deploy
+        )
         self.jobs = JobManager(
             config.deploy,
             store,
             self.modules,
-            announce=self.outbox.announce,
+            put=self.dispatcher.put,
             say=self.transports.deliver,  # progress ticks: not durable, IRC's alert lane
             submit=self.dispatcher.submit,
             wants=functools.partial(self.dispatcher.wants, "event"),
@@ -416,10 +421,18 @@ class App:
         for err in self.modules.reload().errors:
             log.error("module %s", err)
         deploy_commands.install(self, self.jobs)
+        deploy_announce.install(self.table, self.deploy_announcer)  # (builtin:deploy-announce)
 
     async def run(self) -> None:
-        """Run until ``stop()``; raises SaslFailed when IRC login is impossible."""
+        """Run until ``stop()``; raises SaslFailed when IRC login is impossible.
+        Everything it starts sees this bot as the scripts' (``using``)."""
         loop = asyncio.get_running_loop()
+        self.script_api = dataclasses.replace(self.script_api, loop=loop)
+        self.scripts.api = self.script_api
+        with using(self.script_api):
+            await self._run(loop)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         self.scripts.install_task_factory(loop)
         self.install_bindings()
         for r in self.scripts.load_all():
@@ -439,6 +452,9 @@ class App:
                 tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group
                 tg.create_task(self._log_ready(), name="ready")
                 await self._stop.wait()
+                # Jobs first, while the dispatcher still runs: a cancelled job's
+                # result is a deploy.announce Event on its way to the outbox.
+                await self.jobs.shutdown()
                 await self.irc.shutdown()  # closes the socket so the irc task ends
                 raise _Stopped
         except* _Stopped:

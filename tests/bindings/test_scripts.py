@@ -34,10 +34,7 @@ masterchief.bind("pub", "-|-", "!b", lambda ev: ev.reply("B1"))
 
 @pytest.fixture
 def setup(tmp_path: Path):  # type: ignore[no-untyped-def]
-    import masterchief
-
     table = BindingTable()
-    masterchief.set_table(table)
     mgr = ScriptManager(table, [tmp_path])
     return table, mgr, tmp_path
 
@@ -131,11 +128,8 @@ async def spawn(ev):
 
 
 def test_example_scripts_load(tmp_path: Path) -> None:
-    import masterchief
-
     root = Path(__file__).resolve().parents[2]
     table = BindingTable()
-    masterchief.set_table(table)
     results = ScriptManager(table, [root / "scripts"]).load_all()
     assert results and all(r.ok for r in results), [str(r) for r in results]
     types = {b.type for b in table.binds()}
