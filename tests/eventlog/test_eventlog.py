@@ -1,4 +1,5 @@
-"""The event log: what is logged, how it is stored, group commit, retention, replay."""
+"""The event log at work: group commit, overflow, retention, the dispatcher's recorder hook,
+replays through the running bot (what is logged: test_policy.py; the CLI side: test_query.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,226 +16,20 @@ from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
 from masterchief.config.schema import EventsConfig
-from masterchief.config.secrets import Redactor, Secret
+from masterchief.config.secrets import Redactor
 from masterchief.errors import UserError
-from masterchief.eventlog.policy import ReplayError, rebuild, to_record, worth_logging
+from masterchief.eventlog.policy import to_record
 from masterchief.eventlog.query import (
-    explain,
     format_record,
     list_events,
-    parse_since,
     request_replays,
 )
 from masterchief.eventlog.writer import EventLog
 from masterchief.sources.replay import ReplayWorker
 from masterchief.store.api import EventLogRecord, StoreError
 from masterchief.store.sqlite import SqliteStore
+from tests.eventlog.test_policy import ev
 from tests.harness import Who, wait_until
-
-
-def ev(type_: str, key: str, **kw: Any) -> Event:
-    return Event(type=type_, key=key, **kw)
-
-
-# --- what is worth logging -----------------------------------------------------------
-
-CASES = [
-    # (type, key, outcome, replay_of, logged)
-    ("pub", "!deploy", "fired", None, True),
-    ("pub", "!deploy", "refused", None, True),
-    ("pub", "!deploy", "failed", None, True),
-    ("pub", "!nothing", "no-binding", None, False),
-    ("pub", "!deploy", "skipped", None, False),
-    ("msg", "status", "fired", None, True),
-    ("dcc", "who", "fired", None, True),
-    ("pubm", "#ops hello there", "no-binding", None, False),
-    ("pubm", "#ops deploy now", "fired", None, True),
-    ("msgm", "hello", "fired", None, True),
-    ("notc", "hi", "no-binding", None, False),
-    ("webhook", "github/push", "fired", None, True),
-    ("webhook", "github/push", "no-binding", None, True),
-    ("rest", "status", "fired", None, True),
-    ("file", "/data/x.json", "fired", None, True),
-    ("log", "/var/log/app.log ERROR", "fired", None, True),
-    ("stream", "kafka:deploys", "no-binding", None, True),
-    ("db", "orders", "fired", None, True),
-    ("metric", "prometheus:cpu>80", "fired", None, True),
-    ("event", "deploy.finished", "no-binding", None, True),
-    ("event", "deploy.started", "fired", None, True),
-    ("event", "deploy.progress", "fired", None, False),
-    ("event", "rehash", "no-binding", None, True),
-    ("event", "irc.connected", "fired", None, False),
-    ("evnt", "rehash", "fired", None, False),
-    ("raw", "PRIVMSG", "fired", None, False),
-    ("join", "#ops bob!b@h", "fired", None, False),
-    ("part", "#ops bob!b@h", "fired", None, False),
-    ("sign", "#ops bob!b@h", "fired", None, False),
-    ("nick", "#ops bob", "fired", None, False),
-    ("mode", "#ops +o bob", "fired", None, False),
-    ("ctcp", "VERSION", "fired", None, False),
-    ("time", "00 12 27 11 2026", "fired", None, False),
-    ("cron", "00 12 27 11 2026", "fired", None, False),
-    ("join", "#ops bob!b@h", "refused", None, True),  # refusals always
-    ("pubm", "#ops hello", "refused", None, True),
-    ("pubm", "#ops hello", "no-binding", "abc123", True),  # replays always
-]
-
-
-@pytest.mark.parametrize(("type_", "key", "outcome", "replay_of", "logged"), CASES)
-def test_worth_logging(
-    type_: str, key: str, outcome: str, replay_of: str | None, logged: bool
-) -> None:
-    assert worth_logging(ev(type_, key, replay_of=replay_of), outcome) is logged
-
-
-# --- serialisation -----------------------------------------------------------------
-
-
-def test_record_fields_origin_and_payload() -> None:
-    when = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-    e = ev(
-        "pub",
-        "!deploy",
-        nick="bob",
-        uhost="b@h",
-        account="bobacct",
-        handle="bob",
-        channel="#ops",
-        text="web prod",
-        tags={"msgid": "x1"},
-        time=when,
-        source="irc",
-    )
-    rec = to_record(e, "fired", redactor=Redactor())
-    assert (rec.id, rec.type, rec.key, rec.outcome, rec.replay_of) == (
-        e.id,
-        "pub",
-        "!deploy",
-        "fired",
-        None,
-    )
-    assert rec.time == when.timestamp()
-    assert json.loads(rec.origin) == {
-        "nick": "bob",
-        "uhost": "b@h",
-        "account": "bobacct",
-        "handle": "bob",
-        "channel": "#ops",
-        "source": "irc",
-    }
-    assert json.loads(rec.payload) == {"payload": None, "text": "web prod", "tags": {"msgid": "x1"}}
-
-
-def test_registered_secret_and_secret_objects_are_stars() -> None:
-    red = Redactor()
-    red.register("hunter2-token")
-    red.register('we"ird\\pass')  # looks different inside JSON text
-    payload = {
-        "token": "hunter2-token",
-        "nested": ["x", {"auth": "Bearer hunter2-token"}],
-        "obj": Secret("not-registered-but-a-Secret"),
-        "odd": 'we"ird\\pass',
-    }
-    rec = to_record(ev("webhook", "github/push", payload=payload), "fired", redactor=red)
-    assert "hunter2" not in rec.payload
-    assert "not-registered" not in rec.payload
-    assert "ird" not in rec.payload
-    stored = json.loads(rec.payload)["payload"]
-    assert stored == {
-        "token": "***",
-        "nested": ["x", {"auth": "Bearer ***"}],
-        "obj": "***",
-        "odd": "***",
-    }
-
-
-def test_secret_in_key_and_origin_is_redacted() -> None:
-    red = Redactor()
-    red.register("s3cr3t-value")
-    e = ev("file", "/in/s3cr3t-value.json", nick="s3cr3t-value", source="files")
-    rec = to_record(e, "fired", redactor=red)
-    assert "s3cr3t" not in rec.key + rec.origin
-    assert rec.key == "/in/***.json"
-
-
-def test_iterators_are_described_not_consumed() -> None:
-    rows = iter([["a", "b"], ["c", "d"]])
-    gen_ran: list[int] = []
-
-    def gen() -> Iterator[int]:
-        gen_ran.append(1)
-        yield 1
-
-    payload = {
-        "content": rows,
-        "gen": gen(),
-        "when": datetime(2026, 1, 2, tzinfo=UTC),
-        "path": Path("/x"),
-        "raw": b"\x00\x01",
-        "tags": {"b", "a"},
-    }
-    rec = to_record(ev("file", "/x", payload=payload), "fired", redactor=Redactor())
-    stored = json.loads(rec.payload)["payload"]
-    assert stored["content"] == "<list_iterator: not recorded>"
-    assert stored["gen"] == "<generator: not recorded>"
-    assert stored["when"] == "2026-01-02T00:00:00+00:00"
-    assert stored["path"] == "/x"
-    assert stored["raw"] == "<2 bytes>"
-    assert sorted(stored["tags"]) == ["a", "b"]
-    assert next(rows) == ["a", "b"]  # the handler still gets every row
-    assert gen_ran == []
-
-
-def test_unserialisable_payload_becomes_a_description() -> None:
-    cyclic: dict[str, Any] = {}
-    cyclic["self"] = cyclic
-    rec = to_record(ev("webhook", "x/y", payload=cyclic), "fired", redactor=Redactor())
-    assert json.loads(rec.payload) == "<unserialisable dict>"
-
-
-def test_truncation_is_marked_and_within_the_cap() -> None:
-    payload = {"blob": "é" * 50_000, "more": list(range(5000))}
-    rec = to_record(
-        ev("webhook", "big/one", payload=payload),
-        "fired",
-        redactor=Redactor(),
-        max_payload_bytes=4096,
-    )
-    assert len(rec.payload.encode()) <= 4096
-    doc = json.loads(rec.payload)
-    assert doc["truncated"] is True
-    assert doc["bytes"] > 100_000
-    assert doc["head"].startswith('{"payload":{"blob":"éé')
-    with pytest.raises(ReplayError, match="truncated"):
-        rebuild(rec)
-    assert rebuild(rec, allow_truncated=True).payload is None
-
-
-def test_rebuild_round_trip_marks_replay() -> None:
-    e = ev(
-        "pub",
-        "!deploy",
-        nick="bob",
-        uhost="b@h",
-        handle="bob",
-        channel="#ops",
-        text="web prod",
-        payload={"k": [1, 2]},
-    )
-    back = rebuild(to_record(e, "fired", redactor=Redactor()))
-    assert back.replay_of == e.id
-    assert back.id != e.id
-    assert back.handle is None  # resolved again by the dispatcher
-    assert (back.type, back.key, back.nick, back.uhost, back.channel, back.text) == (
-        "pub",
-        "!deploy",
-        "bob",
-        "b@h",
-        "#ops",
-        "web prod",
-    )
-    assert back.payload == {"k": [1, 2]}
-
 
 # --- the log: group commit, overflow, retention --------------------------------------
 
@@ -597,83 +390,3 @@ async def test_request_replays_of_unknown_ids_queues_nothing(store: SqliteStore)
     with pytest.raises(UserError, match="not in the event log: nope"):
         await request_replays(store, ["nope"], timeout=1)
     assert await store.replay_pending() == []
-
-
-# --- the CLI's helpers ------------------------------------------------------------
-
-
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1h", NOW - timedelta(hours=1)),
-        ("30m", NOW - timedelta(minutes=30)),
-        ("2d", NOW - timedelta(days=2)),
-        ("90s", NOW - timedelta(seconds=90)),
-        ("1w", NOW - timedelta(weeks=1)),
-        ("2026-11-01T10:00", datetime(2026, 11, 1, 10, 0, tzinfo=UTC)),
-        ("2026-11-01T10:00:00+02:00", datetime(2026, 11, 1, 8, 0, tzinfo=UTC)),
-    ],
-)
-def test_parse_since(text: str, expected: datetime) -> None:
-    assert parse_since(text, NOW) == expected.timestamp()
-
-
-def test_parse_since_rejects_nonsense() -> None:
-    with pytest.raises(UserError, match="--since 'yesterday'"):
-        parse_since("yesterday", NOW)
-
-
-async def test_list_filters_type_since_and_key(store: SqliteStore) -> None:
-    now = time.time()
-    recs = [
-        EventLogRecord("w1", now - 60, "webhook", "github/push", "{}", "{}", "fired"),
-        EventLogRecord("w2", now - 30, "webhook", "gitlab/push", "{}", "{}", "fired"),
-        EventLogRecord("w3", now - 7200, "webhook", "github/push", "{}", "{}", "fired"),
-        EventLogRecord("p1", now - 10, "pub", "!deploy", "{}", "{}", "fired"),
-    ]
-    await store.event_log_append(recs)
-    assert [r.id for r in await list_events(store)] == ["p1", "w3", "w2", "w1"]
-    assert [r.id for r in await list_events(store, types=["webhook"], since=now - 3600)] == [
-        "w2",
-        "w1",
-    ]
-    assert [r.id for r in await list_events(store, key_mask="GITHUB/*")] == ["w3", "w1"]
-    assert [r.id for r in await list_events(store, limit=1)] == ["p1"]
-
-
-def test_explain_lists_firing_and_refused_bindings() -> None:
-    table = BindingTable()
-
-    def on_push(e: Event) -> None: ...
-
-    def deploy(e: Event) -> None: ...
-
-    table.bind("webhook", "-|-", "github/*", on_push, owner="script:hooks")
-    table.bind("pub", "n|-", "!deploy", deploy, owner="script:ops")
-    hook = to_record(Event(type="webhook", key="github/push"), "fired", redactor=Redactor())
-    cmd = to_record(
-        Event(type="pub", key="!deploy", nick="eve", uhost="e@h", channel="#ops"),
-        "fired",
-        redactor=Redactor(),
-    )
-    chat = to_record(Event(type="pubm", key="#ops hi"), "fired", redactor=Redactor())
-    users = {"eve": Who("eve", "o")}
-
-    def resolve(e: Event) -> Who | None:
-        return users.get(e.nick or "")
-
-    hook_lines = explain(hook, table.snapshot, resolve)
-    assert hook_lines[0].endswith(f"{hook.id}  webhook  github/push")
-    assert hook_lines[1] == (
-        "  would fire: webhook -|- github/* -> "
-        f"{__name__}.test_explain_lists_firing_and_refused_bindings.<locals>.on_push"
-        " [script:hooks]"
-    )
-    cmd_lines = explain(cmd, table.snapshot, resolve)
-    assert cmd_lines[1].startswith(
-        "  would be refused (user eve; needs global +n): pub n|- !deploy"
-    )
-    assert explain(chat, table.snapshot, resolve)[1:] == ["  no binding would fire"]
