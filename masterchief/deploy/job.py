@@ -37,6 +37,7 @@ __all__ = [
     "TERMINAL",
     "DeployStore",
     "Job",
+    "JobNews",
     "Mode",
     "Person",
     "age",
@@ -117,6 +118,30 @@ class Person:
         return bool(self.account and other.account) and (
             str(self.account).casefold() == str(other.account).casefold()
         )
+
+
+@dataclass(frozen=True, slots=True)
+class JobNews:
+    """What a ``deploy.announce`` Event tells of a job (``deploy/announce.py``
+    makes the lines).  Texts are as shown: secret parameters as ``***``."""
+
+    what: Literal["approval", "started", "finished"]
+    job: str  # its id
+    where: str  # module/env
+    mode: str
+    command: str
+    requester: str  # the handle
+    targets: tuple[Target, ...]  # its channels (and a console requester's session)
+    private: Target | None  # where the requester is told privately
+    status: str
+    reason: str | None = None
+    summary: str = ""
+    took: float | None = None  # seconds it ran; None: it never started
+    approvers: int = 0  # approvals still needed ("approval")
+    approval_flags: str = ""  # who may approve, described
+    ttl_s: float = 0.0
+    plan: tuple[str, ...] = ()  # a dry run's first changes ("finished")
+    plan_count: int = 0  # how many changes in all
 
 
 @dataclass(eq=False, slots=True)

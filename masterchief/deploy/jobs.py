@@ -4,8 +4,11 @@ How this works.  ``JobManager.request`` is given a module, an environment and
 already validated parameters (the command layer checked the caller's flags
 and the manifest).  It records a ``Job`` (job.py) in the store and either
 waits for approvals (when the manifest asks for them in that environment)
-or starts it; starting, running, closing and telling the channels is
-``JobRuns`` (runs.py), which the manager owns.  ``run()`` is the ticker:
+or starts it; starting, running and closing is ``JobRuns`` (runs.py), which
+the manager owns.  Neither says anything in a channel: a job's news is a
+``deploy.announce`` Event that the built-in binding in announce.py turns
+into lines (an approval request here; starts and results in runs.py).
+``run()`` is the ticker:
 progress lines, approval expiry, forgetting old jobs.
 
 Approvals are bound to the job's digest: module name, version and folder
@@ -33,7 +36,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +63,7 @@ from .job import (
     shown_params,
 )
 from .manifest import ApprovalRule, Module
-from .runs import JobRuns
+from .runs import JobRuns, Put
 
 __all__ = ["JobManager"]
 
@@ -77,7 +80,7 @@ class JobManager:
         store: DeployStore,
         modules: ModuleLoader,
         *,
-        announce: Callable[[Target, str], Awaitable[None]],
+        put: Put,
         say: Callable[[Target, str], object],
         submit: Callable[[Event], object],
         wants: Callable[[str], bool] = lambda key: True,
@@ -85,9 +88,11 @@ class JobManager:
         pending: Callable[[], int] = lambda: 0,
         project_dir: Path = Path(),
     ) -> None:
-        """``announce`` is the durable outbox's; ``pending`` how many
-        announcements it has not yet handed to IRC (progress ticks wait
-        while there are any, so they never overtake a job's start).
+        """``put`` is the dispatcher's: a job's news goes out as
+        ``deploy.announce`` Events (``announce.py`` says them); ``say``
+        delivers progress ticks; ``pending`` how many announcements the
+        outbox has not yet handed to IRC (progress ticks wait while there
+        are any, so they never overtake a job's start).
         ``module_config(name, env)`` loads a module's config for the job's
         environment; ``project_dir`` is where paths in messages are shown from."""
         self.store = store
@@ -98,7 +103,7 @@ class JobManager:
             store,
             modules,
             self.jobs,
-            announce=announce,
+            put=put,
             say=say,
             submit=submit,
             wants=wants,
@@ -193,14 +198,11 @@ class JobManager:
             job.expires_at = job.created_at + rule.ttl_s
             await self.store.job_insert(job.record())
             self.runs.event("deploy.requested", job)
-            need = f"{rule.approvers} approval{'s' if rule.approvers > 1 else ''}"
             flags = FlagMask.parse(rule.flags).describe(channel)
-            await self.runs.tell_all(
-                job,
-                f"job {job.id} ({job.command}, by {requester.handle}) needs {need} "
-                f"from someone else with {flags}: !approve {job.id} "
-                f"(expires in {age(rule.ttl_s)})",
+            news = self.runs.news(
+                job, "approval", approvers=rule.approvers, approval_flags=flags, ttl_s=rule.ttl_s
             )
+            await self.runs.announce(news)
             return job
         await self.store.job_insert(job.record())
         self.runs.event("deploy.requested", job)

@@ -9,12 +9,13 @@ in the job's tail, may become a ``deploy.progress`` Event (only when a
 binding wants it), and the newest line or task boundary is shown in the
 channels at most every ``progress_interval_s`` by one ticker for all jobs
 (``progress_tick``), so twenty jobs never flood the pacer.  Starts and
-final summaries go through the durable outbox, in order (``telling``): a
-job's process and its events begin only once its "started" line is in the
-outbox, and a progress tick waits while anything is on its way there, so
-nothing about a job overtakes its start or result.  A dry run's result is
-followed by what it would change (``plan_lines`` in the channels; a longer
-plan goes to the requester privately).
+final summaries are not said here: ``announce`` emits a ``deploy.announce``
+Event (``JobNews``) that the built-in binding in ``announce.py`` turns into
+lines in the durable outbox.  A job's process and its ``deploy.started``
+event begin only once that Event is done (its lines are in the outbox), its
+``deploy.finished`` likewise follows its result, and a progress tick waits
+while any announcement is on its way, so nothing about a job overtakes its
+start or result.  A dry run's result carries what it would change.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from ..bindings.event import Event
 from ..config.schema import DeployConfig
@@ -38,11 +39,11 @@ from ..outputs.targets import Target
 from . import bothost, runners
 from .catalog import ModuleLoader
 from .job import (
-    PLAN_CHARS,
     STEP_CHARS,
     TERMINAL,
     DeployStore,
     Job,
+    JobNews,
     age,
     clock_time,
     deploy_lease,
@@ -50,11 +51,20 @@ from .job import (
     progress_text,
 )
 from .manifest import Module
-from .telling import Teller
 
-__all__ = ["JobRuns"]
+__all__ = ["JobRuns", "Put"]
 
 log = logging.getLogger("masterchief.deploy")
+
+ANNOUNCE = "deploy.announce"
+
+
+class Put(Protocol):
+    """The dispatcher's ``put``: queue an Event, ``on_done`` once handled."""
+
+    def __call__(
+        self, *chain: Event, on_done: Callable[[], None] | None = None
+    ) -> Awaitable[None]: ...
 
 
 class JobRuns:
@@ -67,7 +77,7 @@ class JobRuns:
         modules: ModuleLoader,
         jobs: dict[str, Job],
         *,
-        announce: Callable[[Target, str], Awaitable[None]],
+        put: Put,
         say: Callable[[Target, str], object],
         submit: Callable[[Event], object],
         wants: Callable[[str], bool],
@@ -86,7 +96,10 @@ class JobRuns:
         self._project_dir = project_dir
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self._tasks: set[asyncio.Task[None]] = set()
-        self.teller = Teller(announce)
+        self._put = put
+        self._announcing = 0  # deploy.announce Events not yet done
+        self._quiet = asyncio.Event()  # set while there are none
+        self._quiet.set()
         self._pending = pending
         self.stats = {"started": 0, "refused": 0, "lines": 0, "progress_lines": 0}
 
@@ -133,7 +146,6 @@ class JobRuns:
         job.started_at = time.time()
         self.stats["started"] += 1
         await self.store.job_update(job.record())
-        await self.tell_all(job, f"job {job.id} started: {job.command} by {job.requester.handle}")
 
         def begin() -> None:
             # Only now: the event, the process and everything it prints come
@@ -141,7 +153,7 @@ class JobRuns:
             self.event("deploy.started", job)
             self.spawn(self._run(job, module))
 
-        self.teller.after(begin)
+        await self.announce(self.news(job, "started"), then=begin)
 
     async def _bot_host_refusal(self, job: Job, module: Module) -> str | None:
         """The bot-host rule again, for a job that waited for approval: its
@@ -246,73 +258,67 @@ class JobRuns:
         summary: str | None = None,
         plan: tuple[tuple[str, ...], int] = ((), 0),
     ) -> None:
-        """Record the job's end and tell the channels (a dry run: with what it
-        would change); the ``deploy.finished`` event follows the result line."""
+        """Record the job's end and announce it (a dry run: with what it would
+        change); the ``deploy.finished`` event follows the result line."""
         job.status = status
         job.reason = reason
         job.finished_at = time.time()
-        took = job.finished_at - (job.started_at or job.created_at)
         if summary is None:
             summary = f"{status}" + (f": {reason}" if reason else "")
         summary = summary.removesuffix(f" (job {job.id})")
         job.summary = REDACTOR.redact(summary)
         await self.store.job_update(job.record())
-        text = f"job {job.id} {job.where} {job.mode} "
-        if job.started_at is None:
-            text += f"{status}: {reason}" if reason else status
-        else:
-            text += f"{job.summary}" if job.summary else f"{status} in {took:.1f}s"
-            if reason and reason not in text:
-                text += f" ({reason})"
-        await self.tell_all(job, text)
-        if job.mode == "plan" and plan[1]:
-            self._tell_plan(job, text, *plan)
-        self.teller.after(lambda: self.event("deploy.finished", job))
-
-    async def tell_all(self, job: Job, text: str) -> None:
-        """Starts, summaries, approvals: durable, gathered and in order (``telling``)."""
-        text = REDACTOR.redact(text)
-        for target in self.targets(job):
-            self.teller.tell(target, text)
-
-    def _tell_plan(self, job: Job, result: str, lines: tuple[str, ...], count: int) -> None:
-        """A dry run's first lines of what would change: in the channels when
-        they are few (``plan_lines``), else to the requester privately (up to
-        ``plan_private_lines``) and a pointer in the channels."""
         cfg = self.config
-        targets = self.targets(job)
-        to = job.requester.private_target
-        channels = [t for t in targets if not (to and self._same_target(to, t))]
-        # told apart from the channels (a requester's own target is not one)
-        private = to is not None and bool(channels)
-        if count <= cfg.plan_lines or not private or not cfg.plan_private_lines:
-            shown = cfg.plan_private_lines if not private else cfg.plan_lines
-            plan = self._plan_texts(job, lines, count, shown)
-            for target in targets:
-                for text in plan:
-                    self.teller.tell(target, text, packable=False)
-            return
-        assert to is not None
-        who = job.requester.nick or job.requester.handle
-        for target in channels:
-            pointer = f"[{job.id}] {count} changes: the plan went to {who} privately"
-            self.teller.tell(target, pointer, packable=False)
-        if to not in targets:  # a console requester was told the result already
-            self.teller.tell(to, REDACTOR.redact(result), packable=False)
-        for text in self._plan_texts(job, lines, count, cfg.plan_private_lines):
-            self.teller.tell(to, text, packable=False)
+        changes = tuple(
+            REDACTOR.redact(line) for line in plan[0][: max(cfg.plan_lines, cfg.plan_private_lines)]
+        )
+        news = self.news(
+            job,
+            "finished",
+            plan=changes if job.mode == "plan" else (),
+            plan_count=plan[1] if job.mode == "plan" else 0,
+        )
+        await self.announce(news, then=lambda: self.event("deploy.finished", job))
 
-    @staticmethod
-    def _plan_texts(job: Job, lines: tuple[str, ...], count: int, shown: int) -> list[str]:
-        texts = [REDACTOR.redact(f"[{job.id}] {line}")[:PLAN_CHARS] for line in lines[:shown]]
-        if count > len(texts):
-            more = count - len(texts)
-            texts.append(f"[{job.id}] ... {more} more (the job's last lines: !job {job.id})")
-        return texts
+    def news(
+        self, job: Job, what: Literal["approval", "started", "finished"], **extra: Any
+    ) -> JobNews:
+        """What ``announce`` tells of ``job`` now."""
+        took = None
+        if job.started_at is not None:
+            took = (job.finished_at or time.time()) - job.started_at
+        return JobNews(
+            what=what,
+            job=job.id,
+            where=job.where,
+            mode=job.mode,
+            command=job.command,
+            requester=job.requester.handle,
+            targets=tuple(self.targets(job)),
+            private=job.requester.private_target,
+            status=job.status,
+            reason=job.reason,
+            summary=job.summary,
+            took=took,
+            **extra,
+        )
 
-    @staticmethod
-    def _same_target(a: Target, b: Target) -> bool:
-        return a.transport == b.transport and a.name.casefold() == b.name.casefold()
+    async def announce(self, news: JobNews, then: Callable[[], None] | None = None) -> None:
+        """Hand ``news`` to the announcement binding (``deploy.announce``);
+        ``then`` runs once it is done: its lines are in the outbox."""
+        self._announcing += 1
+        self._quiet.clear()
+
+        def done() -> None:
+            self._announcing -= 1
+            if not self._announcing:
+                self._quiet.set()
+            if then is not None:
+                then()
+
+        await self._put(
+            Event(type="event", key=ANNOUNCE, source="deploy", payload=news), on_done=done
+        )
 
     def event(self, key: str, job: Job, **extra: Any) -> None:
         payload = job.payload()
@@ -331,7 +337,7 @@ class JobRuns:
         is on its way to IRC: progress goes straight to the pacer and must
         not overtake it."""
         now = time.time() if now is None else now
-        if self.teller.busy or self._pending() > 0:
+        if self._announcing or self._pending() > 0:
             return 0
         news: dict[Target, list[tuple[Job, str]]] = {}
         for job in live(self.jobs):
@@ -365,7 +371,12 @@ class JobRuns:
             if job.status == "running":
                 job.reason = "the bot is stopping"
                 job.cancel.set()
-        await self.teller.drain(timeout=5)  # a run about to begin begins, cancelled
+        await self._drain(timeout=5)  # a run about to begin begins, cancelled
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.config.kill_grace_s + 5)
-        await self.teller.drain(timeout=5)
+        await self._drain(timeout=5)
+
+    async def _drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until every announcement is done."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), timeout)

@@ -1,7 +1,8 @@
-"""How the job manager tells channels: gathered, packed, in order, then events.
+"""How the deploy announcer tells channels: gathered, packed, in order, then events.
 
 How this works.  A job's starts, summaries, approval requests and plan
-lines go to the durable outbox (``announce``), but not one by one: they are
+lines (made by ``announce.py`` from the job's ``deploy.announce`` Events)
+go to the durable outbox (``announce``), but not one by one: they are
 gathered for ``gather_s`` so that twenty jobs ending together make a few
 lines, not twenty (at the server's one line a second the last summary would
 wait 20 s).  Up to three updates for a target go as they are; more are
@@ -12,12 +13,12 @@ Order.  Everything for a target is announced in the order it was told, by
 one flush task at a time; lines told while a flush is announcing go out in
 the same task's next round (never stranded until some later line).  A
 callback given with ``after()`` runs once every line told before it is in
-the outbox, which is how the job manager makes a job's ``deploy.started``
-event, its process (and so its progress lines and output events) and its
-``deploy.finished`` event come after the line that announces them: nothing
-the bot or a script says about a job can overtake its "started" line or its
-result on the way to IRC.  ``busy`` says whether anything is still on its
-way to the outbox, so progress ticks (sent straight to the pacer) can wait.
+the outbox: the announcer's binding returns only then, and the job starts
+its ``deploy.started`` event and its process (and so its progress lines and
+output events), or fires ``deploy.finished``, only when that binding is
+done, so nothing the bot or a script says about a job can overtake its
+"started" line or its result on the way to IRC.  ``busy`` says whether
+anything is still on its way to the outbox.
 """
 
 from __future__ import annotations

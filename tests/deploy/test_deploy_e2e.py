@@ -333,8 +333,10 @@ async def test_a_secret_printed_by_a_failing_job_is_masked_everywhere(
     await bot.eventlog.flush()
     logged = await bot.store.event_log_page(limit=1000)
     deploys = [(r.key, json.loads(r.payload)["payload"]) for r in logged if r.type == "event"]
-    mine = {key: data for key, data in deploys if data.get("id") == job}
+    mine = {key: data for key, data in deploys if isinstance(data, dict) and data.get("id") == job}
     assert set(mine) == {"deploy.requested", "deploy.started", "deploy.finished"}
+    # its news went the announcements' road (deploy.announce), logged too
+    assert any(key == "deploy.announce" and f"job='{job}'" in str(data) for key, data in deploys)
     finished = mine["deploy.finished"]
     assert finished["status"] == "failed" and finished["exit_code"] == 3
     assert any(r.type == "pub" and "service=leak" in r.payload for r in logged)
@@ -637,7 +639,8 @@ async def test_helm_plan_and_deploy_run_the_helm_on_path(
         line.text,
     )
     plan = await tool_bot.store.job_get(job_id(line.text))
-    assert '  image_tag: "1.4.2"' in plan["tail"]  # helm template, the value as data
+    assert plan is not None
+    assert '  image_tag: "1.4.2"' in plan.tail  # helm template, the value as data
     line = await say(op, "!deploy web dev image_tag=1.4.2", r"job [0-9a-f]{6} web/dev deploy ")
     assert re.fullmatch(r"job \w{6} web/dev deploy succeeded in [\d.]+s", line.text), line.text
     row = await tool_bot.store.job_get(job_id(line.text))

@@ -1,17 +1,26 @@
-"""JobManager without IRC: progress ticker, expiry, recovery, requires, lease."""
+"""JobManager without IRC: progress ticker, expiry, recovery, requires, lease.
+
+A job's news goes the road it takes in the bot: ``deploy.announce`` Events
+through a real dispatcher to the built-in ``DeployAnnouncer``, whose lines
+reach a stand-in for the outbox (``Rig.announced``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
+from masterchief.bindings.registry import BindingTable
 from masterchief.config.schema import DeployConfig
 from masterchief.config.secrets import REDACTOR, Secret
+from masterchief.deploy.announce import DeployAnnouncer, install
 from masterchief.deploy.catalog import ModuleLoader
 from masterchief.deploy.job import Job, Person
 from masterchief.deploy.jobs import JobManager
@@ -38,10 +47,28 @@ parameters:
 """
 
 
+@contextlib.asynccontextmanager
+async def announcing(
+    announce: Callable[[Target, str], Awaitable[None]], config: DeployConfig
+) -> AsyncIterator[tuple[Dispatcher, DeployAnnouncer]]:
+    """A dispatcher with the built-in deploy announcer bound, running."""
+    table = BindingTable()
+    announcer = DeployAnnouncer(announce, lambda: config)
+    install(table, announcer)
+    dispatcher = Dispatcher(table, handler_timeout_s=30)
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        yield dispatcher, announcer
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 class Rig:
-    def __init__(self, jobs: JobManager, store: SqliteStore) -> None:
+    def __init__(self, jobs: JobManager, store: SqliteStore, announcer: DeployAnnouncer) -> None:
         self.jobs = jobs
         self.store = store
+        self.announcer = announcer
         self.announced: list[tuple[str, str]] = []
         self.said: list[tuple[str, str]] = []
         self.events: list[Event] = []
@@ -67,20 +94,21 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         await holder[0].gate.wait()
         holder[0].announced.append((target.name, text))
 
-    jobs = JobManager(
-        config,
-        store,
-        loader,
-        announce=announce,
-        say=lambda target, text: holder[0].said.append((target.name, text)),
-        submit=lambda ev: holder[0].events.append(ev),
-    )
-    holder.append(Rig(jobs, store))
-    try:
-        yield holder[0]
-    finally:
-        await jobs.shutdown()
-        await store.close()
+    async with announcing(announce, config) as (dispatcher, announcer):
+        jobs = JobManager(
+            config,
+            store,
+            loader,
+            put=dispatcher.put,
+            say=lambda target, text: holder[0].said.append((target.name, text)),
+            submit=lambda ev: holder[0].events.append(ev),
+        )
+        holder.append(Rig(jobs, store, announcer))
+        try:
+            yield holder[0]
+        finally:
+            await jobs.shutdown()  # while the dispatcher runs: results are announced
+            await store.close()
 
 
 ALICE = Person("alice", "alice", "alice")
@@ -119,6 +147,8 @@ async def test_a_run_announces_start_and_summary_and_records_events(rig: Rig) ->
     texts = [t for _, t in rig.announced]
     assert any(t.startswith(f"job {job.id} started: !deploy base dev service=api") for t in texts)
     assert any(t.startswith(f"job {job.id} base/dev deploy succeeded") for t in texts)
+    # the deploy.finished event follows once the result line is in the outbox
+    await wait_until(lambda: any(e.key == "deploy.finished" for e in rig.events), 15)
     keys = [e.key for e in rig.events]
     assert keys[:2] == ["deploy.requested", "deploy.started"] and keys[-1] == "deploy.finished"
     assert "deploy.progress" in keys
@@ -396,6 +426,8 @@ async def test_nothing_about_a_job_overtakes_its_started_line(rig: Rig) -> None:
     await rig.jobs.shutdown()
     ops = [t for target, t in rig.announced if target == "#ops"]
     assert ops[0].startswith(f"job {job.id} started") and "succeeded" in ops[-1]
+    # the deploy.finished event follows once the result line is in the outbox
+    await wait_until(lambda: any(e.key == "deploy.finished" for e in rig.events), 15)
     keys = [e.key for e in rig.events]
     assert keys[:2] == ["deploy.requested", "deploy.started"] and keys[-1] == "deploy.finished"
 
@@ -406,7 +438,7 @@ async def test_a_line_told_while_a_flush_is_announcing_is_not_stranded(rig: Rig)
     await told(rig, f"job {first.id} (!deploy base prod service=a")
     rig.gate.clear()  # the next flush hangs in the middle of announcing
     second = await rig.jobs.request(module, "prod", "deploy", {"service": "b"}, ALICE, "#ops")
-    teller = rig.jobs.runs.teller
+    teller = rig.announcer.teller
     # the flush took the line and waits on the gate
     await wait_until(lambda: not teller._gathered and teller.busy, 15)
     third = await rig.jobs.request(module, "prod", "deploy", {"service": "c"}, ALICE, "#ops")
@@ -460,14 +492,17 @@ async def test_an_approved_job_rechecks_the_bot_host_rule_before_it_starts(
 
     announced: list[str] = []
 
-    async def announce(_target: str, text: str) -> None:
+    async def announce(_target: Target, text: str) -> None:
         announced.append(text)
 
+    config = DeployConfig(work_dir=tmp_path / "jobs", channels=("#deploys",), kill_grace_s=1)
+    stack = contextlib.AsyncExitStack()
+    dispatcher, _ = await stack.enter_async_context(announcing(announce, config))
     jobs = JobManager(
-        DeployConfig(work_dir=tmp_path / "jobs", channels=("#deploys",), kill_grace_s=1),
+        config,
         store,
         loader,
-        announce=announce,
+        put=dispatcher.put,
         say=lambda target, text: None,
         submit=lambda ev: None,
         module_config=module_config,
@@ -504,6 +539,7 @@ async def test_an_approved_job_rechecks_the_bot_host_rule_before_it_starts(
                         await asyncio.sleep(0.01)
     finally:
         await jobs.shutdown()
+        await stack.aclose()
         await store.close()
 
 
