@@ -66,7 +66,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Iterator
 from types import CodeType
 from typing import Any, Final
 
@@ -365,21 +365,25 @@ class Dispatcher:
         who: Principal | None,
         stats: DispatchStats,
         note: Callable[[Event, str], object] | None,
+        result: list[object],
         start: tuple[int, int] = (0, 0),
         carry: tuple[int, int, int, bool] = (0, 0, 0, False),
         *,
         count: bool = True,
-    ) -> Generator[tuple[Binding, Event, tuple[int, int, bool]], object, None]:
+        at: list[tuple[int, int, bool]] | None = None,
+    ) -> Iterator[tuple[Binding, Event]]:
         """The one walk of a chain, whoever runs its handlers.
 
-        Yields each permitted binding with its Event and where the walk
-        stands (stage, next binding, stop flag: where a continuation would
-        start) and is sent the handler's result (``HANDLER_FAILED``, or its return
-        value: true stops the chain after this stage and skips the rest of
-        its built-ins).  ``note`` is told each stage's outcome.  ``start`` and
+        Yields each permitted binding with its Event; the driver puts the
+        handler's result in ``result[0]`` before asking for the next
+        (``HANDLER_FAILED``, or its return value: true stops the chain after
+        this stage and skips the rest of its built-ins).  A plain ``for``
+        loop drives it (no ``send``: its end costs no StopIteration on the
+        hot path).  ``note`` is told each stage's outcome.  ``start`` and
         ``carry`` continue a chain part-way (stage, binding; the counters and
-        stop flag of that stage); ``count`` False: the handlers will not run
-        (``_expire``), so no hits are counted."""
+        stop flag of that stage); ``at[0]``, when given, says before each
+        call where such a continuation would start.  ``count`` False: the
+        handlers will not run (``_expire``), so no hits are counted."""
         for i in range(start[0], len(staged)):
             ev, bindings = staged[i]
             first = start[1] if i == start[0] else 0
@@ -395,10 +399,12 @@ class Dispatcher:
                     b.hits += 1
                     stats.fired += 1
                 fired += 1
-                result = yield b, ev, (i, j + 1, stop)
-                if result is HANDLER_FAILED:
+                if at is not None:
+                    at[0] = (i, j + 1, stop)
+                yield b, ev
+                if result[0] is HANDLER_FAILED:
                     failed += 1
-                elif result:
+                elif result[0]:
                     stop = True
             if note is not None:
                 note(ev, _outcome(fired, refused, failed))
@@ -416,26 +422,20 @@ class Dispatcher:
         """Walk a chain of plain handlers: inline on the loop (``job`` None),
         or in a lane thread for ``job``.  False when the job was abandoned
         (a handler timed out; the loop finishes the chain, see ``overdue``)."""
+        result: list[object] = [None]
+        rec = self.recorder
         if job is None:
-            walk = self._walk(staged, who, self.stats, self._note())
-        else:
-            note = job.note if self.recorder is not None else None
-            walk = self._walk(staged, who, job.stats, note)
-        result: object = None
-        try:
-            b, ev, at = next(walk)
-            while True:
-                if job is None:
-                    result = self._call_inline(b, ev)
-                else:
-                    job.at = at
-                    result = job.call(b, ev)
-                    if result is ABANDONED:
-                        walk.close()
-                        return False
-                b, ev, at = walk.send(result)
-        except StopIteration:
+            note = None if rec is None else functools.partial(self._record, rec)
+            for b, ev in self._walk(staged, who, self.stats, note, result):
+                result[0] = self._call_inline(b, ev)
             return True
+        at = [job.at]
+        for b, ev in self._walk(staged, who, job.stats, job.note if rec else None, result, at=at):
+            job.at = at[0]
+            result[0] = job.call(b, ev)
+            if result[0] is ABANDONED:
+                return False
+        return True
 
     def _call_inline(self, b: Binding, ev: Event) -> object:
         """A built-in plain handler on the loop, under the watchdog."""
@@ -519,14 +519,11 @@ class Dispatcher:
             self.handler_timeout_s,
             self.lane.max_threads,
         )
-        walk = self._walk(job.staged, job.who, self.stats, self._note(), count=False)
-        try:
-            b, ev, _ = next(walk)
-            while True:
-                self.fail(b, ev, None, True)
-                b, ev, _ = walk.send(HANDLER_FAILED)
-        except StopIteration:
-            pass
+        walk = self._walk(
+            job.staged, job.who, self.stats, self._note(), [HANDLER_FAILED], count=False
+        )
+        for b, ev in walk:
+            self.fail(b, ev, None, True)
         self._chain_end(job.on_done)
 
     # -- async handlers and mixed chains ---------------------------------------
@@ -539,13 +536,9 @@ class Dispatcher:
         carry: tuple[int, int, int, bool] = (0, 0, 0, False),
     ) -> None:
         """Run a chain in a task; ``start``/``carry`` continue one part-way."""
-        walk = self._walk(staged, who, self.stats, self._note(), start, carry)
-        try:
-            b, ev, _ = next(walk)
-            while True:
-                b, ev, _ = walk.send(await self._call(b, ev))
-        except StopIteration:
-            pass
+        result: list[object] = [None]
+        for b, ev in self._walk(staged, who, self.stats, self._note(), result, start, carry):
+            result[0] = await self._call(b, ev)
 
     async def _call(self, b: Binding, ev: Event) -> object:
         if _inline(b):
