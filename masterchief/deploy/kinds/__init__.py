@@ -1,6 +1,6 @@
 """The module kinds: one module per kind, and this, the one list of them.
 
-Each kind builds a run's commands as fixed argv templates of the tool
+How this works.  Each kind builds a run's commands as fixed argv templates of the tool
 path, flags, the module's own paths and names checked against strict
 patterns, and the paths of files we write; parameters and module config
 never appear in an argv.  They travel as data (a vars file, or a script's
