@@ -236,3 +236,39 @@ async def test_rehash_over_irc_reports_a_broken_module(
             15,
         )
         assert "MC_TEST_UNSET_SVC_TOKEN" in told.text
+
+
+async def test_rehash_applies_pacing_flood_outbox_and_timeouts_live(tmp_path: Path) -> None:
+    """Output settings, flood limits, outbox limits, the handler timeout and
+    the command prefix change without a restart; a queue size does not."""
+    cfg = tmp_path / "config"
+    (cfg / "global").mkdir(parents=True)
+    (tmp_path / "scripts").mkdir()
+    base = 'irc: {host: 127.0.0.1, port: 6667, channels: ["#ops"]}\n'
+    _write(cfg, base)
+    app = await App.create(load_config(cfg))
+    try:
+        app.install_bindings()
+        _write(
+            cfg,
+            """\
+            irc: {host: 127.0.0.1, port: 6667, channels: ["#ops"],
+                  output: {burst: 12, rate: 3.5, max_backlog_s: 20}}
+            bot: {handler_timeout_s: 7, command_prefix: ".",
+                  flood: {commands: 9, per_s: 30, ignore_s: 90, ctcp_replies: 1}}
+            outbox: {expire_after_s: 600, delayed_after_s: 5}
+            """,
+        )
+        report = app.rehash()
+        assert report.config_error is None and report.restart_needed == ()
+        assert (app.output.burst, app.output.rate) == (12, 3.5)
+        assert app.irc.flood.policy.commands == 9 and app.irc.flood.policy.ignore_s == 90
+        assert app.dispatcher.handler_timeout_s == 7
+        assert app.outbox._expire_after_s == 600 and app.outbox._delayed_after_s == 5
+        pub = {b.mask for b in app.table.binds("pub") if b.owner == "builtin:core"}
+        assert ".help" in pub and "!help" not in pub  # the commands moved at once
+
+        _write(cfg, base + "bot: {queue_size: 50}\n")
+        assert app.rehash().restart_needed == ("dispatch",)
+    finally:
+        await app.store.close()

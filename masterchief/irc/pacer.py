@@ -204,6 +204,23 @@ class OutputQueue:
             ("queued", "sent", "grouped", "summaries", "refused", "dropped", "requeued"), 0
         )
 
+    def configure(self, *, burst: int, rate: float, max_queue: int, recvq: int) -> None:
+        """New pacing (``!rehash`` of ``irc.output``), checked like the
+        constructor's; lines already queued stay queued, in order, and the
+        bucket never holds more than the new burst."""
+        if burst < 1 or not (math.isfinite(rate) and rate > 0) or max_queue < 1:
+            raise ValueError(f"invalid output pacing: burst {burst}, rate {rate}, {max_queue}")
+        if recvq < 2 * self._max_line_bytes:
+            raise ValueError(f"output recvq must be at least {2 * self._max_line_bytes}")
+        self._tokens, self._stamp = self._tokens_now()  # tokens earned at the old rate
+        self._burst = float(burst)
+        self._rate = float(rate)
+        self._max_queue = max_queue
+        self._bytes_per_token = recvq / 2 / burst
+        self._tokens = min(self._tokens, self._burst)
+        if self._wakeup is not None:
+            self._wakeup.set()  # a faster rate may send the waiting lines sooner
+
     # -- identity ---------------------------------------------------------
 
     def set_self(self, nick: str, user: str | None = None, host: str | None = None) -> None:

@@ -165,6 +165,7 @@ class IrcBot:
         self.hooks_connected: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.flood = FloodGate(settings.flood)
         self._ctcp_budget = Window(settings.ctcp_replies, settings.ctcp_per_s)
+        self._ctcp_limits = (settings.ctcp_replies, settings.ctcp_per_s)
         self._down = "not connected yet"  # why we are not registered, for status()
         self.stats: dict[str, int] = dict.fromkeys(
             ("ctcp_answered", "ctcp_unanswered", "flood_dropped", "flood_warned"), 0
@@ -215,6 +216,17 @@ class IrcBot:
             return None
         account, user, host = c.user_info(nick)
         return (account, user or "*", host) if host else None
+
+    def configure_flood(self, flood: Any) -> None:
+        """New flood limits (``!rehash`` of ``bot.flood``).  A changed policy
+        starts fresh counts (an ignore in progress ends); an unchanged one
+        keeps them."""
+        policy = FloodPolicy(flood.commands, flood.per_s, flood.ignore_s)
+        if policy != self.flood.policy:
+            self.flood = FloodGate(policy)
+        if (flood.ctcp_replies, flood.ctcp_per_s) != self._ctcp_limits:
+            self._ctcp_limits = (flood.ctcp_replies, flood.ctcp_per_s)
+            self._ctcp_budget = Window(flood.ctcp_replies, flood.ctcp_per_s)
 
     def status(self) -> IrcStatus:
         """Registered on IRC now, and if not, why (for ``/healthz``)."""

@@ -188,10 +188,9 @@ class Outbox:
         self._confirm_after_s = confirm_after_s
         self._clock = clock
         self._monotonic = monotonic
-        # Hand over only what the pacer sends within this many seconds.
-        self._lead = max(1.0 / output.rate, 0.05)
-        # A summary stays within half the backlog limit (1..10 lines).
-        self._max_summary_lines = max(1, min(10, math.floor(max_backlog_s * output.rate / 2)))
+        self._lead = 0.0
+        self._max_summary_lines = 0
+        self._pace()
         self._pending: dict[str, deque[OutboxRecord]] = {}
         self._turns: deque[str] = deque()  # targets with pending rows, in turn order
         self._others: deque[str] = deque()  # the same, of other transports than IRC
@@ -221,6 +220,23 @@ class Outbox:
         """Deliver the targets of ``transport.name`` through ``transport``."""
         self._transports.add(transport)
         self._wakeup.set()
+
+    def _pace(self) -> None:
+        rate = self._output.rate
+        # Hand over only what the pacer sends within this many seconds.
+        self._lead = max(1.0 / rate, 0.05)
+        # A summary stays within half the backlog limit (1..10 lines).
+        self._max_summary_lines = max(1, min(10, math.floor(self._max_backlog_s * rate / 2)))
+
+    def configure(
+        self, *, expire_after_s: float, delayed_after_s: float, max_backlog_s: float
+    ) -> None:
+        """New limits (``!rehash``); they apply to rows already waiting too.
+        Call after the pacer's own ``configure``: the lead follows its rate."""
+        self._expire_after_s = expire_after_s
+        self._delayed_after_s = delayed_after_s
+        self._max_backlog_s = max_backlog_s
+        self._pace()
 
     async def announce(
         self,

@@ -38,7 +38,7 @@ from ..deploy.module_config import load_module_config, module_config_problems, m
 from ..errors import ConfigError
 from ..eventlog.writer import EventLog
 from ..http.health import ComponentHealth, HealthInfo
-from ..http.metrics import Family, Metrics
+from ..http.metrics import Metrics
 from ..http.server import WebServer
 from ..identity.resolve import Resolver
 from ..identity.users import Identity, UserTable
@@ -53,6 +53,18 @@ from ..sources.families import FAMILIES
 from ..sources.runner import SourceRunner
 from ..store.api import Store
 from ..store.sqlite import open_store
+from .component import Component
+from .components import (
+    DispatchComponent,
+    EventLogComponent,
+    IrcComponent,
+    JobsComponent,
+    OutboxComponent,
+    SourcesComponent,
+    WebComponent,
+    scripts_task,
+    users_task,
+)
 
 __all__ = ["App", "RehashReport", "run_bot"]
 
@@ -144,19 +156,18 @@ class App:
         # What scripts' bind/say/announce reach: this bot (a context variable, not a global).
         self.script_api = ScriptApi(self.table, self.output.privmsg, self.outbox.announce)
         self.scripts = ScriptManager(self.table, list(config.bot.scripts), api=self.script_api)
-        # Deploy modules and jobs: progress lines go straight to the transports;
-        # a job's news is deploy.announce Events, said through the durable outbox
-        # by the builtin:deploy-announce binding.
+        # Deploy modules and jobs: a job's news is deploy.announce Events, said
+        # by the builtin:deploy-announce binding through the durable outbox
+        # (progress ticks straight to the transports: IRC's alert lane).
         self.modules = ModuleLoader(list(config.deploy.modules))
         self.deploy_announcer = deploy_announce.DeployAnnouncer(
-            self.outbox.announce, lambda: self.config.deploy
+            self.outbox.announce, self.transports.deliver, lambda: self.config.deploy
         )
         self.jobs = JobManager(
             config.deploy,
             store,
             self.modules,
             put=self.dispatcher.put,
-            say=self.transports.deliver,  # progress ticks: not durable, IRC's alert lane
             submit=self.dispatcher.submit,
             wants=functools.partial(self.dispatcher.wants, "event"),
             module_config=self.module_config,
@@ -164,7 +175,6 @@ class App:
             project_dir=config.project_dir,
         )
         self.metrics = Metrics()
-        self.metrics.add(self._metric_families)
         self.web: WebServer | None = None
         if config.web.enabled:
             self.web = WebServer(
@@ -190,9 +200,23 @@ class App:
             ),
             self.dispatcher,
         )
-        self.metrics.add(self.sources.metrics)
+        # Every long-lived part, in start order (component.py, components.py).
+        self.components: list[Component] = [
+            DispatchComponent(self.dispatcher, self.table, users),
+            EventLogComponent(self.eventlog),
+            scripts_task(self.scripts),
+            OutboxComponent(self.outbox),
+            SourcesComponent(self.sources),
+            JobsComponent(self.jobs, self.modules),
+            users_task(users),
+        ]
+        if self.web is not None:
+            self.components.append(WebComponent(self.web, config))
+        self.components.append(IrcComponent(self.irc, self.output, config))
+        for component in self.components:
+            self.metrics.add(component.metrics)
         self._stop = asyncio.Event()
-        self._sources_started = asyncio.Event()
+        self._started: dict[str, asyncio.Event] = {}
 
     @classmethod
     async def create(
@@ -223,106 +247,6 @@ class App:
         """The user record an Event's origin matches, with the flags that
         match may carry (``Identity``: the one place that is decided)."""
         return self.resolver(ev)
-
-    def _metric_families(self) -> list[Family]:
-        """Queues and counters for /metrics (read at scrape time)."""
-        d = self.dispatcher
-        fams = [
-            Family(
-                "masterchief_dispatch_queue_depth",
-                "Event chains waiting",
-                "gauge",
-                samples={(): d.queue.qsize()},
-            ),
-            Family(
-                "masterchief_dispatch_inflight",
-                "Chains running in tasks or the handler lane",
-                "gauge",
-                samples={(): d.inflight},
-            ),
-            Family(
-                "masterchief_handler_lane",
-                "Scripts' plain handlers: threads, blocked threads, work waiting, takeovers",
-                "gauge",
-                ("what",),
-                {(k,): v for k, v in d.lane.stats().items()},
-            ),
-            Family(
-                "masterchief_dispatch_events",
-                "Dispatcher counters",
-                "counter",
-                ("outcome",),
-                {(k,): v for k, v in dataclasses.asdict(d.stats).items()},
-            ),
-            Family(
-                "masterchief_output_queue_depth",
-                "Lines waiting in the output queues",
-                "gauge",
-                ("queue",),
-                {(q,): n for q, n in self.output.depths().items()},
-            ),
-            Family(
-                "masterchief_output_lines",
-                "Output queue counters",
-                "counter",
-                ("outcome",),
-                {(k,): v for k, v in self.output.stats().items()},
-            ),
-            Family(
-                "masterchief_bindings",
-                "Bindings in the table",
-                "gauge",
-                samples={(): len(self.table)},
-            ),
-            Family(
-                "masterchief_users", "User records", "gauge", samples={(): len(self.users.all())}
-            ),
-        ]
-        fams.append(
-            Family(
-                "masterchief_irc_connected",
-                "1 when registered on IRC",
-                "gauge",
-                samples={(): float(self.irc.connected.is_set())},
-            )
-        )
-        fams.append(
-            Family(
-                "masterchief_irc_connects",
-                "Successful IRC registrations",
-                "counter",
-                samples={(): self.irc.connects},
-            )
-        )
-        fams.append(
-            Family(
-                "masterchief_irc_floods",
-                "CTCP requests answered/unanswered (bot-wide budget), lines dropped from "
-                "ignored users and users warned (command flood limits)",
-                "counter",
-                ("outcome",),
-                {(k,): v for k, v in self.irc.stats.items()},
-            )
-        )
-        fams.append(
-            Family(
-                "masterchief_outbox",
-                "Outbox counters and depths",
-                "gauge",
-                ("what",),
-                {(k,): v for k, v in self.outbox.stats().items()},
-            )
-        )
-        fams.append(
-            Family(
-                "masterchief_eventlog",
-                "Event log rows recorded, written, dropped (buffer full), buffered",
-                "gauge",
-                ("what",),
-                {(k,): v for k, v in self.eventlog.counters().items()},
-            )
-        )
-        return fams
 
     def _health(self) -> HealthInfo:
         """What /healthz shows besides the web server's own view (store, web)."""
@@ -390,24 +314,29 @@ class App:
             report.config_error = str(exc)
             log.error("rehash: configuration invalid, keeping the running one: %s", exc)
             return
-        report.restart_needed = tuple(
-            name for name in _RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)
-        )
-        if report.restart_needed:
-            log.warning(
-                "rehash: %s changed; restart the bot to apply", ", ".join(report.restart_needed)
-            )
+        # Sources first: a source that cannot be built leaves everything as it was.
+        sources = next(c for c in self.components if isinstance(c, SourcesComponent))
         try:
-            report.sources_changed = self.sources.reconfigure(new)
+            sources.reconfigure(new)
         except ConfigError as exc:
             report.config_error = str(exc)
             log.error("rehash: a source cannot be built, keeping the running ones: %s", exc)
             return
+        report.sources_changed = sources.changes
+        restart = [c.name for c in self.components if not c.reconfigure(new)]
+        if new.store != self.config.store:
+            restart.append("store")
+        report.restart_needed = tuple(restart)
+        self.scripts.dirs = list(new.bot.scripts)  # rehash loads them next
+        if new.bot.command_prefix != self.command_prefix:  # the commands move at once
+            self.command_prefix = new.bot.command_prefix
+            builtins.install(self)
+            deploy_commands.install(self, self.jobs)
+        if report.restart_needed:
+            log.warning(
+                "rehash: %s changed; restart the bot to apply", ", ".join(report.restart_needed)
+            )
         self.config = new
-        self.jobs.config = new.deploy
-        self.modules.paths = list(new.deploy.modules)
-        self.eventlog.config = new.events  # retention and payload cap apply at once
-        self.irc.transport.private_notice = new.bot.private_replies == "notice"
 
     def stop(self) -> None:
         self._stop.set()
@@ -439,17 +368,9 @@ class App:
             (log.info if r.ok else log.error)("%s", r)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.dispatcher.run(), name="dispatcher")
-                tg.create_task(self.eventlog.run(), name="eventlog")
-                tg.create_task(self.scripts.watch(), name="scripts")
-                tg.create_task(self.outbox.run(), name="outbox")
-                tg.create_task(self.sources.run(self._sources_started), name="sources")
-                tg.create_task(self.modules.watch(), name="modules")
-                tg.create_task(self.jobs.run(), name="jobs")  # cancels running jobs on stop
-                tg.create_task(self.users.watch(), name="users")  # CLI changes within ~0.5 s
-                if self.web is not None:
-                    tg.create_task(self.web.run(), name="web")
-                tg.create_task(self.irc.run(), name="irc")  # SaslFailed ends the group
+                for component in self.components:  # irc last; SaslFailed ends the group
+                    started = self._started.setdefault(component.name, asyncio.Event())
+                    tg.create_task(component.run(started), name=component.name)
                 tg.create_task(self._log_ready(), name="ready")
                 await self._stop.wait()
                 # Jobs first, while the dispatcher still runs: a cancelled job's
@@ -466,9 +387,8 @@ class App:
         """Once registered (and the web listeners are up), one INFO line says
         where to connect and that the bot is ready."""
         await self.irc.connected.wait()
-        if self.web is not None:
-            await self.web.started.wait()
-        await self._sources_started.wait()
+        for started in self._started.values():
+            await started.wait()
         log.info("ready: %s", self.where())
 
     def where(self) -> str:
@@ -501,8 +421,6 @@ class _Stopped(Exception):
 
 
 # Sections whose change needs a restart (connections, sockets, watchers).
-# (Sources -- rest, files, logs, webhooks, the clock -- are reconfigured live.)
-_RESTART_SECTIONS = ("irc", "store", "web", "outbox", "bot")
 
 
 @dataclasses.dataclass(slots=True)

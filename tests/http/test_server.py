@@ -28,6 +28,7 @@ import pytest
 
 import masterchief
 from masterchief.bindings import BindingTable, Dispatcher, Event
+from masterchief.bindings.scriptapi import using
 from masterchief.config.engine import ConfigError, build_config
 from masterchief.config.schema import (
     AlertmanagerHook,
@@ -1005,7 +1006,8 @@ async def test_app_bind_webhook_receives_event_with_payload_and_delivery_id(
     got: list[Event] = []
     async with app_running(tmp_path, ircd) as app:
         assert app.web is not None and app.web.port
-        masterchief.bind("webhook", "-|-", "github/push", got.append)
+        with using(app.script_api):  # what a script would get
+            masterchief.bind("webhook", "-|-", "github/push", got.append)
         body = payload("github_push")
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{app.web.port}/webhooks/github"

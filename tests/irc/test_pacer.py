@@ -756,3 +756,24 @@ def test_message_text_is_redacted_but_raw_lines_are_not() -> None:
     assert "PRIVMSG #ops :token is ***, done" in lines
     assert "NOTICE alice :again: ***" in lines
     assert not any("s3cr3t" in line for line in lines)
+
+
+def test_configure_changes_the_pace_live_and_keeps_queued_lines() -> None:
+    """``!rehash`` of ``irc.output``: the queue keeps its lines, in order; the
+    bucket holds at most the new burst; the new rate refills it."""
+    clock = FakeClock()
+    q = OutputQueue(burst=5, rate=1.0, clock=clock)
+    for i in range(8):
+        q.privmsg("#ops", f"line {i}")
+    sent = [q.pop() for _ in range(5)]  # the burst
+    assert all(s is not None for s in sent) and q.pop() is None
+    q.configure(burst=2, rate=10.0, max_queue=300, recvq=8192)
+    assert (q.burst, q.rate) == (2, 10.0)
+    clock.advance(1.0)  # 10 tokens earned at the new rate, capped at the new burst
+    assert [q.pop() is not None for _ in range(3)] == [True, True, False]
+    clock.advance(0.1)
+    rest = q.pop()
+    assert rest is not None and "line 7" in str(rest)
+    with pytest.raises(ValueError):
+        q.configure(burst=0, rate=1.0, max_queue=300, recvq=8192)
+    assert (q.burst, q.rate) == (2, 10.0)  # a refused pace changes nothing

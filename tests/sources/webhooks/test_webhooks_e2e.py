@@ -21,6 +21,7 @@ import aiohttp
 
 import masterchief
 from masterchief.bindings import Event
+from masterchief.bindings.scriptapi import using
 from tests.harness import running_bot, webhook_intake
 from tests.sources.webhooks.signing import github_headers, standard_webhooks_headers
 
@@ -60,7 +61,8 @@ async def test_signed_github_push_is_announced_in_the_channel(
         webhooks={"github": {"secret": SECRET, "channels": ["#ops"]}},
     ) as app:
         assert app.web is not None and app.web.port
-        masterchief.bind("webhook", "-|-", "github/push", on_push)
+        with using(app.script_api):  # what a script would get
+            masterchief.bind("webhook", "-|-", "github/push", on_push)
         nick = app.irc.nickname  # type: ignore[union-attr]
         url = f"http://127.0.0.1:{app.web.port}/webhooks/github"
         async with aiohttp.ClientSession() as session:
