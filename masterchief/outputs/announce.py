@@ -78,13 +78,6 @@ class Announce(Protocol):
     ) -> Awaitable[object]: ...
 
 
-class AppLike(Protocol):
-    """What ``install`` needs of the App (tests pass a stand-in)."""
-
-    table: BindingTable
-    config: Config
-
-
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """What an Event says, as the formatters need it."""
@@ -240,45 +233,18 @@ class Announcer:
                 self.stats.lines += 1
 
 
-def _app_announce(app: AppLike) -> Announce:
-    """``app.outbox.announce``, looked up at each call (the outbox may be built
-    after ``install``); until there is one, straight to the paced output queue."""
-    warned = False
-
-    async def announce(
-        target: Target,
-        text: str,
-        *,
-        kind: str = "text",
-        fold_key: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-    ) -> None:
-        nonlocal warned
-        outbox = getattr(app, "outbox", None)
-        if outbox is not None:
-            await outbox.announce(target, text, kind=kind, fold_key=fold_key, meta=meta)
-            return
-        if not warned:
-            warned = True
-            log.warning("no outbox: announcements go straight to IRC and are not durable")
-        output = getattr(app, "output", None)
-        if output is not None and target.is_irc:
-            output.privmsg(target.name, text, "alert")
-
-    return announce
-
-
-def install(app: AppLike, announce: Announce | None = None) -> Announcer:
-    """Bind the announcement handlers into ``app.table`` (replacing any made
-    before) and return the ``Announcer`` behind them.  ``announce`` defaults
-    to the app's outbox."""
-    announcer = Announcer(lambda: app.config, announce or _app_announce(app))
+def install(table: BindingTable, config: Callable[[], Config], announce: Announce) -> Announcer:
+    """Bind the announcement handlers into ``table`` (replacing any made
+    before) and return the ``Announcer`` behind them: lines go to
+    ``announce`` (the durable outbox); ``config`` is read per Event, so a
+    rehash's channels apply at once."""
+    announcer = Announcer(config, announce)
     handler = announcer.handle
-    with app.table.collecting(OWNER) as bucket:
+    with table.collecting(OWNER) as bucket:
         for mask in WEBHOOK_MASKS:
-            app.table.bind("webhook", "-|-", mask, handler, owner=OWNER)
-        app.table.bind("rest", "-|-", "rest/*", handler, owner=OWNER)
+            table.bind("webhook", "-|-", mask, handler, owner=OWNER)
+        table.bind("rest", "-|-", "rest/*", handler, owner=OWNER)
         for key in REST_STATUS_KEYS:
-            app.table.bind("event", "-|-", key, handler, owner=OWNER)
-    app.table.replace_owner(OWNER, bucket)
+            table.bind("event", "-|-", key, handler, owner=OWNER)
+    table.replace_owner(OWNER, bucket)
     return announcer

@@ -346,7 +346,8 @@ class App:
         ``events replay --dry-run`` calls it on an App it never runs, so keep
         it free of tasks and I/O beyond reading files."""
         builtins.install(self)
-        announce.install(self, self.outbox.announce)  # webhook/REST lines (builtin:webhooks)
+        # webhook and REST lines (builtin:webhooks), through the durable outbox
+        announce.install(self.table, lambda: self.config, self.outbox.announce)
         for err in self.modules.reload().errors:
             log.error("module %s", err)
         deploy_commands.install(self, self.jobs)

@@ -841,7 +841,7 @@ CONFIG = {
 async def bot(tmp_path: Path) -> Any:
     app = SimpleNamespace(table=BindingTable(), config=build_config(CONFIG, project_dir=tmp_path))
     recorder = Recorder()
-    announcer = announce.install(app, recorder)
+    announcer = announce.install(app.table, lambda: app.config, recorder)
     dispatcher = Dispatcher(app.table, handler_timeout_s=5.0)
     task = asyncio.create_task(dispatcher.run())
     yield SimpleNamespace(
@@ -984,7 +984,7 @@ async def test_bindings_are_builtin_listed_and_replaced_on_reinstall(bot: Any) -
         + [("rest", "rest/*"), ("event", "rest.failing"), ("event", "rest.recovered")]
     )
     assert all(b.builtin for b in rows)
-    announce.install(bot.app, bot.recorder)
+    announce.install(bot.table, lambda: bot.app.config, bot.recorder)
     assert len([b for b in bot.table.binds() if b.owner == announce.OWNER]) == len(rows)
 
 
@@ -1006,40 +1006,6 @@ async def test_formatter_bug_and_failing_channel_are_isolated(
     assert bot.announcer.stats.errors == 2
     assert bot.dispatcher.stats.errors == 0  # nothing escaped to the dispatcher
     assert "formatting webhook gitlab/push failed" in caplog.text
-
-
-async def test_default_announce_uses_app_outbox_looked_up_late(tmp_path: Path) -> None:
-    app = SimpleNamespace(table=BindingTable(), config=build_config(CONFIG, project_dir=tmp_path))
-    announcer = announce.install(app)
-    app.outbox = SimpleNamespace(announce=Recorder())  # built after install
-    await announcer.handle(webhook("alertmanager/resolved", "alertmanager/resolved.json"))
-    [(target, _, kind, fold_key, meta)] = app.outbox.announce.calls
-    assert (target, kind, fold_key) == ("#alerts", "alert", "InstanceDown")
-    assert meta is not None and meta["status"] == "resolved"
-
-
-async def test_without_outbox_lines_go_to_the_output_queue(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    sent: list[tuple[str, str]] = []
-    lanes: list[str] = []
-
-    def privmsg(target: str, text: str, priority: str = "server") -> None:
-        sent.append((target, text))
-        lanes.append(priority)
-
-    app = SimpleNamespace(
-        table=BindingTable(),
-        config=build_config(CONFIG, project_dir=tmp_path),
-        output=SimpleNamespace(privmsg=privmsg),
-    )
-    announcer = announce.install(app)
-    with caplog.at_level(logging.WARNING, "masterchief.announce"):
-        await announcer.handle(webhook("pagerduty/incident.resolved", "pagerduty/resolved.json"))
-        await announcer.handle(webhook("pagerduty/incident.resolved", "pagerduty/resolved.json"))
-    assert [t for t, _ in sent] == ["#oncall", "#oncall"]
-    assert lanes == ["alert", "alert"]  # announcements take the alert lane
-    assert caplog.text.count("no outbox") == 1
 
 
 # --- end to end: a hostile commit message through the real outbox and InspIRCd --------
