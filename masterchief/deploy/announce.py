@@ -20,6 +20,13 @@ session too).  A dry run's plan follows its result: in those targets when
 it is short (``plan_lines``), else to the requester privately (up to
 ``plan_private_lines``) with a pointer in the channels.  Every text passes
 the redactor once more on the way out.
+
+Progress ticks.  A tick is a ``deploy.announce`` Event too, its payload the
+running jobs' ``Progress``: one line per job and target, or one combined
+line per target when more than three jobs have news, said straight to the
+transports (``say``: IRC's alert lane), not through the outbox -- they are
+stale in a minute.  ``JobRuns`` sends none while a start or result is on
+its way.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from ..bindings.registry import BindingTable
 from ..config.schema import DeployConfig
 from ..config.secrets import REDACTOR
 from ..outputs.targets import Target
-from .job import PLAN_CHARS, JobNews, age
+from .job import PLAN_CHARS, JobNews, Progress, age
 from .telling import Teller
 
 __all__ = ["KEY", "OWNER", "DeployAnnouncer", "install"]
@@ -53,18 +60,25 @@ class DeployAnnouncer:
     def __init__(
         self,
         announce: Callable[[Target, str], Awaitable[None]],
+        say: Callable[[Target, str], object],
         config: Callable[[], DeployConfig],
         *,
         gather_s: float = 0.25,
     ) -> None:
-        """``announce`` is the durable outbox's; ``config`` the running
-        ``deploy`` section (rehash may change it)."""
+        """``announce`` is the durable outbox's, ``say`` the transports'
+        (progress ticks); ``config`` the running ``deploy`` section (rehash
+        may change it)."""
         self.teller = Teller(announce, gather_s)
+        self._say = say
         self._config = config
+        self.progress_lines = 0
 
     async def handle(self, ev: Event) -> None:
         """The ``deploy.announce`` binding: done once the lines are in the outbox."""
         news = ev.payload
+        if isinstance(news, tuple):
+            self.progress([p for p in news if isinstance(p, Progress)])
+            return
         if not isinstance(news, JobNews):
             return
         for target, text, packable in self.lines(news):
@@ -91,6 +105,25 @@ class DeployAnnouncer:
         if news.what == "finished" and news.plan_count:
             out += self._plan(news, text)
         return out
+
+    def progress(self, items: list[Progress]) -> int:
+        """Say a progress tick; the lines it became."""
+        by_target: dict[Target, list[Progress]] = {}
+        for item in items:
+            for target in item.targets:
+                by_target.setdefault(target, []).append(item)
+        sent = 0
+        for target, news in by_target.items():
+            if len(news) <= 3:
+                for p in news:
+                    self._say(target, f"[{p.job} {p.where} {p.age}] {p.what}")
+                    sent += 1
+            else:
+                parts = [f"{p.job} {p.where}: {p.what[:60]}" for p in news]
+                self._say(target, f"{len(news)} jobs running — " + "; ".join(parts))
+                sent += 1
+        self.progress_lines += sent
+        return sent
 
     @staticmethod
     def result(news: JobNews) -> str:

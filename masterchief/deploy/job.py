@@ -40,6 +40,7 @@ __all__ = [
     "JobNews",
     "Mode",
     "Person",
+    "Progress",
     "age",
     "clock_time",
     "content_root",
@@ -142,6 +143,18 @@ class JobNews:
     ttl_s: float = 0.0
     plan: tuple[str, ...] = ()  # a dry run's first changes ("finished")
     plan_count: int = 0  # how many changes in all
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One running job's news in a progress tick (a ``deploy.announce`` Event
+    whose payload is a tuple of these)."""
+
+    job: str
+    where: str
+    age: str  # how long it has run, as shown
+    what: str  # the boundaries passed and the newest line (``progress_text``)
+    targets: tuple[Target, ...]
 
 
 @dataclass(eq=False, slots=True)

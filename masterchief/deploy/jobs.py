@@ -45,7 +45,6 @@ from ..bindings.flags import FlagMask
 from ..config.schema import DeployConfig
 from ..config.secrets import REDACTOR, Secret
 from ..errors import UserError
-from ..outputs.targets import Target
 from ..text import without_hidden
 from .catalog import ModuleLoader
 from .job import (
@@ -81,7 +80,6 @@ class JobManager:
         modules: ModuleLoader,
         *,
         put: Put,
-        say: Callable[[Target, str], object],
         submit: Callable[[Event], object],
         wants: Callable[[str], bool] = lambda key: True,
         module_config: Callable[[str, str], Mapping[str, Any]] = lambda name, env: {},
@@ -89,8 +87,8 @@ class JobManager:
         project_dir: Path = Path(),
     ) -> None:
         """``put`` is the dispatcher's: a job's news goes out as
-        ``deploy.announce`` Events (``announce.py`` says them); ``say``
-        delivers progress ticks; ``pending`` how many announcements the
+        ``deploy.announce`` Events (``announce.py`` says them, progress
+        ticks too); ``pending`` how many announcements the
         outbox has not yet handed to IRC (progress ticks wait while there
         are any, so they never overtake a job's start).
         ``module_config(name, env)`` loads a module's config for the job's
@@ -104,7 +102,6 @@ class JobManager:
             modules,
             self.jobs,
             put=put,
-            say=say,
             submit=submit,
             wants=wants,
             module_config=module_config,

@@ -44,6 +44,7 @@ from .job import (
     DeployStore,
     Job,
     JobNews,
+    Progress,
     age,
     clock_time,
     deploy_lease,
@@ -78,7 +79,6 @@ class JobRuns:
         jobs: dict[str, Job],
         *,
         put: Put,
-        say: Callable[[Target, str], object],
         submit: Callable[[Event], object],
         wants: Callable[[str], bool],
         module_config: Callable[[str, str], Mapping[str, Any]],
@@ -89,7 +89,6 @@ class JobRuns:
         self.store = store
         self.modules = modules
         self.jobs = jobs  # the manager's: shared, never copied
-        self._say = say
         self._submit = submit
         self._wants = wants
         self._module_config = module_config
@@ -101,7 +100,7 @@ class JobRuns:
         self._quiet = asyncio.Event()  # set while there are none
         self._quiet.set()
         self._pending = pending
-        self.stats = {"started": 0, "refused": 0, "lines": 0, "progress_lines": 0}
+        self.stats = {"started": 0, "refused": 0, "lines": 0}
 
     def targets(self, job: Job) -> list[Target]:
         """Where a job's lines go: its channel and ``deploy.channels``, else the
@@ -330,40 +329,29 @@ class JobRuns:
         task.add_done_callback(self._tasks.discard)
 
     def progress_tick(self, now: float | None = None) -> int:
-        """Show what is new in running jobs: one line per job, or one combined
-        line per channel when more than three jobs have news.  Returns lines sent.
+        """Announce what is new in running jobs (one ``deploy.announce`` Event
+        of ``Progress`` items; ``announce.py`` makes the lines, at most one
+        per channel and job, or one combined line per channel when more than
+        three jobs have news).  Returns how many jobs had news.
 
         Skipped (the news keeps for the next tick) while a start or result
-        is on its way to IRC: progress goes straight to the pacer and must
-        not overtake it."""
+        is on its way to the outbox: progress goes straight to the
+        transports and must not overtake it."""
         now = time.time() if now is None else now
         if self._announcing or self._pending() > 0:
             return 0
-        news: dict[Target, list[tuple[Job, str]]] = {}
+        items: list[Progress] = []
         for job in live(self.jobs):
             if job.status != "running" or not job.fresh:
                 continue
             job.fresh = False
             what = progress_text(job)
-            if not what:
-                continue
-            for target in self.targets(job):
-                news.setdefault(target, []).append((job, what))
-        sent = 0
-        for target, items in news.items():
-            if len(items) <= 3:
-                for job, what in items:
-                    self._say(
-                        target,
-                        f"[{job.id} {job.where} {age(now - (job.started_at or now))}] {what}",
-                    )
-                    sent += 1
-            else:
-                parts = [f"{job.id} {job.where}: {what[:60]}" for job, what in items]
-                self._say(target, f"{len(items)} jobs running — " + "; ".join(parts))
-                sent += 1
-        self.stats["progress_lines"] += sent
-        return sent
+            if what:
+                took = age(now - (job.started_at or now))
+                items.append(Progress(job.id, job.where, took, what, tuple(self.targets(job))))
+        if items:
+            self._submit(Event(type="event", key=ANNOUNCE, source="deploy", payload=tuple(items)))
+        return len(items)
 
     async def shutdown(self) -> None:
         """Cancel the running jobs and wait for them (and the outbox lines) to end."""

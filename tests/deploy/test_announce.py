@@ -13,7 +13,7 @@ from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
 from masterchief.config.schema import DeployConfig
 from masterchief.deploy.announce import KEY, OWNER, DeployAnnouncer, install
-from masterchief.deploy.job import JobNews
+from masterchief.deploy.job import JobNews, Progress
 from masterchief.outputs.targets import Target
 
 OPS, DEPLOYS = Target.irc("#ops"), Target.irc("#deploys")
@@ -41,7 +41,7 @@ async def nothing(_target: Target, _text: str) -> None:
 def lines(news: JobNews) -> list[tuple[str, str, bool]]:
     return [
         (str(t), text, packable)
-        for t, text, packable in DeployAnnouncer(nothing, lambda: CONFIG).lines(news)
+        for t, text, packable in DeployAnnouncer(nothing, print, lambda: CONFIG).lines(news)
     ]
 
 
@@ -134,7 +134,7 @@ async def test_the_binding_is_done_once_its_lines_are_announced() -> None:
         announced.append((target, text))
 
     table = BindingTable()
-    install(table, DeployAnnouncer(announce, lambda: CONFIG, gather_s=0.01))
+    install(table, DeployAnnouncer(announce, print, lambda: CONFIG, gather_s=0.01))
     assert [b.owner for b in table.binds("event")] == [OWNER]
     dispatcher = Dispatcher(table, handler_timeout_s=30)
     task = asyncio.create_task(dispatcher.run())
@@ -149,3 +149,19 @@ async def test_the_binding_is_done_once_its_lines_are_announced() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_a_progress_tick_is_one_line_per_job_and_target_or_one_combined() -> None:
+    said: list[tuple[Target, str]] = []
+    announcer = DeployAnnouncer(nothing, lambda t, x: said.append((t, x)), lambda: CONFIG)
+    few = [Progress(f"j{i}", "svc/dev", "3s", f"TASK [t{i}]", (OPS, DEPLOYS)) for i in range(2)]
+    assert announcer.progress(few) == 4
+    assert said[:2] == [(OPS, "[j0 svc/dev 3s] TASK [t0]"), (OPS, "[j1 svc/dev 3s] TASK [t1]")]
+    said.clear()
+    many = [Progress(f"j{i}", "svc/dev", "3s", "x" * 80, (OPS,)) for i in range(4)]
+    assert announcer.progress([*many, few[0]]) == 2  # #ops combined, #deploys one line
+    assert said[0][0] == OPS and said[0][1].startswith(
+        "5 jobs running — j0 svc/dev: " + "x" * 60 + ";"
+    )
+    assert said[1] == (DEPLOYS, "[j0 svc/dev 3s] TASK [t0]")
+    assert announcer.progress_lines == 6

@@ -49,11 +49,13 @@ parameters:
 
 @contextlib.asynccontextmanager
 async def announcing(
-    announce: Callable[[Target, str], Awaitable[None]], config: DeployConfig
+    announce: Callable[[Target, str], Awaitable[None]],
+    say: Callable[[Target, str], object],
+    config: DeployConfig,
 ) -> AsyncIterator[tuple[Dispatcher, DeployAnnouncer]]:
     """A dispatcher with the built-in deploy announcer bound, running."""
     table = BindingTable()
-    announcer = DeployAnnouncer(announce, lambda: config)
+    announcer = DeployAnnouncer(announce, say, lambda: config)
     install(table, announcer)
     dispatcher = Dispatcher(table, handler_timeout_s=30)
     task = asyncio.create_task(dispatcher.run())
@@ -94,15 +96,16 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         await holder[0].gate.wait()
         holder[0].announced.append((target.name, text))
 
-    async with announcing(announce, config) as (dispatcher, announcer):
-        jobs = JobManager(
-            config,
-            store,
-            loader,
-            put=dispatcher.put,
-            say=lambda target, text: holder[0].said.append((target.name, text)),
-            submit=lambda ev: holder[0].events.append(ev),
-        )
+    def say(target: Target, text: str) -> None:
+        holder[0].said.append((target.name, text))
+
+    def submit(*chain: Event, on_done: Callable[[], None] | None = None) -> bool:
+        # the deploy.* events, seen here; progress ticks on to the announcer
+        holder[0].events.extend(ev for ev in chain if ev.key != "deploy.announce")
+        return dispatcher.submit(*chain, on_done=on_done)
+
+    async with announcing(announce, say, config) as (dispatcher, announcer):
+        jobs = JobManager(config, store, loader, put=dispatcher.put, submit=submit)
         holder.append(Rig(jobs, store, announcer))
         try:
             yield holder[0]
@@ -299,14 +302,17 @@ async def test_progress_tick_is_bounded_per_channel(rig: Rig) -> None:
     for job in made[:2]:
         rig.jobs.runs.output(job, OutputLine(text="TASK [install]", kind="task"))
         rig.jobs.runs.output(job, OutputLine(text="ok: host1"))
-    assert rig.jobs.runs.progress_tick() == 4  # 2 jobs x (#ops, #deploys)
+    assert rig.jobs.runs.progress_tick() == 2  # 2 jobs with news
+    await wait_until(lambda: len(rig.said) == 4, 15)  # 2 jobs x (#ops, #deploys)
     assert all("TASK [install] | ok: host1" in text for _, text in rig.said)
     assert rig.jobs.runs.progress_tick() == 0  # nothing new
     rig.said.clear()
     for job in made:
         for n in range(1000):
             rig.jobs.runs.output(job, OutputLine(text=f"line {n}"))
-    assert rig.jobs.runs.progress_tick() == 2  # 5 jobs with news: one combined line per channel
+    assert rig.jobs.runs.progress_tick() == 5
+    await wait_until(lambda: len(rig.said) == 2, 15)  # 5 jobs: one combined line per channel
+    assert rig.announcer.progress_lines == 6
     assert rig.said[0][1].startswith("5 jobs running — ")
     assert "line 999" in rig.said[0][1]
     for job in made:
@@ -324,14 +330,16 @@ async def test_progress_tick_names_the_boundaries_passed_since_the_last(rig: Rig
         for n in range(6):
             rig.jobs.runs.output(job, OutputLine(text=f"TASK [t{n}]", kind="task"))
             rig.jobs.runs.output(job, OutputLine(text=f"ok: t{n}"))
-        assert rig.jobs.runs.progress_tick() == 2  # #ops and #deploys
+        assert rig.jobs.runs.progress_tick() == 1
+        await wait_until(lambda: len(rig.said) == 2, 15)  # #ops and #deploys
         text = rig.said[0][1]
         # six boundaries in one interval: the last four by name, two more counted
         assert "(+2) TASK [t2] > TASK [t3] > TASK [t4] > TASK [t5] | ok: t5" in text
         assert "TASK [t1]" not in text
         rig.said.clear()
         rig.jobs.runs.output(job, OutputLine(text="still in t5"))
-        assert rig.jobs.runs.progress_tick() == 2
+        assert rig.jobs.runs.progress_tick() == 1
+        await wait_until(lambda: len(rig.said) == 2, 15)
         # no boundary since: the task it is in, then the newest line
         assert rig.said[0][1].endswith("TASK [t5] | still in t5")
     finally:
@@ -497,14 +505,15 @@ async def test_an_approved_job_rechecks_the_bot_host_rule_before_it_starts(
 
     config = DeployConfig(work_dir=tmp_path / "jobs", channels=("#deploys",), kill_grace_s=1)
     stack = contextlib.AsyncExitStack()
-    dispatcher, _ = await stack.enter_async_context(announcing(announce, config))
+    dispatcher, _ = await stack.enter_async_context(
+        announcing(announce, lambda target, text: None, config)
+    )
     jobs = JobManager(
         config,
         store,
         loader,
         put=dispatcher.put,
-        say=lambda target, text: None,
-        submit=lambda ev: None,
+        submit=lambda *chain, on_done=None: True,
         module_config=module_config,
         project_dir=tmp_path,
     )
