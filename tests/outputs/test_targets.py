@@ -105,3 +105,16 @@ def test_transports_deliver_by_the_targets_transport() -> None:
     assert transports.deliver(Target.irc("#ops"), "nobody") == 0  # no IRC transport here
     assert console.lines == [("s1", "hi")]
     assert "test" in transports and "irc" not in transports
+
+
+async def test_rows_for_a_transport_gone_since_are_dropped_and_logged(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # written while a console transport was there; this run has none
+    await store.outbox_add("test:s1", "nobody to tell", created_at=T0)
+    rig = Rig(store)
+    await rig.outbox.announce("#ops", "still here")
+    with caplog.at_level("ERROR", "masterchief.outbox"):
+        assert texts(await rig.deliver_all()) == ["still here"]
+    assert "dropped an announcement for test:s1" in caplog.text
+    assert await store.outbox_count() == 0  # not retried forever
