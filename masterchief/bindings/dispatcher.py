@@ -82,6 +82,7 @@ from .access import (
     permitted,
     refusal,
 )
+from .eager import first_step
 from .event import Event, new_ref
 from .lane import HandlerLane, HandlerTimeout
 from .lanework import (
@@ -552,6 +553,12 @@ class Dispatcher:
                 pass  # its awaitable is awaited below
             elif b.is_async:
                 result = b.handler(ev)
+                if inspect.iscoroutine(result):
+                    # Most finish without waiting (a reply is queued at once):
+                    # no timer for those; the timeout is armed if it waits.
+                    done, result = first_step(result)
+                    if done:
+                        return result
             else:
                 result = await call_in_lane(self.lane, b, ev, self.handler_timeout_s)
             if inspect.isawaitable(result):
