@@ -8,7 +8,10 @@ import asyncio
 import pytest
 
 from masterchief.deploy.telling import Teller, _packed, pack
+from masterchief.outputs.targets import Target
 from tests.harness import wait_until
+
+OPS, ALICE = Target.irc("#ops"), Target.irc("alice")
 
 P, N = True, False  # packable (a job update) or not (a plan line)
 
@@ -38,21 +41,21 @@ def test_pack_never_cuts_an_update() -> None:
 
 async def test_teller_keeps_order_runs_callbacks_after_and_strands_nothing() -> None:
     gate = asyncio.Event()
-    sent: list[tuple[str, str]] = []
+    sent: list[tuple[Target, str]] = []
 
-    async def announce(target: str, text: str) -> None:
+    async def announce(target: Target, text: str) -> None:
         await gate.wait()
         sent.append((target, text))
 
     teller = Teller(announce, gather_s=0.01)
     order: list[str] = []
-    teller.tell("#ops", "started")
+    teller.tell(OPS, "started")
     teller.after(lambda: order.append(f"event after {len(sent)} lines"))
     await wait_until(lambda: teller.busy and not teller._gathered, 15)  # announcing, blocked
-    teller.tell("#ops", "result")  # told mid-flush
-    teller.tell("alice", "plan", packable=False)
+    teller.tell(OPS, "result")  # told mid-flush
+    teller.tell(ALICE, "plan", packable=False)
     gate.set()
     await teller.drain(timeout=15)
-    assert sent == [("#ops", "started"), ("#ops", "result"), ("alice", "plan")]
+    assert sent == [(OPS, "started"), (OPS, "result"), (ALICE, "plan")]
     assert order == ["event after 1 lines"]
     assert not teller.busy
