@@ -53,26 +53,10 @@ SCRIPT_API_MAY_IMPORT = frozenset({"bindings"})
 SCRIPT_API_IMPORTERS = frozenset({"runtime", "cli"})
 
 # Upward imports that exist today: (importer, imported).
-ALLOWED_UPWARD: frozenset[tuple[str, str]] = frozenset(
-    {
-        # The built-in commands reach into the App (the service locator issue 9
-        # removes): the lead's composition root hands them narrow protocols.
-        ("masterchief.commands.core", "masterchief.runtime.app"),
-        ("masterchief.commands.deploy", "masterchief.runtime.app"),
-    }
-)
+ALLOWED_UPWARD: frozenset[tuple[str, str]] = frozenset()
 
 # Import cycles that exist today, each as the set of modules in it.
-ALLOWED_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # The same App references as above close a loop through runtime/app.py (the lead).
-        frozenset(
-            {"masterchief.commands.core", "masterchief.commands.deploy", "masterchief.runtime.app"}
-        ),
-        # The folder watcher and its observer thread know each other (the lead, sources/).
-        frozenset({"masterchief.sources.files.observer", "masterchief.sources.files.watcher"}),
-    }
-)
+ALLOWED_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 # Modules over MAX_LINES today, and who splits them.
 ALLOWED_LONG: Mapping[str, str] = {

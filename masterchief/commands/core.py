@@ -28,7 +28,7 @@ import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..bindings.event import ConsoleSession, Event, LinkedBot
 from ..bindings.flags import FLAG_LETTERS, FlagError, apply_changes, implied
@@ -39,10 +39,8 @@ from ..identity.users import check_channel, check_hostmask_strength
 from ..irc.pacer import PRIORITIES
 from ..sources.logs.tail import LogTailer
 from ..sources.status import format_sources
+from .host import CoreHost
 from .paging import PAGE_LINES, private_page, split_page, wrap_words
-
-if TYPE_CHECKING:
-    from ..runtime.app import App
 
 __all__ = ["chattr_refusal", "install"]
 
@@ -57,7 +55,7 @@ class Command:
     flags: str
     usage: str
     help: str
-    handler: Callable[[App, Event], Any]
+    handler: Callable[[CoreHost, Event], Any]
     private: bool = True
     public: bool = True
 
@@ -73,7 +71,7 @@ def _fmt_age(seconds: float) -> str:
 # -- the commands ---------------------------------------------------------------
 
 
-def cmd_help(app: App, ev: Event) -> None:
+def cmd_help(app: CoreHost, ev: Event) -> None:
     who = app.resolve(ev)
     glob = who.global_flags() if who else ""
     chan = who.channel_flags(ev.channel) if who and ev.channel else ""
@@ -104,7 +102,7 @@ def cmd_help(app: App, ev: Event) -> None:
     )
 
 
-def _describe(app: App, b: Binding, prefix: str) -> str:
+def _describe(app: CoreHost, b: Binding, prefix: str) -> str:
     cmd = BUILTIN_HELP.get(b.mask.lstrip(app.command_prefix).lower())
     if cmd is not None and b.owner == OWNER:
         return f"{prefix}{cmd.name} {cmd.usage}".rstrip() + f" — {cmd.help} (flags {cmd.flags})"
@@ -123,7 +121,7 @@ def _seen_as(ev: Event) -> tuple[str, str]:
     return str(ev.nick), f"account {ev.account or 'none'}"
 
 
-def cmd_whoami(app: App, ev: Event) -> None:
+def cmd_whoami(app: CoreHost, ev: Event) -> None:
     who = app.resolve(ev)
     name, seen = _seen_as(ev)
     if who is None:
@@ -141,7 +139,7 @@ def cmd_whoami(app: App, ev: Event) -> None:
     ev.reply(text)
 
 
-def cmd_binds(app: App, ev: Event) -> None:
+def cmd_binds(app: CoreHost, ev: Event) -> None:
     args, page = split_page(ev.args, 1)
     if len(args) == 1 and args[0].isdecimal():  # "!binds 2": a page of all types
         args, page = [], max(1, int(args[0][:6]))
@@ -157,7 +155,7 @@ def cmd_binds(app: App, ev: Event) -> None:
     private_page(ev, app.command_prefix, lines, page, f"binds {btype}" if btype else "binds")
 
 
-def cmd_rehash(app: App, ev: Event) -> None:
+def cmd_rehash(app: CoreHost, ev: Event) -> None:
     report = app.rehash()
     ok = sum(1 for r in report.scripts if r.ok)
     bad = [r for r in report.scripts if not r.ok]
@@ -214,7 +212,7 @@ def _tell_few(ev: Event, prefix: str, lines: Sequence[str], rest: str) -> None:
         ev.private(f"{prefix}... and {len(lines) - PAGE_LINES} more (see {rest})")
 
 
-def cmd_status(app: App, ev: Event) -> None:
+def cmd_status(app: CoreHost, ev: Event) -> None:
     d = app.dispatcher
     out = app.irc.output.depths() if app.irc else {}
     server = f"{app.irc.settings.host}:{app.irc.settings.port}" if app.irc else "-"
@@ -229,7 +227,7 @@ def cmd_status(app: App, ev: Event) -> None:
     )
 
 
-async def cmd_adduser(app: App, ev: Event) -> None:
+async def cmd_adduser(app: CoreHost, ev: Event) -> None:
     if len(ev.args) != 2:
         ev.reply("usage: adduser HANDLE NICK")
         return
@@ -339,7 +337,7 @@ def _parse_chattr(ev: Event) -> tuple[str, str, str, str | None] | str:
     return handle, changes, "", None
 
 
-async def cmd_chattr(app: App, ev: Event) -> None:
+async def cmd_chattr(app: CoreHost, ev: Event) -> None:
     parsed = _parse_chattr(ev)
     if isinstance(parsed, str):
         ev.reply(parsed)
@@ -392,7 +390,7 @@ async def cmd_chattr(app: App, ev: Event) -> None:
     ev.reply(text)
 
 
-def _on_channel(app: App, chan: str) -> bool:
+def _on_channel(app: CoreHost, chan: str) -> bool:
     """Whether ``chan`` is one the bot is configured for or has joined.
 
     Compared under the server's casemapping, so ``#OPS`` is ``#ops``.
@@ -405,7 +403,7 @@ def _on_channel(app: App, chan: str) -> bool:
     return any(irc_lower(name, mapping) == target for name in known)
 
 
-async def cmd_files(app: App, ev: Event) -> None:
+async def cmd_files(app: CoreHost, ev: Event) -> None:
     from ..sources.status import folder_rows, format_status, log_rows
 
     _, page = split_page(ev.args, 0)
@@ -417,7 +415,7 @@ async def cmd_files(app: App, ev: Event) -> None:
     private_page(ev, app.command_prefix, format_status(folders, logs), page, "files")
 
 
-def cmd_sources(app: App, ev: Event) -> None:
+def cmd_sources(app: CoreHost, ev: Event) -> None:
     _, page = split_page(ev.args, 0)
     lines = format_sources(app.sources.statuses(), time.time())
     private_page(ev, app.command_prefix, lines, page, "sources")
@@ -439,7 +437,7 @@ BUILTINS: tuple[Command, ...] = (
 BUILTIN_HELP = {c.name: c for c in BUILTINS}
 
 
-def _bound(app: App, cmd: Command) -> Callable[[Event], Any]:
+def _bound(app: CoreHost, cmd: Command) -> Callable[[Event], Any]:
     fn = cmd.handler
 
     if _is_async(fn):
@@ -463,7 +461,7 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn)
 
 
-def _ctcp(app: App) -> None:
+def _ctcp(app: CoreHost) -> None:
     # The only CTCP answers the bot gives (pydle's own are switched off), by
     # NOTICE and within the bot-wide budget (bot.flood.ctcp_replies).
     def reply(ev: Event, text: str) -> None:
@@ -487,7 +485,7 @@ def _ctcp(app: App) -> None:
     app.table.bind("ctcp", "-|-", "CLIENTINFO", clientinfo, owner="builtin:irc")
 
 
-def install(app: App) -> None:
+def install(app: CoreHost) -> None:
     """Bind the built-in commands into ``app.table``."""
     app.table.unbind_owner(OWNER)
     app.table.unbind_owner("builtin:irc")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..bindings.event import ConsoleSession, Event
 from ..bindings.flags import FlagMask
@@ -32,10 +32,8 @@ from ..deploy.params import parse_args, validate_params
 from ..errors import UserError
 from ..outputs.targets import Target
 from ..store.api import JobRecord
+from .host import DeployHost
 from .paging import private_page, split_page
-
-if TYPE_CHECKING:
-    from ..runtime.app import App
 
 __all__ = ["OWNER", "install"]
 
@@ -49,7 +47,7 @@ def _to(ev: Event) -> str:
 
 
 def _who(
-    app: App, ev: Event, *, approving: bool = False
+    app: DeployHost, ev: Event, *, approving: bool = False
 ) -> tuple[Person, Callable[[FlagMask, str | None], bool]]:
     """The caller as a Person, and a check of their flags on a channel.
     ``approving``: also refused when the match may not approve at all
@@ -70,7 +68,7 @@ def _who(
     return Person(who.handle, ev.nick, ev.account, trusted=trusted, console=console), allowed
 
 
-def _may_read_jobs(app: App, jobs: JobManager, ev: Event, what: str) -> None:
+def _may_read_jobs(app: DeployHost, jobs: JobManager, ev: Event, what: str) -> None:
     """Job records name people, modules and parameters: known users only."""
     if app.resolve(ev) is None:
         raise UserError(
@@ -83,7 +81,7 @@ def _may_read_jobs(app: App, jobs: JobManager, ev: Event, what: str) -> None:
         raise UserError(f"you need {mask.describe(ev.channel)} for {what}")
 
 
-async def _request(app: App, jobs: JobManager, ev: Event, mode: str) -> None:
+async def _request(app: DeployHost, jobs: JobManager, ev: Event, mode: str) -> None:
     usage = f"usage: !{mode} MODULE ENV [key=value ...]"
     if len(ev.args) < 2:
         raise UserError(usage)
@@ -114,7 +112,7 @@ async def _request(app: App, jobs: JobManager, ev: Event, mode: str) -> None:
         raise UserError(f"job {job.id} refused: {job.reason}")
 
 
-def install(app: App, jobs: JobManager) -> None:
+def install(app: DeployHost, jobs: JobManager) -> None:
     """Bind the deploy commands into ``app.table`` (replacing earlier ones)."""
     table = app.table
     table.unbind_owner(OWNER)

@@ -147,6 +147,21 @@ class _Overflow:
     command: str
 
 
+def _check_pace(burst: int, rate: float, max_queue: int, max_line_bytes: int, recvq: int) -> None:
+    if burst < 1:
+        raise ValueError(f"output burst must be at least 1, got {burst}")
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"output rate must be a positive number of lines/s, got {rate}")
+    if max_queue < 1:
+        raise ValueError(f"output max_queue must be at least 1, got {max_queue}")
+    if max_line_bytes < 64:
+        raise ValueError(f"output max_line_bytes must be at least 64, got {max_line_bytes}")
+    if recvq < 2 * max_line_bytes:
+        raise ValueError(
+            f"output recvq must be at least 2 * max_line_bytes ({2 * max_line_bytes}), got {recvq}"
+        )
+
+
 class OutputQueue:
     """Four bounded priority lanes drained through one token bucket.
 
@@ -168,28 +183,13 @@ class OutputQueue:
         recvq: int = 8192,
         redactor: Redactor = REDACTOR,
     ) -> None:
-        if burst < 1:
-            raise ValueError(f"output burst must be at least 1, got {burst}")
-        if not (math.isfinite(rate) and rate > 0):
-            raise ValueError(f"output rate must be a positive number of lines/s, got {rate}")
-        if max_queue < 1:
-            raise ValueError(f"output max_queue must be at least 1, got {max_queue}")
-        if max_line_bytes < 64:
-            raise ValueError(f"output max_line_bytes must be at least 64, got {max_line_bytes}")
-        if recvq < 2 * max_line_bytes:
-            raise ValueError(
-                f"output recvq must be at least 2 * max_line_bytes ({2 * max_line_bytes}), "
-                f"got {recvq}"
-            )
         self.redactor = redactor
-        self._burst = float(burst)
-        self._rate = float(rate)
-        self._max_queue = max_queue
         self._max_line_bytes = max_line_bytes
-        self._bytes_per_token = recvq / 2 / burst
         self._clock = clock
-        self._tokens = self._burst
-        self._stamp = clock()
+        self._tokens = self._burst = float(burst)  # starts full
+        self._stamp, self._rate = clock(), 1.0
+        self._wakeup: asyncio.Event | None = None
+        self.configure(burst=burst, rate=rate, max_queue=max_queue, recvq=recvq)
         self._queues: dict[Priority, deque[_Entry]] = {p: deque() for p in PRIORITIES}
         self._alert_streak = 0  # alert lines sent in a row while replies waited
         # server lane: when each target was last served (see _server_head)
@@ -197,7 +197,6 @@ class OutputQueue:
         self._serial = 0
         self._overflow: dict[Priority, dict[str, _Overflow]] = {p: {} for p in PRIORITIES}
         self._prefix_len = WORST_NICK + 1 + WORST_USER + 1 + WORST_HOST
-        self._wakeup: asyncio.Event | None = None
         self._running = False
         self._stop_hooks: list[Callable[[], None]] = []
         self._stats: dict[str, int] = dict.fromkeys(
@@ -205,21 +204,16 @@ class OutputQueue:
         )
 
     def configure(self, *, burst: int, rate: float, max_queue: int, recvq: int) -> None:
-        """New pacing (``!rehash`` of ``irc.output``), checked like the
-        constructor's; lines already queued stay queued, in order, and the
-        bucket never holds more than the new burst."""
-        if burst < 1 or not (math.isfinite(rate) and rate > 0) or max_queue < 1:
-            raise ValueError(f"invalid output pacing: burst {burst}, rate {rate}, {max_queue}")
-        if recvq < 2 * self._max_line_bytes:
-            raise ValueError(f"output recvq must be at least {2 * self._max_line_bytes}")
+        """Set the pace (also on ``!rehash``); queued lines stay, in order."""
+        _check_pace(burst, rate, max_queue, self._max_line_bytes, recvq)
         self._tokens, self._stamp = self._tokens_now()  # tokens earned at the old rate
         self._burst = float(burst)
         self._rate = float(rate)
         self._max_queue = max_queue
         self._bytes_per_token = recvq / 2 / burst
-        self._tokens = min(self._tokens, self._burst)
-        if self._wakeup is not None:
-            self._wakeup.set()  # a faster rate may send the waiting lines sooner
+        self._tokens = min(self._tokens, self._burst)  # never above the new burst
+        if self._wakeup is not None:  # a faster rate may send waiting lines sooner
+            self._wakeup.set()
 
     # -- identity ---------------------------------------------------------
 

@@ -24,9 +24,10 @@ from ..bindings.dispatcher import Dispatcher
 from ..bindings.event import Event
 from ..bindings.registry import BindingTable
 from ..bindings.scriptapi import ScriptApi, using
-from ..bindings.scripts import LoadResult, ScriptManager
+from ..bindings.scripts import ScriptManager
 from ..commands import core as builtins
 from ..commands import deploy as deploy_commands
+from ..commands.host import RehashReport
 from ..config.engine import load_config
 from ..config.schema import Config
 from ..config.secrets import install_log_redaction
@@ -422,20 +423,6 @@ class _Stopped(Exception):
 
 
 # Sections whose change needs a restart (connections, sockets, watchers).
-
-
-@dataclasses.dataclass(slots=True)
-class RehashReport:
-    """What a rehash did: scripts, configuration, modules."""
-
-    scripts: list[LoadResult]
-    config_error: str | None = None
-    restart_needed: tuple[str, ...] = ()
-    module_errors: list[str] = dataclasses.field(default_factory=list)  # one per broken module
-    modules_kept: list[str] = dataclasses.field(default_factory=list)  # broken now, old version on
-    module_config_errors: dict[str, str] = dataclasses.field(default_factory=dict)  # by module
-    modules_changed: list[str] = dataclasses.field(default_factory=list)
-    sources_changed: list[str] = dataclasses.field(default_factory=list)  # "rest:x added"
 
 
 def _http(host: str, port: int) -> str:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from watchdog.events import (
     DirMovedEvent,
@@ -21,9 +21,6 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-
-if TYPE_CHECKING:
-    from .watcher import FileWatcher
 
 __all__ = ["Handler", "Observer"]
 
@@ -36,10 +33,16 @@ WATCHDOG_DOUBLE_WATCH = r"Callback with id '\d+' already exists for watch"
 warnings.filterwarnings("ignore", message=WATCHDOG_DOUBLE_WATCH, category=RuntimeWarning)
 
 
+class Owner(Protocol):
+    """The watcher, as its observer thread's handler sees it."""
+
+    def notice(self, watch: Any, path: Path, closed: bool = False) -> None: ...
+
+
 class Handler(FileSystemEventHandler):
     """Runs on the observer thread: only marshals paths into the loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, owner: FileWatcher, watch: Any):
+    def __init__(self, loop: asyncio.AbstractEventLoop, owner: Owner, watch: Any):
         self._loop = loop
         self._owner = owner
         self._watch = watch
