@@ -13,7 +13,7 @@ from .clock import FAMILY as CLOCK
 from .files.watcher import FAMILY as FILES
 from .logs.tail import FAMILY as LOGS
 from .replay import FAMILY as REPLAY
-from .rest.poller import FAMILY as REST
+from .rest.family import FAMILY as REST
 from .webhooks.intake import FAMILY as WEBHOOKS
 
 __all__ = ["FAMILIES"]

@@ -26,7 +26,7 @@ from masterchief.metrics import Family
 from masterchief.sources.base import EventSink, SourceDeps, SourceStatus
 from masterchief.sources.families import FAMILIES
 from masterchief.sources.logs.tail import FAMILY as LOGS
-from masterchief.sources.rest.poller import FAMILY as REST
+from masterchief.sources.rest.family import FAMILY as REST
 from masterchief.sources.runner import SourceRunner
 from tests.harness import TRUST_HOSTMASKS, client_mask, running_bot, wait_until
 

@@ -81,70 +81,52 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 import random
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from yarl import URL
 
 from masterchief.bindings.event import Event, new_ref
-from masterchief.config.schema import Config, RestPollConfig
+from masterchief.config.schema import RestPollConfig
 from masterchief.config.secrets import MASK, REDACTOR, Redactor, Secret
 from masterchief.errors import ConfigError
 from masterchief.metrics import Family
 from masterchief.store.api import CheckpointStore, StoreError, from_json, to_json
 
-from ..base import SourceDeps, SourceState, SourceStatus
+from ..base import SourceState, SourceStatus
 from .oauth import BodyTooLarge, ClientCredentials, TokenError, read_limited
+from .polling import (
+    MAX_BYTES,
+    MAX_REDIRECTS,
+    PARSE_INLINE_BYTES,
+    REDIRECT_STATUSES,
+    USER_AGENT,
+    Fetched,
+    PollerStats,
+    PollFailure,
+    PollResult,
+    RestState,
+    backoff_delay,
+    canonical_hash,
+    check_select,
+    fingerprint,
+    jittered,
+    redact_url,
+    same_origin,
+)
 
 if TYPE_CHECKING:
-    from jmespath.parser import ParsedResult
+    pass
 
-__all__ = [
-    "FAMILY",
-    "EventSink",
-    "PollFailure",
-    "PollResult",
-    "PollerStats",
-    "RestPoller",
-    "backoff_delay",
-    "canonical_hash",
-    "check_select",
-    "jittered",
-    "redact_url",
-]
+__all__ = ["EventSink", "RestPoller"]
 
 log = logging.getLogger("masterchief.rest")
-
-MAX_BYTES = 10 * 1024 * 1024
-MAX_REDIRECTS = 5
-USER_AGENT = "MasterChief REST poller"
-_PARSE_INLINE_BYTES = 256 * 1024  # bigger bodies are parsed off the event loop
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Query parameters masked in any URL we show, besides the configured api_key one.
-_SECRET_PARAMS = frozenset(
-    {
-        "access_token",
-        "api-key",
-        "api_key",
-        "apikey",
-        "auth",
-        "client_secret",
-        "key",
-        "password",
-        "secret",
-        "sig",
-        "signature",
-        "token",
-    }
-)
 
 
 class EventSink(Protocol):
@@ -160,116 +142,9 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-# --- pure helpers -------------------------------------------------------------
-
-
-def canonical_hash(value: Any) -> str:
-    """SHA-256 hex of ``value`` as canonical JSON (sorted keys, no whitespace)."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def backoff_delay(interval_s: float, failures: int, cap: float = 10.0) -> float:
-    """The delay before the next poll: ``interval_s`` while healthy, then
-    ``interval_s * 2**failures`` up to ``cap * interval_s``."""
-    if failures <= 0:
-        return interval_s
-    return min(interval_s * 2.0 ** min(failures, 32), interval_s * cap)
-
-
-def jittered(delay: float, jitter: float, u: float) -> float:
-    """``delay`` moved by up to ±``jitter`` (a fraction) using ``u`` in [0, 1)."""
-    return delay * (1.0 + jitter * (2.0 * u - 1.0))
-
-
-def redact_url(url: str | URL, params: Iterable[str] = ()) -> str:
-    """``url`` fit to show: no userinfo or fragment, credential-like query values masked."""
-    try:
-        u = url if isinstance(url, URL) else URL(url)
-    except (ValueError, TypeError):
-        return "<invalid url>"
-    u = u.with_user(None).with_fragment(None)
-    hidden = _SECRET_PARAMS | {p.lower() for p in params}
-    if u.query:
-        masked = [(k, MASK if k.lower() in hidden else v) for k, v in u.query.items()]
-        u = u.with_query(masked)
-    return REDACTOR.redact(str(u))
-
-
-def check_select(expression: str) -> ParsedResult:
-    """Compile a JMESPath expression; ``ValueError`` with the parser's reason.
-    (jmespath is imported here: only pollers with a ``select`` need it.)"""
-    import jmespath
-    import jmespath.exceptions
-
-    try:
-        return jmespath.compile(expression)
-    except jmespath.exceptions.JMESPathError as exc:
-        raise ValueError(f"invalid JMESPath expression: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class RestState:
-    """A poller's checkpoint: what it last saw, valid for ``fingerprint``."""
-
-    fingerprint: str
-    hash: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-    failures: int = 0
-    failing_since: float | None = None
-
-
-def _fingerprint(config: RestPollConfig) -> str:
-    """What the stored state is valid for: the same URL and selection."""
-    return hashlib.sha256(f"{config.url}\n{config.select or ''}".encode()).hexdigest()
-
-
-def _same_origin(a: URL, b: URL) -> bool:
-    if a.host != b.host:
-        return False
-    if a.scheme == b.scheme:
-        return a.port == b.port
-    return a.scheme == "http" and b.scheme == "https" and b.port == 443
-
-
-# --- outcomes ------------------------------------------------------------------
-
-
-class PollFailure(Exception):
-    """A failed poll.  ``reason`` is safe to show anyone; ``detail`` goes to the log."""
-
-    def __init__(self, reason: str, detail: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True, slots=True)
-class PollResult:
-    ok: bool
-    status: int | None = None
-    not_modified: bool = False
-    changed: bool = False
-    emitted: bool = False
-    reason: str | None = None
-
-
-@dataclass(slots=True)
-class PollerStats:
-    polls: int = 0
-    failed: int = 0
-    not_modified: int = 0
-    emitted: int = 0
-    token_refreshes_on_401: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Fetched:
-    status: int
-    body: bytes
-    etag: str | None
-    last_modified: str | None
+class _NoSink:
+    async def put(self, *chain: Event) -> None:
+        raise RuntimeError("a poller needs a sink: run() it, or give one to poll_once tests")
 
 
 # --- one poller ------------------------------------------------------------------
@@ -351,7 +226,7 @@ class RestPoller:
         if url.password:
             self._scrubber.register(url.password)
 
-        self._fingerprint = _fingerprint(config)
+        self.fingerprint = fingerprint(config)
         self._hash: str | None = None
         self._previous: Any = None
         self._etag: str | None = None
@@ -388,7 +263,7 @@ class RestPoller:
         if saved is None:
             return
         row = from_json(RestState, saved.value)
-        if row.fingerprint != self._fingerprint:
+        if row.fingerprint != self.fingerprint:
             return
         self._hash = row.hash
         self._etag = row.etag
@@ -406,7 +281,7 @@ class RestPoller:
                 f"rest:{self.name}",
                 to_json(
                     RestState(
-                        fingerprint=self._fingerprint,
+                        fingerprint=self.fingerprint,
                         hash=self._hash,
                         etag=self._etag,
                         last_modified=self._last_modified,
@@ -489,7 +364,7 @@ class RestPoller:
                 await self._recovered()
                 await self._save_state()
                 return PollResult(ok=True, status=304, not_modified=True)
-            if len(fetched.body) > _PARSE_INLINE_BYTES:
+            if len(fetched.body) > PARSE_INLINE_BYTES:
                 selection, digest = await asyncio.to_thread(self._select, fetched.body)
             else:
                 selection, digest = self._select(fetched.body)
@@ -538,7 +413,7 @@ class RestPoller:
         }
         return Event(type="rest", key=f"rest/{self.name}", source="rest", payload=payload)
 
-    async def _fetch(self, session: aiohttp.ClientSession) -> _Fetched | None:
+    async def _fetch(self, session: aiohttp.ClientSession) -> Fetched | None:
         """The body of a 2xx answer, or None for 304.  Raises on anything else."""
         for attempt in (1, 2):
             token = await self._oauth.token(session) if self._oauth is not None else None
@@ -555,7 +430,7 @@ class RestPoller:
                 if not 200 <= resp.status < 300:
                     raise PollFailure(f"HTTP {resp.status}")
                 body = await read_limited(resp, self.max_bytes)
-                return _Fetched(
+                return Fetched(
                     resp.status,
                     body,
                     resp.headers.get("ETag"),
@@ -597,14 +472,14 @@ class RestPoller:
         for _ in range(MAX_REDIRECTS + 1):
             resp = await session.get(self._with_key(url), headers=headers, allow_redirects=False)
             location = resp.headers.get("Location")
-            if resp.status not in _REDIRECT_STATUSES or not location:
+            if resp.status not in REDIRECT_STATUSES or not location:
                 return resp
             resp.release()
             try:
                 target = url.join(URL(location))
             except ValueError:
                 raise PollFailure("invalid redirect") from None
-            if not _same_origin(self._url, target):
+            if not same_origin(self._url, target):
                 raise PollFailure(
                     "redirect to another host refused",
                     f"Location: {redact_url(target, [self._query_param or ''])}",
@@ -712,28 +587,3 @@ class RestPoller:
                 },
             )
         )
-
-
-# --- the family ---------------------------------------------------------------------
-
-
-class _NoSink:
-    async def put(self, *chain: Event) -> None:
-        raise RuntimeError("a poller needs a sink: run() it, or give one to poll_once tests")
-
-
-class RestFamily:
-    """``rest:`` entries, one poller each, sharing the runtime's HTTP session."""
-
-    name = "rest"
-    section = "rest"
-    bind_types = ("rest",)
-
-    def entries(self, config: Config) -> Sequence[RestPollConfig]:
-        return config.rest
-
-    def build(self, entry: RestPollConfig, deps: SourceDeps) -> RestPoller:
-        return RestPoller(entry, store=deps.store, http=deps.http)
-
-
-FAMILY = RestFamily()

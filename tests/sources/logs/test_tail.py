@@ -18,14 +18,9 @@ from masterchief.bindings.dispatcher import Dispatcher
 from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
 from masterchief.config.schema import LogConfig
+from masterchief.sources.logs.lines import LineSplitter
 from masterchief.sources.logs.offsets import load_offset
-from masterchief.sources.logs.tail import (
-    FLUSH_LINES,
-    FileFollower,
-    LineSplitter,
-    LogTailer,
-    TailSink,
-)
+from masterchief.sources.logs.tail import FLUSH_LINES, FileFollower, LogTailer, TailSink
 from masterchief.store.sqlite import SqliteStore, open_store
 
 

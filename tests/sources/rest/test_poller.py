@@ -28,22 +28,15 @@ from masterchief.bindings.event import Event
 from masterchief.config.schema import RestPollConfig
 from masterchief.errors import ConfigError
 from masterchief.sources.base import SharedHttp, SourceDeps
+from masterchief.sources.rest.family import FAMILY as REST_FAMILY
 from masterchief.sources.rest.oauth import (
     TokenError,
     basic_client_auth,
     parse_token_response,
     refresh_margin,
 )
-from masterchief.sources.rest.poller import (
-    FAMILY as REST_FAMILY,
-)
-from masterchief.sources.rest.poller import (
-    RestPoller,
-    backoff_delay,
-    canonical_hash,
-    jittered,
-    redact_url,
-)
+from masterchief.sources.rest.poller import RestPoller
+from masterchief.sources.rest.polling import backoff_delay, canonical_hash, jittered, redact_url
 from masterchief.sources.runner import SourceRunner
 from masterchief.store.sqlite import open_store
 from tests.harness import running_bot, wait_until

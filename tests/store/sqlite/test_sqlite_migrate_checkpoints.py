@@ -10,7 +10,7 @@ from pathlib import Path
 
 from masterchief.deploy.job import deploy_lease
 from masterchief.sources.logs.offsets import LogOffset, load_offset, stored_offsets
-from masterchief.sources.rest.poller import RestState
+from masterchief.sources.rest.polling import RestState
 from masterchief.store.api import Lease, from_json
 from masterchief.store.sqlite import MIGRATIONS, open_store
 
