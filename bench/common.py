@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,7 +264,7 @@ class BotProcess(Daemon):
 
 
 async def teardown(
-    clients: list[BenchClient], bots: list[BotProcess], ircd: Daemon, tmp: Path, keep: bool
+    clients: list[BenchClient], bots: Sequence[Daemon], ircd: Daemon, tmp: Path, keep: bool
 ) -> None:
     """Close clients, kill bots and the ircd, remove (or keep) the work folder."""
     for c in clients:
