@@ -74,7 +74,7 @@ from masterchief.config.schema import BotConfig, OutputConfig
 from masterchief.config.secrets import MASK, RedactingFilter
 from masterchief.deploy.job import TERMINAL, Job
 from masterchief.deploy.kinds.base import SAFE_PATH, VENV_BIN
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from tests.harness import running_bot
 from tests.ircclient import Line, TestClient
 from tests.servers import InspIRCd

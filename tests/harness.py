@@ -13,7 +13,7 @@ from masterchief.config.engine import build_config
 from masterchief.config.schema import Config
 from masterchief.identity.principal import Identity
 from masterchief.identity.users import User
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from masterchief.sources.base import SourceFamily
 from masterchief.sources.webhooks.intake import WebhookIntake
 from tests.servers import unique_name

@@ -269,9 +269,9 @@ def test_run_calls_run_bot_and_exits_with_its_code(
         seen.append(config)
         return 5
 
-    fake = types.ModuleType("masterchief.runtime.app")
+    fake = types.ModuleType("masterchief.runtime.main")
     fake.run_bot = fake_run_bot  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "masterchief.runtime.app", fake)
+    monkeypatch.setitem(sys.modules, "masterchief.runtime.main", fake)
     r = cli(runner, config_dir, "run", "--env", "prod")
     assert r.exit_code == 5
     [config] = seen

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from masterchief.config.engine import load_config
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from tests.harness import client_mask, running_bot
 from tests.servers import unique_name
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pydle
 import yaml
 
-from masterchief.runtime.app import PydleNoise
+from masterchief.runtime.main import PydleNoise
 from tests.botproc import bot_process
 from tests.harness import wait_until
 from tests.servers import unique_name

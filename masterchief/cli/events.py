@@ -110,7 +110,7 @@ def _replay_dry_run(config: Config, event_ids: Sequence[str]) -> None:
     scripts.  The App is built but never run; scripts load outside any event
     loop, so loading them cannot start a task, and nothing is sent."""
     from masterchief.eventlog import query as eventlog
-    from masterchief.runtime.app import App
+    from masterchief.runtime.compose import App
 
     async def action(store: Store) -> tuple[Store, list[EventLogRecord], UserTable]:
         return store, await store.event_log_get(event_ids), await UserTable.load(store)

@@ -22,7 +22,8 @@ from .common import config_options, load
 def run(config_dir: Path, env: str) -> None:
     """Connect to IRC and run the bot until SIGINT/SIGTERM."""
     config = load(config_dir, env)
-    from masterchief.runtime.app import run_bot  # imported late: the CLI's user commands stay light
+    # imported late: the CLI's user commands stay light
+    from masterchief.runtime.main import run_bot
 
     try:
         code = asyncio.run(run_bot(config))

@@ -258,7 +258,7 @@ def test_stand_ins_a_field_refuses_fall_back_to_the_default(tmp_path: Path) -> N
 
 async def test_the_app_refuses_a_partial_config(tmp_path: Path) -> None:
     from masterchief.identity.users import UserTable
-    from masterchief.runtime.app import App
+    from masterchief.runtime.compose import App
     from masterchief.store.sqlite import open_store
 
     cfg = make_config(tmp_path, PARTIAL)

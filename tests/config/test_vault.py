@@ -14,7 +14,7 @@ from masterchief.config.schema import Config
 from masterchief.config.secrets import REDACTOR, Secret
 from masterchief.deploy.module_config import load_module_config, module_resolvers
 from masterchief.errors import ConfigError
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 
 
 @dataclass

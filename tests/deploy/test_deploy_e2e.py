@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from masterchief.deploy.catalog import ModuleLoader
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from tests.harness import running_bot, wait_until
 from tests.procs import job_pids
 from tests.servers import unique_name

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from tests.harness import running_bot
 from tests.servers import unique_name
 

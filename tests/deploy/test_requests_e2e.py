@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from tests.deploy.test_deploy_e2e import TRUST, bot, deploy_project, job_id, person, say
 from tests.harness import running_bot, wait_until
 

@@ -43,7 +43,7 @@ from masterchief.config.schema import (
 from masterchief.config.secrets import Secret
 from masterchief.http.health import HealthInfo
 from masterchief.http.server import WebServer
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from masterchief.sources.webhooks.intake import MAX_BACKLOG, WebhookIntake
 from masterchief.store.api import NewDelivery
 from masterchief.store.sqlite import SqliteStore, open_store

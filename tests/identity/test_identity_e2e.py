@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from tests.deploy.test_deploy_e2e import deploy_project
 from tests.harness import TRUST_HOSTMASKS, client_mask, running_bot, wait_until
 from tests.servers import unique_name

@@ -109,7 +109,7 @@ def test_window_count_and_bad_settings() -> None:
 
 def test_config_defaults_and_values(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from masterchief.config.engine import build_config
-    from masterchief.runtime.app import irc_settings
+    from masterchief.runtime.compose import irc_settings
 
     cfg = build_config({}, project_dir=tmp_path)
     assert cfg.bot.private_replies == "privmsg"

@@ -20,7 +20,7 @@ import pytest
 
 import masterchief
 from masterchief.bindings.event import Event
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from tests.harness import TRUST_HOSTMASKS, client_mask, running_bot, wait_until
 from tests.servers import LIMITS, unique_name
 

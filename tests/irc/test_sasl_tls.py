@@ -21,7 +21,7 @@ import yaml
 
 from masterchief.config.engine import build_config
 from masterchief.irc.supervisor import SaslFailed
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from tests.harness import bot_config_data, running_bot, wait_until
 from tests.servers import unique_name
 

@@ -41,7 +41,7 @@ import yaml
 
 from masterchief.config.schema import OutputConfig
 from masterchief.irc.storm import parse_summary
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from tests.harness import running_bot, wait_until
 from tests.servers import LIMITS, free_port, unique_name
 

@@ -14,7 +14,7 @@ import pytest
 
 from masterchief.bindings.registry import BindingTable
 from masterchief.config.engine import build_config
-from masterchief.runtime.app import App
+from masterchief.runtime.compose import App
 from masterchief.sources.clock import Clock, minute_events
 from tests.harness import bot_config_data
 

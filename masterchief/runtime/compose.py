@@ -1,9 +1,25 @@
-"""The running bot: wires config, store, users, binding table, dispatcher,
-scripts, clock and the IRC connection together, and supervises their tasks.
+"""THE composition root: builds every part of the bot once, in dependency
+order, and runs them as Components.
 
-``App`` owns every long-lived task in one TaskGroup (dispatcher worker, IRC
-supervisor, clock, script watcher).  ``run_bot(config)`` is what
-``masterchief run`` calls; tests start an ``App`` in-process.
+How this works
+--------------
+``compose(config)`` opens the store, loads the users and builds the ``App``:
+the binding table and dispatcher, the IRC connection with its pacer and
+transport, the durable outbox, the scripts, the deploy catalogue and jobs,
+the event log, the web server, and the source runner over
+``sources/families.py``.  Each part gets only the narrow interfaces it uses
+(the dispatcher as an ``EventSink``, the outbox's ``announce``, a resolver,
+a ``Reply``); the built-in commands see the App through
+``commands/host.py``'s Protocols.  Nothing imports this module except the
+CLI (``runtime/main.py`` for ``masterchief run``, offline commands that need
+the binding table) and tests.
+
+``App.run()`` starts every Component (``components.py``) in one TaskGroup,
+logs "ready" once IRC is registered and each component has started, and on
+``stop()`` shuts the deploy jobs down first (their last news still reaches
+the outbox), then IRC.  ``rehash()`` re-reads the configuration and hands it
+to each component's ``reconfigure``; what cannot change live is named in
+the reply as needing a restart.
 """
 
 from __future__ import annotations
@@ -12,12 +28,8 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import os
-import signal
-import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ..bindings.dispatcher import Dispatcher
@@ -30,7 +42,6 @@ from ..commands import deploy as deploy_commands
 from ..commands.host import RehashReport
 from ..config.engine import load_config
 from ..config.schema import Config
-from ..config.secrets import install_log_redaction
 from ..config.vault import VaultClient, unfetched_vault_resolver
 from ..deploy import announce as deploy_announce
 from ..deploy.catalog import ModuleLoader
@@ -45,7 +56,7 @@ from ..identity.resolve import Resolver
 from ..identity.users import Identity, UserTable
 from ..irc.flood import FloodPolicy
 from ..irc.pacer import OutputQueue
-from ..irc.supervisor import IrcBot, IrcSettings, SaslFailed
+from ..irc.supervisor import IrcBot, IrcSettings
 from ..outputs import announce
 from ..outputs.outbox import Outbox
 from ..outputs.targets import Transports
@@ -67,7 +78,7 @@ from .components import (
     users_task,
 )
 
-__all__ = ["App", "RehashReport", "run_bot"]
+__all__ = ["App", "RehashReport", "compose"]
 
 log = logging.getLogger("masterchief")
 
@@ -429,61 +440,11 @@ def _http(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-class PydleNoise(logging.Filter):
-    """pydle logs every server line it has no handler for as a WARNING
-    ``Unknown command: ...`` (a 475 for a wrong channel key, numerics it does
-    not know).  The bot reads those lines itself (``raw`` bindings), so they
-    are shown only at DEBUG: put on the log handlers, since pydle's logger
-    name follows the server it talks to.  A 421 (the server does not know a
-    command *we* sent) stays a warning: that one is a bug of ours."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.msg
-        if not (isinstance(msg, str) and msg.startswith("Unknown command")):
-            return True
-        if f"{os.sep}pydle{os.sep}" not in record.pathname:
-            return True
-        if not logging.getLogger().isEnabledFor(logging.DEBUG):
-            return False
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return True
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(PydleNoise())
-    install_log_redaction()
-
-
-def _dump_tasks() -> None:
-    """SIGUSR1: log every task and where it waits (for a bot that seems stuck)."""
-    for task in asyncio.all_tasks():
-        frames = task.get_stack(limit=4)
-        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
-        log.warning("task %s: %s", task.get_name(), where or "(not started)")
-
-
-async def run_bot(config: Config) -> int:
-    """Run the bot until SIGINT/SIGTERM.  SIGHUP reloads scripts."""
-    _setup_logging()
-    Path(config.store.path).parent.mkdir(parents=True, exist_ok=True)
-    app = await App.create(config)
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, app.stop)
-    loop.add_signal_handler(signal.SIGTERM, app.stop)
-    loop.add_signal_handler(signal.SIGHUP, app.rehash)
-    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
-    failed: list[BaseException] = []
-    try:
-        await app.run()
-    except* SaslFailed as group:
-        failed.extend(group.exceptions)
-    if failed:
-        print(f"error: {failed[0]}", file=sys.stderr)
-        return 3
-    return 0
+async def compose(
+    config: Config,
+    *,
+    vault_client: VaultClient | None = None,
+    families: Sequence[SourceFamily] = FAMILIES,
+) -> App:
+    """Open the store named by ``config``, load the users and build the bot."""
+    return await App.create(config, vault_client=vault_client, families=families)
