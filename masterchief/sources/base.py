@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Announce",
     "EventSink",
+    "ListFamily",
     "SharedHttp",
     "Source",
     "SourceCounters",
@@ -201,3 +202,24 @@ class SourceFamily(Protocol):
         ...
 
     def build(self, entry: Any, deps: SourceDeps) -> Source: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListFamily:
+    """A family whose config section is a list of named entries, one source
+    each (``rest:``, ``files:``, ``logs:``): only ``make`` differs."""
+
+    name: str
+    bind_types: tuple[str, ...]
+    make: Callable[[Any, SourceDeps], Source]
+
+    @property
+    def section(self) -> str:
+        return self.name
+
+    def entries(self, config: Any) -> Sequence[Any]:
+        entries: Sequence[Any] = getattr(config, self.section)
+        return entries
+
+    def build(self, entry: Any, deps: SourceDeps) -> Source:
+        return self.make(entry, deps)

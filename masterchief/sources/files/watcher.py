@@ -51,10 +51,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from ...bindings.event import Event
-from ...config.schema import Config, FilesConfig
+from ...config.schema import FilesConfig
 from ...metrics import Family
 from ...store.api import FileIdentity, FileLedgerStore, FileState, LedgerEntry
-from ..base import EventSink, SourceDeps, SourceStatus
+from ..base import EventSink, ListFamily, SourceStatus
 from .parse import (
     Refused,
     csv_header,
@@ -534,18 +534,9 @@ def _quarantine_file(root: Path, path: Path, reason: str) -> None:
     os.replace(partial, reason_file)
 
 
-class FilesFamily:
-    """``files:`` entries: one watcher (and observer thread) per folder."""
-
-    name = "files"
-    section = "files"
-    bind_types = ("file",)
-
-    def entries(self, config: Config) -> Sequence[FilesConfig]:
-        return config.files
-
-    def build(self, entry: FilesConfig, deps: SourceDeps) -> FileWatcher:
-        return FileWatcher([entry], None, deps.store, announce=deps.announce)
-
-
-FAMILY = FilesFamily()
+FAMILY = ListFamily(
+    "files",
+    ("file",),
+    # one watcher (and observer thread) per folder
+    lambda entry, deps: FileWatcher([entry], None, deps.store, announce=deps.announce),
+)

@@ -2,7 +2,7 @@
 
 How this works
 --------------
-Each ``logs:`` entry is one ``LogTailer`` (a source, ``LogsFamily``);
+Each ``logs:`` entry is one ``LogTailer`` (a source of the ``logs`` family);
 it expands its ``path`` glob every ``rescan_s`` and runs one
 ``FileFollower`` per matching file.  A follower polls: it reads its open file
 to the end, then ``stat()``s the path:
@@ -76,14 +76,14 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ...bindings.event import Event
-from ...config.schema import Config, LogConfig
+from ...config.schema import LogConfig
 from ...metrics import Family
 from ...store.api import CheckpointStore
-from ..base import EventSink, SourceDeps, SourceStatus
+from ..base import EventSink, ListFamily, SourceStatus
 from .lines import Commits, Identity, LineSplitter
 from .offsets import LogOffset, load_offset, save_offset
 from .parse import Parser, make_parser
@@ -516,18 +516,4 @@ class LogTailer:
         return []
 
 
-class LogsFamily:
-    """``logs:`` entries, one tailer each."""
-
-    name = "logs"
-    section = "logs"
-    bind_types = ("log",)
-
-    def entries(self, config: Config) -> Sequence[LogConfig]:
-        return config.logs
-
-    def build(self, entry: LogConfig, deps: SourceDeps) -> LogTailer:
-        return LogTailer(entry, store=deps.store)
-
-
-FAMILY = LogsFamily()
+FAMILY = ListFamily("logs", ("log",), lambda entry, deps: LogTailer(entry, store=deps.store))
