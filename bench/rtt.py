@@ -18,7 +18,9 @@ What it does (all on 127.0.0.1, everything stopped at the end, even on error):
    pong within ``--timeout`` s is lost (the run goes on).
    Runs (``--runs``, ``CLIENTSxWINDOW``): each client keeps ``WINDOW`` pings in
    flight and the clients share ``--pings`` (so ``20x1`` has 20 pings in
-   flight and every line fans out to 21 members; ``4x4`` has 16).
+   flight and every line fans out to 21 members; ``4x4`` has 16 and 5
+   members: a client joins the channels right before the first run that
+   uses it, runs go from few clients to many).
 2b. The floor: ``bench/floorbot.py``, a minimal asyncio bot (no library, no
    queue, no pacing; a ``Protocol`` that answers ``!ping`` from
    ``data_received``) as its own process on the same ircd, in a second
@@ -366,11 +368,20 @@ async def main_async(args: argparse.Namespace) -> int:
                 BenchClient.connect(host, port, "rttslow", quickack=False),
             )
         )
-        for c in clients:
-            await c.join(CHANNEL)
-            await c.join(FLOOR_CHANNEL)
         slow = clients[-1]
         fast = clients[:-1]
+        # Clients join right before the first run that uses them, so a run
+        # with N clients fans each line out to N + 1 members, not to all.
+        joined: set[int] = set()
+
+        async def members(chosen: list[BenchClient]) -> None:
+            for c in chosen:
+                if id(c) not in joined:
+                    joined.add(id(c))
+                    await c.join(CHANNEL)
+                    await c.join(FLOOR_CHANNEL)
+
+        await members(fast[:1])
         if not all("echo-message" in c.caps for c in clients):
             raise RuntimeError("echo-message not negotiated")
 
@@ -407,7 +418,8 @@ async def main_async(args: argparse.Namespace) -> int:
         warm = await run_pings("warm-up", mc(1, "w"), 50, args.timeout)
         await run_pings("warm-up", fl(1, "fw"), 50, args.timeout)
         floor_results: dict[tuple[int, int], RunResult] = {}
-        for n, w in runs:
+        for n, w in sorted(runs):
+            await members(fast[:n])
             tag = f"{n}x{w}c"
             results.append(
                 await run_pings(
@@ -423,6 +435,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 bot_pid=floor.pid,
             )
             results.append(floor_results[n, w])
+        await members([slow, *fast[:2]])
         slow_pinger = Pinger(slow, bot.nick, "slow-")
         results.append(
             await run_pings("control: client without QUICKACK", [slow_pinger],
@@ -500,7 +513,7 @@ async def main_async(args: argparse.Namespace) -> int:
             f"bot output for the unlimited class: irc.output = {UNLIMITED_OUTPUT}; "
             "the DEFAULT-pacer bot has no override (burst 7, rate 1.0)",
             "clients: echo-message negotiated, TCP_NODELAY, TCP_QUICKACK re-armed after each "
-            "read (control: not re-armed); one channel shared by all clients and the bot",
+            "read (control: not re-armed); a client joins both channels before the first run that uses it",
             f"floor: bench/floorbot.py (no library, no queue) in {FLOOR_CHANNEL}, same clients, "
             "each run right after MasterChief's",
             f"warm-up: {len(warm.latencies_ms)} pings, not counted",
