@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from ..api import ConflictError, DeliveryRecord, NewDelivery, OutboxRecord
+from ..api import DeliveryRecord, NewDelivery, OutboxRecord
 from .connection import SqliteConnection
 
 __all__ = ["SqliteIntake", "SqliteOutbox"]
@@ -26,27 +26,11 @@ def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _when(d: NewDelivery, now: float) -> float:
-    return now if d.received_at is None else d.received_at
-
-
 class SqliteIntake(SqliteConnection):
     async def insert_delivery(self, delivery: NewDelivery) -> int | None:
         """Store a verified delivery; its id, or None when (provider, dedup_key)
         was already stored (a duplicate delivery)."""
-        d = delivery
-        try:
-            async with self._transaction() as tx:
-                cur = await tx.execute(
-                    "INSERT INTO deliveries"
-                    " (provider, dedup_key, event_key, received_at, body, meta)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (d.provider, d.dedup_key, d.event_key, _when(d, time.time()),
-                     d.body, d.meta),
-                )  # fmt: skip
-                return cur.lastrowid
-        except ConflictError:
-            return None
+        return (await self.record_deliveries([delivery]))[0]
 
     async def delivery_done(self, delivery_id: int) -> None:
         """Mark a delivery dispatched (its handlers have run)."""
@@ -91,9 +75,15 @@ class SqliteIntake(SqliteConnection):
                 params = [
                     v
                     for d in rows
-                    for v in (d.provider, d.dedup_key, d.event_key, _when(d, now),
-                              d.body, d.meta)
-                ]  # fmt: skip
+                    for v in (
+                        d.provider,
+                        d.dedup_key,
+                        d.event_key,
+                        now if d.received_at is None else d.received_at,
+                        d.body,
+                        d.meta,
+                    )
+                ]
                 sql = (
                     "INSERT INTO deliveries"  # noqa: S608
                     " (provider, dedup_key, event_key, received_at, body, meta)"

@@ -30,6 +30,9 @@ _COLUMNS = (
     " finished_at, exit_code, summary, tail"
 )
 _SELECT = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608 (our column names)
+_UPDATE = "UPDATE jobs SET {} WHERE id = ?".format(  # noqa: S608 (every column but id)
+    ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[1:])
+)
 
 
 def _values(job: JobRecord) -> tuple[Any, ...]:
@@ -89,10 +92,9 @@ class SqliteJobs(SqliteConnection):
 
     async def job_update(self, job: JobRecord) -> bool:
         """Write every column of a recorded job; False when there is none."""
-        sets = ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[1:])
         async with self._transaction() as tx:
             cur = await tx.execute(
-                f"UPDATE jobs SET {sets} WHERE id = ?",  # noqa: S608 (our column names)
+                _UPDATE,
                 (*_values(job), job.id),
             )
             return cur.rowcount == 1
