@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..api import EventLogRecord, ReplayRequest
-from .connection import SqliteConnection
+from .connection import CHUNK, SqliteConnection, marks
 
 __all__ = ["SqliteEventLog", "SqliteReplays"]
 
@@ -63,7 +63,7 @@ class SqliteEventLog(SqliteConnection):
         where: list[str] = []
         params: list[Any] = []
         if types:
-            where.append(f"type IN ({', '.join('?' for _ in types)})")
+            where.append(f"type IN ({marks(len(types))})")
             params.extend(types)
         if since is not None:
             where.append("time >= ?")
@@ -82,11 +82,10 @@ class SqliteEventLog(SqliteConnection):
     async def event_log_get(self, ids: Sequence[str]) -> list[EventLogRecord]:
         """The logged events with these ids, in the order asked (unknown ids left out)."""
         found: dict[str, EventLogRecord] = {}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            marks = ", ".join("?" * len(chunk))
+        for start in range(0, len(ids), CHUNK):
+            chunk = list(ids[start : start + CHUNK])
             rows = await self._fetchall(
-                f"SELECT {_EVENT_COLUMNS} FROM event_log WHERE id IN ({marks})",  # noqa: S608
+                f"SELECT {_EVENT_COLUMNS} FROM event_log WHERE id IN ({marks(len(chunk))})",  # noqa: S608
                 chunk,
             )
             found.update((r[0], EventLogRecord(*r)) for r in rows)
@@ -127,10 +126,9 @@ class SqliteReplays(SqliteConnection):
         """These requests as they stand now, in id order."""
         if not ids:
             return []
-        marks = ", ".join("?" * len(ids))
         rows = await self._fetchall(
             "SELECT id, event_id, requested_at, state, result FROM replay_requests"  # noqa: S608
-            f" WHERE id IN ({marks}) ORDER BY id",
+            f" WHERE id IN ({marks(len(ids))}) ORDER BY id",
             list(ids),
         )
         return [ReplayRequest(*r) for r in rows]

@@ -15,15 +15,9 @@ import time
 from collections.abc import Sequence
 
 from ..api import DeliveryRecord, NewDelivery, OutboxRecord
-from .connection import SqliteConnection
+from .connection import CHUNK, SqliteConnection, marks
 
 __all__ = ["SqliteIntake", "SqliteOutbox"]
-
-_CHUNK = 500
-
-
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
 
 
 class SqliteIntake(SqliteConnection):
@@ -65,12 +59,12 @@ class SqliteIntake(SqliteConnection):
         ids: list[int | None] = []
         now = time.time()
         async with self._transaction() as tx:
-            for start in range(0, len(done), _CHUNK):
-                chunk = list(done[start : start + _CHUNK])
-                sql = f"UPDATE deliveries SET done = 1 WHERE id IN ({_marks(len(chunk))})"  # noqa: S608
+            for start in range(0, len(done), CHUNK):
+                chunk = list(done[start : start + CHUNK])
+                sql = f"UPDATE deliveries SET done = 1 WHERE id IN ({marks(len(chunk))})"  # noqa: S608
                 await tx.execute(sql, chunk)
-            for start in range(0, len(new), _CHUNK):
-                rows = new[start : start + _CHUNK]
+            for start in range(0, len(new), CHUNK):
+                rows = new[start : start + CHUNK]
                 values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(rows))
                 params = [
                     v

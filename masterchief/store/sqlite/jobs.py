@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..api import Approval, JobRecord, Lease
-from .connection import SqliteConnection
+from .connection import SqliteConnection, marks
 
 __all__ = ["SqliteJobs", "SqliteLeases"]
 
@@ -86,7 +86,7 @@ class SqliteJobs(SqliteConnection):
         """Record a new job (``params`` already redacted by the caller)."""
         async with self._transaction() as tx:
             await tx.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 20)})",  # noqa: S608
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({marks(20)})",  # noqa: S608
                 (job.id, *_values(job)),
             )
 
@@ -109,7 +109,7 @@ class SqliteJobs(SqliteConnection):
         """Jobs, newest first (optionally only those in ``statuses``)."""
         where, params = "", []
         if statuses:
-            where = f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            where = f" WHERE status IN ({marks(len(statuses))})"
             params = list(statuses)
         rows = await self._fetchall(
             f"{_SELECT}{where} ORDER BY created_at DESC LIMIT ?", [*params, limit]
