@@ -271,7 +271,7 @@ class Client(pydle.Client):  # type: ignore[misc]
         if info is not None:
             info.update(meta)
         else:
-            self._keep(self._sync_user(nick, meta))
+            self._eager(self._sync_user(nick, meta))
 
     # -- every byte we write ---------------------------------------------------
 

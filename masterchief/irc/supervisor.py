@@ -452,7 +452,7 @@ class IrcBot:
     # -- lines -> Events -------------------------------------------------------
 
     def _wants_raw(self, command: str) -> bool:
-        return self.dispatcher.table.snapshot.mask_matches("raw", command)
+        return self.dispatcher.wants("raw", command)  # kept until the bindings change
 
     def on_message(self, client: Client, message: Message) -> None:
         """One line from the server, in arrival order (see the module doc)."""

@@ -271,6 +271,10 @@ def translate(message: Message, view: View) -> tuple[list[Chain], list[Action]]:
     handler = _HANDLERS.get(cmd)
     if handler is None or nick is None or not message.params:
         return raw, []
+    if handler is _message and view.is_me(nick):  # our own line, back through echo-message
+        if cmd == "PRIVMSG":
+            return raw, [Echo(message.params[0], message.params[-1])]
+        return raw, []
     tags = message.tags
     account = tags.get("account") or None
     if account is None and not view.has_cap("account-tag"):
@@ -341,13 +345,9 @@ Common = dict[str, Any]
 
 
 def _message(m: Message, view: View, common: Common) -> Result:
-    nick: str = common["nick"]
+    nick: str = common["nick"]  # not ours: translate() took our echoes
     target = m.params[0]
     text = m.params[-1] if len(m.params) > 1 else ""
-    if view.is_me(nick):  # our own line, back through echo-message
-        if m.command == "PRIVMSG":
-            return [], [Echo(target, text)]
-        return _NOTHING
     uhost = common["uhost"]
     actions: list[Action] = []
     if uhost and "@" in uhost:
