@@ -501,6 +501,15 @@ class BindingTable:
         keep = tuple(b for b in self._bindings if b.owner != owner)
         self._publish((*keep, *bindings))
 
+    def install(self, owner: str, bind: Callable[[], object]) -> int:
+        """Replace all of ``owner``'s bindings with those ``bind()`` makes, in
+        one publish: a dispatch (or a lane thread) sees the old set or the
+        new one, never half of each.  How many were bound."""
+        with self.collecting(owner) as bucket:
+            bind()
+        self.replace_owner(owner, bucket)
+        return len(bucket)
+
     @contextmanager
     def collecting(self, owner: str) -> Iterator[list[Binding]]:
         """Gather the bindings made inside the block instead of adding them."""

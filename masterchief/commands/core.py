@@ -42,9 +42,10 @@ from ..sources.status import format_sources
 from .host import CoreHost
 from .paging import PAGE_LINES, private_page, split_page, wrap_words
 
-__all__ = ["chattr_refusal", "install"]
+__all__ = ["CTCP_OWNER", "OWNER", "bindings", "chattr_refusal", "ctcp_bindings"]
 
 OWNER = "builtin:core"
+CTCP_OWNER = "builtin:irc"
 VERSION = "MasterChief 0.1"
 _HELP_LINE_CHARS = 350  # command names per !help line: one IRC line's worth
 
@@ -461,9 +462,11 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn)
 
 
-def _ctcp(app: CoreHost) -> None:
-    # The only CTCP answers the bot gives (pydle's own are switched off), by
-    # NOTICE and within the bot-wide budget (bot.flood.ctcp_replies).
+def ctcp_bindings(app: CoreHost) -> None:
+    """The only CTCP answers the bot gives (pydle's own are switched off), by
+    NOTICE and within the bot-wide budget (bot.flood.ctcp_replies); owner
+    ``builtin:irc``."""
+
     def reply(ev: Event, text: str) -> None:
         if ev.nick and app.irc is not None:
             app.irc.ctcp_reply(ev.nick, ev.key, text)
@@ -481,14 +484,13 @@ def _ctcp(app: CoreHost) -> None:
         reply(ev, "CLIENTINFO PING TIME VERSION")
 
     for word, fn in (("VERSION", version), ("PING", ping), ("TIME", clock)):
-        app.table.bind("ctcp", "-|-", word, fn, owner="builtin:irc")
-    app.table.bind("ctcp", "-|-", "CLIENTINFO", clientinfo, owner="builtin:irc")
+        app.table.bind("ctcp", "-|-", word, fn, owner=CTCP_OWNER)
+    app.table.bind("ctcp", "-|-", "CLIENTINFO", clientinfo, owner=CTCP_OWNER)
 
 
-def install(app: CoreHost) -> None:
-    """Bind the built-in commands into ``app.table``."""
-    app.table.unbind_owner(OWNER)
-    app.table.unbind_owner("builtin:irc")
+def bindings(app: CoreHost) -> None:
+    """Bind the built-in commands (owner ``builtin:core``); the runtime
+    collects them and swaps them in at once (``BindingTable.install``)."""
     prefix = app.command_prefix
     for cmd in BUILTINS:
         handler = _bound(app, cmd)
@@ -496,4 +498,3 @@ def install(app: CoreHost) -> None:
             app.table.bind("pub", cmd.flags, prefix + cmd.name, handler, owner=OWNER)
         if cmd.private:
             app.table.bind("msg", cmd.flags, cmd.name, handler, owner=OWNER)
-    _ctcp(app)

@@ -35,7 +35,7 @@ from ..store.api import JobRecord
 from .host import DeployHost
 from .paging import private_page, split_page
 
-__all__ = ["OWNER", "install"]
+__all__ = ["OWNER", "bindings"]
 
 OWNER = "builtin:deploy"
 BOT_HOST_FLAGS = FlagMask.parse("n")
@@ -112,10 +112,10 @@ async def _request(app: DeployHost, jobs: JobManager, ev: Event, mode: str) -> N
         raise UserError(f"job {job.id} refused: {job.reason}")
 
 
-def install(app: DeployHost, jobs: JobManager) -> None:
-    """Bind the deploy commands into ``app.table`` (replacing earlier ones)."""
+def bindings(app: DeployHost, jobs: JobManager) -> None:
+    """Bind the deploy commands (owner ``builtin:deploy``); the runtime
+    collects them and swaps them in at once (``BindingTable.install``)."""
     table = app.table
-    table.unbind_owner(OWNER)
     prefix = app.command_prefix
 
     def guarded(fn: Callable[[Event], Any], doc: str) -> Callable[[Event], Any]:

@@ -167,6 +167,4 @@ class DeployAnnouncer:
 
 def install(table: BindingTable, announcer: DeployAnnouncer) -> None:
     """Bind the announcer (replacing an earlier one) in one step."""
-    with table.collecting(OWNER) as bucket:
-        table.bind("event", "-|-", KEY, announcer.handle, owner=OWNER)
-    table.replace_owner(OWNER, bucket)
+    table.install(OWNER, lambda: table.bind("event", "-|-", KEY, announcer.handle, owner=OWNER))

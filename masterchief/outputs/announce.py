@@ -240,11 +240,13 @@ def install(table: BindingTable, config: Callable[[], Config], announce: Announc
     rehash's channels apply at once."""
     announcer = Announcer(config, announce)
     handler = announcer.handle
-    with table.collecting(OWNER) as bucket:
+
+    def bind() -> None:
         for mask in WEBHOOK_MASKS:
             table.bind("webhook", "-|-", mask, handler, owner=OWNER)
         table.bind("rest", "-|-", "rest/*", handler, owner=OWNER)
         for key in REST_STATUS_KEYS:
             table.bind("event", "-|-", key, handler, owner=OWNER)
-    table.replace_owner(OWNER, bucket)
+
+    table.install(OWNER, bind)
     return announcer

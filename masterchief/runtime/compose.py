@@ -342,8 +342,7 @@ class App:
         self.scripts.dirs = list(new.bot.scripts)  # rehash loads them next
         if new.bot.command_prefix != self.command_prefix:  # the commands move at once
             self.command_prefix = new.bot.command_prefix
-            builtins.install(self)
-            deploy_commands.install(self, self.jobs)
+            self._install_commands()
         if report.restart_needed:
             log.warning(
                 "rehash: %s changed; restart the bot to apply", ", ".join(report.restart_needed)
@@ -357,13 +356,19 @@ class App:
         """Bind the built-ins that ``run`` binds before loading the scripts.
         ``events replay --dry-run`` calls it on an App it never runs, so keep
         it free of tasks and I/O beyond reading files."""
-        builtins.install(self)
-        # webhook and REST lines (builtin:webhooks), through the durable outbox
-        announce.install(self.table, lambda: self.config, self.outbox.announce)
         for err in self.modules.reload().errors:
             log.error("module %s", err)
-        deploy_commands.install(self, self.jobs)
+        self._install_commands()
+        self.table.install(builtins.CTCP_OWNER, lambda: builtins.ctcp_bindings(self))
+        # webhook and REST lines (builtin:webhooks), through the durable outbox
+        announce.install(self.table, lambda: self.config, self.outbox.announce)
         deploy_announce.install(self.table, self.deploy_announcer)  # (builtin:deploy-announce)
+
+    def _install_commands(self) -> None:
+        """The built-in and deploy commands, each owner's set swapped in at once
+        (also when ``bot.command_prefix`` changes on a rehash)."""
+        self.table.install(builtins.OWNER, lambda: builtins.bindings(self))
+        self.table.install(deploy_commands.OWNER, lambda: deploy_commands.bindings(self, self.jobs))
 
     async def run(self) -> None:
         """Run until ``stop()``; raises SaslFailed when IRC login is impossible.

@@ -247,3 +247,27 @@ def test_rest_prefix_is_only_for_rest_and_unbind_takes_either_form() -> None:
         t.bind("rest", "-|-", "svc", h1)
         assert t.unbind("rest", "-|-", "rest/svc", h1)  # from the collector, too
     assert bucket == []
+
+
+def test_install_swaps_an_owners_bindings_in_one_publish() -> None:
+    """While ``install`` collects the new set, readers still see the old one
+    whole; afterwards only the new one, and other owners are untouched."""
+    table = BindingTable()
+    table.bind("pub", "-|-", "!other", lambda ev: None, owner="script:x")
+    table.install(
+        "builtin:core", lambda: [table.bind("pub", "-|-", f"!{w}", lambda ev: None) for w in "abc"]
+    )
+    seen_during: list[set[str]] = []
+
+    def bind_new() -> None:
+        table.bind("pub", "-|-", "!d", lambda ev: None)
+        seen_during.append({b.mask for b in table.snapshot if b.owner == "builtin:core"})
+        table.bind("pub", "-|-", "!e", lambda ev: None)
+
+    assert table.install("builtin:core", bind_new) == 2
+    assert seen_during == [{"!a", "!b", "!c"}]  # nothing of the new set was published yet
+    assert sorted((b.owner, b.mask) for b in table.binds()) == [
+        ("builtin:core", "!d"),
+        ("builtin:core", "!e"),
+        ("script:x", "!other"),
+    ]
