@@ -107,25 +107,25 @@ def events_replay(
 
 def _replay_dry_run(config: Config, event_ids: Sequence[str]) -> None:
     """Which bindings would fire for each event under the current config and
-    scripts.  The App is built but never run; scripts load outside any event
-    loop, so loading them cannot start a task, and nothing is sent."""
+    scripts.  Only the binding table is built (``offline_bindings``); scripts
+    load outside any event loop, so loading them cannot start a task, and
+    nothing is sent."""
     from masterchief.eventlog import query as eventlog
-    from masterchief.runtime.compose import App
+    from masterchief.runtime.compose import offline_bindings
 
-    async def action(store: Store) -> tuple[Store, list[EventLogRecord], UserTable]:
-        return store, await store.event_log_get(event_ids), await UserTable.load(store)
+    async def action(store: Store) -> tuple[list[EventLogRecord], UserTable]:
+        return await store.event_log_get(event_ids), await UserTable.load(store)
 
-    store, found, users = with_store(config, action)  # the store is closed again here
-    app = App(config, store, users)
-    app.install_bindings()
-    for result in app.scripts.load_all():
+    found, users = with_store(config, action)  # the store is closed again here
+    table, loaded = offline_bindings(config)
+    for result in loaded:
         if not result.ok:
             click.echo(f"note: {result} (its bindings are not shown)", err=True)
     resolve = eventlog.offline_resolver(
         users, hostmask_flags=config.users.hostmask_flags_on_account_networks
     )
     for rec in found:
-        for line in eventlog.explain(rec, app.table.snapshot, resolve):
+        for line in eventlog.explain(rec, table.snapshot, resolve):
             click.echo(line)
     missing = sorted(set(event_ids) - {r.id for r in found})
     if missing:

@@ -36,7 +36,7 @@ from ..bindings.dispatcher import Dispatcher
 from ..bindings.event import Event
 from ..bindings.registry import BindingTable
 from ..bindings.scriptapi import ScriptApi, using
-from ..bindings.scripts import ScriptManager
+from ..bindings.scripts import LoadResult, ScriptManager
 from ..commands import core as builtins
 from ..commands import deploy as deploy_commands
 from ..commands.host import RehashReport
@@ -78,7 +78,7 @@ from .components import (
     users_task,
 )
 
-__all__ = ["App", "RehashReport", "compose"]
+__all__ = ["App", "RehashReport", "compose", "offline_bindings"]
 
 log = logging.getLogger("masterchief")
 
@@ -453,3 +453,38 @@ async def compose(
 ) -> App:
     """Open the store named by ``config``, load the users and build the bot."""
     return await App.create(config, vault_client=vault_client, families=families)
+
+
+class _Offline:
+    """Stands in for the runtime, the job manager and the announcers when
+    only the bindings are wanted (``masterchief events replay --dry-run``):
+    making a binding reads the table, the prefix and the config; anything
+    else would mean a handler ran, which offline never happens."""
+
+    def __init__(self, table: BindingTable, config: Config) -> None:
+        self.table = table
+        self.config = config
+        self.command_prefix = config.bot.command_prefix
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"offline bindings: {name} is not available")
+
+    def handle(self, ev: Event) -> None:  # the deploy announcer's binding
+        raise RuntimeError("offline bindings are never run")
+
+    async def announce(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("offline bindings are never run")
+
+
+def offline_bindings(config: Config) -> tuple[BindingTable, list[LoadResult]]:
+    """The binding table the bot would have -- built-ins and scripts -- with
+    nothing built that could run, connect or write: for offline commands."""
+    table = BindingTable()
+    off: Any = _Offline(table, config)
+    table.install(builtins.OWNER, lambda: builtins.bindings(off))
+    table.install(builtins.CTCP_OWNER, lambda: builtins.ctcp_bindings(off))
+    table.install(deploy_commands.OWNER, lambda: deploy_commands.bindings(off, off))
+    announce.install(table, lambda: config, off.announce)
+    deploy_announce.install(table, off)
+    scripts = ScriptManager(table, list(config.bot.scripts), api=ScriptApi(table))
+    return table, scripts.load_all()
