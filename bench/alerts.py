@@ -61,7 +61,7 @@ from tests.servers import InspIRCd, free_port
 
 CHANNEL = "#ops"
 TOKEN = "bench-alerts-token"  # loopback benchmark, not a secret
-PAYLOAD = Path(__file__).resolve().parents[1] / "tests" / "web" / "payloads"
+PAYLOAD = Path(__file__).resolve().parents[1] / "tests" / "sources" / "webhooks" / "payloads"
 TARGET_S = 5.0
 
 

@@ -11,7 +11,7 @@ What it does (all on 127.0.0.1, everything stopped at the end, even on error):
    webhook (bearer token) announcing to ``#alerts``.
 2. After the bot has been idle for ``--settle`` s (its registration penalty
    drained, as for a bot that has been up a while), posts the storm of
-   ``tests/bot/test_outbox_e2e.py`` as real Alertmanager v4 notifications,
+   ``tests/outputs/test_outbox_e2e.py`` as real Alertmanager v4 notifications,
    evenly over ``--seconds``: 200 HighCPU on web-N, 140 DiskFull on scattered
    db-N, 120 InstanceDown on mixed names, 10 notifications of 5 Latency
    alerts each, and 30 resolutions of HighCPU alerts late in the storm. Each

@@ -13,7 +13,7 @@ The senders run in a separate process (``--client``, started by this
 script) so that they do not share the server's event loop: ``--concurrency``
 aiohttp workers over one ``ClientSession`` (a connection per worker,
 keep-alive), each posting GitHub ``push`` deliveries (the documented example
-payload from tests/web/payloads/github_push.json, ~3 KB) with a valid
+payload from tests/sources/webhooks/payloads/github_push.json, ~3 KB) with a valid
 ``X-Hub-Signature-256``, a distinct ``X-GitHub-Delivery`` and a distinct
 ``after`` sha (the bot deduplicates GitHub deliveries by the signed body).  Requests
 are signed before the clock starts.  Latency is the client's time from
@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PAYLOAD = ROOT / "tests" / "web" / "payloads" / "github_push.json"
+PAYLOAD = ROOT / "tests" / "sources" / "webhooks" / "payloads" / "github_push.json"
 SECRET = "bench-secret-not-real"
 TARGET_RATE = 1500.0
 TARGET_P99_MS = 100.0
