@@ -51,6 +51,7 @@ __all__ = [
     "machine",
     "percentile",
     "rss_kb",
+    "start_and_join",
     "tcp_counter",
 ]
 
@@ -258,6 +259,21 @@ class BotProcess(Daemon):
         proc = self.proc
         self.terminate(10.0)
         return proc.returncode if proc is not None else None
+
+
+async def start_and_join(
+    daemon: Daemon, start: Callable[[], object], watcher: BenchClient, nick: str
+) -> None:
+    """Run ``start()`` and wait (30 s at most) until ``watcher`` sees ``nick``
+    join; fail with the daemon's log tails if it dies or never joins."""
+    joined = watcher.expect(lambda ln: ln.command == "JOIN" and ln.nick.lower() == nick.lower())
+    start()
+    deadline = time.monotonic() + 30
+    while not joined.done():
+        daemon.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{daemon.label} did not join:\n{daemon.diagnostics()}")
+        await asyncio.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- the client

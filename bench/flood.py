@@ -51,6 +51,7 @@ from bench.common import (
     connection_report,
     machine,
     percentile,
+    start_and_join,
     teardown,
     verdict,
 )
@@ -169,14 +170,7 @@ async def main_async(args: argparse.Namespace) -> int:
             output=None,  # the DEFAULT pacer (burst 7, rate 1.0)
             scripts={"bench_flood.py": FLOOD_SCRIPT},
         )
-        joined = watch.expect(lambda ln: ln.command == "JOIN" and ln.nick == bot.nick)
-        bot.start()
-        deadline = time.monotonic() + 30
-        while not joined.done():
-            bot.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"bot did not join {CHANNEL}:\n{bot.diagnostics()}")
-            await asyncio.sleep(0.02)
+        await start_and_join(bot, bot.start, watch, bot.nick)
         bot_joined = time.monotonic()
 
         # What the bot does in the channel from now on (other than the replies).

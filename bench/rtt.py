@@ -73,6 +73,7 @@ from bench.common import (
     connection_report,
     machine,
     percentile,
+    start_and_join,
     tcp_counter,
     teardown,
     verdict,
@@ -286,14 +287,7 @@ async def start_bot(
         scripts=scripts,
         bot={"flood": {"commands": 1_000_000}},
     )
-    joined = watcher.expect(lambda ln: ln.command == "JOIN" and ln.nick.lower() == nick.lower())
-    bot.start()
-    deadline = time.monotonic() + 30
-    while not joined.done():
-        bot.check_alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"bot did not join {CHANNEL}:\n{bot.diagnostics()}")
-        await asyncio.sleep(0.02)
+    await start_and_join(bot, bot.start, watcher, nick)
     return bot
 
 
@@ -323,17 +317,6 @@ class FloorBot(Daemon):
 
     def start(self) -> None:
         self.spawn(self.argv)
-
-    async def wait_joined(self, watcher: BenchClient) -> None:
-        joined = watcher.expect(
-            lambda ln: ln.command == "JOIN" and ln.nick.lower() == self.nick.lower()
-        )
-        deadline = time.monotonic() + 30
-        while not joined.done():
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"floor bot did not join:\n{self.diagnostics()}")
-            await asyncio.sleep(0.02)
 
 
 def mb(kb: int) -> float:
@@ -401,8 +384,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
         floor = FloorBot(tmp / "floor", ircd, "mcfloor")
         bots.append(floor)
-        floor.start()
-        await floor.wait_joined(fast[0])
+        await start_and_join(floor, floor.start, fast[0], floor.nick)
 
         # A Pinger takes over its client's lines: make them right before each run.
         def mc(n: int, tag: str) -> list[Pinger]:
