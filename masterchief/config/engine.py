@@ -120,8 +120,13 @@ def load_config(
     vault_client: VaultClient | None = None,
     sections: Collection[str] | None = None,
     lenient: bool = False,
+    schema: type[Config] = Config,
 ) -> Config:
     """Read, merge, resolve and validate the configuration in ``config_dir``.
+
+    ``schema`` is ``Config`` or a subclass with the sections that source
+    families bring (``schema.extended``); a rehash reloads with the running
+    config's own type.
 
     ``environments/<env>.yaml`` is merged over the global file when it
     exists (``require_environment`` is for an environment someone named).
@@ -155,6 +160,7 @@ def load_config(
         environ=os.environ if environ is None else environ,
         vault_client=vault_client,
         partial=_Partial(sections, lenient) if sections is not None or lenient else None,
+        schema=schema,
     )
 
 
@@ -191,6 +197,7 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     source: str = "<config>",
     vault_client: VaultClient | None = None,
+    schema: type[Config] = Config,
 ) -> Config:
     """Validate plain data (as if read from one file named ``source``)."""
     plain = reveal_all(dict(data))  # a deep copy; secret fields re-wrap their values
@@ -204,6 +211,7 @@ def build_config(
         env=env,
         environ={} if environ is None else environ,
         vault_client=vault_client,
+        schema=schema,
     )
 
 
@@ -295,6 +303,7 @@ def _build(
     environ: Mapping[str, str],
     vault_client: VaultClient | None = None,
     partial: _Partial | None = None,
+    schema: type[Config] = Config,
 ) -> Config:
     for name in RESERVED_KEYS:
         if name in data:
@@ -322,7 +331,7 @@ def _build(
     if partial is not None:
         loader["unresolved"] = tuple(partial.left.items())
     try:
-        config = _validate({**resolved, **loader}, partial)
+        config = _validate({**resolved, **loader}, partial, schema)
     except ValidationError as exc:
         # A validator may quote the value it refused: no resolved reference
         # (a secret put in the wrong field) may reach the message.
@@ -330,7 +339,7 @@ def _build(
         for _, parts, _ in every:
             for piece in parts.values():
                 hide.register(piece)
-        raise _config_error(exc, origins, ref_paths, hide) from None
+        raise _config_error(exc, origins, ref_paths, hide, schema) from None
     for secret in secrets_in(config):
         REDACTOR.register(secret)
         for piece in pieces.get(id(secret), Redactor()).values():
@@ -345,13 +354,13 @@ def _build(
     return _absolute_paths(config, project_dir)
 
 
-def _validate(data: dict[str, Any], partial: _Partial | None) -> Config:
+def _validate(data: dict[str, Any], partial: _Partial | None, schema: type[Config]) -> Config:
     """``Config.model_validate``; in a partial load a stand-in that a field
     refuses (``port: ${env:PORT}``) is dropped, so the field takes its default
     (the display still shows the reference)."""
     for _ in range(16):
         try:
-            return Config.model_validate(data)
+            return schema.model_validate(data)
         except ValidationError as exc:
             left = partial.left if partial is not None else {}
             at = [tuple(e["loc"]) for e in exc.errors(include_url=False)]
@@ -361,7 +370,7 @@ def _validate(data: dict[str, Any], partial: _Partial | None) -> Config:
             for paths in under:
                 for path in paths:
                     drop_key(data, path)
-    return Config.model_validate(data)
+    return schema.model_validate(data)
 
 
 def config_resolvers(
@@ -425,6 +434,7 @@ def _config_error(
     origins: Mapping[KeyPath, str],
     ref_paths: set[KeyPath],
     hide: Redactor | None = None,
+    schema: type[Config] = Config,
 ) -> ConfigError:
     def shown(loc: KeyPath, annotation: Any) -> bool:
         # never a value that came from a reference or sits in a secret field
@@ -436,7 +446,7 @@ def _config_error(
 
     file, key, detail = located(
         exc,
-        Config,
+        schema,
         lambda loc: origin_of(origins, loc),
         shown=shown,
         hidden_keys=RESERVED_KEYS,

@@ -11,13 +11,17 @@ into it.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    BaseModel,
     Field,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -512,3 +516,25 @@ class Config(Model):
         for path, shown in self.unresolved:
             put_at(data, path, shown)
         return data
+
+
+@functools.cache
+def _extended(sections: tuple[tuple[str, type[BaseModel]], ...]) -> type[Config]:
+    fields: dict[str, Any] = {
+        name: (tuple.__class_getitem__((model, ...)), ()) for name, model in sections
+    }
+    extended: type[Config] = create_model("Config", __base__=Config, **fields)
+    return extended
+
+
+def extended(sections: Mapping[str, type[BaseModel]]) -> type[Config]:
+    """``Config`` with more top-level sections, each a list of entries of its
+    model (what a source family brings: ``streams: [...]``), validated like
+    every other section -- unknown keys refused, errors as ``file: key:
+    detail``.  The same sections give the same class."""
+    clash = sorted(set(sections) & set(Config.model_fields))
+    if clash:
+        raise ValueError(f"config sections already defined: {', '.join(clash)}")
+    if not sections:
+        return Config
+    return _extended(tuple(sorted(sections.items(), key=lambda kv: kv[0])))

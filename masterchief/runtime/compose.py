@@ -197,6 +197,13 @@ class App:
         self.dispatcher.recorder = self.eventlog.record
         # Every input but IRC: the families' sources, built now (a bad entry
         # fails the start), run, supervised and reconfigured by the runner.
+        brought = [f.section for f in families if f.entry_model is not None]
+        missing = [s for s in brought if s not in type(config).model_fields]
+        if missing:  # the entries would silently be none
+            raise ConfigError(
+                f"the configuration was loaded without {', '.join(missing)} (the sections "
+                "source families bring: load it with sources.families.config_schema)"
+            )
         self.http = SharedHttp()
         self.sources = SourceRunner(
             families,
@@ -239,8 +246,12 @@ class App:
         families: Sequence[SourceFamily] = FAMILIES,
     ) -> App:
         store = await open_store(config.store.path)
-        users = await UserTable.load(store)
-        return cls(config, store, users, vault_client=vault_client, families=families)
+        try:
+            users = await UserTable.load(store)
+            return cls(config, store, users, vault_client=vault_client, families=families)
+        except BaseException:  # a bot that cannot be built leaves no store open
+            await store.close()
+            raise
 
     def module_config(self, name: str, env: str) -> dict[str, Any]:
         """Module ``name``'s config for environment ``env`` (the job's, not the
@@ -320,7 +331,10 @@ class App:
             return
         try:
             new = load_config(
-                self.config.config_dir, self.config.env, vault_client=self.vault_client
+                self.config.config_dir,
+                self.config.env,
+                vault_client=self.vault_client,
+                schema=type(self.config),  # with the sections the families bring
             )
         except ConfigError as exc:
             report.config_error = str(exc)

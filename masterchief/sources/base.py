@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from pydantic import BaseModel
+
 from ..bindings.event import Event, Reply
 from ..metrics import Family
 
@@ -196,6 +198,13 @@ class SourceFamily(Protocol):
     @property
     def bind_types(self) -> tuple[str, ...]: ...
 
+    @property
+    def entry_model(self) -> type[BaseModel] | None:
+        """The model of one entry when the family brings its own section
+        (``config_schema`` adds it to the configuration); None when the
+        section is one of the built-in ones."""
+        ...
+
     def entries(self, config: Any) -> Sequence[Any]:
         """The family's entries in ``config``, each with a unique ``name``;
         equal entries mean an unchanged source (``!rehash`` keeps it running)."""
@@ -212,6 +221,7 @@ class ListFamily:
     name: str
     bind_types: tuple[str, ...]
     make: Callable[[Any, SourceDeps], Source]
+    entry_model: type[BaseModel] | None = None
 
     @property
     def section(self) -> str:

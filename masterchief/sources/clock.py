@@ -131,6 +131,7 @@ class ClockFamily:
     name = "clock"
     section = "bot"
     bind_types = ("time", "cron")
+    entry_model = None  # a built-in section
 
     def entries(self, config: Any) -> Sequence[ClockEntry]:
         return [ClockEntry(Clock.name, config.bot.timezone)]

@@ -8,6 +8,9 @@ else: the runtime builds, runs, supervises, reconfigures, reports
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from ..config.schema import Config, extended
 from .base import SourceFamily
 from .clock import FAMILY as CLOCK
 from .files.watcher import FAMILY as FILES
@@ -16,6 +19,11 @@ from .replay import FAMILY as REPLAY
 from .rest.family import FAMILY as REST
 from .webhooks.intake import FAMILY as WEBHOOKS
 
-__all__ = ["FAMILIES"]
+__all__ = ["FAMILIES", "config_schema"]
 
 FAMILIES: tuple[SourceFamily, ...] = (CLOCK, REPLAY, WEBHOOKS, REST, FILES, LOGS)
+
+
+def config_schema(families: Sequence[SourceFamily] = FAMILIES) -> type[Config]:
+    """The configuration's model with every section these families bring."""
+    return extended({f.section: f.entry_model for f in families if f.entry_model is not None})

@@ -176,6 +176,7 @@ class ReplayFamily:
     name = "replay"
     section = "events"
     bind_types: tuple[str, ...] = ()  # replays feed the types of what they replay
+    entry_model = None  # a built-in section
 
     def entries(self, config: Any) -> Sequence[ReplayEntry]:
         # a replay waits for its handlers at least as long as they may run

@@ -10,7 +10,6 @@ script's ``stream`` binding on real IRC sees its Events.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,23 +17,27 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
 from masterchief.bindings.event import Event
+from masterchief.config.engine import build_config
 from masterchief.config.schema import LogConfig, RestPollConfig
 from masterchief.errors import ConfigError
 from masterchief.metrics import Family
 from masterchief.sources.base import EventSink, SourceDeps, SourceStatus
-from masterchief.sources.families import FAMILIES
+from masterchief.sources.families import FAMILIES, config_schema
 from masterchief.sources.logs.tail import FAMILY as LOGS
 from masterchief.sources.rest.family import FAMILY as REST
 from masterchief.sources.runner import SourceRunner
-from tests.harness import TRUST_HOSTMASKS, client_mask, running_bot, wait_until
+from tests.harness import TRUST_HOSTMASKS, bot_config_data, client_mask, running_bot, wait_until
 
 
-@dataclasses.dataclass(frozen=True)
-class Tick:
+class Tick(BaseModel):
+    """One entry of the test family's own config section, ``ticks:``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    every_s: float = 0.05
+    every_s: float = Field(default=0.05, gt=0)
     crash_after: int | None = None  # raise after this many ticks (each run)
 
 
@@ -70,15 +73,16 @@ class Ticker:
 
 
 class TicksFamily:
+    """Brings its own config section (``ticks: [{name, every_s}]``)."""
+
     name = "ticks"
     section = "ticks"
     bind_types = ("stream",)
-
-    def __init__(self, *entries: Tick) -> None:
-        self._entries = entries
+    entry_model = Tick
 
     def entries(self, config: Any) -> Sequence[Tick]:
-        return getattr(config, "ticks", self._entries)
+        ticks: Sequence[Tick] = config.ticks
+        return ticks
 
     def build(self, entry: Tick, deps: SourceDeps) -> Ticker:
         return Ticker(entry)
@@ -98,10 +102,17 @@ async def test_a_family_defined_in_a_test_fires_bindings_end_to_end(
         "def on_tick(ev):\n"
         "    say('#ops', f'{ev.key} tick {ev.payload[\"n\"]}')\n"
     )
-    families = (*FAMILIES, TicksFamily(Tick("beat", every_s=0.3)))
-    async with running_bot(
-        tmp_path, ircd.host, ircd.port, users=TRUST_HOSTMASKS, families=families
-    ) as app:
+    families = (*FAMILIES, TicksFamily())
+    # the family's section, validated by the configuration like any other
+    data = bot_config_data(
+        tmp_path,
+        ircd.host,
+        ircd.port,
+        users=TRUST_HOSTMASKS,
+        ticks=[{"name": "beat", "every_s": 0.3}],
+    )
+    config = build_config(data, project_dir=tmp_path, schema=config_schema(families))
+    async with running_bot(tmp_path, ircd.host, ircd.port, config=config, families=families) as app:
         me = app.irc.nickname  # type: ignore[union-attr]
         ident = "srcop"
         await app.users.add_user(ident, hostmasks=(client_mask(ident),), flags="o")
@@ -178,7 +189,7 @@ def runner(family: Any, config: Any, sink: Collect) -> SourceRunner:
                 )
             ),
         ),
-        (TicksFamily(), SimpleNamespace(ticks=(Tick("x"), Tick("x", every_s=1)))),
+        (TicksFamily(), SimpleNamespace(ticks=(Tick(name="x"), Tick(name="x", every_s=1)))),
     ],
 )
 def test_names_are_unique_within_every_family(family: Any, config: Any) -> None:
@@ -191,7 +202,9 @@ async def test_a_crashing_source_is_restarted_and_shown_failing_meanwhile(
 ) -> None:
     sink = Collect()
     r = runner(
-        TicksFamily(), SimpleNamespace(ticks=(Tick("bad", crash_after=1), Tick("good"))), sink
+        TicksFamily(),
+        SimpleNamespace(ticks=(Tick(name="bad", crash_after=1), Tick(name="good"))),
+        sink,
     )
     started = asyncio.Event()
     task = asyncio.create_task(r.run(started))
@@ -215,7 +228,9 @@ async def test_a_crashing_source_is_restarted_and_shown_failing_meanwhile(
 async def test_reconfigure_adds_removes_changes_and_keeps_equal_entries() -> None:
     sink = Collect()
     r = runner(
-        TicksFamily(), SimpleNamespace(ticks=(Tick("keep"), Tick("drop"), Tick("edit"))), sink
+        TicksFamily(),
+        SimpleNamespace(ticks=(Tick(name="keep"), Tick(name="drop"), Tick(name="edit"))),
+        sink,
     )
     started = asyncio.Event()
     task = asyncio.create_task(r.run(started))
@@ -223,7 +238,9 @@ async def test_reconfigure_adds_removes_changes_and_keeps_equal_entries() -> Non
         await asyncio.wait_for(started.wait(), 15)
         kept, edited = r.find("ticks", "keep"), r.find("ticks", "edit")
         changes = r.reconfigure(
-            SimpleNamespace(ticks=(Tick("keep"), Tick("edit", every_s=0.02), Tick("new")))
+            SimpleNamespace(
+                ticks=(Tick(name="keep"), Tick(name="edit", every_s=0.02), Tick(name="new"))
+            )
         )
         assert sorted(changes) == ["ticks:drop removed", "ticks:edit changed", "ticks:new added"]
         assert r.find("ticks", "keep") is kept  # untouched: still the running one
@@ -251,3 +268,32 @@ async def test_an_invalid_new_entry_changes_nothing() -> None:
     with pytest.raises(ConfigError, match="http and https"):
         r.reconfigure(SimpleNamespace(rest=(bad,)))
     assert r.find("rest", "a") is before and r.find("rest", "b") is None
+
+
+def test_a_familys_section_is_validated_like_the_built_in_ones(tmp_path: Path) -> None:
+    """A typo in a family's section is a ``file: key: detail`` error; without
+    the family its section is an unknown key; a bot given the family but a
+    configuration without its section refuses to start."""
+    schema = config_schema((*FAMILIES, TicksFamily()))
+    good = build_config(
+        {"ticks": [{"name": "a", "every_s": 2}]}, project_dir=tmp_path, schema=schema
+    )
+    assert [t.every_s for t in good.ticks] == [2.0]  # type: ignore[attr-defined]
+    with pytest.raises(
+        ConfigError, match=r"<config>: ticks\[0\]\.evry_s: unknown key \(did you mean 'every_s'\?\)"
+    ):
+        build_config({"ticks": [{"name": "a", "evry_s": 2}]}, project_dir=tmp_path, schema=schema)
+    with pytest.raises(ConfigError, match=r"<config>: ticks\[0\]\.every_s: "):
+        build_config({"ticks": [{"name": "a", "every_s": 0}]}, project_dir=tmp_path, schema=schema)
+    with pytest.raises(ConfigError, match=r"<config>: ticks: unknown key"):
+        build_config({"ticks": [{"name": "a"}]}, project_dir=tmp_path)
+    assert config_schema(FAMILIES) is config_schema(FAMILIES)  # no family brings one yet
+
+
+async def test_a_bot_given_a_family_without_its_section_refuses_to_start(tmp_path: Path) -> None:
+    from masterchief.runtime.compose import compose
+
+    data = bot_config_data(tmp_path, "127.0.0.1", 6667)
+    config = build_config(data, project_dir=tmp_path)  # without config_schema(...)
+    with pytest.raises(ConfigError, match="loaded without ticks"):
+        await compose(config, families=(*FAMILIES, TicksFamily()))

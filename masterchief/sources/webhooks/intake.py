@@ -477,6 +477,7 @@ class WebhooksFamily:
     name = "webhooks"
     section = "webhooks"
     bind_types = ("webhook",)
+    entry_model = None  # a built-in section
 
     def entries(self, config: Config) -> Sequence[IntakeEntry]:
         if not config.web.enabled:
