@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from masterchief.bindings.event import (
@@ -79,3 +81,26 @@ async def test_reply_and_private_go_through_the_events_sink() -> None:
 def test_no_sink_says_nothing() -> None:
     ev = Event(type="msg", key="x")
     assert not ev.reply("lost") and not ev.private("lost")
+
+
+def test_ids_are_unique_and_ascend_across_threads() -> None:
+    # The event log's unique index relies on both: unique (a duplicate row
+    # would be skipped as already logged) and ascending within the process
+    # (the index grows at one end; see bindings/event.py).
+    ids: list[list[str]] = [[] for _ in range(4)]
+
+    def make(out: list[str]) -> None:
+        out.extend(Event(type="pub", key="!ping").id for _ in range(5000))
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    every = [i for out in ids for i in out]
+    assert len(set(every)) == len(every) == 20_000
+    for out in ids:
+        assert out == sorted(out)  # each thread saw them ascend
+    later = Event(type="pub", key="!ping").id
+    assert later > max(every)
+    assert len({len(i) for i in [*every, later]}) == 1  # same width: text order is time order
