@@ -38,8 +38,8 @@ log = logging.getLogger("masterchief.eventlog")
 
 # Events turned into rows (JSON, redaction) per turn of the event loop: a
 # whole batch of 500 at once held the loop for ~6 ms, the IRC reply p99
-# under load (bench/rtt.py).
-_CONVERT_SLICE = 50
+# under load (bench/rtt.py); 50 (~0.5 ms) still showed in the 4x4 p99.
+_CONVERT_SLICE = 16
 
 
 @dataclass(slots=True)

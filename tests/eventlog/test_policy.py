@@ -212,3 +212,15 @@ def test_rebuild_round_trip_marks_replay() -> None:
         "web prod",
     )
     assert back.payload == {"k": [1, 2]}
+
+
+def test_the_shared_encoder_survives_a_failed_row() -> None:
+    # One JSON encoder serves every row (policy._dumps): a row it could not
+    # encode leaves nothing behind for the next one.
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    red = Redactor()
+    bad = to_record(ev("webhook", "x/y", payload=cyclic), "fired", redactor=red)
+    good = to_record(ev("webhook", "x/y", payload={"a": [1, "é"]}), "fired", redactor=red)
+    assert json.loads(bad.payload) == "<unserialisable dict>"
+    assert json.loads(good.payload) == {"payload": {"a": [1, "é"]}}
