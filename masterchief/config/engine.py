@@ -23,6 +23,7 @@ into ``file: key: detail`` is validation.py.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -234,38 +235,21 @@ def resolve_tree(
     resolved text)`` for every string with a reference, ``credential`` when a
     reference sits where URLs carry credentials (see
     ``_credential_position``)."""
-    if isinstance(value, dict):
-        return {
-            k: resolve_tree(
-                v,
-                (*path, k),
-                origins=origins,
-                environ=environ,
-                base_dir=base_dir,
-                ref_paths=ref_paths,
-                found=found,
-                resolvers=resolvers,
-                every=every,
-                partial=partial,
-            )
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [
-            resolve_tree(
-                v,
-                (*path, i),
-                origins=origins,
-                environ=environ,
-                base_dir=base_dir,
-                ref_paths=ref_paths,
-                found=found,
-                resolvers=resolvers,
-                every=every,
-                partial=partial,
-            )
-            for i, v in enumerate(value)
-        ]
+    if isinstance(value, dict | list):
+        inner = functools.partial(
+            resolve_tree,
+            origins=origins,
+            environ=environ,
+            base_dir=base_dir,
+            ref_paths=ref_paths,
+            found=found,
+            resolvers=resolvers,
+            every=every,
+            partial=partial,
+        )
+        if isinstance(value, dict):
+            return {k: inner(v, (*path, k)) for k, v in value.items()}
+        return [inner(v, (*path, i)) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
         if partial is not None and not partial.wanted(path):
             return partial.leave(path, value, "not resolved")
