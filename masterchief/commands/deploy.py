@@ -47,14 +47,16 @@ def _to(ev: Event) -> str:
 
 
 def _who(
-    app: DeployHost, ev: Event, *, approving: bool = False
+    app: DeployHost, ev: Event, *, approving: bool = False, what: str = ""
 ) -> tuple[Person, Callable[[FlagMask, str | None], bool]]:
     """The caller as a Person, and a check of their flags on a channel.
     ``approving``: also refused when the match may not approve at all
-    (a hostmask match the user table does not trust with privileges)."""
+    (a hostmask match the user table does not trust with privileges);
+    ``what``: the command refused to an unknown caller, for the refusal."""
     who = app.resolve(ev)
     if who is None:
-        raise UserError(f"no user record matches you ({ev.hostmask}); ask an admin for one")
+        head = f"{what} is for known users: no" if what else "no"
+        raise UserError(f"{head} user record matches you ({ev.hostmask}); ask an admin for one")
     if approving and (why := who.approval_refusal()) is not None:
         raise UserError(why)
 
@@ -70,12 +72,7 @@ def _who(
 
 def _may_read_jobs(app: DeployHost, jobs: JobManager, ev: Event, what: str) -> None:
     """Job records name people, modules and parameters: known users only."""
-    if app.resolve(ev) is None:
-        raise UserError(
-            f"{what} is for known users: no user record matches you ({ev.hostmask}); "
-            "ask an admin for one"
-        )
-    _, allowed = _who(app, ev)
+    _, allowed = _who(app, ev, what=what)  # one resolve, not a second to word the refusal
     mask = FlagMask.parse(jobs.config.job_flags)
     if not allowed(mask, ev.channel):
         raise UserError(f"you need {mask.describe(ev.channel)} for {what}")
