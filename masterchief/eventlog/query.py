@@ -20,13 +20,14 @@ import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from masterchief.bindings.access import Principal, Resolver, permitted
 from masterchief.bindings.event import Event
 from masterchief.bindings.masks import compile_mask
 from masterchief.bindings.registry import Snapshot
 from masterchief.errors import UserError
+from masterchief.identity.resolve import Resolver as IdentityResolver
+from masterchief.identity.users import UserTable
 from masterchief.store.api import EventLogRecord, EventLogStore, LoggedReplayStore, ReplayRequest
 
 from .policy import ReplayError, rebuild, truncated
@@ -129,36 +130,18 @@ def format_record(rec: EventLogRecord) -> str:
     return f"{line}  replay-of={rec.replay_of}" if rec.replay_of else line
 
 
-class _UserLookup(Protocol):
-    """The user table as the offline resolver needs it (``UserTable.identify``)."""
-
-    def identify(
-        self,
-        nick: str | None,
-        uhost: str | None,
-        account: str | None,
-        *,
-        accounts_available: bool,
-        casemapping: str = ...,
-        hostmask_flags: bool = ...,
-    ) -> Principal | None: ...
-
-
-def offline_resolver(users: _UserLookup, *, hostmask_flags: bool = False) -> Resolver:
-    """The user an Event's stored origin resolves to, without IRC: by account
-    when the origin has one (the network offered accounts), else by hostmask
-    -- with the flags that match carries, as the running bot decides them
-    (``hostmask_flags``: ``users.hostmask_flags_on_account_networks``)."""
+def offline_resolver(users: UserTable, *, hostmask_flags: bool = False) -> Resolver:
+    """The user an Event's stored origin resolves to, without IRC: the live
+    bot's IRC resolver, except that the network offered accounts iff the
+    origin has one -- by account then, else by hostmask, with the flags that
+    match carries (``hostmask_flags``: ``users.hostmask_flags_on_account_networks``)."""
+    irc = IdentityResolver(users, hostmask_flags=lambda: hostmask_flags)
 
     def resolve(ev: Event) -> Principal | None:
         if ev.nick is None and ev.account is None:
-            return None
-        return users.identify(
-            ev.nick,
-            ev.uhost,
-            ev.account,
-            accounts_available=ev.account is not None,
-            hostmask_flags=hostmask_flags,
+            return None  # a source
+        return irc.irc_user(
+            ev.nick, ev.uhost, ev.account, accounts_available=ev.account is not None
         )
 
     return resolve

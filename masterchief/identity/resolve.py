@@ -90,13 +90,24 @@ class Resolver:
             return self.linked_bot(origin)
         return None
 
-    def irc_user(self, nick: str | None, uhost: str | None, account: str | None) -> Identity | None:
+    def irc_user(
+        self,
+        nick: str | None,
+        uhost: str | None,
+        account: str | None,
+        *,
+        accounts_available: bool | None = None,
+    ) -> Identity | None:
+        """``accounts_available`` overrides the network's: the dry run of a
+        logged Event has no network, only the stored origin."""
         net = self.network
+        if accounts_available is None:
+            accounts_available = net.accounts_available
         return self.users.identify(
             nick,
             uhost,
             account,
-            accounts_available=net.accounts_available,
+            accounts_available=accounts_available,
             casemapping=net.casemapping,
             hostmask_flags=self._hostmask_flags(),
         )
