@@ -339,7 +339,8 @@ class Client(pydle.Client):  # type: ignore[misc]
         *lines, self._receive_buffer = buffer.split(b"\n")
         owner = self.owner
         for raw in lines:
-            text = raw.rstrip(b"\r").decode(self.encoding, "replace")
+            raw = raw.rstrip(b"\r")
+            text = raw.decode(self.encoding, "replace")
             if not text:
                 continue
             try:
@@ -354,7 +355,7 @@ class Client(pydle.Client):  # type: ignore[misc]
             if message.command in _OURS_ONLY:
                 continue
             try:
-                theirs = TaggedMessage.parse(raw.rstrip(b"\r") + b"\r\n", encoding=self.encoding)
+                theirs = TaggedMessage.parse(raw + b"\r\n", encoding=self.encoding)
             except Exception:
                 log.warning("skipped a line from the server that pydle cannot parse", exc_info=True)
                 continue
