@@ -263,15 +263,15 @@ class Client(pydle.Client):  # type: ignore[misc]
         return ModeRules(frozenset(always), frozenset(behaviour.get("param_set", set())))
 
     def seen_user(self, nick: str, user: str, host: str, account: str | None) -> None:
-        """What pydle learns from a PRIVMSG/NOTICE it no longer sees."""
-        meta: dict[str, Any] = {"username": user, "hostname": host}
+        """What pydle learns from a PRIVMSG/NOTICE it no longer sees (every
+        chat line: a known sender is updated in place, no dict per line)."""
+        known: dict[str, Any] | None = self.users.get(nick)
+        info: dict[str, Any] = {} if known is None else known
+        info["username"], info["hostname"] = user, host
         if account is not None:
-            meta.update(identified=True, account=account)
-        info = self.users.get(nick)
-        if info is not None:
-            info.update(meta)
-        else:
-            self._eager(self._sync_user(nick, meta))
+            info["identified"], info["account"] = True, account
+        if known is None:
+            self._eager(self._sync_user(nick, info))
 
     # -- every byte we write ---------------------------------------------------
 
