@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -215,7 +215,7 @@ class UserTable:
         check_handle(handle)
         masks = tuple(normalize_hostmask(m) for m in hostmasks)
         account = check_account(account)
-        flags = _flags(apply_changes, "", flags) if flags not in ("-", "*") else ""
+        flags = _apply_flags("", flags) if flags not in ("-", "*") else ""
         pw_hash = None
         if password is not None:
             pw_hash = await asyncio.to_thread(hash_password, check_password(password))
@@ -254,9 +254,7 @@ class UserTable:
         async with self._lock:
             user = self._existing(handle)
             if channel is None:
-                return await self._save(
-                    replace(user, flags=_flags(apply_changes, user.flags, changes))
-                )
+                return await self._save(replace(user, flags=_apply_flags(user.flags, changes)))
             check_channel(channel)
             key = ascii_lower(channel)
             target = irc_lower(channel, casemapping)
@@ -264,7 +262,7 @@ class UserTable:
             current = ""
             for name in [n for n in chanflags if irc_lower(n, casemapping) == target]:
                 current += chanflags.pop(name)
-            new = _flags(apply_changes, current, changes)
+            new = _apply_flags(current, changes)
             if new:
                 chanflags[key] = new
             return await self._save(replace(user, chanflags=MappingProxyType(chanflags)))
@@ -364,9 +362,9 @@ def _warn_weak(users: Iterable[User]) -> None:
             )
 
 
-def _flags(fn: Callable[..., str], *args: str) -> str:
-    """Run a flags function, turning ``FlagError`` into ``UserError``."""
+def _apply_flags(current: str, changes: str) -> str:
+    """``apply_changes``, turning ``FlagError`` into ``UserError``."""
     try:
-        return fn(*args)
+        return apply_changes(current, changes)
     except FlagError as exc:
         raise UserError(str(exc)) from None
