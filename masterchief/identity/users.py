@@ -22,7 +22,7 @@ Matching policy (security-relevant):
   specific mask (most literal characters); ties go to the handle that sorts
   first.
 
-Effective flags: ``identify`` returns an ``Identity`` (``identity.py``, the
+Effective flags: ``identify`` returns an ``Identity`` (``principal.py``, the
 one place that is decided): a hostmask match carries no privileges when the
 mask is weak (``hostmasks.py``) or, unless configured, when the network has
 accounts.
