@@ -155,16 +155,18 @@ def _json_redactor(redactor: Redactor) -> _JsonRedactor:
 def _cap(text: str, limit: int) -> str:
     """``text`` if it fits in ``limit`` UTF-8 bytes, else a JSON object that
     says so and keeps as much of the start as fits."""
-    size = len(text.encode())
+    raw = text.encode()
+    size = len(raw)
     if size <= limit:
         return text
     budget = max(limit - 100, 0)
     while True:
-        head = text.encode()[:budget].decode("utf-8", "ignore")
+        head = raw[:budget].decode("utf-8", "ignore")
         doc = json.dumps({"truncated": True, "bytes": size, "head": head}, ensure_ascii=False)
-        if len(doc.encode()) <= limit or budget == 0:
+        over = len(doc.encode()) - limit
+        if over <= 0 or budget == 0:
             return doc
-        budget = max(budget - (len(doc.encode()) - limit) - 16, 0)
+        budget = max(budget - over - 16, 0)
 
 
 def to_record(
