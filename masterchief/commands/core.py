@@ -2,8 +2,8 @@
 
 They are listed by ``binds`` like any other binding, and a user script that
 binds the same command shadows them (pub/msg are not stackable).  Each
-command has a channel form (``pub``, ``!cmd``) and, where Eggdrop has one, a
-private form (``msg``, ``cmd``).  Replies that can be long (``binds``,
+command has a channel form (``pub``, ``!cmd``) and a private form (``msg``,
+``cmd``).  Replies that can be long (``binds``,
 ``help``) go to the asker privately.
 
 Who may change whose flags (``chattr``) follows Eggdrop's ``.chattr``
@@ -57,8 +57,6 @@ class Command:
     usage: str
     help: str
     handler: Callable[[CoreHost, Event], Any]
-    private: bool = True
-    public: bool = True
 
 
 def _fmt_age(seconds: float) -> str:
@@ -441,7 +439,7 @@ BUILTIN_HELP = {c.name: c for c in BUILTINS}
 def _bound(app: CoreHost, cmd: Command) -> Callable[[Event], Any]:
     fn = cmd.handler
 
-    if _is_async(fn):
+    if inspect.iscoroutinefunction(fn):
 
         async def run_async(ev: Event) -> Any:
             return await fn(app, ev)
@@ -456,10 +454,6 @@ def _bound(app: CoreHost, cmd: Command) -> Callable[[Event], Any]:
     run.__qualname__ = fn.__name__
     run.__doc__ = cmd.help
     return run
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn)
 
 
 def ctcp_bindings(app: CoreHost) -> None:
@@ -494,7 +488,5 @@ def bindings(app: CoreHost) -> None:
     prefix = app.command_prefix
     for cmd in BUILTINS:
         handler = _bound(app, cmd)
-        if cmd.public:
-            app.table.bind("pub", cmd.flags, prefix + cmd.name, handler, owner=OWNER)
-        if cmd.private:
-            app.table.bind("msg", cmd.flags, cmd.name, handler, owner=OWNER)
+        app.table.bind("pub", cmd.flags, prefix + cmd.name, handler, owner=OWNER)
+        app.table.bind("msg", cmd.flags, cmd.name, handler, owner=OWNER)
