@@ -116,16 +116,6 @@ WORST_HOST: Final = 63
 _EPSILON: Final = 1e-9
 
 
-def _notify(entry: _Entry) -> None:
-    """Run a line's delivery callback; its failure must not stop the sender."""
-    if entry.on_sent is None:
-        return
-    try:
-        entry.on_sent(entry.line)
-    except Exception:
-        log.exception("on_sent callback for %r failed", entry.line[:60])
-
-
 @dataclass(slots=True, frozen=True)
 class _Entry:
     line: str  # without CRLF
@@ -343,17 +333,19 @@ class OutputQueue:
 
     # -- sans-I/O core ----------------------------------------------------
 
-    def _head(self) -> _Entry | None:
+    def _head(self) -> tuple[_Entry, int] | None:
+        """The next line to send and its index in its lane (0 but for replies)."""
         q = self._queues
         if q["mode"]:
-            return q["mode"][0]
+            return q["mode"][0], 0
         if q["alert"] and (not q["server"] or self._alert_streak < ALERT_SHARE):
-            return q["alert"][0]
+            return q["alert"][0], 0
         if q["server"]:
-            return q["server"][self._server_head()]
+            i = self._server_head()
+            return q["server"][i], i
         for priority in ("alert", "help"):
             if q[priority]:
-                return q[priority][0]
+                return q[priority][0], 0
         return None
 
     def _server_head(self) -> int:
@@ -382,13 +374,14 @@ class OutputQueue:
 
     def next_delay(self) -> float | None:
         """Seconds until ``pop()`` will give a line; 0.0 if now; None if nothing is queued."""
-        head = self._head()
-        if head is None:
+        picked = self._head()
+        if picked is None:
             return None
+        cost = picked[0].cost
         tokens, _ = self._tokens_now()
-        if tokens + _EPSILON >= head.cost:
+        if tokens + _EPSILON >= cost:
             return 0.0
-        return (head.cost - tokens) / self._rate
+        return (cost - tokens) / self._rate
 
     def pop(self) -> str | None:
         """Take the next line (without CRLF) if a token is available now, else None.
@@ -398,28 +391,26 @@ class OutputQueue:
         entry = self._take()
         if entry is None:
             return None
-        self._stats["sent"] += 1
-        _notify(entry)
+        self._sent(entry)
         return entry.line
 
     def _take(self) -> _Entry | None:
-        head = self._head()
-        if head is None:
+        picked = self._head()
+        if picked is None:
             return None
+        head, index = picked
         tokens, now = self._tokens_now()
         if tokens + _EPSILON < head.cost:
             return None
         self._tokens = tokens - head.cost
         self._stamp = now
+        queue = self._queues[head.priority]
+        del queue[index]  # the scan _head() made for a reply is not made twice
         if head.priority == "server":
-            queue = self._queues["server"]
-            del queue[self._server_head()]
             self._serial += 1
             self._served[head.target] = self._serial
             if not queue:
                 self._served.clear()  # bounded: nobody waits, nobody has had a turn
-        else:
-            self._queues[head.priority].popleft()
         if head.priority == "alert" and self._queues["server"]:
             self._alert_streak += 1
         elif head.priority in ("alert", "server"):
@@ -548,8 +539,7 @@ class OutputQueue:
                     # Most likely the connection died mid-write: keep the line.
                     self._requeue(entry)
                     raise
-                self._stats["sent"] += 1
-                _notify(entry)
+                self._sent(entry)
         finally:
             self._running = False
             self._wakeup = None
@@ -558,6 +548,16 @@ class OutputQueue:
                     hook()
                 except Exception:
                     log.exception("output stop hook failed")
+
+    def _sent(self, entry: _Entry) -> None:
+        """Count a line as sent; run its callback (a failure must not stop the sender)."""
+        self._stats["sent"] += 1
+        if entry.on_sent is None:
+            return
+        try:
+            entry.on_sent(entry.line)
+        except Exception:
+            log.exception("on_sent callback for %r failed", entry.line[:60])
 
     def _requeue(self, entry: _Entry) -> None:
         # May leave the queue one over max_queue: the line in flight is never dropped.
