@@ -41,6 +41,7 @@ from pydantic import BaseModel
 
 from ..bindings.event import Event, Reply
 from ..metrics import Family
+from ..store.api import Store
 
 if TYPE_CHECKING:
     import aiohttp
@@ -137,7 +138,7 @@ class Source(Protocol):
 class SourceDeps:
     """What a family may use to build its sources."""
 
-    store: Any  # the store; each family types the aggregate it uses
+    store: Store | None  # None only in tests of sources that keep no state
     announce: Announce
     project_dir: Path = field(default_factory=Path)
     # One HTTP client session for every source that polls (opened on first use).
@@ -147,6 +148,12 @@ class SourceDeps:
     outcome: Callable[[str], str | None] | None = None
     # Where Events rebuilt from the log answer (replays of IRC commands).
     reply: Reply | None = None
+
+    def stored(self) -> Store:
+        """The store, for sources that cannot work without one."""
+        if self.store is None:
+            raise RuntimeError("this source needs the store")
+        return self.store
 
 
 class WebhookMount(Protocol):

@@ -183,7 +183,9 @@ class ReplayFamily:
         return [ReplayEntry(ReplayWorker.name, max(60.0, 4 * config.bot.handler_timeout_s))]
 
     def build(self, entry: ReplayEntry, deps: SourceDeps) -> ReplayWorker:
-        return ReplayWorker(deps.store, outcome=deps.outcome, sink=deps.reply, wait_s=entry.wait_s)
+        return ReplayWorker(
+            deps.stored(), outcome=deps.outcome, sink=deps.reply, wait_s=entry.wait_s
+        )
 
 
 FAMILY = ReplayFamily()

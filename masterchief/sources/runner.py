@@ -30,10 +30,8 @@ checkpoints ``source-status:<family>:<name>`` (only those that changed), so
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +77,7 @@ class SourceRunner:
         self._running: dict[tuple[str, str], _Running] = {}
         for fam in self.families:
             for entry in self._entries(fam, config):
-                self._add(fam, entry, self._build(fam, entry))
+                self._add(fam, entry, fam.build(entry, self.deps))
         self._tasks: asyncio.TaskGroup | None = None
 
     # -- building ----------------------------------------------------------------
@@ -94,9 +92,6 @@ class SourceRunner:
                 f"{fam.section}: names must be unique: {', '.join(dupes)}", key=fam.section
             )
         return entries
-
-    def _build(self, fam: SourceFamily, entry: Any) -> Source:
-        return fam.build(entry, self.deps)
 
     def _add(self, fam: SourceFamily, entry: Any, source: Source) -> _Running:
         run = _Running(fam, entry, source, asyncio.Event())
@@ -159,22 +154,21 @@ class SourceRunner:
 
     async def _persist_statuses(self) -> None:
         store = self.deps.store
-        if store is None or not hasattr(store, "checkpoint_put"):
+        if store is None:  # nothing to keep them in (tests)
             await asyncio.Event().wait()
-        written: dict[str, dict[str, Any]] = {}
+            return
+        written: dict[str, SourceStatus] = {}
         while True:
             for st in self.statuses():
-                value = {**dataclasses.asdict(st), "as_of": time.time()}
                 name = STATUS_PREFIX + st.qualified
-                same = {k: v for k, v in value.items() if k != "as_of"}
-                if written.get(name) == same:
+                if written.get(name) == st:
                     continue
                 try:
-                    await store.checkpoint_put(name, value)
+                    await store.checkpoint_put(name, dataclasses.asdict(st))
                 except Exception as exc:  # the store's trouble is reported by /healthz
                     log.debug("sources: cannot store the status of %s: %s", st.qualified, exc)
                     break
-                written[name] = same
+                written[name] = st
             await asyncio.sleep(STATUS_EVERY_S)
 
     # -- reconfiguring -------------------------------------------------------------
@@ -191,7 +185,7 @@ class SourceRunner:
         for key, (fam, entry) in wanted.items():
             old = self._running.get(key)
             if old is None or old.entry != entry:
-                built[key] = self._build(fam, entry)  # may raise: nothing changed yet
+                built[key] = fam.build(entry, self.deps)  # may raise: nothing changed yet
         changes: list[str] = []
         for key in [k for k in self._running if k not in wanted]:
             self._stop(self._running.pop(key))
@@ -211,15 +205,6 @@ class SourceRunner:
     def _stop(run: _Running) -> None:
         if run.task is not None:
             run.task.cancel()
-
-    async def aclose(self) -> None:
-        """Cancel every source task and wait for them (tests, shutdown)."""
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
 
     # -- observing ---------------------------------------------------------------
 

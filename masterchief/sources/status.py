@@ -201,9 +201,8 @@ def stored_sources(
         if cp is None:
             out.append(f"{family}:{name} not reported yet (not run by the bot since configured)")
             continue
-        value = cp.value
         try:
-            fields: dict[str, Any] = {k: v for k, v in value.items() if k != "as_of"}
+            fields: dict[str, Any] = dict(cp.value)
             st = SourceStatus(**fields)
         except TypeError:  # written by another version: show what is certain
             out.append(f"{family}:{name} status unreadable (as of {as_of(cp.updated_at)})")

@@ -131,7 +131,6 @@ def test_sources_status_offline_shows_what_the_bot_stored(tmp_path: Path) -> Non
                     "errors": 0,
                     "pending": None,
                     "last_success": None,
-                    "as_of": 0.0,
                 },
             )
         finally:

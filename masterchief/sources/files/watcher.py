@@ -538,5 +538,5 @@ FAMILY = ListFamily(
     "files",
     ("file",),
     # one watcher (and observer thread) per folder
-    lambda entry, deps: FileWatcher([entry], None, deps.store, announce=deps.announce),
+    lambda entry, deps: FileWatcher([entry], None, deps.stored(), announce=deps.announce),
 )

@@ -486,7 +486,7 @@ class WebhooksFamily:
 
     def build(self, entry: IntakeEntry, deps: SourceDeps) -> WebhookIntake:
         return WebhookIntake(
-            entry.hooks, deps.store, max_body_bytes=entry.max_body_bytes, mount=deps.webhooks
+            entry.hooks, deps.stored(), max_body_bytes=entry.max_body_bytes, mount=deps.webhooks
         )
 
 
