@@ -29,9 +29,11 @@ _COLUMNS = (
     " requester_nick, channel, status, approvals, reason, created_at, started_at,"
     " finished_at, exit_code, summary, tail"
 )
+_NAMES = [c.strip() for c in _COLUMNS.split(",")]
 _SELECT = f"SELECT {_COLUMNS} FROM jobs"  # noqa: S608 (our column names)
+_INSERT = f"INSERT INTO jobs ({_COLUMNS}) VALUES ({marks(len(_NAMES))})"  # noqa: S608
 _UPDATE = "UPDATE jobs SET {} WHERE id = ?".format(  # noqa: S608 (every column but id)
-    ", ".join(f"{c.strip()} = ?" for c in _COLUMNS.split(",")[1:])
+    ", ".join(f"{c} = ?" for c in _NAMES[1:])
 )
 
 
@@ -85,10 +87,7 @@ class SqliteJobs(SqliteConnection):
     async def job_insert(self, job: JobRecord) -> None:
         """Record a new job (``params`` already redacted by the caller)."""
         async with self._transaction() as tx:
-            await tx.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({marks(20)})",  # noqa: S608
-                (job.id, *_values(job)),
-            )
+            await tx.execute(_INSERT, (job.id, *_values(job)))
 
     async def job_update(self, job: JobRecord) -> bool:
         """Write every column of a recorded job; False when there is none."""
