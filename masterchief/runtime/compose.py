@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..bindings.dispatcher import Dispatcher
@@ -219,13 +219,15 @@ class App:
             ),
             self.dispatcher,
         )
-        # Every long-lived part, in start order (component.py, components.py).
+        # Every long-lived part, in start order (component.py, components.py);
+        # sources are reconfigured first, on their own (see _reload_config).
+        self._sources = SourcesComponent(self.sources)
         self.components: list[Component] = [
             DispatchComponent(self.dispatcher, self.table, users),
             EventLogComponent(self.eventlog),
             scripts_task(self.scripts),
             OutboxComponent(self.outbox),
-            SourcesComponent(self.sources),
+            self._sources,
             JobsComponent(self.jobs, self.modules),
             users_task(users),
         ]
@@ -341,7 +343,7 @@ class App:
             log.error("rehash: configuration invalid, keeping the running one: %s", exc)
             return
         # Sources first: a source that cannot be built leaves everything as it was.
-        sources = next(c for c in self.components if isinstance(c, SourcesComponent))
+        sources = self._sources
         try:
             sources.reconfigure(new)
         except ConfigError as exc:
@@ -349,14 +351,14 @@ class App:
             log.error("rehash: a source cannot be built, keeping the running ones: %s", exc)
             return
         report.sources_changed = sources.changes
-        restart = [c.name for c in self.components if not c.reconfigure(new)]
+        restart = [c.name for c in self.components if c is not sources and not c.reconfigure(new)]
         if new.store != self.config.store:
             restart.append("store")
         report.restart_needed = tuple(restart)
         self.scripts.dirs = list(new.bot.scripts)  # rehash loads them next
         if new.bot.command_prefix != self.command_prefix:  # the commands move at once
             self.command_prefix = new.bot.command_prefix
-            self._install_commands()
+            _bind_commands(self.table, self, self.jobs)
         if report.restart_needed:
             log.warning(
                 "rehash: %s changed; restart the bot to apply", ", ".join(report.restart_needed)
@@ -367,22 +369,17 @@ class App:
         self._stop.set()
 
     def install_bindings(self) -> None:
-        """Bind the built-ins that ``run`` binds before loading the scripts.
-        ``events replay --dry-run`` calls it on an App it never runs, so keep
-        it free of tasks and I/O beyond reading files."""
+        """Bind the built-ins that ``run`` binds before loading the scripts."""
         for err in self.modules.reload().errors:
             log.error("module %s", err)
-        self._install_commands()
-        self.table.install(builtins.CTCP_OWNER, lambda: builtins.ctcp_bindings(self))
-        # webhook and REST lines (builtin:webhooks), through the durable outbox
-        announce.install(self.table, lambda: self.config, self.outbox.announce)
-        deploy_announce.install(self.table, self.deploy_announcer)  # (builtin:deploy-announce)
-
-    def _install_commands(self) -> None:
-        """The built-in and deploy commands, each owner's set swapped in at once
-        (also when ``bot.command_prefix`` changes on a rehash)."""
-        self.table.install(builtins.OWNER, lambda: builtins.bindings(self))
-        self.table.install(deploy_commands.OWNER, lambda: deploy_commands.bindings(self, self.jobs))
+        _bind_builtins(
+            self.table,
+            self,
+            self.jobs,
+            lambda: self.config,
+            self.outbox.announce,  # webhook and REST lines, through the durable outbox
+            self.deploy_announcer,
+        )
 
     async def run(self) -> None:
         """Run until ``stop()``; raises SaslFailed when IRC login is impossible.
@@ -469,6 +466,30 @@ async def compose(
     return await App.create(config, vault_client=vault_client, families=families)
 
 
+def _bind_commands(table: BindingTable, host: Any, jobs: Any) -> None:
+    """The built-in and deploy commands, each owner's set swapped in at once
+    (also when ``bot.command_prefix`` changes on a rehash)."""
+    table.install(builtins.OWNER, lambda: builtins.bindings(host))
+    table.install(deploy_commands.OWNER, lambda: deploy_commands.bindings(host, jobs))
+
+
+def _bind_builtins(
+    table: BindingTable,
+    host: Any,
+    jobs: Any,
+    config: Callable[[], Config],
+    announce_fn: Any,
+    deploy_announcer: Any,
+) -> None:
+    """Every built-in binding: the commands, the CTCP replies, the webhook and
+    REST announcements (builtin:webhooks) and the deploy news
+    (builtin:deploy-announce) -- for the running bot and offline alike."""
+    _bind_commands(table, host, jobs)
+    table.install(builtins.CTCP_OWNER, lambda: builtins.ctcp_bindings(host))
+    announce.install(table, config, announce_fn)
+    deploy_announce.install(table, deploy_announcer)
+
+
 class _Offline:
     """Stands in for the runtime, the job manager and the announcers when
     only the bindings are wanted (``masterchief events replay --dry-run``):
@@ -495,10 +516,6 @@ def offline_bindings(config: Config) -> tuple[BindingTable, list[LoadResult]]:
     nothing built that could run, connect or write: for offline commands."""
     table = BindingTable()
     off: Any = _Offline(table, config)
-    table.install(builtins.OWNER, lambda: builtins.bindings(off))
-    table.install(builtins.CTCP_OWNER, lambda: builtins.ctcp_bindings(off))
-    table.install(deploy_commands.OWNER, lambda: deploy_commands.bindings(off, off))
-    announce.install(table, lambda: config, off.announce)
-    deploy_announce.install(table, off)
+    _bind_builtins(table, off, off, lambda: config, off.announce, off)
     scripts = ScriptManager(table, list(config.bot.scripts), api=ScriptApi(table))
     return table, scripts.load_all()
