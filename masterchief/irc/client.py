@@ -48,7 +48,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import pydle
@@ -477,7 +477,7 @@ class View:
         self,
         client: Client,
         primary_nick: str,
-        wants_raw: Any,
+        wants_raw: Callable[[str], bool],
         reply: Reply | None,
         rejoin_on_kick: bool,
     ) -> None:
@@ -527,4 +527,4 @@ class View:
         return self._client.user_info(nick)[0]
 
     def wants_raw(self, command: str) -> bool:
-        return bool(self._wants(command))
+        return self._wants(command)

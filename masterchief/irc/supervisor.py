@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import ssl
@@ -279,7 +280,7 @@ class IrcBot:
             self.view = View(
                 client,
                 self.settings.nick,
-                self._wants_raw,
+                functools.partial(self.dispatcher.wants, "raw"),  # cached per bindings
                 self.transport,
                 self.settings.rejoin_on_kick,
             )
@@ -450,9 +451,6 @@ class IrcBot:
         return None
 
     # -- lines -> Events -------------------------------------------------------
-
-    def _wants_raw(self, command: str) -> bool:
-        return self.dispatcher.wants("raw", command)  # kept until the bindings change
 
     def on_message(self, client: Client, message: Message) -> None:
         """One line from the server, in arrival order (see the module doc)."""
