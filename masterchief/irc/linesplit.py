@@ -16,7 +16,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Final
 
-__all__ = ["FRAMING", "check_target", "sanitize", "split_message"]
+__all__ = ["FRAMING", "check_target", "sanitize", "split_message", "text_budget"]
 
 # ":<prefix> <command> <target> :<text>\r\n" has 7 bytes besides its parts:
 # ":", two spaces, " :" and CRLF.
@@ -33,6 +33,17 @@ def sanitize(text: str) -> str:
     nothing in *text* can end the line and start a new command.
     """
     return text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("\0", "")
+
+
+def text_budget(prefix_len: int, command: str, target: str, max_bytes: int = 512) -> int:
+    """Bytes of text that fit one relayed *command* line to *target*."""
+    return (
+        max_bytes
+        - prefix_len
+        - len(command.encode("utf-8"))
+        - len(target.encode("utf-8"))
+        - FRAMING
+    )
 
 
 def split_message(
@@ -55,13 +66,7 @@ def split_message(
     Raises ``ValueError`` when the prefix, command and target leave too little
     room for any text.
     """
-    budget = (
-        max_bytes
-        - prefix_len
-        - len(command.encode("utf-8"))
-        - len(target.encode("utf-8"))
-        - FRAMING
-    )
+    budget = text_budget(prefix_len, command, target, max_bytes)
     if budget < _MIN_TEXT_BYTES:
         raise ValueError(
             f"no room for text in a {max_bytes}-byte line: prefix {prefix_len} bytes, "

@@ -90,7 +90,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from ..config.secrets import REDACTOR, Redactor
-from .linesplit import FRAMING, check_target, sanitize, split_message
+from .linesplit import check_target, sanitize, split_message, text_budget
 
 __all__ = ["OutputQueue", "Priority", "SentCallback", "sanitize", "split_message"]
 
@@ -487,13 +487,7 @@ class OutputQueue:
 
     def text_budget(self, target: str, command: str = "PRIVMSG") -> int:
         """Bytes of text that fit one *command* line to *target* (as split now)."""
-        return (
-            self._max_line_bytes
-            - self._prefix_len
-            - len(command.encode("utf-8"))
-            - len(target.encode("utf-8"))
-            - FRAMING
-        )
+        return text_budget(self._prefix_len, command, target, self._max_line_bytes)
 
     @property
     def rate(self) -> float:
