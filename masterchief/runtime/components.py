@@ -26,15 +26,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..config.schema import OutputConfig
 from ..metrics import Family
 
 if TYPE_CHECKING:
     from ..bindings.dispatcher import Dispatcher
     from ..bindings.registry import BindingTable
-    from ..bindings.scripts import ScriptManager
-    from ..config.schema import Config
+    from ..config.schema import Config, IrcConfig
     from ..deploy.catalog import ModuleLoader
     from ..deploy.jobs import JobManager
     from ..eventlog.writer import EventLog
@@ -198,25 +198,10 @@ class IrcComponent:
         return _connection(config) == self._connection
 
 
-def _connection(config: Config) -> tuple[Any, ...]:
-    """What only a new connection can change."""
-    irc = config.irc
-    return (
-        irc.host,
-        irc.port,
-        irc.tls,
-        irc.tls_verify,
-        irc.tls_ca_file,
-        irc.nick,
-        irc.alt_nicks,
-        irc.username,
-        irc.realname,
-        irc.sasl,
-        irc.channels,
-        irc.rejoin_on_kick,
-        irc.reconnect_min_s,
-        irc.reconnect_max_s,
-    )
+def _connection(config: Config) -> IrcConfig:
+    """The ``irc`` section but its pacing: what only a new connection changes
+    (a field added to the section later needs a restart until said otherwise)."""
+    return config.irc.model_copy(update={"output": OutputConfig()})
 
 
 class OutboxComponent:
@@ -340,11 +325,3 @@ class WebComponent:
 
     def reconfigure(self, config: Config) -> bool:
         return config.web == self._config
-
-
-def scripts_task(scripts: ScriptManager) -> Task:
-    return Task("scripts", scripts.watch)
-
-
-def users_task(users: UserTable) -> Task:
-    return Task("users", users.watch)  # CLI changes within ~0.5 s

@@ -73,9 +73,8 @@ from .components import (
     JobsComponent,
     OutboxComponent,
     SourcesComponent,
+    Task,
     WebComponent,
-    scripts_task,
-    users_task,
 )
 
 __all__ = ["App", "RehashReport", "compose", "offline_bindings"]
@@ -225,11 +224,11 @@ class App:
         self.components: list[Component] = [
             DispatchComponent(self.dispatcher, self.table, users),
             EventLogComponent(self.eventlog),
-            scripts_task(self.scripts),
+            Task("scripts", self.scripts.watch),
             OutboxComponent(self.outbox),
             self._sources,
             JobsComponent(self.jobs, self.modules),
-            users_task(users),
+            Task("users", users.watch),  # CLI changes within ~0.5 s
         ]
         if self.web is not None:
             self.components.append(WebComponent(self.web, config))
