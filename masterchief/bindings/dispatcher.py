@@ -424,14 +424,13 @@ class Dispatcher:
         or in a lane thread for ``job``.  False when the job was abandoned
         (a handler timed out; the loop finishes the chain, see ``overdue``)."""
         result: list[object] = [None]
-        rec = self.recorder
         if job is None:
-            note = None if rec is None else functools.partial(self._record, rec)
-            for b, ev in self._walk(staged, who, self.stats, note, result):
+            for b, ev in self._walk(staged, who, self.stats, self._note(), result):
                 result[0] = self._call_inline(b, ev)
             return True
         at = [job.at]
-        for b, ev in self._walk(staged, who, job.stats, job.note if rec else None, result, at=at):
+        note = job.note if self.recorder is not None else None
+        for b, ev in self._walk(staged, who, job.stats, note, result, at=at):
             job.at = at[0]
             result[0] = job.call(b, ev)
             if result[0] is ABANDONED:
