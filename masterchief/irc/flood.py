@@ -79,6 +79,11 @@ class Window:
         self._per_s = per_s
         self._times: deque[float] = deque()
 
+    @property
+    def limits(self) -> tuple[int, float]:
+        """``(limit, per_s)``: a rehash keeps a window whose limits did not change."""
+        return self._limit, self._per_s
+
     def _expire(self, now: float) -> None:
         times = self._times
         while times and now - times[0] >= self._per_s:

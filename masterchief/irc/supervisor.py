@@ -166,7 +166,6 @@ class IrcBot:
         self.hooks_connected: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.flood = FloodGate(settings.flood)
         self._ctcp_budget = Window(settings.ctcp_replies, settings.ctcp_per_s)
-        self._ctcp_limits = (settings.ctcp_replies, settings.ctcp_per_s)
         self._down = "not connected yet"  # why we are not registered, for status()
         self.stats: dict[str, int] = dict.fromkeys(
             ("ctcp_answered", "ctcp_unanswered", "flood_dropped", "flood_warned"), 0
@@ -225,8 +224,7 @@ class IrcBot:
         policy = FloodPolicy(flood.commands, flood.per_s, flood.ignore_s)
         if policy != self.flood.policy:
             self.flood = FloodGate(policy)
-        if (flood.ctcp_replies, flood.ctcp_per_s) != self._ctcp_limits:
-            self._ctcp_limits = (flood.ctcp_replies, flood.ctcp_per_s)
+        if (flood.ctcp_replies, flood.ctcp_per_s) != self._ctcp_budget.limits:
             self._ctcp_budget = Window(flood.ctcp_replies, flood.ctcp_per_s)
 
     def status(self) -> IrcStatus:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
+from masterchief.bindings.dispatcher import Dispatcher
+from masterchief.bindings.registry import BindingTable
 from masterchief.irc.flood import FloodGate, FloodPolicy, Verdict, Window
+from masterchief.irc.pacer import OutputQueue
+from masterchief.irc.supervisor import IrcBot, IrcSettings
 
 OK, WARN, IGN = Verdict.OK, Verdict.WARN, Verdict.IGNORED
 P = FloodPolicy(commands=5, per_s=10.0, ignore_s=60.0)
@@ -102,6 +108,19 @@ def test_window_count_and_bad_settings() -> None:
         Window(-1, 10)
     with pytest.raises(ValueError):
         Window(1, 0)
+
+
+def test_rehash_keeps_the_ctcp_window_unless_its_limits_change() -> None:
+    bot = IrcBot(
+        IrcSettings(ctcp_replies=1, ctcp_per_s=60), Dispatcher(BindingTable()), OutputQueue()
+    )
+    assert bot.ctcp_reply("bob", "PING", "1") and not bot.ctcp_reply("bob", "PING", "2")
+    flood = SimpleNamespace(commands=5, per_s=10, ignore_s=60, ctcp_replies=1, ctcp_per_s=60)
+    bot.configure_flood(flood)  # the same limits: the spent budget stays spent
+    assert not bot.ctcp_reply("bob", "PING", "3")
+    bot.configure_flood(SimpleNamespace(**{**vars(flood), "ctcp_replies": 2}))
+    assert bot.ctcp_reply("bob", "PING", "4")  # new limits: a fresh window
+    assert bot.stats["ctcp_answered"] == 2 and bot.stats["ctcp_unanswered"] == 2
 
 
 # -- configuration: bot.flood and bot.private_replies are a contract -------------
