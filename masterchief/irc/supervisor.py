@@ -516,10 +516,10 @@ class IrcBot:
         self.stats["flood_dropped"] += 1
         if verdict is Verdict.WARN and ev.nick:
             self.stats["flood_warned"] += 1
+            policy = self.flood.policy  # the gate's, which a rehash replaces (not settings')
             log.warning(
                 "ignoring %s (%s) for %gs: more than %d commands in %gs",
-                ev.nick, self._flood_key(ev), self.settings.flood.ignore_s,
-                self.settings.flood.commands, self.settings.flood.per_s,
+                ev.nick, self._flood_key(ev), policy.ignore_s, policy.commands, policy.per_s,
             )  # fmt: skip
-            self.output.notice(ev.nick, self.settings.flood.notice_text())
+            self.output.notice(ev.nick, policy.notice_text())
         return False

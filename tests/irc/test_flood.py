@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from masterchief.bindings.dispatcher import Dispatcher
+from masterchief.bindings.event import Event
 from masterchief.bindings.registry import BindingTable
 from masterchief.irc.flood import FloodGate, FloodPolicy, Verdict, Window
 from masterchief.irc.pacer import OutputQueue
@@ -121,6 +122,16 @@ def test_rehash_keeps_the_ctcp_window_unless_its_limits_change() -> None:
     bot.configure_flood(SimpleNamespace(**{**vars(flood), "ctcp_replies": 2}))
     assert bot.ctcp_reply("bob", "PING", "4")  # new limits: a fresh window
     assert bot.stats["ctcp_answered"] == 2 and bot.stats["ctcp_unanswered"] == 2
+
+
+def test_after_a_rehash_the_ignored_user_is_told_the_new_ignore_time() -> None:
+    out = OutputQueue()
+    bot = IrcBot(IrcSettings(flood=FloodPolicy(1, 60, 60)), Dispatcher(BindingTable()), out)
+    limits = {"commands": 1, "per_s": 60, "ctcp_replies": 3, "ctcp_per_s": 60}
+    bot.configure_flood(SimpleNamespace(ignore_s=120, **limits))
+    ev = Event(type="pub", key="!x", nick="bob", uhost="bob@h", channel="#ops", source="irc")
+    assert bot._gate(ev, None) and not bot._gate(ev, None)
+    assert out.pop() == "NOTICE bob :you are being ignored for 120 s: too many commands"
 
 
 # -- configuration: bot.flood and bot.private_replies are a contract -------------
