@@ -34,6 +34,7 @@ from ..bindings.event import ConsoleSession, Event, LinkedBot
 from ..bindings.flags import FLAG_LETTERS, FlagError, apply_changes, implied
 from ..bindings.masks import irc_lower
 from ..bindings.registry import BIND_TYPES, Binding
+from ..config.secrets import REDACTOR
 from ..errors import UserError
 from ..identity.users import check_channel, check_hostmask_strength
 from ..irc.pacer import PRIORITIES
@@ -42,7 +43,7 @@ from ..sources.status import format_sources
 from .host import CoreHost
 from .paging import PAGE_LINES, private_page, split_page, wrap_words
 
-__all__ = ["CTCP_OWNER", "OWNER", "bindings", "chattr_refusal", "ctcp_bindings"]
+__all__ = ["CTCP_OWNER", "OWNER", "bindings", "chattr_refusal", "ctcp_bindings", "guarded"]
 
 OWNER = "builtin:core"
 CTCP_OWNER = "builtin:irc"
@@ -236,23 +237,20 @@ async def cmd_adduser(app: CoreHost, ev: Event) -> None:
         ev.reply(f"I don't see {nick[:40]!r} on any of my channels")
         return
     account, user, host = seen
-    try:
-        if account and app.irc is not None and app.irc.accounts_available:
-            rec = await app.users.add_user(handle, account=account)
-            ev.reply(f"added {rec.handle} identified by account {account}")
-        else:
-            # ident and host as the server shows them: never a weak mask.
-            mask = check_hostmask_strength(f"*!{user}@{host}")
-            rec = await app.users.add_user(handle, hostmasks=(mask,))
-            note = ""
-            if not app.config.users.hostmask_flags_on_account_networks and (
-                app.irc is not None and app.irc.accounts_available
-            ):
-                note = f" ({nick} is not logged in: until the record has an account, "
-                note += "it carries no flags above +v here)"
-            ev.reply(f"added {rec.handle} with hostmask {mask}{note}")
-    except UserError as exc:
-        ev.reply(str(exc))
+    if account and app.irc is not None and app.irc.accounts_available:
+        rec = await app.users.add_user(handle, account=account)
+        ev.reply(f"added {rec.handle} identified by account {account}")
+        return
+    # ident and host as the server shows them: never a weak mask.
+    mask = check_hostmask_strength(f"*!{user}@{host}")
+    rec = await app.users.add_user(handle, hostmasks=(mask,))
+    note = ""
+    if not app.config.users.hostmask_flags_on_account_networks and (
+        app.irc is not None and app.irc.accounts_available
+    ):
+        note = f" ({nick} is not logged in: until the record has an account, "
+        note += "it carries no flags above +v here)"
+    ev.reply(f"added {rec.handle} with hostmask {mask}{note}")
 
 
 # Eggdrop (src/cmds.c, cmd_chattr): no-one changes +b with chattr; global n, m
@@ -342,12 +340,8 @@ async def cmd_chattr(app: CoreHost, ev: Event) -> None:
         ev.reply(parsed)
         return
     handle, glob, on_chan, chan = parsed
-    try:
-        # Before any reply names it: refusals below echo the channel.
-        chan = check_channel(chan) if chan is not None else None
-    except UserError as exc:
-        ev.reply(str(exc))
-        return
+    # Before any reply names it: refusals below echo the channel.
+    chan = check_channel(chan) if chan is not None else None
     rec = app.users.get(handle)
     if rec is None:
         ev.reply(f"no such user {handle[:40]!r}")
@@ -371,15 +365,11 @@ async def cmd_chattr(app: CoreHost, ev: Event) -> None:
     if refusal is not None:
         ev.private(refusal)  # privately, and nothing changed
         return
-    try:
-        # The channel first: a bad channel name fails before anything is written.
-        if chan is not None and on_chan:
-            rec = await app.users.chattr(handle, on_chan, channel=chan, casemapping=app.casemapping)
-        if glob:
-            rec = await app.users.chattr(handle, glob, casemapping=app.casemapping)
-    except UserError as exc:
-        ev.reply(str(exc))
-        return
+    # The channel first: a bad channel name fails before anything is written.
+    if chan is not None and on_chan:
+        rec = await app.users.chattr(handle, on_chan, channel=chan, casemapping=app.casemapping)
+    if glob:
+        rec = await app.users.chattr(handle, glob, casemapping=app.casemapping)
     text = f"{rec.handle}: global +{rec.flags or '-'}" if glob else ""
     if chan is not None:
         flags = rec.chan_flags(chan, app.casemapping) or "-"
@@ -436,24 +426,53 @@ BUILTINS: tuple[Command, ...] = (
 BUILTIN_HELP = {c.name: c for c in BUILTINS}
 
 
-def _bound(app: CoreHost, cmd: Command) -> Callable[[Event], Any]:
-    fn = cmd.handler
+def guarded(
+    fn: Callable[[Event], Any], name: str, doc: str, to: Callable[[Event], str] | None = None
+) -> Callable[[Event], Any]:
+    """``fn`` as a binding handler (``binds`` shows ``name``, ``help`` the
+    first line of ``doc``): a ``UserError`` it raises is its reply, redacted
+    and begun with ``to(ev)``.  A plain ``fn`` stays plain, so a built-in
+    runs on the loop, not in a task."""
 
+    def refuse(ev: Event, exc: UserError) -> None:
+        ev.reply((to(ev) if to else "") + REDACTOR.redact(str(exc)))
+
+    run: Callable[[Event], Any]
     if inspect.iscoroutinefunction(fn):
 
         async def run_async(ev: Event) -> Any:
+            try:
+                return await fn(ev)
+            except UserError as exc:
+                refuse(ev, exc)
+                return None
+
+        run = run_async
+    else:
+
+        def run_plain(ev: Event) -> Any:
+            try:
+                return fn(ev)
+            except UserError as exc:
+                refuse(ev, exc)
+                return None
+
+        run = run_plain
+    run.__module__ = fn.__module__  # binds names the command's own module
+    run.__qualname__ = name
+    run.__doc__ = doc
+    return run
+
+
+def _bound(app: CoreHost, cmd: Command) -> Callable[[Event], Any]:
+    fn = cmd.handler
+    if inspect.iscoroutinefunction(fn):
+
+        async def call_async(ev: Event) -> Any:
             return await fn(app, ev)
 
-        run_async.__qualname__ = fn.__name__
-        run_async.__doc__ = cmd.help
-        return run_async
-
-    def run(ev: Event) -> Any:
-        return fn(app, ev)
-
-    run.__qualname__ = fn.__name__
-    run.__doc__ = cmd.help
-    return run
+        return guarded(call_async, fn.__name__, cmd.help)
+    return guarded(lambda ev: fn(app, ev), fn.__name__, cmd.help)
 
 
 def ctcp_bindings(app: CoreHost) -> None:

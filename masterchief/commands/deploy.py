@@ -24,7 +24,6 @@ from typing import Any
 
 from ..bindings.event import ConsoleSession, Event
 from ..bindings.flags import FlagMask
-from ..config.secrets import REDACTOR
 from ..deploy import bothost
 from ..deploy.job import Person
 from ..deploy.jobs import JobManager
@@ -32,6 +31,7 @@ from ..deploy.params import parse_args, validate_params
 from ..errors import UserError
 from ..outputs.targets import Target
 from ..store.api import JobRecord
+from .core import guarded
 from .host import DeployHost
 from .paging import private_page, split_page
 
@@ -115,17 +115,6 @@ def bindings(app: DeployHost, jobs: JobManager) -> None:
     table = app.table
     prefix = app.command_prefix
 
-    def guarded(fn: Callable[[Event], Any], doc: str) -> Callable[[Event], Any]:
-        async def run(ev: Event) -> None:
-            try:
-                await fn(ev)
-            except UserError as exc:
-                ev.reply(_to(ev) + REDACTOR.redact(str(exc)))
-
-        run.__qualname__ = getattr(fn, "__name__", "deploy")
-        run.__doc__ = doc
-        return run
-
     async def deploy(ev: Event) -> None:
         await _request(app, jobs, ev, "deploy")
 
@@ -204,7 +193,7 @@ def bindings(app: DeployHost, jobs: JobManager) -> None:
         ("modules", modules, "the deploy modules"),
     )
     for name, fn, doc in commands:
-        handler = guarded(fn, doc)
+        handler = guarded(fn, fn.__name__, doc, _to)
         table.bind("pub", "-|-", prefix + name, handler, owner=OWNER)
         table.bind("msg", "-|-", name, handler, owner=OWNER)
 
