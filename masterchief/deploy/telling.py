@@ -17,8 +17,9 @@ the outbox: the announcer's binding returns only then, and the job starts
 its ``deploy.started`` event and its process (and so its progress lines and
 output events), or fires ``deploy.finished``, only when that binding is
 done, so nothing the bot or a script says about a job can overtake its
-"started" line or its result on the way to IRC.  ``busy`` says whether
-anything is still on its way to the outbox.
+"started" line or its result on the way to IRC.  (Whether anything is still
+on its way is ``JobRuns``' to know: it counts its announcements until their
+Events are done, and that covers a script that replaces these lines.)
 """
 
 from __future__ import annotations
@@ -93,16 +94,6 @@ class Teller:
         """Run ``callback`` once every line told so far is in the outbox."""
         self._after.append(callback)
         self._kick()
-
-    @property
-    def busy(self) -> bool:
-        """Lines or callbacks still on their way."""
-        return self._task is not None and not self._task.done()
-
-    async def drain(self, timeout: float) -> None:
-        """Wait (at most ``timeout``) until everything told went out."""
-        if self._task is not None and not self._task.done():
-            await asyncio.wait({self._task}, timeout=timeout)
 
     def _kick(self) -> None:
         if self._task is None or self._task.done():

@@ -43,7 +43,10 @@ async def test_teller_keeps_order_runs_callbacks_after_and_strands_nothing() -> 
     gate = asyncio.Event()
     sent: list[tuple[Target, str]] = []
 
+    sent_to: list[Target] = []  # what the flush has begun to announce
+
     async def announce(target: Target, text: str) -> None:
+        sent_to.append(target)
         await gate.wait()
         sent.append((target, text))
 
@@ -51,11 +54,13 @@ async def test_teller_keeps_order_runs_callbacks_after_and_strands_nothing() -> 
     order: list[str] = []
     teller.tell(OPS, "started")
     teller.after(lambda: order.append(f"event after {len(sent)} lines"))
-    await wait_until(lambda: teller.busy and not teller._gathered, 15)  # announcing, blocked
+    await wait_until(lambda: bool(sent_to) and not teller._gathered, 15)  # announcing, blocked
     teller.tell(OPS, "result")  # told mid-flush
     teller.tell(ALICE, "plan", packable=False)
     gate.set()
-    await teller.drain(timeout=15)
+    flush = teller._task
+    assert flush is not None
+    await asyncio.wait_for(asyncio.shield(flush), 15)
     assert sent == [(OPS, "started"), (OPS, "result"), (ALICE, "plan")]
     assert order == ["event after 1 lines"]
-    assert not teller.busy
+    assert teller._task is flush and flush.done()  # one flush took the lines told mid-way
