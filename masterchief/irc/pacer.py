@@ -121,14 +121,11 @@ class _Entry:
     line: str  # without CRLF
     priority: Priority
     cost: float  # tokens
+    # Whom the line is for (``PRIVMSG #ops :x`` -> ``#ops``), for turns: kept,
+    # since every reply sent scans the server lane's targets.
+    target: str
     on_sent: SentCallback | None = None  # called once this line went out
     owner: object = None  # for withdraw()
-
-    @property
-    def target(self) -> str:
-        """Whom the line is for (``PRIVMSG #ops :x`` -> ``#ops``), for turns."""
-        parts = self.line.split(" ", 2)
-        return parts[1] if len(parts) > 1 else ""
 
 
 @dataclass(slots=True)
@@ -272,7 +269,8 @@ class OutputQueue:
         if len(queue) >= self._max_queue:
             self._stats["dropped"] += 1
             return False
-        self._push(_Entry(clean, priority, self._cost(size)))
+        words = clean.split(" ", 2)
+        self._push(_Entry(clean, priority, self._cost(size), words[1] if len(words) > 1 else ""))
         return True
 
     def _message(
@@ -304,7 +302,7 @@ class OutputQueue:
             line = f"{command} {target} :{chunk}"
             callback = on_sent if i == len(fits) - 1 else None
             cost = self._cost(len(line.encode("utf-8")) + 2)
-            self._push(_Entry(line, priority, cost, callback, owner))
+            self._push(_Entry(line, priority, cost, target, callback, owner))
         left = len(chunks) - room
         if left > 0:
             pending = self._overflow[priority].setdefault(target, _Overflow(0, command))
@@ -434,7 +432,8 @@ class OutputQueue:
             except ValueError:  # our prefix grew since the target was checked
                 continue
             line = f"{overflow.command} {target} :{chunk}"
-            self._push(_Entry(line, priority, self._cost(len(line.encode("utf-8")) + 2)))
+            cost = self._cost(len(line.encode("utf-8")) + 2)
+            self._push(_Entry(line, priority, cost, target))
             self._stats["summaries"] += 1
 
     def withdraw(self, owner: object) -> int:
