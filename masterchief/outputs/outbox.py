@@ -275,25 +275,28 @@ class Outbox:
             target, text, kind=kind, fold_key=fold_key, meta=meta_json, created_at=created
         )
         self._stats["announced"] += 1
-        self._add(OutboxRecord(rid, target, text, kind, fold_key, meta_json, created))
+        self._queue(OutboxRecord(rid, target, text, kind, fold_key, meta_json, created), delivery)
         self._wakeup.set()
 
     def _add(self, rec: OutboxRecord) -> None:
+        """Queue a row read from the store."""
         where = str(Target.parse(rec.target))
         if where != rec.target:  # a row from before targets: "#ops" is "irc:#ops"
             rec = dataclasses.replace(rec, target=where)
+        has = rec.meta is not None and '"delivery"' in rec.meta
+        self._queue(rec, (_meta(rec) or {}).get("delivery") if has else None)
+
+    def _queue(self, rec: OutboxRecord, delivery: object) -> None:
+        """Queue ``rec`` (target canonical, ``delivery`` its meta's: not parsed again)."""
         if rec.id in self._known:
             return
         self._known.add(rec.id)
-        if rec.meta and '"delivery"' in rec.meta and rec.id not in self._deliveries:
-            delivery = (_meta(rec) or {}).get("delivery")
-            if delivery is not None:
-                key = (rec.target, str(delivery), rec.text)
-                self._deliveries[rec.id] = key
-                self._delivery_keys.add(key)
-        queue = self._pending.get(rec.target)
-        if queue is None:
-            queue = self._pending[rec.target] = deque()
+        if delivery is not None and rec.id not in self._deliveries:
+            key = (rec.target, str(delivery), rec.text)
+            self._deliveries[rec.id] = key
+            self._delivery_keys.add(key)
+        where = rec.target
+        queue = self._pending.setdefault(where, deque())
         if not queue:
             (self._turns if where.startswith(_IRC_PREFIX) else self._others).append(where)
         if queue and queue[-1].id > rec.id:  # requeued, or announce() calls resumed out of order
@@ -383,7 +386,7 @@ class Outbox:
         for unit in units:
             for rec in unit.records:
                 self._known.discard(rec.id)
-                self._add(rec)  # (its delivery key stays registered)
+                self._queue(rec, None)  # (its delivery key stays registered)
         if units:
             self._stats["requeued"] += len(units)
             log.info("outbox: %d unconfirmed announcements will be sent again", len(units))
