@@ -59,6 +59,7 @@ from ..bindings.dispatcher import Dispatcher
 from ..bindings.event import Event
 from ..bindings.flags import implied
 from ..bindings.masks import irc_lower
+from ..config.schema import FloodConfig
 from .client import Client, View
 from .flood import FloodGate, FloodPolicy, Verdict, Window
 from .message import Message
@@ -217,7 +218,7 @@ class IrcBot:
         account, user, host = c.user_info(nick)
         return (account, user or "*", host) if host else None
 
-    def configure_flood(self, flood: Any) -> None:
+    def configure_flood(self, flood: FloodConfig) -> None:
         """New flood limits (``!rehash`` of ``bot.flood``).  A changed policy
         starts fresh counts (an ignore in progress ends); an unchanged one
         keeps them."""
