@@ -42,6 +42,21 @@ BOT_HOST_FLAGS = FlagMask.parse("n")
 """Who may run a module on the bot's own host (with ``allow_bot_host``): a global owner."""
 
 
+# What each command takes: its usage line and its help text say the same.
+_ARGS = {
+    "deploy": "MODULE ENV [key=value ...]",
+    "plan": "MODULE ENV [key=value ...]",
+    "approve": "JOB",
+    "deny": "JOB [reason]",
+    "cancel": "JOB",
+    "job": "JOB [page]",
+}
+
+
+def _usage(name: str) -> UserError:
+    return UserError(f"usage: !{name} {_ARGS[name]}")
+
+
 def _to(ev: Event) -> str:
     return f"{ev.nick}: " if ev.nick and ev.channel else ""
 
@@ -79,9 +94,8 @@ def _may_read_jobs(app: DeployHost, jobs: JobManager, ev: Event, what: str) -> N
 
 
 async def _request(app: DeployHost, jobs: JobManager, ev: Event, mode: str) -> None:
-    usage = f"usage: !{mode} MODULE ENV [key=value ...]"
     if len(ev.args) < 2:
-        raise UserError(usage)
+        raise _usage(mode)
     name, env, *words = ev.args
     module = jobs.module(name)
     person, allowed = _who(app, ev)
@@ -123,19 +137,19 @@ def bindings(app: DeployHost, jobs: JobManager) -> None:
 
     async def approve(ev: Event) -> None:
         if len(ev.args) != 1:
-            raise UserError("usage: !approve JOB")
+            raise _usage("approve")
         person, allowed = _who(app, ev, approving=True)
         ev.reply(_to(ev) + await jobs.approve(ev.args[0], person, allowed))
 
     async def deny(ev: Event) -> None:
         if not ev.args:
-            raise UserError("usage: !deny JOB [reason]")
+            raise _usage("deny")
         person, allowed = _who(app, ev)
         ev.reply(_to(ev) + await jobs.deny(ev.args[0], person, allowed, " ".join(ev.args[1:])))
 
     async def cancel(ev: Event) -> None:
         if len(ev.args) != 1:
-            raise UserError("usage: !cancel JOB")
+            raise _usage("cancel")
         person, allowed = _who(app, ev)
         ev.reply(_to(ev) + await jobs.cancel(ev.args[0], person, allowed))
 
@@ -161,7 +175,7 @@ def bindings(app: DeployHost, jobs: JobManager) -> None:
     async def show_job(ev: Event) -> None:
         args, page = split_page(ev.args, 1)
         if len(args) != 1:
-            raise UserError("usage: !job JOB [page]")
+            raise _usage("job")
         _may_read_jobs(app, jobs, ev, "!job")
         job_id = args[0].lower()
         live = jobs.jobs.get(job_id)
@@ -183,16 +197,17 @@ def bindings(app: DeployHost, jobs: JobManager) -> None:
                            "(see the log or `masterchief module validate`)")  # fmt: skip
 
     commands: tuple[tuple[str, Callable[[Event], Any], str], ...] = (
-        ("deploy", deploy, "run a deploy module: deploy MODULE ENV [key=value ...]"),
-        ("plan", plan, "dry run of a module: plan MODULE ENV [key=value ...]"),
-        ("approve", approve, "approve a waiting job: approve JOB"),
-        ("deny", deny, "refuse a waiting job: deny JOB [reason]"),
-        ("cancel", cancel, "stop a running or waiting job: cancel JOB"),
+        ("deploy", deploy, "run a deploy module"),
+        ("plan", plan, "dry run of a module"),
+        ("approve", approve, "approve a waiting job"),
+        ("deny", deny, "refuse a waiting job"),
+        ("cancel", cancel, "stop a running or waiting job"),
         ("jobs", list_jobs, "running and waiting jobs (jobs all: history)"),
-        ("job", show_job, "a job's status, approvals and last lines: job JOB"),
+        ("job", show_job, "a job's status, approvals and last lines"),
         ("modules", modules, "the deploy modules"),
     )
-    for name, fn, doc in commands:
+    for name, fn, what in commands:
+        doc = f"{what}: {name} {_ARGS[name]}" if name in _ARGS else what
         handler = guarded(fn, fn.__name__, doc, _to)
         table.bind("pub", "-|-", prefix + name, handler, owner=OWNER)
         table.bind("msg", "-|-", name, handler, owner=OWNER)
