@@ -81,20 +81,12 @@ from ..irc.pacer import OutputQueue, sanitize
 from ..store.api import OutboxRecord, OutboxStore, StoreError
 from .targets import IRC, Target, Transport, Transports
 
-__all__ = ["Outbox", "current_outbox", "delayed_prefix", "expired_line", "human_age"]
+__all__ = ["Outbox", "delayed_prefix", "expired_line", "human_age"]
 
 log = logging.getLogger("masterchief.outbox")
 
-_current: Outbox | None = None
 _RETRY_S = 5.0  # after a store failure in the feeder
 _EARLY_S = 2.0  # how long an echo may wait for the on_sent of its line
-
-
-def current_outbox() -> Outbox:
-    """The running bot's outbox, for scripts: ``await current_outbox().announce(...)``."""
-    if _current is None:
-        raise RuntimeError("no outbox is running (announce needs a running bot)")
-    return _current
 
 
 def human_age(seconds: float) -> str:
@@ -423,9 +415,8 @@ class Outbox:
         return max(0.0, min(delays)) if delays else None
 
     async def run(self) -> None:
-        """Feed IRC until cancelled (a task in the App's TaskGroup)."""
-        global _current
-        _current = self
+        """Feed IRC until cancelled (a task in the App's TaskGroup).  Scripts
+        reach it through ``masterchief.announce`` (the runtime's script API)."""
         try:
             while True:
                 self._wakeup.clear()
@@ -436,8 +427,6 @@ class Outbox:
                     delay = _RETRY_S
                 await self._sleep(delay)
         finally:
-            if _current is self:
-                _current = None
             with contextlib.suppress(StoreError, asyncio.CancelledError):
                 await self._delete_confirmed()
 
