@@ -448,7 +448,9 @@ async def test_a_line_told_while_a_flush_is_announcing_is_not_stranded(rig: Rig)
     second = await rig.jobs.request(module, "prod", "deploy", {"service": "b"}, ALICE, "#ops")
     teller = rig.announcer.teller
     # the flush took the line and waits on the gate
-    await wait_until(lambda: not teller._gathered and teller.busy, 15)
+    await wait_until(
+        lambda: not teller._gathered and teller._task is not None and not teller._task.done(), 15
+    )
     third = await rig.jobs.request(module, "prod", "deploy", {"service": "c"}, ALICE, "#ops")
     rig.gate.set()
     await told(rig, f"job {second.id} (!deploy base prod service=b")

@@ -5,7 +5,7 @@
 - ``kill -9``: the real bot process (``masterchief run``) accepts
   announcements and is killed with SIGKILL and restarted: nothing is lost,
   whether the kill came while IRC was unreachable (announced by a script
-  through ``current_outbox().announce()``, and by a real Alertmanager
+  through ``masterchief.announce()``, and by a real Alertmanager
   webhook right after its 202) or while lines were still waiting in the
   pacer or in the server's receive queue;
 - a storm: 500 alert announcements in 5 s on InspIRCd's stock flood settings
@@ -102,8 +102,7 @@ does) and logs once they are stored; ``!queue N`` announces N lines at once.
 import logging
 import os
 
-from masterchief import Event, bind
-from masterchief.outputs.outbox import current_outbox
+from masterchief import Event, announce, bind
 
 log = logging.getLogger("masterchief.test")
 
@@ -113,7 +112,7 @@ async def while_away(ev: Event) -> None:
     if not os.environ.get("MC_TEST_ANNOUNCE_ON_DISCONNECT"):
         return
     for i in range(5):
-        await current_outbox().announce("#ops", f"while away {i}", meta={"source": "test"})
+        await announce("#ops", f"while away {i}")
     log.info("QUEUED 5 announcements")
 
 
@@ -121,7 +120,7 @@ async def while_away(ev: Event) -> None:
 async def queue(ev: Event) -> None:
     n = int(ev.args[0])
     for i in range(n):
-        await current_outbox().announce(ev.channel or "#ops", f"queued {i:02d}/{n}")
+        await announce(ev.channel or "#ops", f"queued {i:02d}/{n}")
     log.info("QUEUED %d announcements", n)
 '''
 
